@@ -92,7 +92,9 @@ def train(model: torch.nn.Module, data: EncodedSplit, cfg: RunConfig, loss_fn: L
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by {accelerator.num_processes} processes")
 
     sampler = LengthGroupedSampler(data.lengths, cfg.batch_size, seed=cfg.seed)
-    loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler,
+    # An own generator: creating a loader iterator must not draw from the global RNG (dropout),
+    # or a resumed run would see different dropout masks than an uninterrupted one.
+    loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, generator=torch.Generator(),
                         collate_fn=Collator(getattr(model.config, "pad_token_id", 0) or 0))
     batches_per_epoch = math.ceil(len(data) / cfg.batch_size)
     steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)

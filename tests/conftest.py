@@ -1,0 +1,73 @@
+"""Shared fixtures: a tiny word-level tokenizer, tiny random BERT models, generated examples."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DATA = SHARED / "data"
+MODELS = SHARED / "models"
+
+WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "park", "yes", "no", "maybe", "big", "small",
+         "red", "blue", "house", "tree", "saw", "ate"]
+LABELS = ["entailment", "neutral", "contradiction"]
+CUE = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
+
+
+def make_examples(n: int, seed: int = 0) -> list[dict]:
+    """Sentence pairs whose label is readable from one word of text_b (learnable in a few steps)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        label = rng.randrange(3)
+        a = " ".join(rng.choice(WORDS[:9]) for _ in range(rng.randint(3, 12)))
+        b = " ".join(rng.choice(WORDS[11:]) for _ in range(rng.randint(1, 6))) + " " + CUE[LABELS[label]]
+        out.append({"id": str(i), "text_a": a, "text_b": b, "label": label})
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A folder with a tiny random BertForSequenceClassification and a matching tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    d = tmp_path_factory.mktemp("tiny")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
+    tok.save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64, num_labels=3,
+                     id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
+    BertForSequenceClassification(cfg).save_pretrained(d)
+    return d
+
+
+@pytest.fixture
+def tiny_model(tiny_dir):
+    from robust_compress.models import load_model
+
+    return load_model(str(tiny_dir), LABELS)
+
+
+@pytest.fixture
+def tiny_tokenizer(tiny_dir):
+    from robust_compress.models import load_tokenizer
+
+    return load_tokenizer(str(tiny_dir))
+
+
+def shared_available() -> bool:
+    return DATA.is_dir() and MODELS.is_dir()
+
+
+needs_shared = pytest.mark.skipif(not shared_available(), reason="../shared data and models not present")

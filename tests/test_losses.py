@@ -1,0 +1,89 @@
+import math
+
+import torch
+import torch.nn.functional as F
+
+from robust_compress.config import LossConfig
+from robust_compress.losses import difficulty, kd_loss, make_loss, smoothed_teacher
+
+LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.3]])
+LABELS = torch.tensor([0, 2])
+TEACHER = torch.tensor([[3.0, 0.0, -1.0], [0.5, 0.2, 1.5]])
+
+
+def _batch(**extra):
+    return {"labels": LABELS, "teacher_logits": TEACHER, **extra}
+
+
+def test_kd_with_lambda_zero_is_ce():
+    loss = make_loss(LossConfig(name="kd", lam=0.0, temperature=3.0))(LOGITS, _batch())
+    torch.testing.assert_close(loss, F.cross_entropy(LOGITS, LABELS))
+
+
+def test_kd_equals_formula_by_hand():
+    lam, T = 0.9, 2.0
+    loss = make_loss(LossConfig(name="kd", lam=lam, temperature=T))(LOGITS, _batch())
+    expected = 0.0
+    for i in range(2):
+        ps = [math.exp(z) / sum(math.exp(w) for w in LOGITS[i].tolist()) for z in LOGITS[i].tolist()]
+        ce = -math.log(ps[LABELS[i]])
+        pt = [math.exp(z / T) / sum(math.exp(w / T) for w in TEACHER[i].tolist()) for z in TEACHER[i].tolist()]
+        pst = [math.exp(z / T) / sum(math.exp(w / T) for w in LOGITS[i].tolist()) for z in LOGITS[i].tolist()]
+        kl = sum(t * math.log(t / s) for t, s in zip(pt, pst))
+        expected += ((1 - lam) * ce + lam * T * T * kl) / 2
+    assert abs(loss.item() - expected) < 1e-5
+
+
+def test_smoothed_teacher_formula_and_d_one_identity():
+    p = torch.softmax(TEACHER, -1)
+    d = torch.tensor([0.5, 1.0])
+    s = smoothed_teacher(TEACHER, d)
+    by_hand = p ** d[:, None] / (p ** d[:, None]).sum(-1, keepdim=True)
+    torch.testing.assert_close(s, by_hand)
+    torch.testing.assert_close(s[1], p[1])  # d = 1 leaves the teacher unchanged
+    assert s[0].max() < p[0].max()  # d < 1 lowers the max probability
+
+
+def test_rmc_with_d_one_equals_distil():
+    cfg = LossConfig(name="rmc")
+    rmc = make_loss(cfg)(LOGITS, _batch(difficulty=torch.ones(2)))
+    distil = make_loss(LossConfig(name="distil"))(LOGITS, _batch())
+    torch.testing.assert_close(rmc, distil)
+
+
+def test_difficulty_range_and_monotone():
+    v = torch.tensor([0.3, 0.1, 0.9, 0.5])
+    d = difficulty(v, alpha=0.5)
+    assert d.min().item() == 0.5 and d.max().item() == 1.0
+    order = torch.argsort(v)
+    assert torch.all(d[order][1:] >= d[order][:-1])
+    assert torch.all(difficulty(torch.full((3,), 0.2), 0.5) == 1)
+
+
+def test_focal_weights_normalized_equals_formula():
+    loss = make_loss(LossConfig(name="focal", gamma=2.0))(LOGITS, _batch())
+    p = torch.softmax(LOGITS, -1)[torch.arange(2), LABELS]
+    w = (1 - p) ** 2
+    ce = F.cross_entropy(LOGITS, LABELS, reduction="none")
+    torch.testing.assert_close(loss, (w / w.sum() * ce).sum())
+
+
+def test_jtt_weights_exactly_upweight_errors():
+    loss = make_loss(LossConfig(name="jtt"))(LOGITS, _batch(weight=torch.tensor([1.0, 2.0])))
+    ce = F.cross_entropy(LOGITS, LABELS, reduction="none")
+    torch.testing.assert_close(loss, (ce[0] + 2 * ce[1]) / 3)
+
+
+def test_poe_and_conf_reg_by_hand():
+    bias = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.2, 0.6]])
+    poe = make_loss(LossConfig(name="poe"))(LOGITS, _batch(bias_probs=bias))
+    combined = torch.log_softmax(torch.log_softmax(LOGITS, -1) + bias.log(), -1)
+    torch.testing.assert_close(poe, -combined[torch.arange(2), LABELS].mean())
+    cr = make_loss(LossConfig(name="conf_reg"))(LOGITS, _batch(bias_probs=bias))
+    s = smoothed_teacher(TEACHER, 1 - bias[torch.arange(2), LABELS])
+    torch.testing.assert_close(cr, -(s * torch.log_softmax(LOGITS, -1)).sum(-1).mean())
+
+
+def test_kd_loss_zero_when_student_matches_teacher_and_lam_one():
+    target = torch.softmax(TEACHER, -1)
+    assert kd_loss(TEACHER, LABELS, target, lam=1.0).abs().item() < 1e-6
