@@ -47,6 +47,30 @@ def finetune(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = No
 
 
 @app.command()
+def compress(method: Annotated[str | None, typer.Option(help="magnitude | heads | distill | truncate | quantize")] = None,
+             config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None, task: TaskOpt = None,
+             data_dir: DataOpt = None, output: OutOpt = None,
+             teacher: Annotated[str | None, typer.Option(help="fine-tuned teacher folder")] = None,
+             sparsity: Annotated[float | None, typer.Option(help="magnitude: target sparsity in [0, 1)")] = None,
+             heads: Annotated[float | None, typer.Option(help="heads: count (>=1) or fraction (<1) to remove")] = None,
+             layers: Annotated[int | None, typer.Option(help="truncate: keep the first k layers")] = None,
+             loss: Annotated[str | None, typer.Option(help="ce | kd | distil | smooth | rmc | focal | jtt | ...")] = None,
+             resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = True,
+             overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False):
+    """Compress a model (prune, distill, truncate or quantize) with any loss, then evaluate it."""
+    from .compress import compress as run
+
+    comp = {k: v for k, v in dict(method=method, teacher=teacher, sparsity=sparsity, heads=heads,
+                                  layers=layers).items() if v is not None}
+    sets = [f"compression.{k}={json.dumps(v)}" for k, v in comp.items()]
+    if loss:
+        sets.append(f"loss.name={loss}")
+    cfg = _cfg(config, sets + list(set_ or []), model=model, task=task, data_dir=data_dir, output_dir=output)
+    out = run(cfg, resume=resume, overwrite=overwrite)
+    _print_summary(out / "summary.json")
+
+
+@app.command()
 def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder")],
              config: ConfigOpt = None, set_: SetOpt = None, task: TaskOpt = None, data_dir: DataOpt = None,
              output: OutOpt = None,
@@ -67,6 +91,83 @@ def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder"
     summary = evaluate_folder(model_dir, None, cfg, Path(output) if output else None, reference)
     out = Path(output) if output else model_dir / "eval"
     _print_summary(out / "summary.json", summary)
+
+
+@app.command()
+def uncertainty(output: Annotated[Path, typer.Option("--output", "-o", help="parquet file: id, v")],
+                config: ConfigOpt = None, set_: SetOpt = None, task: TaskOpt = None, data_dir: DataOpt = None,
+                models: Annotated[list[str] | None, typer.Option(help="model folders of different sparsities")] = None,
+                snapshots: Annotated[str | None, typer.Option(help="snapshot folder of one pruning run")] = None,
+                oneshot: Annotated[str | None, typer.Option(help="one model, one-shot pruned (cheapest)")] = None,
+                sparsities: Annotated[list[float] | None, typer.Option(help="for --oneshot")] = None):
+    """Per-training-example loss variance across models of different sparsities (RMC step 1)."""
+    from .shortcut import compute_uncertainty
+
+    cfg = _cfg(config, set_, model=models[0] if models else (oneshot or "none"), task=task, data_dir=data_dir)
+    df = compute_uncertainty(cfg, output, models=models, snapshots=snapshots, oneshot=oneshot, sparsities=sparsities)
+    typer.echo(f"{len(df)} examples, v mean {df['v'].mean():.4f} max {df['v'].max():.4f}; written: {output}")
+
+
+@app.command("bias-model")
+def bias_model(kind: Annotated[str, typer.Option(help="partial (hypothesis/claim only) | overlap")] = "partial",
+               config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None, task: TaskOpt = None,
+               data_dir: DataOpt = None, output: OutOpt = None,
+               overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False):
+    """Train a bias-only model (used for easy/hard splits and the debiasing losses)."""
+    from .shortcut import train_bias_model
+
+    cfg = _cfg(config, set_, model=model or "none", task=task, data_dir=data_dir, output_dir=output)
+    out = train_bias_model(cfg, kind, overwrite=overwrite)
+    _print_summary(out / "summary.json")
+
+
+@app.command("easy-hard")
+def easy_hard(bias: Annotated[str, typer.Option(help="bias-only model folder")],
+              output: Annotated[Path, typer.Option("--output", "-o", help="parquet file: id, easy")],
+              split: Annotated[str, typer.Option(help="eval split to partition")] = "dev_matched",
+              config: ConfigOpt = None, set_: SetOpt = None, task: TaskOpt = None, data_dir: DataOpt = None,
+              models: Annotated[list[Path] | None, typer.Option("--model", help="evaluated model folders to score")] = None):
+    """Split an ID dev set into easy/hard with a bias-only model; score models on each part."""
+    from .shortcut import easy_hard_metrics, write_easy_hard
+
+    cfg = _cfg(config, set_, model=bias, task=task, data_dir=data_dir)
+    df = write_easy_hard(cfg, bias, split, output)
+    typer.echo(f"{split}: {int(df['easy'].sum())} easy / {int((~df['easy']).sum())} hard; written: {output}")
+    import pandas as pd
+
+    for m in models or []:
+        pred = m / "predictions" / f"{split}.parquet"
+        if not pred.is_file():
+            raise UserError(f"{pred}: no predictions for split {split!r}")
+        r = easy_hard_metrics(pd.read_parquet(pred), df)
+        typer.echo(f"{str(m):40s} easy {100 * r['acc_easy']:5.1f}  hard {100 * r['acc_hard']:5.1f}  "
+                   f"gap {100 * r['gap']:5.1f}  conf easy {r['conf_easy']:.3f} hard {r['conf_hard']:.3f}")
+
+
+@app.command()
+def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")],
+              dry_run: Annotated[bool, typer.Option(help="show the stage plan and exit")] = False,
+              shard: Annotated[str, typer.Option(help="i/n: run every n-th compressed run, starting at i")] = "0/1",
+              report: Annotated[bool, typer.Option(help="write the report at the end")] = True):
+    """Run a whole study: teacher, uncertainty, bias model, every compression x loss x seed, report."""
+    from .experiment import reproduce as run
+
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+        assert 0 <= i < n
+    except (ValueError, AssertionError):
+        raise UserError(f"--shard {shard!r}: expected i/n with 0 <= i < n") from None
+    run(experiment, dry_run=dry_run, shard=(i, n), report=report)
+
+
+@app.command("report")
+def report_cmd(study: Annotated[Path, typer.Argument(help="study folder (holds index.json)")],
+               output: OutOpt = None):
+    """Rebuild the HTML + Markdown report of a study from its saved predictions."""
+    from .report import build_report
+
+    out = build_report(study, output)
+    typer.echo(f"report: {out}")
 
 
 @app.command("f-bias")

@@ -28,6 +28,17 @@ class LossConfig(BaseModel):
     alpha: float | None = Field(None, ge=0, le=1, description="RMC difficulty floor; default: the task's")
     gamma: float = Field(2.0, ge=0, description="focal-loss exponent")
     upweight: float = Field(2.0, ge=1, description="JTT weight of the first model's errors")
+    uncertainty: str | None = Field(None, description="RMC: per-example uncertainty file (robust-compress uncertainty)")
+    reference_model: str | None = Field(None, description="JTT: the first model whose training errors are up-weighted")
+    bias_model: str | None = Field(None, description="reweight/poe/conf_reg: a bias-only model folder")
+
+    @model_validator(mode="after")
+    def _inputs(self) -> LossConfig:
+        need = {"rmc": "uncertainty", "jtt": "reference_model", "reweight": "bias_model", "poe": "bias_model",
+                "conf_reg": "bias_model"}.get(self.name)
+        if need and getattr(self, need) is None:
+            raise ValueError(f"loss {self.name!r} needs `loss.{need}`")
+        return self
 
 
 class CompressionConfig(BaseModel):
@@ -57,6 +68,15 @@ class CompressionConfig(BaseModel):
         return self
 
 
+class CueConfig(BaseModel):
+    """Controlled shortcut: a marker word appended to text_b that agrees with the gold label for a
+    fraction `rho` of training examples (random otherwise)."""
+
+    model_config = ConfigDict(extra="forbid")
+    rho: float = Field(0.8, ge=0, le=1)
+    markers: list[str] | None = Field(None, description="one marker word per label; default: fixed rare words")
+
+
 class RunConfig(BaseModel):
     """Everything one training run needs (fine-tuning and every compression)."""
 
@@ -82,6 +102,11 @@ class RunConfig(BaseModel):
     eval_batch_size: int = Field(128, ge=1)
     checkpoint_every: int = Field(200, ge=1, description="optimizer steps between resumable checkpoints")
     dropout: float | None = Field(None, ge=0, lt=1, description="override the model's dropout")
+    cache_dir: str = Field("runs/cache", description="teacher logits, uncertainty and other reusable per-example data")
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="also log metrics to these accelerate trackers")
+    input_field: Literal["text_a", "text_b"] | None = Field(None, description="partial input (bias-only models)")
+    cue: CueConfig | None = None
     loss: LossConfig = Field(default_factory=LossConfig)
     compression: CompressionConfig | None = None
 

@@ -20,6 +20,7 @@ from .evaluate import predict_logits, prediction_table, save_tables, summarize
 from .io import UserError, atomic_dir, write_json, write_yaml
 from .losses import NEEDS, make_loss
 from .models import count_parameters, load_model, load_tokenizer, save_model, set_threads
+from .shortcut import add_cue, cue_markers, cue_test_sets, reliance
 from .tasks import TaskSpec, load_task
 from .train import Hook, TrainResult, make_accelerator, train, write_train_metrics
 
@@ -36,19 +37,24 @@ def evaluate_model(model, tokenizer, task: TaskSpec, split_names: list[str], cfg
                    reference: dict[str, Any] | None = None, splits: dict[str, Split] | None = None
                    ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """Prediction tables for each split and the summary derived from them."""
-    tables, speed = {}, {}
+    tables, speed, roles, groups = {}, {}, {}, {}
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    todo: list[Split] = []
     for name in split_names:
         split = (splits or {}).get(name) or load_split(task, name, cfg.data_dir, cfg.source,
                                                        limit=cfg.eval_limit, seed=cfg.seed)
-        enc = EncodedSplit(split.examples, tokenizer, cfg.max_length)
+        todo.append(split)
+        if cfg.cue is not None and split.role == "id":  # controlled-shortcut test sets
+            todo.extend(cue_test_sets(split, cue_markers(cfg.cue, task.labels), cfg.seed))
+    for split in todo:
+        enc = EncodedSplit(split.examples, tokenizer, cfg.max_length, field=cfg.input_field)
         logits, rate = predict_logits(model, enc, cfg.eval_batch_size, bf16=cfg.bf16)
-        tables[name] = prediction_table(split, logits, model_labels)
-        speed[name] = rate
-    roles = {n: task.splits[n].role for n in split_names}
-    groups = {n: task.splits[n].group_by for n in split_names}
+        tables[split.name] = prediction_table(split, logits, model_labels)
+        speed[split.name], roles[split.name], groups[split.name] = rate, split.role, split.group_by
     summary = summarize(tables, roles, groups, reference)
     summary["eval_examples_per_s"] = {k: round(v, 1) for k, v in speed.items()}
+    if cfg.cue is not None:
+        summary["shortcut"] = reliance(tables)
     return tables, summary
 
 
@@ -80,7 +86,7 @@ def train_and_save(cfg: RunConfig, model, tokenizer, task: TaskSpec, train_split
     set_threads()
     accelerator = make_accelerator(cfg)
     work = out.with_name(out.name + ".partial")
-    data = EncodedSplit(train_split.examples, tokenizer, cfg.max_length, extras=extras)
+    data = EncodedSplit(train_split.examples, tokenizer, cfg.max_length, field=cfg.input_field, extras=extras)
     result: TrainResult = train(model, data, cfg, make_loss(cfg.loss), work, hooks=hooks, resume=resume,
                                 accelerator=accelerator)
     model = accelerator.unwrap_model(model)
@@ -101,11 +107,19 @@ def train_and_save(cfg: RunConfig, model, tokenizer, task: TaskSpec, train_split
     return out
 
 
+def load_train_split(cfg: RunConfig, task: TaskSpec) -> Split:
+    """The training split as configured: seeded subset, synthetic cue if asked."""
+    split = load_split(task, task.train_split, cfg.data_dir, cfg.source, limit=cfg.train_limit, seed=cfg.seed)
+    if cfg.cue is not None:
+        split.examples = add_cue(split.examples, cue_markers(cfg.cue, task.labels), cfg.cue.rho, cfg.seed)
+    return split
+
+
 def finetune(cfg: RunConfig, resume: bool = True, overwrite: bool = False) -> Path:
     """Fine-tune `cfg.model` on the task's training split (the teacher, or any baseline)."""
     task = load_task(cfg.task)
-    train_split = load_split(task, task.train_split, cfg.data_dir, cfg.source, limit=cfg.train_limit, seed=cfg.seed)
     eval_split_names(cfg, task)  # fail on a bad eval set before any training
+    train_split = load_train_split(cfg, task)
     model = load_model(cfg.model, task.labels, dropout=cfg.dropout)
     tokenizer = load_tokenizer(cfg.model, model)
     return train_and_save(cfg, model, tokenizer, task, train_split, resume=resume, overwrite=overwrite)

@@ -47,9 +47,13 @@ def make_accelerator(cfg: RunConfig) -> Accelerator:
     from accelerate import DataLoaderConfiguration
 
     # split_batches: cfg.batch_size is the global batch, so results do not depend on the process count.
-    return Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", gradient_accumulation_steps=cfg.grad_accum,
-                       dataloader_config=DataLoaderConfiguration(split_batches=True),
-                       cpu=not torch.cuda.is_available())
+    acc = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", gradient_accumulation_steps=cfg.grad_accum,
+                      dataloader_config=DataLoaderConfiguration(split_batches=True),
+                      cpu=not torch.cuda.is_available(), log_with=list(cfg.trackers) or None,
+                      project_dir=str(Path(cfg.output_dir).with_name(Path(cfg.output_dir).name + ".logs")))
+    if cfg.trackers:
+        acc.init_trackers(Path(cfg.output_dir).name, config=cfg.model_dump(mode="json", exclude={"compression", "loss"}))
+    return acc
 
 
 def _optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -150,6 +154,8 @@ def train(model: torch.nn.Module, data: EncodedSplit, cfg: RunConfig, loss_fn: L
                 window = []
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", ex_s=f"{rate:.1f}", epoch=epoch)
+                if cfg.trackers:
+                    accelerator.log({"train/loss": losses[-1], "train/examples_per_s": rate}, step=step)
             bar.update(1)
             if step % cfg.checkpoint_every == 0 and step < total:
                 _save_checkpoint(ckpt, model, optimizer, scheduler, step, accelerator)
@@ -157,6 +163,8 @@ def train(model: torch.nn.Module, data: EncodedSplit, cfg: RunConfig, loss_fn: L
             if step >= total or micro // cfg.grad_accum >= steps_per_epoch:
                 break
     bar.close()
+    if cfg.trackers:
+        accelerator.end_training()
     if window:
         losses.append(sum(window) / len(window))
     seconds = time.perf_counter() - t0
