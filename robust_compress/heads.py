@@ -121,17 +121,25 @@ def _shrink_ffn(block: torch.nn.Module, neurons: list[int]) -> None:
     block.output.dense = prune_linear_layer(block.output.dense, keep, dim=1)
 
 
-def _check_units(kind: str, layer: int, n_layers: int, indices: list[int], have: int) -> list[int]:
-    if not 0 <= layer < n_layers:
-        raise UserError(f"layer {layer} does not exist (the model has {n_layers} layers)")
-    indices = sorted(int(i) for i in indices)
-    if len(set(indices)) != len(indices):
-        raise UserError(f"layer {layer}: repeated {kind} indices {indices}")
-    if indices and not (0 <= indices[0] and indices[-1] < have):
-        raise UserError(f"layer {layer}: {kind} indices {indices} out of range (layer has {have})")
-    if len(indices) >= have:
-        raise UserError(f"layer {layer}: cannot remove all {have} {kind}s (keep at least one)")
-    return indices
+def _checked(kind: str, requested: dict[int, list[int]], layers: torch.nn.ModuleList,
+             count: Callable[[torch.nn.Module], int]) -> dict[int, list[int]]:
+    """Validate a whole request before anything changes: {layer: sorted unique indices}."""
+    out = {}
+    for layer, indices in requested.items():
+        layer = int(layer)
+        if not 0 <= layer < len(layers):
+            raise UserError(f"layer {layer} does not exist (the model has {len(layers)} layers)")
+        have = count(layers[layer])
+        indices = sorted(int(i) for i in indices)
+        if len(set(indices)) != len(indices):
+            raise UserError(f"layer {layer}: repeated {kind} indices {indices}")
+        if indices and not (0 <= indices[0] and indices[-1] < have):
+            raise UserError(f"layer {layer}: {kind} indices {indices} out of range (layer has {have})")
+        if len(indices) >= have:
+            raise UserError(f"layer {layer}: cannot remove all {have} {kind}s (keep at least one)")
+        if indices:
+            out[layer] = indices
+    return out
 
 
 def _record(config, field: str, layer: int, current: list[int], total: int) -> None:
@@ -153,12 +161,9 @@ def prune_heads(model: torch.nn.Module, heads: dict[int, list[int]]) -> torch.nn
     in place to `PrunedBertForSequenceClassification`."""
     model = _as_pruned(model)
     layers = _layers(model)
-    checked = {int(k): _check_units("head", int(k), len(layers), v, layers[int(k)].attention.self.num_attention_heads)
-               for k, v in heads.items()}  # validate everything before changing anything
-    for layer, idx in checked.items():
-        if idx:
-            _record(model.config, "pruned_heads", layer, idx, model.config.num_attention_heads)
-            _shrink_attention(layers[layer], idx)
+    for layer, idx in _checked("head", heads, layers, lambda b: b.attention.self.num_attention_heads).items():
+        _record(model.config, "pruned_heads", layer, idx, model.config.num_attention_heads)
+        _shrink_attention(layers[layer], idx)
     return model
 
 
@@ -167,12 +172,9 @@ def prune_ffn_neurons(model: torch.nn.Module, neurons: dict[int, list[int]]) -> 
     recorded in `model.config.pruned_ffn_neurons` in the original numbering."""
     model = _as_pruned(model)
     layers = _layers(model)
-    checked = {int(k): _check_units("neuron", int(k), len(layers), v, layers[int(k)].intermediate.dense.out_features)
-               for k, v in neurons.items()}
-    for layer, idx in checked.items():
-        if idx:
-            _record(model.config, "pruned_ffn_neurons", layer, idx, model.config.intermediate_size)
-            _shrink_ffn(layers[layer], idx)
+    for layer, idx in _checked("neuron", neurons, layers, lambda b: b.intermediate.dense.out_features).items():
+        _record(model.config, "pruned_ffn_neurons", layer, idx, model.config.intermediate_size)
+        _shrink_ffn(layers[layer], idx)
     return model
 
 
@@ -198,6 +200,7 @@ def drop_layers(model: torch.nn.Module, keep: list[int]) -> torch.nn.Module:
 # ---------------------------------------------------------------- importance by gates
 
 
+@torch.enable_grad()  # gate gradients are needed even when the caller is under no_grad
 def _gate_importance(model: torch.nn.Module, batches, sites: list[tuple[torch.nn.Module, int]],
                      loss_fn: Callable | None, n_batches: int) -> list[torch.Tensor]:
     """E_x |dL(x)/d xi_u| for units gated at the input of each module in `sites`.

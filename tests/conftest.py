@@ -71,3 +71,41 @@ def shared_available() -> bool:
 
 
 needs_shared = pytest.mark.skipif(not shared_available(), reason="../shared data and models not present")
+
+
+@pytest.fixture
+def tiny_task(tmp_path) -> Path:
+    """A custom 3-way task (YAML + JSONL files) over generated examples; returns the YAML path."""
+    import json
+
+    d = tmp_path / "data"
+    d.mkdir()
+    for name, n, seed in (("train", 192, 0), ("dev", 96, 1), ("ood", 64, 2)):
+        rows = make_examples(n, seed)
+        with (d / f"{name}.jsonl").open("w") as f:
+            for r in rows:
+                kind = "k1" if int(r["id"]) % 2 else "k2"
+                label = LABELS[r["label"]]
+                if name == "ood":
+                    label = "entailment" if r["label"] == 0 else "non-entailment"
+                f.write(json.dumps({"a": r["text_a"], "b": r["text_b"], "label": label,
+                                    "kind": kind, "uid": f"{name}-{r['id']}"}) + "\n")
+    spec = tmp_path / "task.yaml"
+    spec.write_text(
+        "name: tiny\ntext_a: a\ntext_b: b\nlabels: [entailment, neutral, contradiction]\nalpha: 0.5\n"
+        "splits:\n"
+        f"  train: {{role: train, local: [{d}/train.jsonl], id_column: uid}}\n"
+        f"  dev: {{role: id, local: [{d}/dev.jsonl], id_column: uid}}\n"
+        f"  ood: {{role: ood, local: [{d}/ood.jsonl], id_column: uid, labels: [entailment, non-entailment],\n"
+        "        collapse: {entailment: entailment, neutral: non-entailment, contradiction: non-entailment},\n"
+        "        group_by: [kind]}\n")
+    return spec
+
+
+def tiny_run_config(tiny_dir, tiny_task, out, **kw):
+    from robust_compress.config import RunConfig
+
+    base = dict(model=str(tiny_dir), task=str(tiny_task), output_dir=str(out), batch_size=16, lr=2e-3,
+                epochs=1, seed=0, checkpoint_every=5, max_length=32, cache_dir=str(Path(out).parent / "cache"))
+    data = base | kw
+    return RunConfig.model_validate(data)

@@ -1,0 +1,103 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from robust_compress.experiment import load_experiment, plan
+from robust_compress.io import UserError
+
+from .conftest import ROOT
+
+
+def _exp(tmp_path, tiny_dir, tiny_task, name="exp", **over):
+    exp = {
+        "name": "tiny", "task": str(tiny_task), "output_dir": str(tmp_path / name), "seeds": [0],
+        "defaults": {"batch_size": 16, "lr": 2e-3, "max_length": 32, "checkpoint_every": 5,
+                     "cache_dir": str(tmp_path / "cache")},
+        "teacher": {"model": str(tiny_dir), "train": {"epochs": 4}},
+        "compressions": [{"name": "mag-0.5", "method": "magnitude", "settings": {"sparsity": 0.5}}],
+        "losses": ["ce", "distil", "rmc"],
+        "uncertainty": {"source": "snapshots", "sparsities": [0.3, 0.6]},
+    }
+    for k, v in over.items():
+        exp[k] = v
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    return path
+
+
+def test_plan_graph(tmp_path, tiny_dir, tiny_task):
+    stages = plan(load_experiment(_exp(tmp_path, tiny_dir, tiny_task)))
+    kinds = [(s.kind, s.name) for s in stages]
+    assert kinds[0] == ("teacher", "teacher")
+    by = {s.name: s for s in stages}
+    assert [d.name for d in by["mag-0.5/rmc/seed0"].deps] == ["teacher", "uncertainty"]
+    assert [d.name for d in by["uncertainty"].deps] == ["uncertainty-pruning"]
+    assert by["uncertainty-pruning"].deps[0].name == "teacher"
+    assert len({s.path for s in stages}) == len(stages)  # distinct artifacts
+
+
+def test_changed_setting_changes_only_dependents(tmp_path, tiny_dir, tiny_task):
+    a = {s.name: s.key for s in plan(load_experiment(_exp(tmp_path, tiny_dir, tiny_task)))}
+    b = {s.name: s.key for s in plan(load_experiment(_exp(
+        tmp_path, tiny_dir, tiny_task, name="exp2", uncertainty={"source": "snapshots", "sparsities": [0.3, 0.7]})))}
+    changed = {n for n in a if a[n] != b[n]}
+    assert changed == {"uncertainty-pruning", "uncertainty", "mag-0.5/rmc/seed0"}
+
+
+@pytest.mark.parametrize("patch,match", [
+    ({"compressions": [{"name": "x", "method": "bogus"}]}, "compressions.0.method"),
+    ({"task": "nonexistent-task"}, "unknown task"),
+    ({"compressions": [{"name": "x", "method": "magnitude", "settings": {"sparsity": 1.5}}]}, "sparsity"),
+    ({"losses": ["ce", "poe"]}, "bias_model"),
+    ({"unknown_key": 1}, "unknown_key"),
+])
+def test_malformed_experiment_fails_before_work(tmp_path, tiny_dir, tiny_task, patch, match):
+    path = _exp(tmp_path, tiny_dir, tiny_task, **patch)
+    with pytest.raises(UserError, match=match):
+        load_experiment(path)
+    assert not (tmp_path / "exp").exists()
+
+
+def _reproduce(path, env):
+    return subprocess.Popen([sys.executable, "-m", "robust_compress.cli", "reproduce", str(path), "--no-report"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigkilled_study_resumes_to_identical_results(tmp_path, tiny_dir, tiny_task):
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    kw = {"losses": ["ce"], "teacher": {"model": str(tiny_dir), "train": {"max_steps": 150}}}
+    clean = _exp(tmp_path, tiny_dir, tiny_task, name="clean", **kw)
+    p = _reproduce(clean, env)
+    assert p.wait(timeout=600) == 0, p.stdout.read()[-3000:]
+
+    killed = _exp(tmp_path, tiny_dir, tiny_task, name="killed", **kw)
+    p = _reproduce(killed, env)
+    deadline = time.time() + 300
+    while not list((tmp_path / "killed" / "artifacts").glob("*.partial/checkpoint/trainer_state.pt")):
+        assert time.time() < deadline and p.poll() is None, "no checkpoint appeared before the run ended"
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    p = _reproduce(killed, env)
+    out = p.communicate(timeout=600)[0]
+    assert p.returncode == 0, out[-3000:]
+    assert "resumed from" in out
+
+    def results(root):
+        rows = {}
+        for summary in sorted((root / "artifacts").glob("*/summary.json")):
+            preds = pd.read_parquet(summary.parent / "predictions" / "dev.parquet")
+            rows[summary.parent.name] = (json.loads(summary.read_text())["splits"]["dev"]["accuracy"],
+                                         preds["p_entailment"].round(6).tolist())
+        return rows
+
+    a, b = results(tmp_path / "clean"), results(tmp_path / "killed")
+    assert a.keys() == b.keys() and len(a) == 2
+    assert a == b
