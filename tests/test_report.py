@@ -1,0 +1,216 @@
+"""Study report: every number recomputed from prediction tables; all-or-nothing output folder."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from robust_compress.evaluate import bootstrap_ci
+from robust_compress.io import UserError
+from robust_compress.report import build_report
+
+MNLI = ["entailment", "neutral", "contradiction"]
+HANS = ["entailment", "non-entailment"]
+HEURISTICS = ["lexical_overlap", "subsequence", "constituent"]
+N_DEV, N_HANS = 240, 180
+CUE_RUN = "magnitude-0.70/ce/seed1"
+
+
+def _table(rng, labels, n, p_correct, meta=None):
+    """A prediction table whose per-example correctness is drawn with probability `p_correct`."""
+    gold = rng.integers(0, len(labels), n)
+    correct = rng.random(n) < p_correct
+    pred = np.where(correct, gold, (gold + rng.integers(1, len(labels), n)) % len(labels))
+    conf = np.clip(rng.normal(0.6 + 0.3 * correct, 0.1), 1 / len(labels), 1.0)
+    df = pd.DataFrame({"id": [f"x{i}" for i in range(n)], "gold": [labels[g] for g in gold],
+                       "pred": [labels[p] for p in pred], "correct": correct, "confidence": conf,
+                       "loss": -np.log(np.where(correct, conf, 1 - conf))})
+    for j, name in enumerate(labels):
+        df[f"p_{name}"] = np.where(pred == j, conf, (1 - conf) / (len(labels) - 1))
+    for k, v in (meta or {}).items():
+        df[k] = v
+    return df
+
+
+def _write_run(study: Path, entry: dict, rng, easy: np.ndarray, acc: float, cue: bool = False) -> None:
+    folder = study / entry["path"]
+    (folder / "predictions").mkdir(parents=True)
+    p_dev = np.where(easy, min(acc + 0.1, 0.99), acc - 0.15)  # easy examples are easier
+    _table(rng, MNLI, N_DEV, p_dev).to_parquet(folder / "predictions" / "dev_matched.parquet", index=False)
+    heur = np.repeat(HEURISTICS, N_HANS // 3)
+    _table(rng, HANS, N_HANS, acc - 0.3, {"heuristic": heur, "text": [f"t{i}" for i in range(N_HANS)]}
+           ).to_parquet(folder / "predictions" / "hans.parquet", index=False)
+    # a stale summary whose numbers the report must NOT use
+    roles = {"dev_matched": "id", "hans": "ood"}
+    if cue:  # controlled-shortcut copies of the ID split, as runner.evaluate_model writes them
+        for name, p in (("dev_matched+cue_aligned", 0.95), ("dev_matched+cue_conflicting", 0.4)):
+            _table(rng, MNLI, N_DEV, p).to_parquet(folder / "predictions" / f"{name}.parquet", index=False)
+            roles[name] = "cue"
+    (folder / "summary.json").write_text(json.dumps({
+        "splits": {s: {"role": r, "accuracy": 0.0} for s, r in roles.items()},
+        "id_split": "dev_matched", "acc_id": 0.0, "acc_ood": 0.0, "delta": 9.9, "f_bias": 9.9}))
+    total = 110_000_000
+    sparsity = entry.get("sparsity") or 0
+    (folder / "compression.json").write_text(json.dumps(
+        {"parameters": total, "nonzero_parameters": int(total * (1 - sparsity)), "method": entry["method"]}))
+    (folder / "speed.json").write_text(json.dumps({"examples_per_s": 100.0 + 50 * sparsity}))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """A teacher (1 seed) + magnitude pruning at 2 sparsities × 2 losses × 2 seeds, HANS-like OOD.
+
+    Laid out as experiment.write_index does: one group per compression holding both losses, run
+    names with slashes, an absolute path for the teacher, and no `sparsity` key for the teacher.
+    """
+    study = tmp_path_factory.mktemp("study")
+    rng = np.random.default_rng(0)
+    easy = rng.random(N_DEV) < 0.55
+    entries = [{"name": "teacher", "path": str(study / "artifacts" / "teacher"), "group": "teacher",
+                "method": "teacher", "loss": "ce", "seed": 1, "is_teacher": True}]
+    for sp in (0.4, 0.7):
+        for loss in ("ce", "rmc"):
+            for seed in (1, 2):
+                group = f"magnitude-{sp:.2f}"
+                entries.append({"name": f"{group}/{loss}/seed{seed}", "path": f"artifacts/compress-{len(entries)}",
+                                "group": group, "method": "magnitude", "loss": loss, "sparsity": sp, "seed": seed,
+                                "is_teacher": False})
+    for e in entries:
+        acc = 0.85 - 0.1 * (e.get("sparsity") or 0) + (0.03 if e["loss"] == "rmc" else 0)
+        _write_run(study, e, rng, easy, acc, cue=e["name"] == CUE_RUN)
+    (study / "index.json").write_text(json.dumps(entries))
+    (study / "easy_hard").mkdir()
+    pd.DataFrame({"id": [f"x{i}" for i in range(N_DEV)], "easy": easy}).to_parquet(
+        study / "easy_hard" / "dev_matched.parquet", index=False)
+    (study / "shortcut" / "magnitude-0.40" / "rmc").mkdir(parents=True)
+    (study / "shortcut" / "magnitude-0.40" / "rmc" / "seed1.json").write_text(
+        json.dumps({"aligned": 0.9, "conflicting": 0.6, "reliance": 0.3}))
+    (study / "shortcut" / "unfinished-run.json").write_text("{}")  # not (yet) in index.json: noted, not fatal
+    return study
+
+
+@pytest.fixture(scope="module")
+def report(study) -> Path:
+    return build_report(study)
+
+
+def _preds(study: Path, entry: dict, split: str) -> pd.DataFrame:
+    return pd.read_parquet(study / entry["path"] / "predictions" / f"{split}.parquet")
+
+
+def _unit(e: dict) -> str:
+    return e["group"] if e["is_teacher"] else f"{e['group']}/{e['loss']}"
+
+
+def test_every_table_and_figure_is_in_the_html(report):
+    assert report.name == "report" and report.is_dir()
+    page, md = (report / "report.html").read_text(), (report / "report.md").read_text()
+    for heading in ("Table 1: Accuracy per split", "Table 2: Relative bias and model size",
+                    "Table 3: hans accuracy by heuristic × gold label", "Table 4: Easy / hard examples of dev_matched",
+                    "Table 5: Controlled-shortcut reliance"):
+        assert f"<h2>{heading}" in page and f"## {heading}" in md
+    imgs = re.findall(r"<img alt='([^']+)' src='data:image/png;base64,", page)
+    assert len(imgs) == page.count("<img") == 4 and all(imgs)
+    pngs = sorted(p.name for p in (report / "figures").glob("*.png"))
+    assert pngs == ["accuracy_vs_sparsity.png", "confidence_easy_hard_dev_matched.png",
+                    "easy_hard_gap_dev_matched.png", "reliability.png"]
+    assert all(f"](figures/{name})" in md for name in pngs)
+    assert not re.search(r"(src|href)=['\"]?(https?:|//)", page) and "<script" not in page
+    for cell in ("lexical_overlap/entailment", "constituent/non-entailment", "magnitude-0.70/rmc"):
+        assert cell in page
+    assert "Ignored shortcut files naming no run in index.json: shortcut/unfinished-run.json" in page
+    assert "text/" not in page and "cue_aligned" not in page  # no breakdown by carried text; cue copies hidden
+    table1 = page.split("<h2>Table 1")[1].split("</table>")[0]
+    assert table1.count("<tr>") == 1 + 5  # header + teacher + 2 sparsities x 2 losses
+
+
+def test_metrics_match_pandas_recomputation(study, report):
+    data = json.loads((report / "metrics.json").read_text())
+    rows = {(r["level"], r["name"]): r for r in data["rows"]}
+    index = json.loads((study / "index.json").read_text())
+    assert data["teacher"] == "teacher"
+    assert len(rows) == len(index) + 5 == len(pd.read_csv(report / "metrics.csv"))
+    easy = pd.read_parquet(study / "easy_hard" / "dev_matched.parquet").set_index("id")["easy"]
+
+    def direct(e):
+        dev, hans = _preds(study, e, "dev_matched"), _preds(study, e, "hans")
+        acc_id, acc_ood = dev["correct"].mean(), hans["correct"].mean()
+        m = dev["id"].map(easy)
+        sub = hans[(hans["heuristic"] == "subsequence") & (hans["gold"] == "non-entailment")]
+        return {"acc.dev_matched": acc_id, "acc.hans": acc_ood, "acc_id": acc_id, "acc_ood": acc_ood,
+                "delta": (acc_id - acc_ood) / acc_id,
+                "eh.dev_matched.gap": dev["correct"][m].mean() - dev["correct"][~m].mean(),
+                "eh.dev_matched.easy_conf": dev["confidence"][m].mean(),
+                "by.hans.heuristic.subsequence/non-entailment": sub["correct"].mean()}
+
+    expected = {e["name"]: direct(e) for e in index}
+    t_delta = expected["teacher"]["delta"]
+    for e in index:
+        got, want = rows[("run", e["name"])], expected[e["name"]]
+        assert got["unit"] == _unit(e)
+        for k, v in want.items():
+            assert got[k] == pytest.approx(v, abs=1e-12), (e["name"], k)
+        assert got["f_bias"] == pytest.approx(want["delta"] / t_delta)
+        assert got["delta"] != 9.9  # the stale summary.json is ignored
+        assert got["acc.hans.ci_lo"] <= got["acc.hans"] <= got["acc.hans.ci_hi"]
+    for unit in {_unit(e) for e in index}:
+        names = [e["name"] for e in index if _unit(e) == unit]
+        got = rows[("group", unit)]
+        assert got["n_seeds"] == len(names)
+        for k in ("acc_ood", "delta", "eh.dev_matched.gap"):
+            vals = [expected[n][k] for n in names]
+            assert got[k] == pytest.approx(np.mean(vals), abs=1e-12)
+            if len(vals) > 1:
+                assert got[f"{k}.std"] == pytest.approx(np.std(vals, ddof=1), abs=1e-12)
+        assert got["f_bias"] == pytest.approx(np.mean([expected[n]["delta"] for n in names]) / t_delta)
+    # CI: bootstrap over examples for the single-seed teacher, Student t over 2 seeds otherwise
+    teacher = rows[("group", "teacher")]
+    hans_t = _preds(study, index[0], "hans")["correct"].to_numpy()
+    assert [teacher["acc_ood.ci_lo"], teacher["acc_ood.ci_hi"]] == pytest.approx(bootstrap_ci(hans_t))
+    g = rows[("group", "magnitude-0.40/rmc")]
+    half = 12.706 * g["acc_ood.std"] / np.sqrt(2)
+    assert [g["acc_ood.ci_lo"], g["acc_ood.ci_hi"]] == pytest.approx([max(g["acc_ood"] - half, 0),
+                                                                      min(g["acc_ood"] + half, 1)])
+    assert teacher["f_bias"] == pytest.approx(1.0)
+    assert rows[("group", "magnitude-0.40/ce")]["speedup"] == pytest.approx(120 / 100)
+    assert rows[("group", "magnitude-0.70/rmc")]["nonzero_parameters"] == pytest.approx(110e6 * 0.3, rel=1e-6)
+    # shortcut reliance: from shortcut/<run name>.json, or recomputed from the cue prediction tables
+    sc = rows[("group", "magnitude-0.40/rmc")]
+    assert sc["shortcut.reliance"] == pytest.approx(0.3) and sc["shortcut.reliance.n"] == 1
+    cue_entry = next(e for e in index if e["name"] == CUE_RUN)
+    a, c = (_preds(study, cue_entry, f"dev_matched+cue_{k}")["correct"].mean() for k in ("aligned", "conflicting"))
+    assert rows[("run", CUE_RUN)]["shortcut.reliance"] == pytest.approx(a - c, abs=1e-12)
+    assert "shortcut.reliance" not in teacher
+
+
+def test_missing_index_names_the_file(tmp_path):
+    with pytest.raises(UserError, match=re.escape(str(tmp_path / "index.json"))):
+        build_report(tmp_path)
+    assert not (tmp_path / "report").exists()
+
+
+def test_corrupt_parquet_leaves_no_report(study, tmp_path):
+    import shutil
+
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy, ignore=shutil.ignore_patterns("report"))
+    index = json.loads((copy / "index.json").read_text())
+    bad = copy / index[-1]["path"] / "predictions" / "hans.parquet"
+    good = bad.read_bytes()
+    bad.write_bytes(b"PAR1 this is not a parquet file")
+    with pytest.raises(UserError, match=re.escape(str(bad))):
+        build_report(copy)
+    assert not (copy / "report").exists()
+    assert not [p for p in copy.iterdir() if p.name.startswith(".report")]  # no temp folder left behind
+    # with an earlier report in place, a failed rebuild leaves it untouched
+    bad.write_bytes(good)
+    before = (build_report(copy) / "metrics.json").read_bytes()
+    bad.write_bytes(b"garbage")
+    with pytest.raises(UserError, match=re.escape(str(bad))):
+        build_report(copy)
+    assert (copy / "report" / "metrics.json").read_bytes() == before
