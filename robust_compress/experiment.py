@@ -189,29 +189,34 @@ def plan(exp: Experiment) -> list[Stage]:
                         deps=[teacher], root=root)
         stages.append(unc)
 
-    for c in exp.compressions:
-        for seed in exp.seeds:
-            vanilla = None
-            losses = ["ce"] if c.method == "quantize" else (c.losses or exp.losses)  # no training: one row
-            for loss in sorted(losses, key=lambda n: n != "ce"):  # ce first: JTT needs it
+    # Seed-major, and within a seed every compression's vanilla (ce) run first: a study stopped
+    # early still has whole tables for the seeds it reached.
+    order = ["ce"] + [loss for loss in exp.all_losses() if loss != "ce"]
+    for seed in exp.seeds:
+        vanilla: dict[str, Stage] = {}
+        for loss in order:
+            for c in exp.compressions:
+                losses = ["ce"] if c.method == "quantize" else (c.losses or exp.losses)  # no training: one row
+                if loss not in losses:
+                    continue
                 deps = [teacher]
-                lcfg = {"name": loss} | exp.loss_settings
                 if loss == "rmc":
                     deps.append(unc)
                 if loss == "jtt":
-                    if vanilla is None:
+                    if c.name not in vanilla:
                         raise UserError(f"compression {c.name}: loss 'jtt' needs 'ce' in its losses (its first model)")
-                    deps.append(vanilla)
+                    deps.append(vanilla[c.name])
                 if loss in {"reweight", "poe", "conf_reg"}:
                     deps.append(bias)
                 cfg = base | {"model": c.model or "<teacher>", "seed": seed} | c.train | {
-                    "compression": {"method": c.method, "teacher": "<teacher>"} | c.settings, "loss": lcfg}
+                    "compression": {"method": c.method, "teacher": "<teacher>"} | c.settings,
+                    "loss": {"name": loss} | exp.loss_settings}
                 s = Stage("compress", f"{c.name}/{loss}/seed{seed}", cfg, deps=deps, root=root,
-                          meta={"group": f"{c.name}", "method": c.method, "loss": loss, "seed": seed,
+                          meta={"group": c.name, "method": c.method, "loss": loss, "seed": seed,
                                 "sparsity": c.settings.get("sparsity")})
                 stages.append(s)
                 if loss == "ce":
-                    vanilla = s
+                    vanilla[c.name] = s
     return stages
 
 
@@ -304,6 +309,7 @@ def reproduce(path: str | Path, dry_run: bool = False, shard: tuple[int, int] = 
             continue
         print(f"\n=== stage {k}/{len(mine)}: {s.kind} {s.name} ({time.perf_counter() - t0:.0f}s elapsed)", flush=True)
         run_stage(s, teacher, exp)
+        write_index(exp, stages)  # a study stopped at any point can still be reported
     write_index(exp, stages)
     if report:
         from .report import build_report
