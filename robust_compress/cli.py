@@ -83,7 +83,8 @@ def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder"
     if saved.is_file() and config is None:  # evaluate as trained: task, lengths, eval sets
         from .io import read_yaml
 
-        base = {k: v for k, v in read_yaml(saved).items() if k in ("task", "max_length", "data_dir", "source")}
+        base = {k: v for k, v in read_yaml(saved).items()
+                if k in ("task", "max_length", "data_dir", "source", "input_field", "cue", "eval_sets")}
     from .config import load_config
 
     cfg = load_config(config, list(set_ or []), base=base | {"model": str(model_dir)}

@@ -101,3 +101,19 @@ def test_sigkilled_study_resumes_to_identical_results(tmp_path, tiny_dir, tiny_t
     a, b = results(tmp_path / "clean"), results(tmp_path / "killed")
     assert a.keys() == b.keys() and len(a) == 2
     assert a == b
+
+
+def test_shards_partition_the_compressed_runs(tmp_path, tiny_dir, tiny_task, monkeypatch):
+    """--shard i/n: each compressed run is done by exactly one shard; shared prerequisites by any."""
+    import robust_compress.experiment as ex
+
+    path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce", "distil"],
+                compressions=[{"name": f"m{i}", "method": "magnitude", "settings": {"sparsity": 0.1 * i}}
+                              for i in range(1, 4)])
+    ran: dict[int, list[str]] = {0: [], 1: []}
+    for shard in (0, 1):
+        monkeypatch.setattr(ex, "run_stage", lambda s, t, e, shard=shard: ran[shard].append(s.name))
+        ex.reproduce(path, shard=(shard, 2), report=False)
+    compressed = [n for n in ran[0] + ran[1] if n.startswith("m")]
+    assert sorted(compressed) == sorted({n for n in compressed}) and len(compressed) == 6
+    assert "teacher" in ran[0] and "teacher" in ran[1]

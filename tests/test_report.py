@@ -214,3 +214,37 @@ def test_corrupt_parquet_leaves_no_report(study, tmp_path):
     with pytest.raises(UserError, match=re.escape(str(bad))):
         build_report(copy)
     assert (copy / "report" / "metrics.json").read_bytes() == before
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (.ci/run installs it)")
+def test_html_renders_in_headless_chromium_with_every_figure_loaded(report, tmp_path):
+    """Load the page in a real browser; a probe script counts images that decoded (naturalWidth > 0)."""
+    import re
+    import subprocess
+
+    page = (report / "report.html").read_text()
+    probe = ("<script>window.addEventListener('load',()=>{const im=[...document.images];"
+             "document.title='IMAGES '+im.filter(i=>i.complete&&i.naturalWidth>0).length+'/'+im.length+"
+             "' TABLES '+document.querySelectorAll('table').length;});</script>")
+    probed = tmp_path / "probe.html"
+    probed.write_text(page.replace("</body>", probe + "</body>"))
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+           probed.as_uri()]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    m = re.search(r"IMAGES (\d+)/(\d+) TABLES (\d+)", out)
+    assert m, out[:2000]
+    loaded, total, tables = map(int, m.groups())
+    assert total >= 4 and loaded == total
+    assert tables >= 4
+    shot = tmp_path / "shot.png"
+    subprocess.run(cmd[:-2] + [f"--screenshot={shot}", "--window-size=1200,2400", (report / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
