@@ -41,8 +41,7 @@ def encoder_flops(model, seq_len: int = 128) -> dict[str, float]:
     return {"seq_len": seq_len, "flops_dense": dense + attn, "flops_nonzero": sparse + attn}
 
 
-def _extras(cfg: RunConfig, task: TaskSpec, examples: list[dict], tokenizer,
-            student_labels: list[str]) -> dict[str, list]:
+def _extras(cfg: RunConfig, task: TaskSpec, examples: list[dict], student_labels: list[str]) -> dict[str, list]:
     """Per-example inputs the loss needs (teacher logits now; uncertainty etc. via `shortcut`)."""
     needs = NEEDS[cfg.loss.name]
     extras: dict[str, list] = {}
@@ -51,14 +50,13 @@ def _extras(cfg: RunConfig, task: TaskSpec, examples: list[dict], tokenizer,
         if model_labels(teacher) != student_labels:
             raise UserError(f"{teacher}: teacher labels {model_labels(teacher)} differ from the student's "
                             f"{student_labels}")
-        logits = LogitCache(cfg.cache_dir).get(teacher, examples, tokenizer, cfg.max_length,
-                                                       cfg.eval_batch_size, cfg.bf16)
+        logits = LogitCache(cfg.cache_dir).get(teacher, examples, cfg.max_length, cfg.eval_batch_size, cfg.bf16)
         extras["teacher_logits"] = logits_as_extras(logits)
     rest = needs - set(extras)
     if rest:
         from . import shortcut
 
-        extras.update(shortcut.loss_extras(cfg, task, examples, tokenizer, rest))
+        extras.update(shortcut.loss_extras(cfg, task, examples, rest))
     return extras
 
 
@@ -148,7 +146,7 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False) -> Pa
         record["layers"] = c.layers
     # distill: the student is cfg.model as loaded; its loss (kd/rmc/...) brings the teacher in.
 
-    extras = _extras(cfg, task, train_split.examples, tokenizer, task.labels)
+    extras = _extras(cfg, task, train_split.examples, task.labels)
     record["parameters_before"] = before
     out = train_and_save(cfg, model, tokenizer, task, train_split, extras=extras, hooks=hooks, record=record,
                          reference=reference, resume=resume, overwrite=overwrite)

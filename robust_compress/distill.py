@@ -57,16 +57,19 @@ class LogitCache:
         field = model_input_field(model_dir) or "pair"
         return f"{model_digest(model_dir)}-{examples_digest(examples)}-L{max_length}-{field}"
 
-    def get(self, model_dir: str | Path, examples: list[dict], tokenizer, max_length: int,
+    def get(self, model_dir: str | Path, examples: list[dict], max_length: int,
             batch_size: int = 128, bf16: bool = False) -> np.ndarray:
+        """Logits of the model in `model_dir`, tokenized with its own tokenizer (a student's may differ)."""
         path = self.root / f"{self.key(model_dir, examples, max_length)}.safetensors"
         if path.is_file():
             return load_file(str(path))["logits"]
         self.misses += 1
         from .compress import load_for_inference
+        from .models import load_tokenizer
         from .shortcut import model_input_field
 
         model = load_for_inference(model_dir, model_labels(model_dir))
+        tokenizer = load_tokenizer(str(model_dir), model)
         data = EncodedSplit(examples, tokenizer, max_length, field=model_input_field(model_dir))
         logits, _ = predict_logits(model, data, batch_size, bf16=bf16)
         self.root.mkdir(parents=True, exist_ok=True)

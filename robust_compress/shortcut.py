@@ -38,14 +38,14 @@ def loss_variance(losses: np.ndarray) -> np.ndarray:
     return losses.var(axis=0)
 
 
-def uncertainty(model_dirs: list[str | Path], examples: list[dict], tokenizer, cfg: RunConfig) -> pd.DataFrame:
+def uncertainty(model_dirs: list[str | Path], examples: list[dict], cfg: RunConfig) -> pd.DataFrame:
     """Per-example loss variance across models of different sparsities (snapshots or separate runs)."""
     if len(model_dirs) < 2:
         raise UserError(f"uncertainty needs at least 2 models, got {len(model_dirs)}")
     cache = LogitCache(cfg.cache_dir)
     labels = np.array([e["label"] for e in examples])
-    losses = np.stack([example_losses(cache.get(m, examples, tokenizer, cfg.max_length, cfg.eval_batch_size,
-                                                 cfg.bf16), labels) for m in model_dirs])
+    losses = np.stack([example_losses(cache.get(m, examples, cfg.max_length, cfg.eval_batch_size, cfg.bf16), labels)
+                       for m in model_dirs])
     return pd.DataFrame({"id": [e["id"] for e in examples], "v": loss_variance(losses),
                          "loss_mean": losses.mean(0)})
 
@@ -101,15 +101,12 @@ def load_per_example(path: str | Path, column: str, examples: list[dict]) -> np.
 # ------------------------------------------------------------------ bias-only models
 
 
-def bias_probs(model_dir: str | Path, examples: list[dict], cfg: RunConfig, tokenizer=None) -> np.ndarray:
+def bias_probs(model_dir: str | Path, examples: list[dict], cfg: RunConfig) -> np.ndarray:
     """Class probabilities of a bias-only model (partial-input transformer or lexical-overlap model)."""
     model_dir = Path(model_dir)
     if (model_dir / "overlap_model.json").is_file():
         return OverlapModel.load(model_dir).predict_proba(examples)
-    from .models import load_tokenizer
-
-    tok = tokenizer if tokenizer is not None else load_tokenizer(str(model_dir))
-    logits = LogitCache(cfg.cache_dir).get(model_dir, examples, tok, cfg.max_length, cfg.eval_batch_size, cfg.bf16)
+    logits = LogitCache(cfg.cache_dir).get(model_dir, examples, cfg.max_length, cfg.eval_batch_size, cfg.bf16)
     return softmax(logits.astype(np.float64))
 
 
@@ -197,7 +194,7 @@ def agreement(v: np.ndarray, bias_easy: np.ndarray) -> float:
 # ------------------------------------------------------------------ the loss inputs
 
 
-def loss_extras(cfg: RunConfig, task: TaskSpec, examples: list[dict], tokenizer, needs: set[str]) -> dict[str, list]:
+def loss_extras(cfg: RunConfig, task: TaskSpec, examples: list[dict], needs: set[str]) -> dict[str, list]:
     """Per-example tensors for RMC (difficulty), JTT (weight) and bias-model losses (bias_probs)."""
     out: dict[str, list] = {}
     if "difficulty" in needs:
@@ -206,7 +203,7 @@ def loss_extras(cfg: RunConfig, task: TaskSpec, examples: list[dict], tokenizer,
         out["difficulty"] = list(difficulty(torch.tensor(v), alpha).float())
     if "weight" in needs:
         ref = cfg.loss.reference_model
-        logits = LogitCache(cfg.cache_dir).get(ref, examples, tokenizer, cfg.max_length, cfg.eval_batch_size, cfg.bf16)
+        logits = LogitCache(cfg.cache_dir).get(ref, examples, cfg.max_length, cfg.eval_batch_size, cfg.bf16)
         wrong = logits.argmax(1) != np.array([e["label"] for e in examples])
         out["weight"] = list(torch.tensor(np.where(wrong, cfg.loss.upweight, 1.0), dtype=torch.float32))
     if "bias_probs" in needs:
@@ -310,8 +307,7 @@ def compute_uncertainty(cfg: RunConfig, out: Path, models: list[str] | None = No
     else:
         if not models:
             raise UserError("give --models, --snapshots or --oneshot")
-        tok = load_tokenizer(models[0])
-        df = uncertainty(models, examples, tok, cfg)
+        df = uncertainty(models, examples, cfg)
         source = {"source": "snapshots" if snapshots else "models", "models": models}
     save_uncertainty(df, Path(out), source | {"train_limit": cfg.train_limit, "seed": cfg.seed, "task": cfg.task})
     return df

@@ -2,7 +2,6 @@
 
 import sys
 
-import torch
 from safetensors.torch import save_file
 
 from robust_compress.batching import EncodedSplit

@@ -57,14 +57,11 @@ def test_uncertainty_from_snapshots_equals_variance_by_hand(tiny_dir, tiny_task,
 def test_jtt_weights_exactly_first_model_errors(tiny_dir, tiny_task, tmp_path):
     from robust_compress.data import load_split
     from robust_compress.distill import LogitCache
-    from robust_compress.models import load_tokenizer
-
     task = load_task(str(tiny_task))
     ex = load_split(task, "train", None).examples
     cfg = tiny_run_config(tiny_dir, tiny_task, tmp_path / "x", loss={"name": "jtt", "reference_model": str(tiny_dir)})
-    tok = load_tokenizer(str(tiny_dir))
-    w = torch.stack(loss_extras(cfg, task, ex, tok, {"weight"})["weight"]).numpy()
-    logits = LogitCache(cfg.cache_dir).get(tiny_dir, ex, tok, 32)
+    w = torch.stack(loss_extras(cfg, task, ex, {"weight"})["weight"]).numpy()
+    logits = LogitCache(cfg.cache_dir).get(tiny_dir, ex, 32)
     wrong = logits.argmax(1) != np.array([e["label"] for e in ex])
     assert wrong.any() and (~wrong).any()
     np.testing.assert_array_equal(w, np.where(wrong, 2.0, 1.0))
@@ -78,12 +75,12 @@ def test_rmc_difficulty_extras_cover_range(tiny_dir, tiny_task, tmp_path):
     pd.DataFrame({"id": [e["id"] for e in ex], "v": np.linspace(0, 1, len(ex))}).to_parquet(tmp_path / "u.parquet")
     cfg = tiny_run_config(tiny_dir, tiny_task, tmp_path / "x", loss={"name": "rmc", "uncertainty": str(tmp_path / "u.parquet")},
                           compression={"method": "distill", "teacher": str(tiny_dir)})
-    d = torch.stack(loss_extras(cfg, task, ex, None, {"difficulty"})["difficulty"])
+    d = torch.stack(loss_extras(cfg, task, ex, {"difficulty"})["difficulty"])
     assert d.min().item() == pytest.approx(0.5) and d.max().item() == pytest.approx(1.0)
     pd.DataFrame({"id": ["nope"], "v": [0.1]}).to_parquet(tmp_path / "bad.parquet")
     bad = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"uncertainty": str(tmp_path / "bad.parquet")})})
     with pytest.raises(UserError, match="no 'v' for"):
-        loss_extras(bad, task, ex, None, {"difficulty"})
+        loss_extras(bad, task, ex, {"difficulty"})
 
 
 def test_cue_transform_and_reliance():

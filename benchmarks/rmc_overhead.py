@@ -1,0 +1,82 @@
+"""Wall time of RMC (uncertainty step included) over a vanilla run of the same compression,
+measured side by side on one small configuration, for three uncertainty sources:
+
+  snapshots  one iterative pruning run to 0.85 saving 5 snapshots (the default)
+  oneshot    the teacher one-shot pruned to 5 sparsities, inference only (cheapest)
+  n-runs     5 separately pruned models (paper-faithful)
+
+It also prints how the three signals agree (Spearman rank correlation of v).
+
+    python benchmarks/rmc_overhead.py [--n 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import DATA, MODELS
+
+from robust_compress.compress import compress
+from robust_compress.config import RunConfig
+from robust_compress.runner import finetune
+from robust_compress.shortcut import compute_uncertainty
+
+SPARSITIES = [0.2, 0.4, 0.6, 0.7, 0.85]
+
+
+def timed(fn, *a, **k) -> float:
+    t0 = time.perf_counter()
+    fn(*a, **k)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1000)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="rmc-overhead-"))
+    base = dict(task="mnli", data_dir=str(DATA), train_limit=args.n, eval_limit=300, eval_sets=["dev_matched"],
+                bf16=True, max_length=128, lr=1e-4, batch_size=32, cache_dir=str(tmp / "cache"), checkpoint_every=10**6)
+    teacher = tmp / "teacher"
+    finetune(RunConfig(model=str(MODELS / "paraphrase-MiniLM-L3-v2"), output_dir=str(teacher), **base))
+
+    def cfg(name, loss="ce", **comp):
+        return RunConfig(model=str(teacher), output_dir=str(tmp / name), loss={"name": loss, **comp.pop("loss", {})},
+                         compression={"method": "magnitude", "teacher": str(teacher), **comp}, **base)
+
+    t_vanilla = timed(compress, cfg("vanilla", sparsity=0.4))
+    t_snap_run = timed(compress, cfg("snap", sparsity=0.85, snapshots=SPARSITIES))
+    u_snap = tmp / "u_snap.parquet"
+    t_snap_u = timed(compute_uncertainty, cfg("x", sparsity=0.4), u_snap, snapshots=str(tmp / "snap-snapshots"))
+    u_one = tmp / "u_one.parquet"
+    t_one_u = timed(compute_uncertainty, cfg("x", sparsity=0.4), u_one, oneshot=str(teacher), sparsities=SPARSITIES)
+    t_runs = sum(timed(compress, cfg(f"run{s}", sparsity=s)) for s in SPARSITIES)
+    u_runs = tmp / "u_runs.parquet"
+    t_runs_u = timed(compute_uncertainty, cfg("x", sparsity=0.4), u_runs,
+                     models=[str(tmp / f"run{s}") for s in SPARSITIES])
+    t_rmc = timed(compress, cfg("rmc", "rmc", sparsity=0.4, loss={"uncertainty": str(u_snap)}))
+
+    print(f"{args.n} MNLI train examples, paraphrase-MiniLM-L3-v2 teacher, magnitude 0.4, bf16, 1 epoch")
+    print(f"{'':44s} {'seconds':>8s} {'ratio to vanilla':>17s}")
+    print(f"{'vanilla (ce) run':44s} {t_vanilla:8.1f} {1.0:16.2f}x")
+    for name, t in (("RMC, snapshots uncertainty (default)", t_snap_run + t_snap_u + t_rmc),
+                    ("RMC, one-shot uncertainty (cheap)", t_one_u + t_rmc),
+                    ("RMC, 5 separate runs (paper-faithful)", t_runs + t_runs_u + t_rmc)):
+        print(f"{name:44s} {t:8.1f} {t / t_vanilla:16.2f}x")
+    print(f"{'  of which the RMC run itself':44s} {t_rmc:8.1f} {t_rmc / t_vanilla:16.2f}x")
+    print("the uncertainty step is shared by every RMC run (losses, seeds, sparsities) of a study")
+
+    import pandas as pd
+
+    v = {k: pd.read_parquet(p)["v"].rank().to_numpy() for k, p in
+         (("snapshots", u_snap), ("oneshot", u_one), ("n-runs", u_runs))}
+    for a, b in (("snapshots", "n-runs"), ("oneshot", "n-runs"), ("oneshot", "snapshots")):
+        print(f"Spearman rank correlation of v, {a} vs {b}: {np.corrcoef(v[a], v[b])[0, 1]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
