@@ -81,7 +81,10 @@ class Experiment(BaseModel):
         return self
 
     def all_losses(self) -> list[str]:
-        return sorted({loss for c in self.compressions for loss in (c.losses or self.losses)})
+        """Every loss used, in the declared order (the order stages run in)."""
+        used = {loss for c in self.compressions for loss in (c.losses or self.losses)}
+        extra = sorted(used - set(self.losses))
+        return [loss for loss in self.losses if loss in used] + extra
 
 
 def load_experiment(path: str | Path) -> Experiment:

@@ -42,10 +42,10 @@ def evaluate_model(model, tokenizer, task: TaskSpec, split_names: list[str], cfg
     todo: list[Split] = []
     for name in split_names:
         split = (splits or {}).get(name) or load_split(task, name, cfg.data_dir, cfg.source,
-                                                       limit=cfg.eval_limit, seed=cfg.seed)
+                                                       limit=cfg.eval_limit, seed=cfg.data_seed)
         todo.append(split)
         if cfg.cue is not None and split.role == "id":  # controlled-shortcut test sets
-            todo.extend(cue_test_sets(split, cue_markers(cfg.cue, task.labels), cfg.seed))
+            todo.extend(cue_test_sets(split, cue_markers(cfg.cue, task.labels), cfg.data_seed))
     for split in todo:
         enc = EncodedSplit(split.examples, tokenizer, cfg.max_length, field=cfg.input_field)
         logits, rate = predict_logits(model, enc, cfg.eval_batch_size, bf16=cfg.bf16)
@@ -109,9 +109,9 @@ def train_and_save(cfg: RunConfig, model, tokenizer, task: TaskSpec, train_split
 
 def load_train_split(cfg: RunConfig, task: TaskSpec) -> Split:
     """The training split as configured: seeded subset, synthetic cue if asked."""
-    split = load_split(task, task.train_split, cfg.data_dir, cfg.source, limit=cfg.train_limit, seed=cfg.seed)
+    split = load_split(task, task.train_split, cfg.data_dir, cfg.source, limit=cfg.train_limit, seed=cfg.data_seed)
     if cfg.cue is not None:
-        split.examples = add_cue(split.examples, cue_markers(cfg.cue, task.labels), cfg.cue.rho, cfg.seed)
+        split.examples = add_cue(split.examples, cue_markers(cfg.cue, task.labels), cfg.cue.rho, cfg.data_seed)
     return split
 
 

@@ -309,7 +309,7 @@ def compute_uncertainty(cfg: RunConfig, out: Path, models: list[str] | None = No
             raise UserError("give --models, --snapshots or --oneshot")
         df = uncertainty(models, examples, cfg)
         source = {"source": "snapshots" if snapshots else "models", "models": models}
-    save_uncertainty(df, Path(out), source | {"train_limit": cfg.train_limit, "seed": cfg.seed, "task": cfg.task})
+    save_uncertainty(df, Path(out), source | {"train_limit": cfg.train_limit, "data_seed": cfg.data_seed, "task": cfg.task})
     return df
 
 
@@ -336,7 +336,7 @@ def train_bias_model(cfg: RunConfig, kind: str = "partial", overwrite: bool = Fa
     model = OverlapModel.fit(load_train_split(cfg, task).examples, task.labels, seed=cfg.seed)
     tables, roles, groups = {}, {}, {}
     for name in eval_split_names(cfg, task):
-        split = load_split(task, name, cfg.data_dir, cfg.source, limit=cfg.eval_limit, seed=cfg.seed)
+        split = load_split(task, name, cfg.data_dir, cfg.source, limit=cfg.eval_limit, seed=cfg.data_seed)
         logits = np.log(np.clip(model.predict_proba(split.examples), 1e-12, None))
         tables[name] = prediction_table(split, logits, task.labels)
         roles[name], groups[name] = split.role, split.group_by
@@ -354,7 +354,7 @@ def write_easy_hard(cfg: RunConfig, bias_model: str, split_name: str, out: Path)
     from .tasks import load_task
 
     task = load_task(cfg.task)
-    split = load_split(task, split_name, cfg.data_dir, cfg.source, limit=cfg.eval_limit, seed=cfg.seed)
+    split = load_split(task, split_name, cfg.data_dir, cfg.source, limit=cfg.eval_limit, seed=cfg.data_seed)
     probs = bias_probs(bias_model, split.examples, cfg)
     gold = np.array([e["label"] for e in split.examples])
     df = pd.DataFrame({"id": [e["id"] for e in split.examples], "easy": easy_mask(probs, gold)})
