@@ -250,6 +250,7 @@ def run_stage(stage: Stage, teacher: Stage, exp: Experiment) -> None:
     from .shortcut import compute_uncertainty, train_bias_model, write_easy_hard
 
     cfg = _resolve(stage, teacher, stage.config)
+    t0 = time.perf_counter()
     if stage.kind == "teacher":
         finetune(cfg, overwrite=True)
     elif stage.kind == "bias":
@@ -269,6 +270,7 @@ def run_stage(stage: Stage, teacher: Stage, exp: Experiment) -> None:
     write_json(stage.path.with_name(stage.path.name + ".stage.json") if stage.kind == "uncertainty"
                else stage.path / "stage.json",
                {"name": stage.name, "kind": stage.kind, "key": stage.key, "code_version": _git_version(),
+                "seconds": round(time.perf_counter() - t0, 1),
                 "deps": [d.key for d in stage.deps], "config": stage.config})
 
 
@@ -290,6 +292,27 @@ def write_index(exp: Experiment, stages: list[Stage]) -> None:
             rows.append({"name": s.name, "path": str(Path(s.path).resolve()), **s.meta,
                          "is_teacher": s.kind == "teacher"})
     write_json(root / "index.json", rows)
+
+
+def _write_agreement(exp: Experiment, stages: list[Stage], teacher: Stage) -> None:
+    """How far uncertainty-easy agrees with bias-model-easy on the training set (paper: 82.8 %)."""
+    import numpy as np
+
+    from .runner import load_train_split
+    from .shortcut import agreement, bias_probs, easy_mask, load_per_example
+
+    unc = next((s for s in stages if s.kind == "uncertainty" and s.done()), None)
+    bias = next((s for s in stages if s.kind == "bias" and s.done()), None)
+    if unc is None or bias is None:
+        return
+    cfg = _resolve(unc, teacher, unc.config)
+    examples = load_train_split(cfg, load_task(cfg.task)).examples
+    v = load_per_example(unc.path, "v", examples)
+    easy = easy_mask(bias_probs(bias.path, examples, cfg), np.array([e["label"] for e in examples]))
+    p = float(easy.mean())
+    write_json(Path(exp.output_dir) / "analysis" / "agreement.json",
+               {"n": len(examples), "agreement": agreement(v, easy), "bias_easy_fraction": p,
+                "chance": p * p + (1 - p) * (1 - p), "uncertainty": str(unc.path), "bias_model": str(bias.path)})
 
 
 def reproduce(path: str | Path, dry_run: bool = False, shard: tuple[int, int] = (0, 1),
@@ -314,6 +337,7 @@ def reproduce(path: str | Path, dry_run: bool = False, shard: tuple[int, int] = 
         run_stage(s, teacher, exp)
         write_index(exp, stages)  # a study stopped at any point can still be reported
     write_index(exp, stages)
+    _write_agreement(exp, stages, teacher)
     if report:
         from .report import build_report
 

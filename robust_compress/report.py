@@ -464,6 +464,13 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
         ("Δ = (acc_ID − acc_OOD) / acc_ID with OOD examples pooled over all OOD splits; "
          "F_bias = Δ / mean Δ of the teacher (> 1: more biased than the teacher)."),
     ] + ([f"Ignored shortcut files naming no run in index.json: {', '.join(orphans)}."] if orphans else [])
+    agree = study / "analysis" / "agreement.json"
+    if agree.is_file():
+        a = _read_json(agree)
+        notes.append(f"Per-sample uncertainty vs the bias-only model on {a['n']} training examples: the "
+                     f"{100 * a['bias_easy_fraction']:.1f}% lowest-variance examples (uncertainty-easy) agree with "
+                     f"the bias-model easy/hard split on {100 * a['agreement']:.1f}% of examples (paper: 82.8%; "
+                     f"chance at this split: {100 * a['chance']:.1f}%).")
     out = Path(out_dir) if out_dir is not None else study / "report"
     with atomic_dir(out) as tmp:
         (tmp / "figures").mkdir()
