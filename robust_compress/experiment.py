@@ -186,10 +186,11 @@ def plan(exp: Experiment) -> list[Stage]:
                                                       "snapshots": u.sparsities, "teacher": "<teacher>"},
                 "loss": {"name": "ce"}}, deps=[teacher], root=root)
             stages.append(run)
-            unc = Stage("uncertainty", "uncertainty", ucfg | {"source": "snapshots"}, deps=[run], root=root)
+            unc = Stage("uncertainty", "uncertainty", ucfg | {"model": "<teacher>", "source": "snapshots"},
+                        deps=[run], root=root)
         else:
-            unc = Stage("uncertainty", "uncertainty", ucfg | {"source": "oneshot", "sparsities": u.sparsities},
-                        deps=[teacher], root=root)
+            unc = Stage("uncertainty", "uncertainty", ucfg | {"model": "<teacher>", "source": "oneshot",
+                                                               "sparsities": u.sparsities}, deps=[teacher], root=root)
         stages.append(unc)
 
     # Seed-major, and within a seed every compression's vanilla (ce) run first: a study stopped

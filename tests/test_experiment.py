@@ -117,3 +117,25 @@ def test_shards_partition_the_compressed_runs(tmp_path, tiny_dir, tiny_task, mon
     compressed = [n for n in ran[0] + ran[1] if n.startswith("m")]
     assert sorted(compressed) == sorted({n for n in compressed}) and len(compressed) == 6
     assert "teacher" in ran[0] and "teacher" in ran[1]
+
+
+def test_full_tiny_study_with_rmc_bias_and_report(tmp_path, tiny_dir, tiny_task):
+    """Every stage kind runs for real (teacher, bias model, snapshot uncertainty, ce/distil/rmc/poe),
+    then the report is built from the saved predictions; a rerun finds everything done."""
+    from robust_compress.experiment import reproduce
+
+    path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce", "distil", "rmc", "poe"],
+                bias_model={"kind": "overlap", "easy_hard_split": "dev"})
+    stages = reproduce(path)
+    assert all(s.done() for s in stages)
+    root = tmp_path / "exp"
+    index = json.loads((root / "index.json").read_text())
+    assert {e["loss"] for e in index if not e["is_teacher"]} == {"ce", "distil", "rmc", "poe"}
+    assert (root / "easy_hard" / "dev.parquet").is_file()
+    agree = json.loads((root / "analysis" / "agreement.json").read_text())
+    assert 0 <= agree["agreement"] <= 1
+    html = (root / "report" / "report.html").read_text()
+    assert "Easy" in html or "easy" in html
+    assert html.count("<img") >= 3
+    again = reproduce(path, report=False)
+    assert [s.key for s in again] == [s.key for s in stages]
