@@ -163,12 +163,16 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
 
 @app.command("report")
 def report_cmd(study: Annotated[Path, typer.Argument(help="study folder (holds index.json)")],
-               output: OutOpt = None):
+               output: OutOpt = None,
+               export: Annotated[Path | None, typer.Option(help="also write a weights-free copy of the study "
+                                                                 "(records + predictions + report) here")] = None):
     """Rebuild the HTML + Markdown report of a study from its saved predictions."""
-    from .report import build_report
+    from .report import build_report, export_study
 
     out = build_report(study, output)
     typer.echo(f"report: {out}")
+    if export is not None:
+        typer.echo(f"exported: {export_study(study, export)}")
 
 
 @app.command("f-bias")

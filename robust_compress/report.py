@@ -498,3 +498,33 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
             {"teacher": teacher, "rows": [{k: _clean(v) for k, v in r.items()} for r in rows]},
             indent=1, allow_nan=False) + "\n", encoding="utf-8")
     return out
+
+
+RUN_FILES = ("summary.json", "compression.json", "run_config.yaml", "train_metrics.json", "stage.json", "speed.json")
+
+
+def export_study(study_dir: str | Path, dest: str | Path) -> Path:
+    """A weights-free copy of a study (index, per-run records and prediction tables, easy/hard and
+    analysis files) with its report: small enough to commit, and `report` regenerates from it."""
+    import shutil
+
+    study, dest = Path(study_dir), Path(dest)
+    entries = _read_json(study / "index.json")
+    with atomic_dir(dest) as tmp:
+        rows = []
+        for e in entries:
+            src = study / str(e["path"])
+            rel = Path("runs") / str(e["name"]).replace("/", "__")
+            (tmp / rel / "predictions").mkdir(parents=True)
+            for f in RUN_FILES:
+                if (src / f).is_file():
+                    shutil.copy2(src / f, tmp / rel / f)
+            for p in sorted((src / "predictions").glob("*.parquet")):
+                shutil.copy2(p, tmp / rel / "predictions" / p.name)
+            rows.append(e | {"path": rel.as_posix()})
+        (tmp / "index.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+        for sub in ("easy_hard", "analysis", "shortcut"):
+            if (study / sub).is_dir():
+                shutil.copytree(study / sub, tmp / sub)
+        build_report(tmp)
+    return dest

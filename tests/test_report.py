@@ -248,3 +248,14 @@ def test_html_renders_in_headless_chromium_with_every_figure_loaded(report, tmp_
     subprocess.run(cmd[:-2] + [f"--screenshot={shot}", "--window-size=1200,2400", (report / "report.html").as_uri()],
                    capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_export_is_weights_free_and_regenerates_same_numbers(study, report, tmp_path):
+    from robust_compress.report import export_study
+
+    dest = export_study(study, tmp_path / "exported")
+    assert not list(dest.rglob("*.safetensors"))
+    a = json.loads((report / "metrics.json").read_text())
+    b = json.loads((dest / "report" / "metrics.json").read_text())
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "path"} for r in rows]  # noqa: E731
+    assert strip(a["rows"]) == strip(b["rows"])
