@@ -43,6 +43,7 @@ def main() -> None:
     data = EncodedSplit(examples, tok, 128)
     print(f"model {args.model}, {args.n} MNLI dev-matched examples, batch 128, max_length 128, "
           f"mean length {np.mean(data.lengths):.1f} tokens")
+    predict_logits(model, EncodedSplit(examples[:128], tok, 128), 128)  # untimed warm-up
     fixed, r_fixed = fixed_padding(model, tok, examples, 128, 128)
     dyn, r_dyn = predict_logits(model, data, 128)
     _, r_bf16 = predict_logits(model, data, 128, bf16=True)

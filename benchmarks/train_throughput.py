@@ -43,7 +43,8 @@ def hf_trainer(path: str, data: EncodedSplit, bf16: bool, labels) -> float:
     model = load_model(path, labels)
     with tempfile.TemporaryDirectory() as d:
         args = TrainingArguments(output_dir=d, per_device_train_batch_size=32, num_train_epochs=1,
-                                 learning_rate=5e-5, group_by_length=True, bf16=bf16, use_cpu=True,
+                                 learning_rate=5e-5, train_sampling_strategy="group_by_length", bf16=bf16,
+                                 use_cpu=True,
                                  report_to=[], save_strategy="no", logging_strategy="no",
                                  dataloader_num_workers=0, disable_tqdm=True)
         tr = Trainer(model=model, args=args, train_dataset=_DS(data), data_collator=Collator(0))
@@ -64,6 +65,8 @@ def main() -> None:
     data = EncodedSplit(split.examples, load_tokenizer(path), 128)
     print(f"model {args.model}, {args.n} MNLI train examples, batch 32, max_length 128, "
           f"{torch.get_num_threads()} threads")
+    warm = EncodedSplit(split.examples[:64], load_tokenizer(path), 128)
+    ours(path, warm, False, labels)  # untimed: thread pools and allocator warm up before either is measured
     hf = hf_trainer(path, data, False, labels)
     o = ours(path, data, False, labels)
     ob = ours(path, data, True, labels)

@@ -45,7 +45,12 @@ class TrainResult:
 
 def make_accelerator(cfg: RunConfig) -> Accelerator:
     from accelerate import DataLoaderConfiguration
+    from accelerate.state import AcceleratorState, GradientState
 
+    # One process may run several stages with different precision / accumulation (a study, a
+    # benchmark); accelerate keeps these in singletons, so start each run from a clean state.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     # split_batches: cfg.batch_size is the global batch, so results do not depend on the process count.
     acc = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", gradient_accumulation_steps=cfg.grad_accum,
                       dataloader_config=DataLoaderConfiguration(split_batches=True),
