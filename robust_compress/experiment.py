@@ -8,6 +8,7 @@ checkpoint (`<artifact>.partial/`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
@@ -149,9 +150,11 @@ class Stage:
         return self.path.with_name(self.path.name + "-snapshots")
 
 
+@functools.lru_cache(maxsize=1)
 def _git_version() -> str:
+    """The code version this process started with (first call is made when a study starts)."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
                               cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -319,6 +322,7 @@ def _write_agreement(exp: Experiment, stages: list[Stage], teacher: Stage) -> No
 def reproduce(path: str | Path, dry_run: bool = False, shard: tuple[int, int] = (0, 1),
               report: bool = True) -> list[Stage]:
     exp = load_experiment(path)
+    print(f"code version: {_git_version()}")
     stages = plan(exp)
     root = Path(exp.output_dir)
     root.mkdir(parents=True, exist_ok=True)
