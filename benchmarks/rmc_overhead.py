@@ -44,8 +44,8 @@ def main() -> None:
     teacher = tmp / "teacher"
     finetune(RunConfig(model=str(MODELS / "paraphrase-MiniLM-L3-v2"), output_dir=str(teacher), **base))
 
-    def cfg(name, loss="ce", **comp):
-        return RunConfig(model=str(teacher), output_dir=str(tmp / name), loss={"name": loss, **comp.pop("loss", {})},
+    def cfg(name, loss_name="ce", loss_extra=None, **comp):
+        return RunConfig(model=str(teacher), output_dir=str(tmp / name), loss={"name": loss_name, **(loss_extra or {})},
                          compression={"method": "magnitude", "teacher": str(teacher), **comp}, **base)
 
     t_vanilla = timed(compress, cfg("vanilla", sparsity=0.4))
@@ -58,7 +58,7 @@ def main() -> None:
     u_runs = tmp / "u_runs.parquet"
     t_runs_u = timed(compute_uncertainty, cfg("x", sparsity=0.4), u_runs,
                      models=[str(tmp / f"run{s}") for s in SPARSITIES])
-    t_rmc = timed(compress, cfg("rmc", "rmc", sparsity=0.4, loss={"uncertainty": str(u_snap)}))
+    t_rmc = timed(compress, cfg("rmc", "rmc", {"uncertainty": str(u_snap)}, sparsity=0.4))
 
     print(f"{args.n} MNLI train examples, paraphrase-MiniLM-L3-v2 teacher, magnitude 0.4, bf16, 1 epoch")
     print(f"{'':44s} {'seconds':>8s} {'ratio to vanilla':>17s}")
