@@ -74,9 +74,7 @@ def _load_hub(spec: SplitSpec) -> tuple[list[dict[str, Any]], str]:
 
 def normalize(rows: list[dict[str, Any]], task: TaskSpec, split_name: str, where: str) -> Split:
     spec = task.splits[split_name]
-    labels = task.split_labels(split_name)
-    # Gold labels of a collapsed split live in its own (smaller) label space.
-    gold_names = spec.labels if spec.collapse is not None else labels
+    gold_names = task.split_labels(split_name)  # a collapsed split (HANS) has its own, smaller label space
     col_a, col_b = spec.text_a or task.text_a, spec.text_b or task.text_b
     out = []
     for i, row in enumerate(rows):
