@@ -45,7 +45,7 @@ def test_smoothed_teacher_formula_and_d_one_identity():
 
 
 def test_rmc_with_d_one_equals_distil():
-    cfg = LossConfig(name="rmc")
+    cfg = LossConfig(name="rmc", uncertainty="u.parquet")  # the file is only read when building extras
     rmc = make_loss(cfg)(LOGITS, _batch(difficulty=torch.ones(2)))
     distil = make_loss(LossConfig(name="distil"))(LOGITS, _batch())
     torch.testing.assert_close(rmc, distil)
@@ -69,17 +69,17 @@ def test_focal_weights_normalized_equals_formula():
 
 
 def test_jtt_weights_exactly_upweight_errors():
-    loss = make_loss(LossConfig(name="jtt"))(LOGITS, _batch(weight=torch.tensor([1.0, 2.0])))
+    loss = make_loss(LossConfig(name="jtt", reference_model="first"))(LOGITS, _batch(weight=torch.tensor([1.0, 2.0])))
     ce = F.cross_entropy(LOGITS, LABELS, reduction="none")
     torch.testing.assert_close(loss, (ce[0] + 2 * ce[1]) / 3)
 
 
 def test_poe_and_conf_reg_by_hand():
     bias = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.2, 0.6]])
-    poe = make_loss(LossConfig(name="poe"))(LOGITS, _batch(bias_probs=bias))
+    poe = make_loss(LossConfig(name="poe", bias_model="bias"))(LOGITS, _batch(bias_probs=bias))
     combined = torch.log_softmax(torch.log_softmax(LOGITS, -1) + bias.log(), -1)
     torch.testing.assert_close(poe, -combined[torch.arange(2), LABELS].mean())
-    cr = make_loss(LossConfig(name="conf_reg"))(LOGITS, _batch(bias_probs=bias))
+    cr = make_loss(LossConfig(name="conf_reg", bias_model="bias"))(LOGITS, _batch(bias_probs=bias))
     s = smoothed_teacher(TEACHER, 1 - bias[torch.arange(2), LABELS])
     torch.testing.assert_close(cr, -(s * torch.log_softmax(LOGITS, -1)).sum(-1).mean())
 
