@@ -39,7 +39,7 @@ CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-
 margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1,h2{border-bottom:1px solid #ddd;
 padding-bottom:.2em}table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;
 padding:.3em .6em;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-tr:nth-child(even){background:#fafafa}figure{margin:1.5em 0}img{max-width:100%}
+tr:nth-child(even){background:#fafafa}td:first-child{white-space:nowrap}figure{margin:1.5em 0}img{max-width:100%}
 figcaption{color:#555;font-size:.9em}.note{color:#555}"""
 BARS = " (error bars: std over seeds)"
 
@@ -444,7 +444,7 @@ def _metric_rows(runs: list[Run], per_run: dict, groups: dict, teacher: str | No
                    for u, g in groups.items()]
 
 
-def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+def build_report(study_dir: str | Path, out_dir: str | Path | None = None, name: str | None = None) -> Path:
     """Load and check everything first, then write report.md/.html, figures/ and metrics.csv/.json
     into `out_dir` (default `<study>/report`) in one rename; returns that folder."""
     study = Path(study_dir)
@@ -457,7 +457,7 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     figures = make_figures(groups, teacher, runs, easy_splits)
     rows = _metric_rows(runs, per_run, groups, teacher)
     notes = [
-        (f"Study: {study.resolve().name}; {len(runs)} runs in {len(groups)} rows (a row is a group, or "
+        (f"Study: {name or study.resolve().name}; {len(runs)} runs in {len(groups)} rows (a row is a group, or "
          f"group/loss when a group holds several losses); teacher: {teacher or 'none (no F_bias, no speed-up)'}."),
         ("Every number is recomputed from the prediction tables. Accuracy cells: mean ± std over seeds "
          "[95% CI: over seeds (Student t) when a row has >1 seed, else bootstrap over examples]."),
@@ -526,5 +526,5 @@ def export_study(study_dir: str | Path, dest: str | Path) -> Path:
         for sub in ("easy_hard", "analysis", "shortcut"):
             if (study / sub).is_dir():
                 shutil.copytree(study / sub, tmp / sub)
-        build_report(tmp)
+        build_report(tmp, name=dest.name)
     return dest
