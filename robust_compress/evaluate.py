@@ -35,6 +35,8 @@ def predict_logits(model, data: EncodedSplit, batch_size: int = 128, bf16: bool 
     """Logits in the split's order, and examples/s. Batches are length-sorted and padded per batch."""
     model.eval()
     device = device or next(model.parameters()).device
+    # int8 dynamic-quantized linears take fp32 activations only: no autocast for them
+    bf16 = bf16 and not any(m.__class__.__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
     collate = Collator(getattr(model.config, "pad_token_id", 0) or 0)
     out = None
     t0 = time.perf_counter()

@@ -63,7 +63,7 @@ def test_truncate_and_quantize(tiny_dir, tiny_task, tmp_path, teacher):
     out = compress(tiny_run_config(teacher, tiny_task, tmp_path / "t1",
                                    compression={"method": "truncate", "layers": 1, "teacher": str(teacher)}))
     assert load_model(str(out), LABELS).config.num_hidden_layers == 1
-    q = compress(tiny_run_config(teacher, tiny_task, tmp_path / "q", compression={"method": "quantize"}))
+    q = compress(tiny_run_config(teacher, tiny_task, tmp_path / "q", bf16=True, compression={"method": "quantize"}))
     rec = json.loads((q / "compression.json").read_text())
     assert rec["bytes_int8"] < rec["bytes_float"]
     m = load_model(str(teacher), LABELS).eval()
