@@ -100,7 +100,7 @@ class RunConfig(BaseModel):
     train_limit: int | None = Field(None, ge=1, description="use a seeded subset of the training split")
     eval_limit: int | None = Field(None, ge=1, description="evaluate on seeded subsets of this size")
     eval_sets: list[str] | None = None
-    eval_batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(64, ge=1, description="64 measured fastest on a 2-core CPU (benchmarks/eval_padding.py)")
     checkpoint_every: int = Field(200, ge=1, description="optimizer steps between resumable checkpoints")
     dropout: float | None = Field(None, ge=0, lt=1, description="override the model's dropout")
     cache_dir: str = Field("runs/cache", description="teacher logits, uncertainty and other reusable per-example data")
