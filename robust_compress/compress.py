@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import copy
 import io
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .batching import Collator, EncodedSplit, sorted_batches
+from .batching import Collator, EncodedSplit
 from .config import RunConfig
 from .distill import LogitCache, logits_as_extras, model_labels
 from .io import UserError, atomic_dir, write_json, write_yaml
@@ -76,19 +75,6 @@ def state_bytes(model) -> int:
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
-
-
-def _speed(model, data: EncodedSplit, batch_size: int = 64, limit: int = 512) -> float:
-    """Inference examples/s on the first `limit` eval examples (length-sorted batches)."""
-    model.eval()
-    rows_all = list(range(min(limit, len(data))))
-    collate = Collator(0)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for rows in sorted_batches([data.lengths[i] for i in rows_all], batch_size):
-            b = collate([data[i] for i in rows])
-            model(**{k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
-    return len(rows_all) / (time.perf_counter() - t0)
 
 
 def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False) -> Path:

@@ -18,7 +18,7 @@ import torch
 
 from .config import CueConfig, RunConfig
 from .data import Split
-from .distill import LogitCache, model_digest
+from .distill import LogitCache
 from .evaluate import softmax
 from .io import UserError, read_yaml
 from .losses import difficulty
@@ -271,8 +271,6 @@ def model_input_field(model_dir: str | Path) -> str | None:
     return read_yaml(p).get("input_field") if p.is_file() else None
 
 
-__all__ = ["uncertainty", "loss_extras", "OverlapModel", "easy_hard_metrics", "add_cue", "cue_test_sets",
-           "reliance", "agreement", "model_digest"]
 
 
 # ------------------------------------------------------------------ stage entry points (CLI, API)
