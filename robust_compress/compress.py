@@ -112,21 +112,15 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False) -> Pa
         from .heads import head_importance, prune_heads, select_heads
 
         data = EncodedSplit(train_split.examples, tokenizer, cfg.max_length)
-        head_dim = model.config.hidden_size // model.config.num_attention_heads
-        total_heads = sum(layer.attention.self.query.out_features // head_dim
-                          for layer in model.base_model.encoder.layer)
+        total_heads = sum(layer.attention.self.num_attention_heads for layer in model.base_model.encoder.layer)
         amount = c.heads if c.heads >= 1 else round(c.heads * total_heads)
         rounds = [amount // c.iterative_steps + (1 if r < amount % c.iterative_steps else 0)
                   for r in range(c.iterative_steps)]
-        removed: dict[str, list[int]] = {}
         for r, k in enumerate(rounds):
             imp = head_importance(model, train_batches(data, 32, c.importance_batches, cfg.seed + r))
-            chosen = select_heads(imp, k)
-            prune_heads(model, chosen)
-            for layer, hs in chosen.items():
-                removed.setdefault(str(layer), []).extend(hs)
+            prune_heads(model, select_heads(imp, k))  # records original head numbers in the config
         record["heads_removed"] = int(amount)
-        record["pruned_heads"] = getattr(model.config, "pruned_heads", removed)
+        record["pruned_heads"] = model.config.pruned_heads
     elif c.method == "truncate":
         truncate_layers(model, c.layers)
         record["layers"] = c.layers
