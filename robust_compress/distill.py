@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +75,10 @@ class LogitCache:
         data = EncodedSplit(examples, tokenizer, max_length, field=model_input_field(model_dir))
         logits, _ = predict_logits(model, data, batch_size, bf16=bf16)
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"logits": logits.astype(np.float32)}, str(tmp))
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.stem}.", suffix=".tmp")  # shards may race
+        os.close(fd)
+        save_file({"logits": logits.astype(np.float32)}, tmp)
+        os.replace(tmp, path)
         return logits
 
 

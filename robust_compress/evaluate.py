@@ -34,9 +34,12 @@ def predict_logits(model, data: EncodedSplit, batch_size: int = 128, bf16: bool 
                    device: torch.device | str | None = None) -> tuple[np.ndarray, float]:
     """Logits in the split's order, and examples/s. Batches are length-sorted and padded per batch."""
     model.eval()
-    device = device or next(model.parameters()).device
-    # int8 dynamic-quantized linears take fp32 activations only: no autocast for them
-    bf16 = bf16 and not any(m.__class__.__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+    # int8 dynamic-quantized linears run on CPU with fp32 activations only: no GPU, no autocast for them
+    quantized = any(m.__class__.__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() and not quantized else next(model.parameters()).device
+    model.to(device)
+    bf16 = bf16 and not quantized
     collate = Collator(getattr(model.config, "pad_token_id", 0) or 0)
     out = None
     t0 = time.perf_counter()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import platform
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .config import CompressionConfig, LossConfig, LossName, RunConfig
-from .io import UserError, read_yaml, write_json
+from .io import UserError, file_lock, read_yaml, write_json
 from .tasks import load_task
 
 
@@ -152,12 +154,31 @@ class Stage:
 
 @functools.lru_cache(maxsize=1)
 def _git_version() -> str:
-    """The code version this process started with (first call is made when a study starts)."""
+    """The code version this process started with (first call is made when a study starts).
+
+    $ROBUST_COMPRESS_CODE_VERSION names it where the tree has no .git (a copied working tree)."""
+    if os.environ.get("ROBUST_COMPRESS_CODE_VERSION"):
+        return os.environ["ROBUST_COMPRESS_CODE_VERSION"]
     try:
         return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
                               cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def _device_name() -> str:
+    """Where a stage ran, for provenance: the GPU's name, else the CPU's."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"cpu: {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return f"cpu: {platform.processor() or platform.machine()}"
 
 
 def plan(exp: Experiment) -> list[Stage]:
@@ -274,6 +295,7 @@ def run_stage(stage: Stage, teacher: Stage, exp: Experiment) -> None:
     write_json(stage.path.with_name(stage.path.name + ".stage.json") if stage.kind == "uncertainty"
                else stage.path / "stage.json",
                {"name": stage.name, "kind": stage.kind, "key": stage.key, "code_version": _git_version(),
+                "device": _device_name(),
                 "seconds": round(time.perf_counter() - t0, 1),
                 "deps": [d.key for d in stage.deps], "config": stage.config})
 
@@ -332,15 +354,23 @@ def reproduce(path: str | Path, dry_run: bool = False, shard: tuple[int, int] = 
     i, n = shard
     teacher = stages[0]
     todo = [s for s in stages if not s.done()]
-    # independent compressed runs are split across shards; shared prerequisites run where needed
-    mine = [s for s in todo if s.kind != "compress" or stages.index(s) % n == i]
+    # Compressed runs are split across shards; a shard also runs what its runs need (prerequisites,
+    # the vanilla model a JTT run learns from). Shards may run at once (one per GPU, or several on
+    # one): a lock per stage makes a second comer wait, then find the stage done and move on.
+    needed = {id(s) for s in todo if s.kind != "compress" or stages.index(s) % n == i}
+    for s in reversed(stages):  # plan order puts dependencies first: one backward pass closes the set
+        if id(s) in needed:
+            needed.update(id(d) for d in s.deps)
+    mine = [s for s in todo if id(s) in needed]
     t0 = time.perf_counter()
     for k, s in enumerate(mine, 1):
-        if s.done():
-            continue
-        print(f"\n=== stage {k}/{len(mine)}: {s.kind} {s.name} ({time.perf_counter() - t0:.0f}s elapsed)", flush=True)
-        run_stage(s, teacher, exp)
-        write_index(exp, stages)  # a study stopped at any point can still be reported
+        with file_lock(root / "locks" / f"{s.path.name}.lock"):
+            if s.done():
+                continue
+            print(f"\n=== stage {k}/{len(mine)}: {s.kind} {s.name} ({time.perf_counter() - t0:.0f}s elapsed)",
+                  flush=True)
+            run_stage(s, teacher, exp)
+            write_index(exp, stages)  # a study stopped at any point can still be reported
     write_index(exp, stages)
     _write_agreement(exp, stages, teacher)
     if report:

@@ -139,3 +139,25 @@ def test_full_tiny_study_with_rmc_bias_and_report(tmp_path, tiny_dir, tiny_task)
     assert html.count("<img") >= 3
     again = reproduce(path, report=False)
     assert [s.key for s in again] == [s.key for s in stages]
+
+
+def test_concurrent_shards_run_each_stage_once(tmp_path, tiny_dir, tiny_task):
+    """Two shards started at once (as on one GPU, or one per GPU) share the prerequisites through
+    stage locks: every stage runs in exactly one process, a JTT run waits for its vanilla model in
+    the other shard, and the study ends complete."""
+    import subprocess
+    import sys
+
+    path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce", "jtt"],
+                compressions=[{"name": f"m{i}", "method": "magnitude", "settings": {"sparsity": 0.2 * i}}
+                              for i in (1, 2)])
+    cmd = [sys.executable, "-m", "robust_compress.cli", "reproduce", str(path), "--no-report"]
+    procs = [subprocess.Popen(cmd + ["--shard", f"{i}/2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    headers = [line.split(" (")[0].split(": ", 1)[1] for out in outs for line in out.splitlines()
+               if line.startswith("=== stage")]
+    stages = plan(load_experiment(path))
+    assert all(s.done() for s in stages)
+    assert sorted(headers) == sorted(f"{s.kind} {s.name}" for s in stages), outs  # each exactly once
