@@ -149,7 +149,9 @@ def easy_hard(bias: Annotated[str, typer.Option(help="bias-only model folder")],
 def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")],
               dry_run: Annotated[bool, typer.Option(help="show the stage plan and exit")] = False,
               shard: Annotated[str, typer.Option(help="i/n: run every n-th compressed run, starting at i")] = "0/1",
-              report: Annotated[bool, typer.Option(help="write the report at the end")] = True):
+              report: Annotated[bool, typer.Option(help="write the report at the end")] = True,
+              output_dir: Annotated[Path | None, typer.Option(help="study folder instead of the YAML's output_dir")]
+              = None):
     """Run a whole study: teacher, uncertainty, bias model, every compression x loss x seed, report."""
     from .experiment import reproduce as run
 
@@ -158,7 +160,7 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
         assert 0 <= i < n
     except (ValueError, AssertionError):
         raise UserError(f"--shard {shard!r}: expected i/n with 0 <= i < n") from None
-    run(experiment, dry_run=dry_run, shard=(i, n), report=report)
+    run(experiment, dry_run=dry_run, shard=(i, n), report=report, output_dir=output_dir)
 
 
 @app.command("report")

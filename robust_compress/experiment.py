@@ -342,8 +342,10 @@ def _write_agreement(exp: Experiment, stages: list[Stage], teacher: Stage) -> No
 
 
 def reproduce(path: str | Path, dry_run: bool = False, shard: tuple[int, int] = (0, 1),
-              report: bool = True) -> list[Stage]:
+              report: bool = True, output_dir: str | Path | None = None) -> list[Stage]:
     exp = load_experiment(path)
+    if output_dir is not None:  # the same study elsewhere (another machine's run): stage keys do not change
+        exp.output_dir = str(output_dir)
     print(f"code version: {_git_version()}")
     stages = plan(exp)
     root = Path(exp.output_dir)
