@@ -141,12 +141,13 @@ def load_study(study: Path) -> tuple[list[Run], dict[str, pd.DataFrame], dict[st
     if len(teachers := sorted({r.unit for r in runs if r.is_teacher})) > 1:
         raise UserError(f"{index}: runs of several groups/losses are marked is_teacher: {teachers}")
     easy_hard = {}
-    for p in sorted((study / "easy_hard").glob("*.parquet")):
+    for p in sorted((study / "easy_hard").glob("*.parquet"), key=lambda p: (p.stem.count("."), p.stem)):
         part = _read_parquet(p, ("id", "easy"))
         if part["id"].duplicated().any() or part["easy"].isna().any():
             raise UserError(f"{p}: ids must be unique and 'easy' must have no missing values")
+        # `<split>.parquet`, or `<split>.<name>.parquet` for more splits of one set (several bias models)
         easy_hard[p.stem] = pd.DataFrame({"id": part["id"].astype(str), "easy": part["easy"].astype(bool)})
-        easy_hard[p.stem].attrs["path"] = str(p)
+        easy_hard[p.stem].attrs.update(path=str(p), split=p.stem.split(".")[0])
     shortcut, orphans = {}, []
     for p in sorted((study / "shortcut").rglob("*.json")):
         name = p.relative_to(study / "shortcut").as_posix()[: -len(".json")]
@@ -204,9 +205,9 @@ def run_metrics(run: Run, easy_hard: dict[str, pd.DataFrame], shortcut: dict[str
     if run.speed is not None:
         m["examples_per_s"] = float(run.speed)
     for split, part in easy_hard.items():
-        if split not in run.tables:
+        if part.attrs.get("split", split) not in run.tables:
             continue
-        j = run.tables[split].merge(part, on="id", how="inner")
+        j = run.tables[part.attrs.get("split", split)].merge(part, on="id", how="inner")
         if j.empty:
             raise UserError(f"{part.attrs.get('path', split)}: no ids in common with run {run.name!r}")
         easy, hard = j[j["easy"]], j[~j["easy"]]
@@ -292,7 +293,7 @@ def make_tables(groups: dict[str, dict], splits: dict[str, str], easy_splits: li
                        [[n, str(g["n_seeds"])] + [_num(g, k, "{:.1f}", 100) for k in mine]
                         for n, g in groups.items() if any(k in g for k in mine)]))
     for s in easy_splits:
-        tables.append((f"Table 4: Easy / hard examples of {s}",
+        tables.append((f"Table 4: Easy / hard examples of {s.replace('.', ', split by ', 1)}",
                        ["Group", "Seeds", "Easy acc (%)", "Hard acc (%)", "Gap E−H (points)",
                         "Conf. easy (%)", "Conf. hard (%)", "n easy", "n hard"],
                        [[n, str(g["n_seeds"])] + [_num(g, f"eh.{s}.{k}", "{:.1f}", 100) for k in
@@ -452,7 +453,7 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None, name:
     per_run, groups, teacher, cells = compute(runs, easy_hard, shortcut)
     splits = {s: role for r in runs for s, role in r.roles.items() if role != "cue"}
     splits = dict(sorted(splits.items(), key=lambda kv: kv[1] != "id"))  # ID splits first, order kept
-    easy_splits = [s for s in easy_hard if any(s in r.tables for r in runs)]
+    easy_splits = [s for s, part in easy_hard.items() if any(part.attrs["split"] in r.tables for r in runs)]
     tables = make_tables(groups, splits, easy_splits, cells)
     figures = make_figures(groups, teacher, runs, easy_splits)
     rows = _metric_rows(runs, per_run, groups, teacher)

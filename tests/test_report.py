@@ -268,3 +268,25 @@ def test_export_is_weights_free_and_regenerates_same_numbers(study, report, tmp_
                 assert y[k] == pytest.approx(x[k], rel=1e-5, abs=1e-6, nan_ok=True), k
             else:
                 assert y[k] == x[k], k
+
+
+def test_a_second_named_split_of_one_dev_set(study, tmp_path):
+    """`easy_hard/<split>.<name>.parquet` (a second bias model's split, e.g. lexical overlap) gets its own
+    metrics, table and figure beside the study's split, computed on the same prediction table."""
+    import shutil
+
+    from robust_compress.report import build_report
+
+    s2 = tmp_path / "two-splits"
+    shutil.copytree(study, s2)
+    flipped = pd.read_parquet(s2 / "easy_hard" / "dev_matched.parquet")
+    flipped["easy"] = ~flipped["easy"]
+    flipped.to_parquet(s2 / "easy_hard" / "dev_matched.overlap.parquet", index=False)
+    out = build_report(s2)
+    rows = [r for r in json.loads((out / "metrics.json").read_text())["rows"] if r["level"] == "run"]
+    for r in rows:  # the flipped split swaps easy and hard: the gap changes sign exactly
+        assert r["eh.dev_matched.overlap.gap"] == pytest.approx(-r["eh.dev_matched.gap"], abs=1e-12)
+        assert r["eh.dev_matched.overlap.n_easy"] == r["eh.dev_matched.n_hard"]
+    md = (out / "report.md").read_text()
+    assert "Easy / hard examples of dev_matched, split by overlap" in md
+    assert (out / "figures" / "easy_hard_gap_dev_matched.overlap.png").is_file()
