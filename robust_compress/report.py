@@ -413,6 +413,27 @@ def _clean(v: Any) -> Any:
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
+def _teacher_delta_on(run: Run, teacher: Run) -> float | None:
+    """The teacher's Δ on exactly the examples `run` was evaluated on (a study evaluates compressed
+    models on subsets, the teacher on full sets): F_bias then compares like with like.
+    None when the teacher's tables do not cover them."""
+    oods = [s for s, r in run.roles.items() if r == "ood"]
+    if run.id_split is None or not oods:
+        return None
+    parts = []
+    for split in [run.id_split, *oods]:
+        if split not in teacher.tables:
+            return None
+        ids = run.tables[split]["id"]
+        t = teacher.tables[split]
+        sub = t[t["id"].isin(set(ids))]
+        if len(sub) != len(ids):
+            return None
+        parts.append(sub["correct"])
+    acc_id, acc_ood = float(parts[0].mean()), float(pd.concat(parts[1:]).mean())
+    return relative_bias(acc_id, acc_ood) if acc_id > 0 else None
+
+
 def compute(runs: list[Run], easy_hard: dict[str, pd.DataFrame], shortcut: dict[str, dict]) -> tuple:
     """Per-run metrics (F_bias and speed-up against the teacher's mean), per-row aggregates, layout."""
     teacher = next((r.unit for r in runs if r.is_teacher), None)
@@ -421,9 +442,13 @@ def compute(runs: list[Run], easy_hard: dict[str, pd.DataFrame], shortcut: dict[
     t_rows = [per_run[r.name] for r in runs if r.unit == teacher]
     t_delta, t_speed = (float(np.mean(v)) if (v := [m[k] for m in t_rows if k in m]) else math.nan
                         for k in ("delta", "examples_per_s"))
-    for m in per_run.values():
-        if "delta" in m and not math.isnan(t_delta):
-            m["f_bias"] = f_bias(m["delta"], t_delta)
+    t_runs = [r for r in runs if r.unit == teacher]
+    for r in runs:
+        m = per_run[r.name]
+        paired = [d for t in t_runs if (d := _teacher_delta_on(r, t)) is not None]
+        ref = float(np.mean(paired)) if len(paired) == len(t_runs) and paired else t_delta
+        if "delta" in m and not math.isnan(ref):
+            m["f_bias"] = f_bias(m["delta"], ref)
         if "examples_per_s" in m and not math.isnan(t_speed):
             m["speedup"] = m["examples_per_s"] / t_speed
     groups = {}
@@ -463,7 +488,7 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None, name:
         ("Every number is recomputed from the prediction tables. Accuracy cells: mean ± std over seeds "
          "[95% CI: over seeds (Student t) when a row has >1 seed, else bootstrap over examples]."),
         ("Δ = (acc_ID − acc_OOD) / acc_ID with OOD examples pooled over all OOD splits; "
-         "F_bias = Δ / mean Δ of the teacher (> 1: more biased than the teacher)."),
+         "F_bias = Δ / Δ of the teacher on the same examples (> 1: more biased than the teacher)."),
     ] + ([f"Ignored shortcut files naming no run in index.json: {', '.join(orphans)}."] if orphans else [])
     agree = study / "analysis" / "agreement.json"
     if agree.is_file():

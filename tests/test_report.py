@@ -290,3 +290,30 @@ def test_a_second_named_split_of_one_dev_set(study, tmp_path):
     md = (out / "report.md").read_text()
     assert "Easy / hard examples of dev_matched, split by overlap" in md
     assert (out / "figures" / "easy_hard_gap_dev_matched.overlap.png").is_file()
+
+
+def test_f_bias_pairs_the_teacher_with_the_runs_examples(study, tmp_path):
+    """A compressed run scored on a subset (a study's eval_limit) is compared with the teacher's Δ on
+    that same subset, not on the teacher's full sets."""
+    import shutil
+
+    from robust_compress.report import build_report
+
+    s2 = tmp_path / "subset"
+    shutil.copytree(study, s2)
+    index = json.loads((s2 / "index.json").read_text())
+    run, teacher = next(e for e in index if not e["is_teacher"]), next(e for e in index if e["is_teacher"])
+    for split in ("dev_matched", "hans"):
+        path = s2 / run["path"] / "predictions" / f"{split}.parquet"
+        pd.read_parquet(path).iloc[::3].to_parquet(path, index=False)
+    out = build_report(s2)
+    got = next(r for r in json.loads((out / "metrics.json").read_text())["rows"]
+               if r["level"] == "run" and r["name"] == run["name"])
+    dev, hans = _preds(s2, run, "dev_matched"), _preds(s2, run, "hans")
+    tdev, thans = _preds(s2, teacher, "dev_matched"), _preds(s2, teacher, "hans")
+    tdev, thans = tdev[tdev["id"].isin(dev["id"])], thans[thans["id"].isin(hans["id"])]
+    delta = lambda a, b: (a["correct"].mean() - b["correct"].mean()) / a["correct"].mean()  # noqa: E731
+    assert len(tdev) == len(dev) < 100
+    assert got["f_bias"] == pytest.approx(delta(dev, hans) / delta(tdev, thans), abs=1e-12)
+    full_t = delta(_preds(s2, teacher, "dev_matched"), _preds(s2, teacher, "hans"))
+    assert got["f_bias"] != pytest.approx(delta(dev, hans) / full_t, abs=1e-6)  # not the full-set teacher
