@@ -225,7 +225,7 @@ def plan(exp: Experiment) -> list[Stage]:
         for loss in order:
             for c in exp.compressions:
                 losses = ["ce"] if c.method == "quantize" else (c.losses or exp.losses)  # no training: one row
-                if loss not in losses:
+                if loss not in losses or (c.method == "quantize" and seed != exp.seeds[0]):  # ...and one seed
                     continue
                 deps = [teacher]
                 if loss == "rmc":

@@ -43,6 +43,14 @@ def test_plan_graph(tmp_path, tiny_dir, tiny_task):
     assert len({s.path for s in stages}) == len(stages)  # distinct artifacts
 
 
+def test_quantization_trains_nothing_so_it_gets_one_row(tmp_path, tiny_dir, tiny_task):
+    """int8 has no training: one run (first seed, no loss variants), however many seeds and losses."""
+    stages = plan(load_experiment(_exp(tmp_path, tiny_dir, tiny_task, seeds=[0, 1, 2], compressions=[
+        {"name": "mag", "method": "magnitude", "settings": {"sparsity": 0.5}}, {"name": "q", "method": "quantize"}])))
+    assert [s.name for s in stages if s.name.startswith("q/")] == ["q/ce/seed0"]
+    assert len([s for s in stages if s.name.startswith("mag/")]) == 3 * 3  # 3 losses x 3 seeds
+
+
 def test_changed_setting_changes_only_dependents(tmp_path, tiny_dir, tiny_task):
     a = {s.name: s.key for s in plan(load_experiment(_exp(tmp_path, tiny_dir, tiny_task)))}
     b = {s.name: s.key for s in plan(load_experiment(_exp(
