@@ -20,7 +20,13 @@ from robust_compress.batching import Collator, EncodedSplit, sorted_batches
 from robust_compress.compress import quantize_dynamic, state_bytes, train_batches
 from robust_compress.heads import head_importance, prune_heads, select_heads
 from robust_compress.magnitude import prunable_linears
-from robust_compress.models import count_parameters, load_model, load_tokenizer, set_threads, truncate_layers
+from robust_compress.models import (
+    count_parameters,
+    load_model,
+    load_tokenizer,
+    set_threads,
+    truncate_layers,
+)
 
 LABELS = ["entailment", "neutral", "contradiction"]
 

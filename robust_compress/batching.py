@@ -29,7 +29,7 @@ class EncodedSplit(Dataset):
         else:
             enc = tokenizer(texts_a, texts_b, truncation=True, max_length=max_length)
         self.features = [
-            {k: enc[k][i] for k in enc.keys()} | {"labels": int(examples[i]["label"]), "row": i}
+            {k: enc[k][i] for k in enc} | {"labels": int(examples[i]["label"]), "row": i}
             for i in range(len(examples))
         ]
         for name, values in (extras or {}).items():  # per-example tensors: teacher probs, weights, ...

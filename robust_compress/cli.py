@@ -60,8 +60,8 @@ def compress(method: Annotated[str | None, typer.Option(help="magnitude | heads 
     """Compress a model (prune, distill, truncate or quantize) with any loss, then evaluate it."""
     from .compress import compress as run
 
-    comp = {k: v for k, v in dict(method=method, teacher=teacher, sparsity=sparsity, heads=heads,
-                                  layers=layers).items() if v is not None}
+    comp = {k: v for k, v in {"method": method, "teacher": teacher, "sparsity": sparsity, "heads": heads,
+                                  "layers": layers}.items() if v is not None}
     sets = [f"compression.{k}={json.dumps(v)}" for k, v in comp.items()]
     if loss:
         sets.append(f"loss.name={loss}")
@@ -88,7 +88,7 @@ def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder"
     from .config import load_config
 
     cfg = load_config(config, list(set_ or []), base=base | {"model": str(model_dir)}
-                      | {k: v for k, v in dict(task=task, data_dir=data_dir).items() if v is not None})
+                      | {k: v for k, v in {"task": task, "data_dir": data_dir}.items() if v is not None})
     summary = evaluate_folder(model_dir, None, cfg, Path(output) if output else None, reference)
     out = Path(output) if output else model_dir / "eval"
     _print_summary(out / "summary.json", summary)
@@ -141,7 +141,7 @@ def easy_hard(bias: Annotated[str, typer.Option(help="bias-only model folder")],
         if not pred.is_file():
             raise UserError(f"{pred}: no predictions for split {split!r}")
         r = easy_hard_metrics(pd.read_parquet(pred), df)
-        typer.echo(f"{str(m):40s} easy {100 * r['acc_easy']:5.1f}  hard {100 * r['acc_hard']:5.1f}  "
+        typer.echo(f"{m!s:40s} easy {100 * r['acc_easy']:5.1f}  hard {100 * r['acc_hard']:5.1f}  "
                    f"gap {100 * r['gap']:5.1f}  conf easy {r['conf_easy']:.3f} hard {r['conf_hard']:.3f}")
 
 

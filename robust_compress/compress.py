@@ -20,8 +20,21 @@ from .config import RunConfig
 from .distill import LogitCache, logits_as_extras, model_labels
 from .io import UserError, atomic_dir, write_json, write_yaml
 from .losses import NEEDS
-from .models import count_parameters, load_model, load_tokenizer, save_model, set_threads, truncate_layers
-from .runner import eval_split_names, evaluate_model, load_reference, load_train_split, train_and_save
+from .models import (
+    count_parameters,
+    load_model,
+    load_tokenizer,
+    save_model,
+    set_threads,
+    truncate_layers,
+)
+from .runner import (
+    eval_split_names,
+    evaluate_model,
+    load_reference,
+    load_train_split,
+    train_and_save,
+)
 from .tasks import TaskSpec, load_task
 
 

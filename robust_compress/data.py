@@ -66,7 +66,7 @@ def _load_hub(spec: SplitSpec) -> tuple[list[dict[str, Any]], str]:
     where = f"hub:{hub.path}" + (f"/{hub.name}" if hub.name else "") + f"[{hub.split}]"
     try:
         ds = datasets.load_dataset(hub.path, hub.name, split=hub.split, data_files=hub.data_files)
-    except Exception as e:  # network, missing config, ... : one clear line for the user
+    except Exception as e:  # noqa: BLE001 -- network, missing config, ...: one clear line for the user
         raise UserError(f"{where}: could not load from the Hugging Face hub: {type(e).__name__}: {e}") from None
     rows = [dict(r, _line=i + 1) for i, r in enumerate(ds)]
     return rows, where

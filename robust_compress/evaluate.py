@@ -109,7 +109,7 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
 
 def split_summary(df: pd.DataFrame, group_by: list[str] | None = None) -> dict[str, Any]:
     lo, hi = bootstrap_ci(df["correct"].to_numpy())
-    out: dict[str, Any] = {"n": int(len(df)), "accuracy": float(df["correct"].mean()), "ci95": [lo, hi],
+    out: dict[str, Any] = {"n": len(df), "accuracy": float(df["correct"].mean()), "ci95": [lo, hi],
                            "ece": expected_calibration_error(df["confidence"], df["correct"]),
                            "mean_confidence": float(df["confidence"].mean())}
     out["by_gold"] = {str(k): float(v) for k, v in df.groupby("gold")["correct"].mean().items()}

@@ -509,11 +509,11 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None, name:
             page.append(_html_table(*t))
         md.append("## Figures\n")
         page.append("<h2>Figures</h2>")
-        for name, alt, fig in figures:
+        for fname, alt, fig in figures:
             buf = BytesIO()
             fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-            (tmp / "figures" / name).write_bytes(buf.getvalue())
-            md.append(f"![{alt}](figures/{name})\n")
+            (tmp / "figures" / fname).write_bytes(buf.getvalue())
+            md.append(f"![{alt}](figures/{fname})\n")
             page.append(f"<figure><img alt='{html.escape(alt, quote=True)}' src='data:image/png;base64,"
                         f"{base64.b64encode(buf.getvalue()).decode()}'><figcaption>{html.escape(alt)}"
                         "</figcaption></figure>")

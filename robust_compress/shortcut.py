@@ -62,7 +62,7 @@ def oneshot_pruned_logits(model, data, sparsities: list[float], bf16: bool = Fal
         m = copy.deepcopy(model)
         weights = [lin.weight for _, lin in prunable_linears(m)]
         flat = torch.cat([w.detach().abs().flatten() for w in weights])
-        k = int(round(s * flat.numel()))
+        k = round(s * flat.numel())
         if k:
             thresh = flat.kthvalue(k).values
             with torch.no_grad():
@@ -178,7 +178,7 @@ def easy_hard_metrics(pred: pd.DataFrame, easy: pd.DataFrame) -> dict[str, float
     if df.empty:
         raise UserError("easy/hard split shares no example id with the prediction table")
     e, h = df[df["easy"]], df[~df["easy"]]
-    return {"n_easy": int(len(e)), "n_hard": int(len(h)), "acc_easy": float(e["correct"].mean()),
+    return {"n_easy": len(e), "n_hard": len(h), "acc_easy": float(e["correct"].mean()),
             "acc_hard": float(h["correct"].mean()), "gap": float(e["correct"].mean() - h["correct"].mean()),
             "conf_easy": float(e["confidence"].mean()), "conf_hard": float(h["confidence"].mean())}
 
@@ -247,7 +247,7 @@ def cue_test_sets(split: Split, markers: list[str], seed: int) -> tuple[Split, S
     for e in split.examples:
         other = rng.choice([i for i in range(len(markers)) if i != e["label"]])
         conflicting.append(e | {"text_b": f"{e['text_b']} {markers[other]}"})
-    mk = lambda name, ex: Split(task=split.task, name=name, role="cue", labels=split.labels, examples=ex,  # noqa: E731
+    mk = lambda name, ex: Split(task=split.task, name=name, role="cue", labels=split.labels, examples=ex,
                                 origin=f"{split.origin} (+cue)", collapse=split.collapse, group_by=split.group_by)
     return mk(f"{split.name}+cue_aligned", aligned), mk(f"{split.name}+cue_conflicting", conflicting)
 

@@ -105,7 +105,7 @@ def tiny_task(tmp_path) -> Path:
 def tiny_run_config(tiny_dir, tiny_task, out, **kw):
     from robust_compress.config import RunConfig
 
-    base = dict(model=str(tiny_dir), task=str(tiny_task), output_dir=str(out), batch_size=16, lr=2e-3,
-                epochs=1, seed=0, checkpoint_every=5, max_length=32, cache_dir=str(Path(out).parent / "cache"))
+    base = {"model": str(tiny_dir), "task": str(tiny_task), "output_dir": str(out), "batch_size": 16, "lr": 2e-3,
+                "epochs": 1, "seed": 0, "checkpoint_every": 5, "max_length": 32, "cache_dir": str(Path(out).parent / "cache")}
     data = base | kw
     return RunConfig.model_validate(data)

@@ -1,6 +1,7 @@
 """End to end on ../shared: a real pretrained encoder, real MNLI/HANS data, the real CLI."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ L3 = str(MODELS / "paraphrase-MiniLM-L3-v2")
 
 def cli(*args, cwd=ROOT):
     env = os.environ | {"HF_HUB_OFFLINE": "1", "ROBUST_COMPRESS_DATA": str(DATA)}
-    return subprocess.run([sys.executable, "-m", "robust_compress.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "robust_compress.cli", *args], check=False, cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=900)
 
 
@@ -53,7 +54,11 @@ def test_reload_evaluate_and_f_bias(finetuned, tmp_path):
             "-s", "eval_limit=200", "-s", "eval_sets=[dev_matched,hans]")
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
-    assert s["f_bias"] == pytest.approx(s["delta"] / json.loads((finetuned / "summary.json").read_text())["delta"])
+    ref = json.loads((finetuned / "summary.json").read_text())["delta"]
+    if ref == 0:  # a tiny model can score the same on both sets: F_bias is then undefined, not a crash
+        assert s["f_bias"] is None or math.isnan(s["f_bias"])
+    else:
+        assert s["f_bias"] == pytest.approx(s["delta"] / ref)
     assert (out / "predictions" / "hans.parquet").is_file()
     r = cli("f-bias", str(out / "summary.json"), str(finetuned / "summary.json"))
     assert r.returncode == 0 and "F_bias=" in r.stdout

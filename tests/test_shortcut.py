@@ -6,9 +6,19 @@ import torch
 from robust_compress.config import CueConfig
 from robust_compress.data import Split
 from robust_compress.io import UserError
-from robust_compress.shortcut import (OverlapModel, add_cue, agreement, compute_uncertainty, cue_markers,
-                                      cue_test_sets, easy_hard_metrics, example_losses, loss_extras,
-                                      loss_variance, reliance)
+from robust_compress.shortcut import (
+    OverlapModel,
+    add_cue,
+    agreement,
+    compute_uncertainty,
+    cue_markers,
+    cue_test_sets,
+    easy_hard_metrics,
+    example_losses,
+    loss_extras,
+    loss_variance,
+    reliance,
+)
 from robust_compress.tasks import load_task
 
 from .conftest import LABELS, make_examples, tiny_run_config
@@ -114,9 +124,9 @@ def test_easy_hard_metrics_and_agreement():
 def test_overlap_bias_model_learns_overlap_rule():
     ex = []
     for i in range(200):
-        words = ["w%d" % j for j in range(i % 7, i % 7 + 6)]
+        words = [f"w{j}" for j in range(i % 7, i % 7 + 6)]
         full = i % 2 == 0
-        hyp = words[:3] if full else ["x%d" % i, "y", "z"]
+        hyp = words[:3] if full else [f"x{i}", "y", "z"]
         ex.append({"text_a": " ".join(words), "text_b": " ".join(hyp), "label": 0 if full else 2})
     m = OverlapModel.fit(ex, LABELS)
     acc = (m.predict_proba(ex).argmax(1) == np.array([e["label"] for e in ex])).mean()
