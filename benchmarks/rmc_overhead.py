@@ -39,8 +39,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rmc-overhead-"))
-    base = {"task": "mnli", "data_dir": str(DATA), "train_limit": args.n, "eval_limit": 300, "eval_sets": ["dev_matched"],
-                "bf16": True, "max_length": 128, "lr": 1e-4, "batch_size": 32, "cache_dir": str(tmp / "cache"), "checkpoint_every": 10**6}
+    base = {"task": "mnli", "data_dir": str(DATA), "train_limit": args.n, "eval_limit": 300,
+            "eval_sets": ["dev_matched"], "bf16": True, "max_length": 128, "lr": 1e-4, "batch_size": 32,
+            "cache_dir": str(tmp / "cache"), "checkpoint_every": 10**6}
     teacher = tmp / "teacher"
     finetune(RunConfig(model=str(MODELS / "paraphrase-MiniLM-L3-v2"), output_dir=str(teacher), **base))
 

@@ -61,7 +61,7 @@ def compress(method: Annotated[str | None, typer.Option(help="magnitude | heads 
     from .compress import compress as run
 
     comp = {k: v for k, v in {"method": method, "teacher": teacher, "sparsity": sparsity, "heads": heads,
-                                  "layers": layers}.items() if v is not None}
+                              "layers": layers}.items() if v is not None}
     sets = [f"compression.{k}={json.dumps(v)}" for k, v in comp.items()]
     if loss:
         sets.append(f"loss.name={loss}")

@@ -32,7 +32,8 @@ def collapse_probs(probs: np.ndarray, model_labels: list[str], collapse: dict[st
 @torch.no_grad()
 def predict_logits(model, data: EncodedSplit, batch_size: int = 128, bf16: bool = False,
                    device: torch.device | str | None = None) -> tuple[np.ndarray, float]:
-    """Logits in the split's order, and examples/s. Batches are length-sorted and padded per batch."""
+    """Logits in the split's order, and examples/s. Batches are length-sorted and padded per batch.
+    Without `device`, the model moves to the GPU when there is one (it stays there afterwards)."""
     model.eval()
     # int8 dynamic-quantized linears run on CPU with fp32 activations only: no GPU, no autocast for them
     quantized = any(m.__class__.__module__.startswith("torch.ao.nn.quantized") for m in model.modules())

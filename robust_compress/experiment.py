@@ -160,12 +160,13 @@ def _git_version() -> str:
     if os.environ.get("ROBUST_COMPRESS_CODE_VERSION"):
         return os.environ["ROBUST_COMPRESS_CODE_VERSION"]
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], check=False, capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+        return subprocess.run(["git", "describe", "--always", "--dirty"], check=False, capture_output=True,
+                              text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
+@functools.lru_cache(maxsize=1)
 def _device_name() -> str:
     """Where a stage ran, for provenance: the GPU's name, else the CPU's."""
     import torch

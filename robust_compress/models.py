@@ -32,7 +32,7 @@ def load_model(name_or_path: str, labels: list[str], dropout: float | None = Non
             raise UserError(f"{name_or_path}: model has {config.num_labels} labels {have}, "
                             f"but the task has {len(labels)} labels {list(labels)}")
     kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-                  "label2id": {name: i for i, name in enumerate(labels)}}
+              "label2id": {name: i for i, name in enumerate(labels)}}
     if dropout is not None:
         kwargs.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     from . import heads  # noqa: F401  registers the head-pruned model type with Auto classes

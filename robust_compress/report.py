@@ -205,11 +205,11 @@ def run_metrics(run: Run, easy_hard: dict[str, pd.DataFrame], shortcut: dict[str
     if run.speed is not None:
         m["examples_per_s"] = float(run.speed)
     for split, part in easy_hard.items():
-        if part.attrs.get("split", split) not in run.tables:
+        if part.attrs["split"] not in run.tables:
             continue
-        j = run.tables[part.attrs.get("split", split)].merge(part, on="id", how="inner")
+        j = run.tables[part.attrs["split"]].merge(part, on="id", how="inner")
         if j.empty:
-            raise UserError(f"{part.attrs.get('path', split)}: no ids in common with run {run.name!r}")
+            raise UserError(f"{part.attrs['path']}: no ids in common with run {run.name!r}")
         easy, hard = j[j["easy"]], j[~j["easy"]]
         m.update({f"eh.{split}.easy_acc": easy["correct"].mean(), f"eh.{split}.hard_acc": hard["correct"].mean(),
                   f"eh.{split}.easy_conf": easy["confidence"].mean(),
@@ -439,10 +439,10 @@ def compute(runs: list[Run], easy_hard: dict[str, pd.DataFrame], shortcut: dict[
     teacher = next((r.unit for r in runs if r.is_teacher), None)
     cells: dict[tuple[str, str], dict[str, str]] = {}
     per_run = {r.name: run_metrics(r, easy_hard, shortcut, cells) for r in runs}
-    t_rows = [per_run[r.name] for r in runs if r.unit == teacher]
+    t_runs = [r for r in runs if r.unit == teacher]
+    t_rows = [per_run[r.name] for r in t_runs]
     t_delta, t_speed = (float(np.mean(v)) if (v := [m[k] for m in t_rows if k in m]) else math.nan
                         for k in ("delta", "examples_per_s"))
-    t_runs = [r for r in runs if r.unit == teacher]
     for r in runs:
         m = per_run[r.name]
         paired = [d for t in t_runs if (d := _teacher_delta_on(r, t)) is not None]
