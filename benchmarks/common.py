@@ -14,8 +14,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def mnli(split: str, n: int, seed: int = 0):
-    from robust_compress.data import load_split
-    from robust_compress.tasks import BUILTIN
+    from robust_compress.data.load import load_split
+    from robust_compress.data.tasks import BUILTIN
 
     return load_split(BUILTIN["mnli"], split, DATA, limit=n, seed=seed)
 

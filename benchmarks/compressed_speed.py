@@ -5,54 +5,37 @@
 Rows: the dense teacher; 20 % of its heads physically removed (importance-ranked); the teacher
 truncated to 3 layers; the pretrained 3-layer student; int8 dynamic quantization; 40 % and 70 %
 magnitude sparsity (one-shot, for the non-zero count: dense kernels run the zeros anyway).
+Timing is `models.infer.throughput`: the harness the study's speed stage uses (round-robin, best round).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import time
 
 import torch
 from common import MODELS, mnli
 
-from robust_compress.batching import Collator, EncodedSplit, sorted_batches
-from robust_compress.compress import quantize_dynamic, state_bytes, train_batches
-from robust_compress.heads import head_importance, prune_heads, select_heads
-from robust_compress.magnitude import prunable_linears
-from robust_compress.models import (
-    count_parameters,
-    load_model,
-    load_tokenizer,
-    set_threads,
-    truncate_layers,
-)
+from robust_compress.compress.magnitude import _prune_mask, prunable_linears
+from robust_compress.compress.structured import head_importance, select_heads, train_batches
+from robust_compress.data.batching import EncodedSplit
+from robust_compress.models.families import blocks, encoder_flops, family_of, n_heads
+from robust_compress.models.infer import throughput
+from robust_compress.models.load import count_parameters, load_model, load_tokenizer, set_threads
+from robust_compress.models.pruned import keep_layers, prune_heads
+from robust_compress.models.quantized import quantize
 
 LABELS = ["entailment", "neutral", "contradiction"]
 
 
 @torch.no_grad()
-def speed(model, data: EncodedSplit, repeats: int = 2) -> float:
-    model.eval()
-    collate = Collator(0)
-    batches = [collate([data[i] for i in rows]) for rows in sorted_batches(data.lengths, 64)]
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for b in batches:
-            model(**{k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
-        best = max(best, len(data) / (time.perf_counter() - t0))
-    return best
-
-
 def oneshot_magnitude(model, s: float):
     m = copy.deepcopy(model)
-    weights = [lin.weight for _, lin in prunable_linears(m)]
-    flat = torch.cat([w.detach().abs().flatten() for w in weights])
-    thresh = flat.kthvalue(int(s * flat.numel())).values
-    with torch.no_grad():
-        for w in weights:
-            w.mul_((w.abs() > thresh).float())
+    layers = [lin for _, lin in prunable_linears(m)]
+    scores = torch.cat([lin.weight.abs().flatten() for lin in layers])
+    masks = _prune_mask(scores, round(s * scores.numel())).split([lin.weight.numel() for lin in layers])
+    for lin, mask in zip(layers, masks, strict=True):
+        lin.weight.mul_(mask.view_as(lin.weight))
     return m
 
 
@@ -68,26 +51,33 @@ def main() -> None:
     train = EncodedSplit(mnli("train", 256).examples, tok, 128)
 
     heads = copy.deepcopy(teacher)
-    n_heads = sum(layer.attention.self.num_attention_heads for layer in heads.bert.encoder.layer)
-    prune_heads(heads, select_heads(head_importance(heads, train_batches(train, 32, 8, 0)), round(0.2 * n_heads)))
+    fam = family_of(heads)
+    total_heads = sum(n_heads(b, fam) for b in blocks(heads))
+    k = round(0.2 * total_heads)
+    prune_heads(heads, select_heads(head_importance(heads, train_batches(train, 32, 8, 0)), k))
+    student = str(MODELS / "paraphrase-MiniLM-L3-v2")
+    student_data = EncodedSplit(mnli("dev_matched", args.n).examples, load_tokenizer(student), 128)
     rows = {
-        "dense teacher": teacher,
-        f"heads -20% ({round(0.2 * n_heads)} of {n_heads})": heads,
-        "truncated to 3 layers": truncate_layers(copy.deepcopy(teacher), 3),
-        "paraphrase-MiniLM-L3-v2 student": load_model(str(MODELS / "paraphrase-MiniLM-L3-v2"), LABELS).eval(),
-        "int8 dynamic quantization": quantize_dynamic(teacher),
-        "magnitude 40% (dense kernels)": oneshot_magnitude(teacher, 0.4),
-        "magnitude 70% (dense kernels)": oneshot_magnitude(teacher, 0.7),
+        "dense teacher": (teacher, data),
+        f"heads -20% ({k} of {total_heads})": (heads, data),
+        "truncated to 3 layers": (keep_layers(copy.deepcopy(teacher), [0, 1, 2]), data),
+        "paraphrase-MiniLM-L3-v2 student": (load_model(student, LABELS).eval(), student_data),
+        "int8 dynamic quantization": (quantize(teacher), data),
+        "magnitude 40% (dense kernels)": (oneshot_magnitude(teacher, 0.4), data),
+        "magnitude 70% (dense kernels)": (oneshot_magnitude(teacher, 0.7), data),
     }
     print(f"{args.n} MNLI dev-matched examples, batch 64, length-sorted dynamic padding, "
-          f"{torch.get_num_threads()} threads, fp32; best of 2 passes")
-    base = speed(teacher, data)
-    base_total, _ = count_parameters(teacher)
-    print(f"{'model':40s} {'ex/s':>8s} {'speed-up':>9s} {'params':>11s} {'non-zero':>11s} {'MB':>7s}")
-    for name, m in rows.items():
-        r = base if m is teacher else speed(m, data)
-        total, nonzero = count_parameters(m) if name != "int8 dynamic quantization" else (base_total, base_total)
-        print(f"{name:40s} {r:8.1f} {r / base:8.2f}x {total:11,d} {nonzero:11,d} {state_bytes(m) / 2**20:7.1f}")
+          f"{torch.get_num_threads()} threads, fp32; round-robin, best of 3 rounds")
+    rates = throughput(rows)
+    base = rates["dense teacher"]
+    base_flops = encoder_flops(teacher)["flops_dense"]
+    print(f"{'model':40s} {'ex/s':>8s} {'speed-up':>9s} {'FLOPs ÷':>8s} {'params':>11s} {'non-zero':>11s}")
+    for name, (m, _) in rows.items():
+        quant = name.startswith("int8")
+        total, nonzero = count_parameters(teacher if quant else m)
+        flops = encoder_flops(teacher if quant else m)["flops_dense"]
+        print(f"{name:40s} {rates[name]:8.1f} {rates[name] / base:8.2f}x {base_flops / flops:7.2f}x "
+              f"{total:11,d} {nonzero:11,d}")
 
 
 if __name__ == "__main__":

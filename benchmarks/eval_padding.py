@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from common import MODELS, mnli, row
 
-from robust_compress.batching import EncodedSplit
-from robust_compress.evaluate import predict_logits
-from robust_compress.models import load_model, load_tokenizer, set_threads
+from robust_compress.data.batching import EncodedSplit
+from robust_compress.models.infer import predict_logits
+from robust_compress.models.load import load_model, load_tokenizer, set_threads
 
 
 @torch.no_grad()

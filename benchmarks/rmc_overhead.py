@@ -20,10 +20,8 @@ from pathlib import Path
 import numpy as np
 from common import DATA, MODELS
 
-from robust_compress.compress import compress
 from robust_compress.config import RunConfig
-from robust_compress.runner import finetune
-from robust_compress.shortcut import compute_uncertainty
+from robust_compress.stages import compress, compute_uncertainty, finetune
 
 SPARSITIES = [0.2, 0.4, 0.6, 0.7, 0.85]
 
@@ -46,8 +44,9 @@ def main() -> None:
     finetune(RunConfig(model=str(MODELS / "paraphrase-MiniLM-L3-v2"), output_dir=str(teacher), **base))
 
     def cfg(name, loss_name="ce", loss_extra=None, **comp):
-        return RunConfig(model=str(teacher), output_dir=str(tmp / name), loss={"name": loss_name, **(loss_extra or {})},
-                         compression={"method": "magnitude", "teacher": str(teacher), **comp}, **base)
+        inputs = {"teacher": str(teacher)} | ({"uncertainty": loss_extra} if loss_extra else {})
+        return RunConfig(model=str(teacher), output_dir=str(tmp / name), loss={"name": loss_name}, inputs=inputs,
+                         compression={"method": "magnitude", **comp}, **base)
 
     t_vanilla = timed(compress, cfg("vanilla", sparsity=0.4))
     t_snap_run = timed(compress, cfg("snap", sparsity=0.85, snapshots=SPARSITIES))
@@ -59,7 +58,7 @@ def main() -> None:
     u_runs = tmp / "u_runs.parquet"
     t_runs_u = timed(compute_uncertainty, cfg("x", sparsity=0.4), u_runs,
                      models=[str(tmp / f"run{s}") for s in SPARSITIES])
-    t_rmc = timed(compress, cfg("rmc", "rmc", {"uncertainty": str(u_snap)}, sparsity=0.4))
+    t_rmc = timed(compress, cfg("rmc", "rmc", str(u_snap), sparsity=0.4))
 
     print(f"{args.n} MNLI train examples, paraphrase-MiniLM-L3-v2 teacher, magnitude 0.4, bf16, 1 epoch")
     print(f"{'':44s} {'seconds':>8s} {'ratio to vanilla':>17s}")

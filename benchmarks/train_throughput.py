@@ -14,11 +14,11 @@ import torch
 from common import MODELS, mnli, row
 from transformers import Trainer, TrainingArguments
 
-from robust_compress.batching import Collator, EncodedSplit
 from robust_compress.config import RunConfig
-from robust_compress.losses import make_loss
-from robust_compress.models import load_model, load_tokenizer, set_threads
-from robust_compress.train import train
+from robust_compress.data.batching import Collator, EncodedSplit
+from robust_compress.models.load import load_model, load_tokenizer, set_threads
+from robust_compress.train.loop import train
+from robust_compress.train.losses import make_loss
 
 
 def ours(path: str, data: EncodedSplit, bf16: bool, labels) -> float:

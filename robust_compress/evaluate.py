@@ -1,22 +1,32 @@
-"""Per-example predictions for any model on any split, and the metrics derived from them.
+"""Per-example predictions for any model on any split, and every metric derived from them.
 
-Predictions are the source of truth: every number in a summary or report is recomputed from
-the saved per-example tables (`predictions/<split>.parquet`).
+Predictions are the source of truth: a model's summary.json and a study's report are both
+computed from the saved per-example tables (`predictions/<split>.parquet`) by the functions
+here, so a number means the same thing wherever it appears; the report only renders.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from .batching import Collator, EncodedSplit, sorted_batches
-from .data import Split
+from .config import RunConfig
+from .data.batching import EncodedSplit
+from .data.load import Split
+from .models.infer import predict_logits
+
+STANDARD = {"id", "gold", "pred", "correct", "confidence", "loss"}
+MAX_META_VALUES = 30  # a column with more distinct values is carried text, not a grouping
+# two-sided 95% Student t quantiles for 1..30 degrees of freedom (CI over seeds)
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042]
+COLLAPSE_SHARE = 0.9  # a model predicting one class on >= 90 % of an ID split, or
+COLLAPSE_MARGIN = 0.05  # within 5 points of the majority-class rate there, is not read as a model
 
 
 def collapse_probs(probs: np.ndarray, model_labels: list[str], collapse: dict[str, str],
@@ -27,32 +37,6 @@ def collapse_probs(probs: np.ndarray, model_labels: list[str], collapse: dict[st
     for j, name in enumerate(model_labels):
         out[:, target_labels.index(collapse[name])] += probs[:, j]
     return out
-
-
-@torch.no_grad()
-def predict_logits(model, data: EncodedSplit, batch_size: int = 128, bf16: bool = False,
-                   device: torch.device | str | None = None) -> tuple[np.ndarray, float]:
-    """Logits in the split's order, and examples/s. Batches are length-sorted and padded per batch.
-    Without `device`, the model moves to the GPU when there is one (it stays there afterwards)."""
-    model.eval()
-    # int8 dynamic-quantized linears run on CPU with fp32 activations only: no GPU, no autocast for them
-    quantized = any(m.__class__.__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() and not quantized else next(model.parameters()).device
-    model.to(device)
-    bf16 = bf16 and not quantized
-    collate = Collator(getattr(model.config, "pad_token_id", 0) or 0)
-    out = None
-    t0 = time.perf_counter()
-    for rows in sorted_batches(data.lengths, batch_size):
-        batch = collate([data[i] for i in rows])
-        inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(**inputs).logits.float().cpu().numpy()
-        if out is None:
-            out = np.zeros((len(data), logits.shape[1]), dtype=np.float32)
-        out[rows] = logits
-    return out, len(data) / max(time.perf_counter() - t0, 1e-9)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -83,6 +67,21 @@ def prediction_table(split: Split, logits: np.ndarray, model_labels: list[str]) 
     return df
 
 
+def predict_tables(model, tokenizer, splits: dict[str, Split], cfg: RunConfig, progress=None
+                   ) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
+    """Prediction tables of one model on every split, and its examples/s on each.
+    `progress(done)` gets the number of examples scored so far, over all splits."""
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    tables, speed, before = {}, {}, 0
+    for name, split in splits.items():
+        enc = EncodedSplit(split.examples, tokenizer, cfg.max_length, field=cfg.input_field)
+        cb = None if progress is None else (lambda n, before=before: progress(before + n))
+        logits, speed[name] = predict_logits(model, enc, cfg.eval_batch_size, bf16=cfg.bf16, progress=cb)
+        tables[name] = prediction_table(split, logits, labels)
+        before += len(split)
+    return tables, speed
+
+
 # ---------------------------------------------------------------- metrics from prediction tables
 
 def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -108,12 +107,40 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     return float(ece)
 
 
+def meta_columns(df: pd.DataFrame) -> list[str]:
+    """Grouping columns of a prediction table (e.g. HANS `heuristic`): the non-standard, few-valued ones."""
+    def few(c: str) -> bool:
+        try:
+            return df[c].nunique(dropna=True) <= MAX_META_VALUES
+        except TypeError:  # unhashable values (lists): not a grouping
+            return False
+    return [c for c in df.columns if c not in STANDARD and not str(c).startswith("p_") and few(c)]
+
+
+def collapse_check(df: pd.DataFrame) -> dict[str, float]:
+    """How close a model is to a constant predictor on one split: the share of its most frequent
+    prediction, the majority-class rate of the gold labels, and the constant predictor's accuracy
+    (predicting the model's own most frequent class)."""
+    top = df["pred"].value_counts(normalize=True)
+    gold = df["gold"].value_counts(normalize=True)
+    return {"top_pred_share": float(top.iloc[0]), "top_pred": str(top.index[0]),
+            "majority_rate": float(gold.iloc[0]), "constant_acc": float((df["gold"] == top.index[0]).mean())}
+
+
+def is_collapsed(df: pd.DataFrame) -> bool:
+    """Near-constant on this split: one class predicted on >= 90 % of examples, or accuracy within
+    5 points of the majority-class rate. Its accuracy then says nothing about robustness."""
+    c = collapse_check(df)
+    return c["top_pred_share"] >= COLLAPSE_SHARE or float(df["correct"].mean()) < c["majority_rate"] + COLLAPSE_MARGIN
+
+
 def split_summary(df: pd.DataFrame, group_by: list[str] | None = None) -> dict[str, Any]:
     lo, hi = bootstrap_ci(df["correct"].to_numpy())
     out: dict[str, Any] = {"n": len(df), "accuracy": float(df["correct"].mean()), "ci95": [lo, hi],
                            "ece": expected_calibration_error(df["confidence"], df["correct"]),
                            "mean_confidence": float(df["confidence"].mean())}
     out["by_gold"] = {str(k): float(v) for k, v in df.groupby("gold")["correct"].mean().items()}
+    out.update(collapse_check(df))
     for g in group_by or []:
         cells = df.groupby([g, "gold"])["correct"].mean()
         out[f"by_{g}"] = {f"{a}/{b}": float(v) for (a, b), v in cells.items()}
@@ -126,35 +153,246 @@ def relative_bias(acc_id: float, acc_ood: float) -> float:
     return (acc_id - acc_ood) / acc_id
 
 
+F_BIAS_MIN_TEACHER_DELTA = 0.01
+
+
 def f_bias(delta_model: float, delta_teacher: float) -> float:
-    """F_bias = Delta_compressed / Delta_teacher (> 1: more biased than the teacher)."""
-    return delta_model / delta_teacher if delta_teacher != 0 else math.nan
+    """F_bias = Delta_compressed / Delta_teacher (> 1: more biased than the teacher). Undefined (NaN)
+    when the teacher shows (almost) no ID-OOD gap or the model's gap is reversed: a ratio to about
+    zero, or of a reversed gap, says nothing about robustness."""
+    if delta_teacher < F_BIAS_MIN_TEACHER_DELTA or delta_model < 0:
+        return math.nan
+    return delta_model / delta_teacher
+
+
+def reliance(tables: dict[str, pd.DataFrame]) -> dict[str, dict[str, float]]:
+    """Shortcut reliance = acc(aligned) - acc(conflicting), per ID split with cue copies."""
+    out = {}
+    for name, df in tables.items():
+        if name.endswith("+cue_aligned"):
+            base = name[: -len("+cue_aligned")]
+            conf = tables.get(f"{base}+cue_conflicting")
+            if conf is not None:
+                a, c = float(df["correct"].mean()), float(conf["correct"].mean())
+                out[base] = {"aligned": a, "conflicting": c, "reliance": a - c}
+    return out
+
+
+def pooled_ood(tables: dict[str, pd.DataFrame], roles: dict[str, str]) -> np.ndarray:
+    """Correctness over every OOD split's examples pooled (size-weighted; the paper's QQP convention)."""
+    return pd.concat([tables[s]["correct"] for s, r in roles.items() if r == "ood"]).to_numpy()
 
 
 def summarize(tables: dict[str, pd.DataFrame], roles: dict[str, str], group_by: dict[str, list[str]],
               reference: dict[str, Any] | None = None) -> dict[str, Any]:
     """Summary of one model: per-split metrics, Delta against the first ID split, F_bias vs `reference`.
 
-    OOD accuracy for Delta pools every OOD split's examples (the paper's convention for FEVER/QQP).
-    """
+    OOD accuracy for Delta pools every OOD split's examples."""
     splits = {name: split_summary(df, group_by.get(name)) | {"role": roles[name]} for name, df in tables.items()}
     out: dict[str, Any] = {"splits": splits}
     ids = [n for n in tables if roles[n] == "id"]
-    oods = [n for n in tables if roles[n] == "ood"]
-    if ids and oods:
+    if ids and any(r == "ood" for r in roles.values()):
         acc_id = splits[ids[0]]["accuracy"]
-        acc_ood = float(pd.concat([tables[n]["correct"] for n in oods]).mean())
-        out.update(id_split=ids[0], acc_id=acc_id, acc_ood=acc_ood, delta=relative_bias(acc_id, acc_ood))
-        if reference is not None and "delta" in reference:
-            out["f_bias"] = f_bias(out["delta"], reference["delta"])
+        acc_ood = float(pooled_ood(tables, roles).mean())
+        out.update(id_split=ids[0], acc_id=acc_id, acc_ood=acc_ood,
+                   delta=relative_bias(acc_id, acc_ood) if acc_id > 0 else None)
+        if reference is not None and reference.get("delta") is not None and out["delta"] is not None:
+            fb = f_bias(out["delta"], reference["delta"])
+            out["f_bias"] = None if math.isnan(fb) else fb
+    cue = reliance(tables)
+    if cue:
+        out["shortcut"] = cue
     return out
+
+
+# ---------------------------------------------------------------- a study's rows: per run, then over seeds
+
+def easy_hard_metrics(pred: pd.DataFrame, easy: pd.DataFrame) -> dict[str, float]:
+    """Accuracy and confidence on the easy and hard parts of one split (ids joined)."""
+    df = pred.merge(easy[["id", "easy"]], on="id", how="inner")
+    if df.empty:
+        return {}
+    e, h = df[df["easy"]], df[~df["easy"]]
+    out = {"n_easy": len(e), "n_hard": len(h), "easy_acc": float(e["correct"].mean()),
+           "hard_acc": float(h["correct"].mean()), "easy_conf": float(e["confidence"].mean()),
+           "hard_conf": float(h["confidence"].mean())}
+    out["gap"] = out["easy_acc"] - out["hard_acc"]
+    return out
+
+
+def run_metrics(tables: dict[str, pd.DataFrame], roles: dict[str, str], id_split: str | None,
+                easy_hard: dict[str, pd.DataFrame], record: dict[str, Any],
+                cells: dict[tuple[str, str], dict[str, str]]) -> dict[str, float]:
+    """Flat metrics of one run; accuracies keep their bootstrap CI as `<key>.ci_lo/.ci_hi`.
+    `cells` collects the breakdown layout: (split, meta column) -> {metric key: "value/gold"}."""
+    m: dict[str, float] = {}
+    for split, df in tables.items():
+        if roles[split] == "cue":
+            continue
+        s = split_summary(df, meta_columns(df))
+        m[f"acc.{split}"], (m[f"acc.{split}.ci_lo"], m[f"acc.{split}.ci_hi"]) = s["accuracy"], s["ci95"]
+        m[f"ece.{split}"], m[f"conf.{split}"] = s["ece"], s["mean_confidence"]
+        m[f"top_pred_share.{split}"], m[f"majority_rate.{split}"] = s["top_pred_share"], s["majority_rate"]
+        m[f"constant_acc.{split}"] = s["constant_acc"]
+        for key, by in s.items():
+            if key.startswith("by_") and key != "by_gold" and not key.endswith("_only"):
+                for cell, v in by.items():
+                    m[f"by.{split}.{key[3:]}.{cell}"] = v
+                    cells.setdefault((split, key[3:]), {})[f"by.{split}.{key[3:]}.{cell}"] = cell
+    if id_split:
+        m["collapsed"] = float(is_collapsed(tables[id_split]))
+    if id_split and any(r == "ood" for r in roles.values()) and tables[id_split]["correct"].any():
+        pooled = pooled_ood(tables, roles)
+        m["acc_id"] = m[f"acc.{id_split}"]
+        m["acc_id.ci_lo"], m["acc_id.ci_hi"] = m[f"acc.{id_split}.ci_lo"], m[f"acc.{id_split}.ci_hi"]
+        m["acc_ood"] = float(pooled.mean())
+        m["acc_ood.ci_lo"], m["acc_ood.ci_hi"] = bootstrap_ci(pooled)
+        m["delta"], m["ece_id"] = relative_bias(m["acc_id"], m["acc_ood"]), m[f"ece.{id_split}"]
+    for key in ("parameters", "nonzero_parameters", "flops_dense", "bytes_on_disk"):
+        if isinstance(record.get(key), int | float):
+            m[key] = float(record[key])
+    for name, part in easy_hard.items():
+        split = part.attrs["split"]
+        if split in tables:
+            for k, v in easy_hard_metrics(tables[split], part).items():
+                m[f"eh.{name}.{k}"] = v
+    cue = reliance(tables)
+    sc = cue.get(id_split) or next(iter(cue.values()), None)
+    if sc:
+        m["shortcut.aligned"], m["shortcut.conflicting"] = sc["aligned"], sc["conflicting"]
+        m["shortcut.reliance"] = sc["reliance"]
+    return {k: float(v) for k, v in m.items()}
+
+
+def teacher_delta_on(tables: dict[str, pd.DataFrame], roles: dict[str, str], id_split: str | None,
+                     teacher_tables: dict[str, pd.DataFrame]) -> float | None:
+    """The teacher's Δ on exactly the examples a run was evaluated on (a study evaluates compressed
+    models on subsets, the teacher on full sets): F_bias then compares like with like.
+    None when the teacher's tables do not cover them."""
+    oods = [s for s, r in roles.items() if r == "ood"]
+    if id_split is None or not oods:
+        return None
+    parts = []
+    for split in [id_split, *oods]:
+        if split not in teacher_tables:
+            return None
+        ids = set(tables[split]["id"])
+        t = teacher_tables[split]
+        sub = t[t["id"].isin(ids)]
+        if len(sub) != len(ids):
+            return None
+        parts.append(sub["correct"])
+    acc_id, acc_ood = float(parts[0].mean()), float(pd.concat(parts[1:]).mean())
+    return relative_bias(acc_id, acc_ood) if acc_id > 0 else None
+
+
+def aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Mean and std over seeds; 95% CI over seeds (t, clipped to [0, 1]) when >1 seed, else the run's
+    bootstrap CI over examples (seeds are the larger source of variance when there are several)."""
+    keys = list(dict.fromkeys(k for r in rows for k in r if not k.endswith((".ci_lo", ".ci_hi"))))
+    out: dict[str, float] = {}
+    for k in keys:
+        have = [r for r in rows if k in r and not math.isnan(r[k])]
+        if not have:
+            continue
+        v = np.array([r[k] for r in have])
+        n = len(v)
+        out[k], out[f"{k}.std"] = float(v.mean()), float(v.std(ddof=1)) if n > 1 else math.nan
+        if n != len(rows):
+            out[f"{k}.n"] = n  # fewer seeds have this metric than the group has runs
+        if f"{k}.ci_lo" in have[0]:
+            if n == 1:
+                out[f"{k}.ci_lo"], out[f"{k}.ci_hi"] = have[0][f"{k}.ci_lo"], have[0][f"{k}.ci_hi"]
+            else:
+                half = T975[min(n - 1, len(T975)) - 1] * out[f"{k}.std"] / math.sqrt(n)
+                out[f"{k}.ci_lo"], out[f"{k}.ci_hi"] = max(out[k] - half, 0.0), min(out[k] + half, 1.0)
+    return out
+
+
+# ---------------------------------------------------------------- comparing two rows (what a loss won back)
+
+Parts = dict[str, pd.Series]  # named per-example correctness, indexed by example key (arrays in the bootstrap)
+
+
+def metric_parts(tables: dict[str, pd.DataFrame], roles: dict[str, str], id_split: str | None, metric: str,
+                 easy: pd.DataFrame | None = None) -> Parts | None:
+    """The per-example correctness a comparable metric is computed from; None if the run lacks it.
+    metric: acc_id | acc_ood | hard | gap | reliance."""
+    def series(df: pd.DataFrame, prefix: str = "") -> pd.Series:
+        return pd.Series(df["correct"].to_numpy(float), index=prefix + df["id"].astype(str))
+
+    if metric == "acc_id" and id_split:
+        return {"all": series(tables[id_split])}
+    if metric == "acc_ood":
+        oods = [s for s, r in roles.items() if r == "ood"]
+        return {"all": pd.concat([series(tables[s], f"{s}:") for s in oods])} if oods else None
+    if metric in ("hard", "gap") and easy is not None and easy.attrs.get("split") in tables:
+        j = tables[easy.attrs["split"]].merge(easy, on="id", how="inner")
+        parts = {"easy": series(j[j["easy"]]), "hard": series(j[~j["easy"]])}
+        return {"hard": parts["hard"]} if metric == "hard" else parts
+    if metric == "reliance" and id_split and f"{id_split}+cue_aligned" in tables:
+        return {"aligned": series(tables[f"{id_split}+cue_aligned"]),
+                "conflicting": series(tables[f"{id_split}+cue_conflicting"])}
+    return None
+
+
+def parts_stat(metric: str, parts: Parts) -> float:
+    if metric == "gap":
+        return float(parts["easy"].mean() - parts["hard"].mean())
+    if metric == "reliance":
+        return float(parts["aligned"].mean() - parts["conflicting"].mean())
+    return float(next(iter(parts.values())).mean())
+
+
+def compare(metric: str, a: list[Parts], b: list[Parts], seeds_a: list[int], seeds_b: list[int],
+            n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean difference a - b of a metric, with a 95% interval: over seeds when either side has several
+    runs (paired by seed where both have it; against the other side's mean when it has one run), else a
+    paired bootstrap over the examples both runs share."""
+    va = [parts_stat(metric, p) for p in a]
+    vb = [parts_stat(metric, p) for p in b]
+    if len(a) > 1 or len(b) > 1:
+        if len(a) > 1 and len(b) > 1 and set(seeds_a) == set(seeds_b):
+            order = {s: i for i, s in enumerate(seeds_b)}
+            return diff_ci(va, [vb[order[s]] for s in seeds_a])
+        if len(b) == 1:
+            return diff_ci(va, vb * len(va))
+        if len(a) == 1:
+            return diff_ci(va * len(vb), vb)
+        return diff_ci(va, vb)
+    pa, pb = a[0], b[0]
+    rng = np.random.default_rng(seed)
+    shared = {k: pa[k].index.intersection(pb[k].index) for k in pa}
+    xa = {k: pa[k].loc[idx].to_numpy() for k, idx in shared.items()}
+    xb = {k: pb[k].loc[idx].to_numpy() for k, idx in shared.items()}
+    if any(len(v) == 0 for v in xa.values()):
+        return va[0] - vb[0], math.nan, math.nan
+    diffs = np.empty(n_boot)
+    for i in range(n_boot):
+        draw = {k: rng.integers(0, len(v), len(v)) for k, v in xa.items()}
+        diffs[i] = (parts_stat(metric, {k: xa[k][d] for k, d in draw.items()})
+                    - parts_stat(metric, {k: xb[k][d] for k, d in draw.items()}))
+    d = parts_stat(metric, xa) - parts_stat(metric, xb)
+    return d, float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+
+
+def diff_ci(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Mean difference a - b over seeds with a 95% t interval (paired by position when the lengths
+    match; Welch-like otherwise). One value each: (d, nan, nan)."""
+    a_, b_ = np.asarray(a, float), np.asarray(b, float)
+    d = float(a_.mean() - b_.mean())
+    if len(a_) == len(b_) and len(a_) > 1:
+        diffs = a_ - b_
+        half = T975[min(len(a_) - 1, len(T975)) - 1] * diffs.std(ddof=1) / math.sqrt(len(a_))
+    elif len(a_) > 1 and len(b_) > 1:
+        se = math.sqrt(a_.var(ddof=1) / len(a_) + b_.var(ddof=1) / len(b_))
+        half = T975[min(min(len(a_), len(b_)) - 1, len(T975)) - 1] * se
+    else:
+        return d, math.nan, math.nan
+    return d, d - half, d + half
 
 
 def save_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, df in tables.items():
         df.to_parquet(folder / f"{name}.parquet", index=False)
-
-
-def load_tables(folder: Path) -> dict[str, pd.DataFrame]:
-    return {p.stem: pd.read_parquet(p) for p in sorted(Path(folder).glob("*.parquet"))}

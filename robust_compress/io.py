@@ -1,13 +1,19 @@
-"""Small file helpers shared by every stage: user-facing errors, atomic writes, safe reads.
+"""File helpers every layer shares: user-facing errors, atomic writes, safe reads, content digests.
 
-Every artifact is written under a temporary name and renamed into place, so a crash or a
-bad input never leaves a half-written folder that a later run would mistake for a result.
+Every artifact is written under a temporary name and renamed into place, so a crash or a bad
+input never leaves a half-written folder that a later run would mistake for a result.
+Artifacts get the permissions the umask allows (a shared study folder stays readable by the
+group), not the 0700/0600 of `tempfile`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
+import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -17,9 +23,40 @@ from typing import Any
 
 import yaml
 
+log = logging.getLogger("robust_compress")
+
 
 class UserError(Exception):
-    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+    """A problem with the user's input or files: printed as one line, exit code 2, no traceback."""
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OS error: the file and the problem (permission denied, disk full, ...)."""
+    what = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",
+            errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror)
+    where = e.filename or "?"
+    return f"{where}: {what or type(e).__name__}"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(path: Path, is_dir: bool) -> None:
+    """Give a temporary file/folder (created 0600/0700) the permissions of an ordinary new one."""
+    mode = (0o777 if is_dir else 0o666) & ~_umask()
+    if is_dir:
+        for root, dirs, files in os.walk(path):
+            os.chmod(root, mode)
+            for f in files:
+                p = os.path.join(root, f)
+                os.chmod(p, (os.stat(p).st_mode & 0o777) | (0o666 & ~_umask()))
+            for d in dirs:
+                os.chmod(os.path.join(root, d), mode)
+    else:
+        os.chmod(path, mode)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -28,8 +65,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"
+                                ) from None
             if not line.strip():
                 continue
             try:
@@ -43,15 +85,34 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Parse (never execute) a YAML file into a mapping."""
+def read_text(path: Path) -> str:
+    """A UTF-8 text file, or one line saying why not."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
+    data = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 (byte {data[e.start]:#04x})") from None
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse (never execute) a YAML file into a mapping."""
+    try:
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: malformed YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise UserError(f"{where}: malformed YAML ({getattr(e, 'problem', None) or e})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -66,6 +127,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        _publish(Path(tmp), is_dir=False)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -82,6 +144,23 @@ def write_yaml(path: Path, data: Any) -> None:
 
 
 @contextlib.contextmanager
+def atomic_file(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path to write; on success it replaces `final`."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp" + final.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        _publish(Path(tmp), is_dir=False)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_dir(final: Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces `final`, on error it is removed."""
     final = Path(final)
@@ -89,6 +168,7 @@ def atomic_dir(final: Path, overwrite: bool = True) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         yield tmp
+        _publish(tmp, is_dir=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -103,6 +183,18 @@ def atomic_dir(final: Path, overwrite: bool = True) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, not after hours of training, if `folder` (or the nearest existing parent) is not writable."""
+    folder = Path(folder).absolute()
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{probe}: not a folder, cannot write {folder} there")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{probe}: permission denied (cannot write {folder})")
 
 
 @contextlib.contextmanager
@@ -122,3 +214,24 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content (memoized per process on path, size and mtime)."""
+    st = os.stat(path)
+    return _file_digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def digest(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

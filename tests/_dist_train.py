@@ -4,11 +4,11 @@ import sys
 
 from safetensors.torch import save_file
 
-from robust_compress.batching import EncodedSplit
 from robust_compress.config import RunConfig
-from robust_compress.losses import make_loss
-from robust_compress.models import load_model, load_tokenizer
-from robust_compress.train import make_accelerator, train
+from robust_compress.data.batching import EncodedSplit
+from robust_compress.models.load import load_model, load_tokenizer
+from robust_compress.train.loop import make_accelerator, train
+from robust_compress.train.losses import make_loss
 from tests.conftest import LABELS, make_examples
 
 model_dir, out = sys.argv[1], sys.argv[2]

@@ -54,14 +54,14 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_model(tiny_dir):
-    from robust_compress.models import load_model
+    from robust_compress.models.load import load_model
 
     return load_model(str(tiny_dir), LABELS)
 
 
 @pytest.fixture
 def tiny_tokenizer(tiny_dir):
-    from robust_compress.models import load_tokenizer
+    from robust_compress.models.load import load_tokenizer
 
     return load_tokenizer(str(tiny_dir))
 

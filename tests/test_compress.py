@@ -2,11 +2,12 @@ import json
 
 import pytest
 import torch
+from pydantic import ValidationError
 
-from robust_compress.compress import compress, quantize_dynamic
 from robust_compress.io import UserError
-from robust_compress.models import load_model
-from robust_compress.runner import finetune
+from robust_compress.models.load import load_model
+from robust_compress.models.quantized import is_quantized, load_for_inference, quantize
+from robust_compress.stages import compress, evaluate_folder, finetune
 
 from .conftest import LABELS, tiny_run_config
 
@@ -19,7 +20,7 @@ def teacher(tiny_dir, tiny_task, tmp_path):
 
 def test_finetune_writes_complete_artifact(teacher):
     for f in ("model.safetensors", "config.json", "tokenizer_config.json", "run_config.yaml", "summary.json",
-              "train_metrics.json", "predictions/dev.parquet", "predictions/ood.parquet"):
+              "train_metrics.json", "compression.json", "predictions/dev.parquet", "predictions/ood.parquet"):
         assert (teacher / f).is_file(), f
     s = json.loads((teacher / "summary.json").read_text())
     assert s["splits"]["dev"]["accuracy"] > 0.6  # the cue word is learnable
@@ -29,15 +30,15 @@ def test_finetune_writes_complete_artifact(teacher):
     assert not (teacher.parent / "teacher.partial").exists()
 
 
-def test_magnitude_compress_reaches_sparsity_and_records_it(tiny_dir, tiny_task, tmp_path, teacher):
-    cfg = tiny_run_config(teacher, tiny_task, tmp_path / "m50", compression={
-        "method": "magnitude", "sparsity": 0.5, "teacher": str(teacher), "prune_end": 0.5,
-        "snapshots": [0.25, 0.5]})
+def test_magnitude_compress_reaches_sparsity_and_records_it(tiny_task, tmp_path, teacher):
+    cfg = tiny_run_config(teacher, tiny_task, tmp_path / "m50", inputs={"teacher": str(teacher)}, compression={
+        "method": "magnitude", "sparsity": 0.5, "prune_end": 0.5, "snapshots": [0.25, 0.5]})
     out = compress(cfg)
     rec = json.loads((out / "compression.json").read_text())
     assert abs(rec["measured_sparsity"] - 0.5) < 1e-3
     assert rec["nonzero_parameters"] < rec["parameters"]
     assert rec["flops_nonzero"] < rec["flops_dense"]
+    assert rec["bytes_on_disk"] == (out / "model.safetensors").stat().st_size
     snaps = sorted(p.name for p in (tmp_path / "m50-snapshots").iterdir())
     assert snaps == ["sparsity-0.25", "sparsity-0.50"]
     assert "f_bias" in json.loads((out / "summary.json").read_text())
@@ -45,7 +46,7 @@ def test_magnitude_compress_reaches_sparsity_and_records_it(tiny_dir, tiny_task,
 
 def test_kd_uses_cache_and_skips_teacher_on_hit(tiny_dir, tiny_task, tmp_path, teacher, monkeypatch):
     cfg = tiny_run_config(tiny_dir, tiny_task, tmp_path / "kd1", loss={"name": "kd", "temperature": 2.0},
-                          compression={"method": "distill", "teacher": str(teacher)})
+                          inputs={"teacher": str(teacher)}, compression={"method": "distill"})
     compress(cfg)
     cache_files = list((tmp_path / "cache" / "logits").glob("*.safetensors"))
     assert len(cache_files) == 1
@@ -53,51 +54,82 @@ def test_kd_uses_cache_and_skips_teacher_on_hit(tiny_dir, tiny_task, tmp_path, t
     def boom(*a, **k):
         raise AssertionError("teacher forward pass on a cache hit")
 
-    monkeypatch.setattr("robust_compress.compress.load_for_inference", boom)
+    monkeypatch.setattr("robust_compress.train.logit_cache.load_for_inference", boom)
     compress(cfg.model_copy(update={"output_dir": str(tmp_path / "kd2"), "seed": 1}))
     assert len(list((tmp_path / "cache" / "logits").glob("*.safetensors"))) == 1  # the hit wrote nothing new
 
 
-def test_truncate_and_quantize(tiny_dir, tiny_task, tmp_path, teacher):
-    out = compress(tiny_run_config(teacher, tiny_task, tmp_path / "t1",
-                                   compression={"method": "truncate", "layers": 1, "teacher": str(teacher)}))
+def test_truncate_and_quantize(tiny_task, tmp_path, teacher):
+    out = compress(tiny_run_config(teacher, tiny_task, tmp_path / "t1", inputs={"teacher": str(teacher)},
+                                   compression={"method": "truncate", "layers": 1}))
     assert load_model(str(out), LABELS).config.num_hidden_layers == 1
     q = compress(tiny_run_config(teacher, tiny_task, tmp_path / "q", bf16=True, compression={"method": "quantize"}))
-    rec = json.loads((q / "compression.json").read_text())
-    assert rec["bytes_int8"] < rec["bytes_float"]
+    assert json.loads((q / "quantization.json").read_text())["scheme"] == "dynamic-int8"
     m = load_model(str(teacher), LABELS).eval()
     x = {"input_ids": torch.tensor([[2, 7, 8, 3, 10, 3]])}
-    torch.testing.assert_close(quantize_dynamic(m)(**x).logits, m(**x).logits, atol=0.1, rtol=0.1)
+    torch.testing.assert_close(quantize(m)(**x).logits, m(**x).logits, atol=0.1, rtol=0.1)
+
+
+def test_evaluate_command_scores_an_int8_folder_as_int8(tiny_task, tmp_path, teacher):
+    """`evaluate <int8 folder>` must score the quantized model, not its stored float weights."""
+    q = compress(tiny_run_config(teacher, tiny_task, tmp_path / "q", compression={"method": "quantize"}))
+    assert is_quantized(load_for_inference(q, LABELS))
+    cfg = tiny_run_config(q, tiny_task, tmp_path / "unused")
+    summary = evaluate_folder(q, cfg, tmp_path / "eval-q")
+    float_summary = evaluate_folder(teacher, cfg, tmp_path / "eval-f")
+    # the int8 artifact's own predictions (made while quantizing) equal the evaluate command's
+    import pandas as pd
+
+    own = pd.read_parquet(q / "predictions" / "dev.parquet")
+    again = pd.read_parquet(tmp_path / "eval-q" / "predictions" / "dev.parquet")
+    assert (own["p_entailment"] - again["p_entailment"]).abs().max() < 1e-6
+    floats = pd.read_parquet(tmp_path / "eval-f" / "predictions" / "dev.parquet")
+    assert (floats["p_entailment"] - again["p_entailment"]).abs().max() > 1e-6  # int8 differs from float
+    assert summary["splits"]["dev"]["n"] == float_summary["splits"]["dev"]["n"]
 
 
 @pytest.mark.parametrize("settings,match", [
     ({"method": "magnitude", "sparsity": 1.0}, "sparsity"),
     ({"method": "magnitude", "sparsity": -0.1}, "sparsity"),
     ({"method": "heads"}, "needs `heads`"),
+    ({"method": "truncate"}, "exactly one of `layers` and `keep`"),
+    ({"method": "bogus"}, "compression"),
 ])
-def test_bad_compression_settings(tiny_dir, tiny_task, tmp_path, settings, match):
-    with pytest.raises(UserError, match=match):
-        from robust_compress.config import validate
+def test_bad_compression_settings(tiny_dir, tiny_task, settings, match):
+    from robust_compress.config import validate
 
+    with pytest.raises(UserError, match=match):
         validate({"model": str(tiny_dir), "task": str(tiny_task), "compression": settings})
 
 
-def test_student_with_other_label_set_is_refused(tiny_dir, tiny_task, tmp_path, teacher):
+def test_loss_without_its_input_is_refused_at_validation(tiny_dir, tiny_task):
+    from robust_compress.config import validate
+
+    with pytest.raises(UserError, match=r"loss 'rmc' needs inputs.teacher and inputs.uncertainty"):
+        validate({"model": str(tiny_dir), "task": str(tiny_task), "loss": {"name": "rmc"}})
+    with pytest.raises(ValidationError):
+        tiny_run_config(tiny_dir, tiny_task, "x", loss={"name": "kd", "lam": 2})
+
+
+def test_student_with_other_label_set_is_refused(teacher):
     with pytest.raises(UserError, match="labels"):
         load_model(str(teacher), ["yes", "no"])
 
 
-def test_too_many_heads_is_refused(tiny_dir, tiny_task, tmp_path, teacher):
+def test_too_many_heads_is_refused_before_training(tiny_task, tmp_path, teacher, monkeypatch):
+    monkeypatch.setattr("robust_compress.stages.training.train", lambda *a, **k: pytest.fail("trained"))
     cfg = tiny_run_config(teacher, tiny_task, tmp_path / "h", compression={"method": "heads", "heads": 99})
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="cannot remove 99 of 8 heads"):
         compress(cfg)
+    assert not (tmp_path / "h").exists() and not (tmp_path / "h.partial").exists()
 
 
-def test_head_pruning_compress_shrinks_and_reloads(tiny_dir, tiny_task, tmp_path, teacher):
+def test_head_pruning_compress_shrinks_and_reloads(tiny_task, tmp_path, teacher):
     from transformers import AutoModelForSequenceClassification
 
-    out = compress(tiny_run_config(teacher, tiny_task, tmp_path / "h2", compression={
-        "method": "heads", "heads": 3, "iterative_steps": 2, "importance_batches": 2, "teacher": str(teacher)}))
+    out = compress(tiny_run_config(teacher, tiny_task, tmp_path / "h2", inputs={"teacher": str(teacher)},
+                                   compression={"method": "heads", "heads": 3, "iterative_steps": 2,
+                                                "importance_batches": 2}))
     rec = json.loads((out / "compression.json").read_text())
     assert rec["heads_removed"] == 3
     assert sum(len(v) for v in rec["pruned_heads"].values()) == 3
@@ -105,3 +137,11 @@ def test_head_pruning_compress_shrinks_and_reloads(tiny_dir, tiny_task, tmp_path
     reloaded = AutoModelForSequenceClassification.from_pretrained(out)
     widths = [layer.attention.self.query.out_features for layer in reloaded.bert.encoder.layer]
     assert sum(widths) == (8 - 3) * 8  # 2 layers x 4 heads x head_dim 8, minus 3 heads
+
+
+def test_ffn_pruning_is_reachable_from_the_config(tiny_task, tmp_path, teacher):
+    out = compress(tiny_run_config(teacher, tiny_task, tmp_path / "f", compression={
+        "method": "heads", "ffn": 0.25, "importance_batches": 2}))
+    rec = json.loads((out / "compression.json").read_text())
+    assert rec["ffn_neurons_removed"] == round(0.25 * 2 * 64)
+    assert rec["heads_removed"] == 0

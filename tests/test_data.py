@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from robust_compress.data import load_split
+from robust_compress.data.load import load_split
+from robust_compress.data.tasks import BUILTIN, load_task
 from robust_compress.evaluate import collapse_probs
 from robust_compress.io import UserError
-from robust_compress.tasks import BUILTIN, load_task
 
 from .conftest import DATA, needs_shared
 
@@ -86,7 +86,7 @@ def test_bad_task_yaml_names_key(tmp_path):
 
 def test_hub_code_path_via_datasets(tmp_path):
     """The hub source is datasets.load_dataset(...); offline we point it at a local JSON file."""
-    from robust_compress.tasks import HubSource, SplitSpec, TaskSpec
+    from robust_compress.data.tasks import HubSource, SplitSpec, TaskSpec
 
     f = tmp_path / "x.jsonl"
     _write(f, [{"premise": "p", "hypothesis": "h", "label": 0}, {"premise": "q", "hypothesis": "r", "label": 2}])

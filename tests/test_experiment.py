@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,8 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from robust_compress.experiment import load_experiment, plan
 from robust_compress.io import UserError
+from robust_compress.study.plan import plan
+from robust_compress.study.run import prepare, reproduce
+from robust_compress.study.spec import load_experiment
 
 from .conftest import ROOT
 
@@ -24,6 +27,7 @@ def _exp(tmp_path, tiny_dir, tiny_task, name="exp", **over):
         "compressions": [{"name": "mag-0.5", "method": "magnitude", "settings": {"sparsity": 0.5}}],
         "losses": ["ce", "distil", "rmc"],
         "uncertainty": {"source": "snapshots", "sparsities": [0.3, 0.6]},
+        "speed": False,
     }
     for k, v in over.items():
         exp[k] = v
@@ -33,7 +37,7 @@ def _exp(tmp_path, tiny_dir, tiny_task, name="exp", **over):
 
 
 def test_plan_graph(tmp_path, tiny_dir, tiny_task):
-    stages = plan(load_experiment(_exp(tmp_path, tiny_dir, tiny_task)))
+    _, stages = prepare(_exp(tmp_path, tiny_dir, tiny_task))
     kinds = [(s.kind, s.name) for s in stages]
     assert kinds[0] == ("teacher", "teacher")
     by = {s.name: s for s in stages}
@@ -43,33 +47,112 @@ def test_plan_graph(tmp_path, tiny_dir, tiny_task):
     assert len({s.path for s in stages}) == len(stages)  # distinct artifacts
 
 
+def test_paper_uncertainty_source_runs_one_pruning_per_sparsity(tmp_path, tiny_dir, tiny_task):
+    _, stages = prepare(_exp(tmp_path, tiny_dir, tiny_task, uncertainty={"source": "runs", "sparsities": [0.3, 0.6]}))
+    runs = [s for s in stages if s.kind == "uncertainty-run"]
+    assert [s.config["compression"]["sparsity"] for s in runs] == [0.3, 0.6]
+    assert [d.name for d in next(s for s in stages if s.kind == "uncertainty").deps] == [s.name for s in runs]
+
+
 def test_quantization_trains_nothing_so_it_gets_one_row(tmp_path, tiny_dir, tiny_task):
     """int8 has no training: one run (first seed, no loss variants), however many seeds and losses."""
-    stages = plan(load_experiment(_exp(tmp_path, tiny_dir, tiny_task, seeds=[0, 1, 2], compressions=[
-        {"name": "mag", "method": "magnitude", "settings": {"sparsity": 0.5}}, {"name": "q", "method": "quantize"}])))
+    _, stages = prepare(_exp(tmp_path, tiny_dir, tiny_task, seeds=[0, 1, 2], compressions=[
+        {"name": "mag", "method": "magnitude", "settings": {"sparsity": 0.5}}, {"name": "q", "method": "quantize"}]))
     assert [s.name for s in stages if s.name.startswith("q/")] == ["q/ce/seed0"]
     assert len([s for s in stages if s.name.startswith("mag/")]) == 3 * 3  # 3 losses x 3 seeds
 
 
 def test_changed_setting_changes_only_dependents(tmp_path, tiny_dir, tiny_task):
-    a = {s.name: s.key for s in plan(load_experiment(_exp(tmp_path, tiny_dir, tiny_task)))}
-    b = {s.name: s.key for s in plan(load_experiment(_exp(
-        tmp_path, tiny_dir, tiny_task, name="exp2", uncertainty={"source": "snapshots", "sparsities": [0.3, 0.7]})))}
+    a = {s.name: s.key for s in prepare(_exp(tmp_path, tiny_dir, tiny_task))[1]}
+    b = {s.name: s.key for s in prepare(_exp(
+        tmp_path, tiny_dir, tiny_task, name="exp2", uncertainty={"source": "snapshots", "sparsities": [0.3, 0.7]}))[1]}
     changed = {n for n in a if a[n] != b[n]}
     assert changed == {"uncertainty-pruning", "uncertainty", "mag-0.5/rmc/seed0"}
 
 
+def test_a_given_teacher_is_part_of_every_downstream_key(tmp_path, tiny_dir, tiny_task):
+    """Adding `teacher.path` (another teacher) must rerun everything trained against it; so must a
+    changed teacher folder, even under the same path."""
+    given = tmp_path / "given-teacher"
+    shutil.copytree(tiny_dir, given)
+    trained = {s.name: s.key for s in prepare(_exp(tmp_path, tiny_dir, tiny_task))[1]}
+    with_path = {s.name: s.key for s in prepare(_exp(
+        tmp_path, tiny_dir, tiny_task, teacher={"model": str(tiny_dir), "path": str(given)}))[1]}
+    assert all(with_path[n] != trained[n] for n in trained), "a stage kept its key under another teacher"
+    (given / "config.json").write_text((given / "config.json").read_text().replace('"hidden_act"', '"hidden_act" '))
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(str(given / "model.safetensors"))
+    w["classifier.bias"] = w["classifier.bias"] + 1
+    save_file(w, str(given / "model.safetensors"), metadata={"format": "pt"})
+    changed = {s.name: s.key for s in prepare(_exp(
+        tmp_path, tiny_dir, tiny_task, teacher={"model": str(tiny_dir), "path": str(given)}))[1]}
+    assert all(changed[n] != with_path[n] for n in trained)
+
+
+def test_a_changed_data_file_changes_every_key(tmp_path, tiny_dir, tiny_task):
+    before = {s.name: s.key for s in prepare(_exp(tmp_path, tiny_dir, tiny_task))[1]}
+    dev = tmp_path / "data" / "dev.jsonl"
+    lines = dev.read_text().splitlines()
+    row = json.loads(lines[0])
+    row["b"] = row["b"] + " changed"
+    dev.write_text("\n".join([json.dumps(row)] + lines[1:]) + "\n")
+    after = {s.name: s.key for s in prepare(_exp(tmp_path, tiny_dir, tiny_task))[1]}
+    assert all(after[n] != before[n] for n in before)
+
+
 @pytest.mark.parametrize("patch,match", [
-    ({"compressions": [{"name": "x", "method": "bogus"}]}, "compressions.0.method"),
+    ({"compressions": [{"name": "x", "method": "bogus"}]}, r"compressions\.0\.method"),
     ({"task": "nonexistent-task"}, "unknown task"),
-    ({"compressions": [{"name": "x", "method": "magnitude", "settings": {"sparsity": 1.5}}]}, "sparsity"),
+    ({"compressions": [{"name": "x", "method": "magnitude", "settings": {"sparsity": 1.5}}]},
+     r"\(x\) settings\.sparsity"),
     ({"losses": ["ce", "poe"]}, "bias_model"),
     ({"unknown_key": 1}, "unknown_key"),
+    ({"defaults": {"lrr": 3}}, r"defaults\.lrr"),
+    ({"bias_model": {"kind": "overlap", "train": {"lrr": 3}}}, r"bias_model\.train\.lrr"),
+    ({"compressions": [{"name": "x", "method": "magnitude", "settings": {"sparsity": 0.5}, "train": {"lrr": 3}}]},
+     r"compressions\.0\.train\.lrr"),
+    ({"loss_settings": {"rmc": {"alhpa": 0.3}}}, r"loss_settings\.rmc\.alhpa"),
+    ({"uncertainty": {"sparsities": [0.3, 1.2]}}, r"uncertainty\.sparsities"),
+    ({"compressions": [{"name": "h", "method": "heads", "settings": {"heads": 99}}]},
+     r"stage h/ce/seed0: heads: cannot remove 99 of 8 heads"),
+    ({"compressions": [{"name": "t", "method": "truncate", "settings": {"layers": 5}}]}, "cannot keep layers"),
+    ({"bias_model": {"kind": "overlap", "easy_hard_split": "nope"}}, "easy_hard_split 'nope'"),
 ])
 def test_malformed_experiment_fails_before_work(tmp_path, tiny_dir, tiny_task, patch, match):
     path = _exp(tmp_path, tiny_dir, tiny_task, **patch)
     with pytest.raises(UserError, match=match):
-        load_experiment(path)
+        prepare(path)
+    assert not (tmp_path / "exp").exists()
+
+
+def test_bad_data_and_unwritable_output_are_found_before_work(tmp_path, tiny_dir, tiny_task):
+    bad = tmp_path / "data" / "ood.jsonl"
+    bad.write_text(bad.read_text() + '{"a": "x", "b": "y", "label": "maybe", "kind": "k1", "uid": "z"}\n')
+    with pytest.raises(UserError, match=r"ood\.jsonl:65: unknown label 'maybe'"):
+        prepare(_exp(tmp_path, tiny_dir, tiny_task))
+    bad.write_text("\n".join(bad.read_text().splitlines()[:-1]) + "\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="a-file: not a folder"):
+        prepare(_exp(tmp_path, tiny_dir, tiny_task, output_dir=str(blocker / "study")))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if not os.access(ro, os.W_OK):  # (root can write anywhere: then only the case above applies)
+            with pytest.raises(UserError, match="permission denied"):
+                prepare(_exp(tmp_path, tiny_dir, tiny_task, output_dir=str(ro / "study")))
+    finally:
+        ro.chmod(0o700)
+
+
+def test_dry_run_writes_nothing(tmp_path, tiny_dir, tiny_task):
+    path = _exp(tmp_path, tiny_dir, tiny_task)
+    r = subprocess.run([sys.executable, "-m", "robust_compress.cli", "reproduce", str(path), "--dry-run"], check=False,
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "stages, " in r.stdout and "to run" in r.stdout
     assert not (tmp_path / "exp").exists()
 
 
@@ -88,7 +171,7 @@ def test_sigkilled_study_resumes_to_identical_results(tmp_path, tiny_dir, tiny_t
     killed = _exp(tmp_path, tiny_dir, tiny_task, name="killed", **kw)
     p = _reproduce(killed, env)
     deadline = time.time() + 300
-    while not list((tmp_path / "killed" / "artifacts").glob("*.partial/checkpoint/trainer_state.pt")):
+    while not list((tmp_path / "killed" / "artifacts").glob("*.partial/checkpoint/loop_state.json")):
         assert time.time() < deadline and p.poll() is None, "no checkpoint appeared before the run ended"
         time.sleep(0.05)
     os.kill(p.pid, signal.SIGKILL)
@@ -96,7 +179,7 @@ def test_sigkilled_study_resumes_to_identical_results(tmp_path, tiny_dir, tiny_t
     p = _reproduce(killed, env)
     out = p.communicate(timeout=600)[0]
     assert p.returncode == 0, out[-3000:]
-    assert "resumed from" in out
+    assert "resumed from step" in out
 
     def results(root):
         rows = {}
@@ -113,26 +196,26 @@ def test_sigkilled_study_resumes_to_identical_results(tmp_path, tiny_dir, tiny_t
 
 def test_shards_partition_the_compressed_runs(tmp_path, tiny_dir, tiny_task, monkeypatch):
     """--shard i/n: each compressed run is done by exactly one shard; shared prerequisites by any."""
-    import robust_compress.experiment as ex
+    from robust_compress.study import run
 
     path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce", "distil"],
                 compressions=[{"name": f"m{i}", "method": "magnitude", "settings": {"sparsity": 0.1 * i}}
                               for i in range(1, 4)])
     ran: dict[int, list[str]] = {0: [], 1: []}
     for shard in (0, 1):
-        monkeypatch.setattr(ex, "run_stage", lambda s, t, e, shard=shard: ran[shard].append(s.name))
-        ex.reproduce(path, shard=(shard, 2), report=False)
+        monkeypatch.setattr(run, "run_stage", lambda s, t, r, shard=shard: ran[shard].append(s.name))
+        reproduce(path, shard=(shard, 2))
     compressed = [n for n in ran[0] + ran[1] if n.startswith("m")]
-    assert sorted(compressed) == sorted({n for n in compressed}) and len(compressed) == 6
+    assert sorted(compressed) == sorted(set(compressed)) and len(compressed) == 6
     assert "teacher" in ran[0] and "teacher" in ran[1]
 
 
-def test_full_tiny_study_with_rmc_bias_and_report(tmp_path, tiny_dir, tiny_task):
-    """Every stage kind runs for real (teacher, bias model, snapshot uncertainty, ce/distil/rmc/poe),
-    then the report is built from the saved predictions; a rerun finds everything done."""
-    from robust_compress.experiment import reproduce
+def test_full_tiny_study_with_rmc_bias_speed_and_report(tmp_path, tiny_dir, tiny_task):
+    """Every stage kind runs for real (teacher, bias model, snapshot uncertainty, ce/distil/rmc/poe,
+    speed), then the report is built from the saved predictions; a rerun finds everything done."""
+    from robust_compress.report import build_report
 
-    path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce", "distil", "rmc", "poe"],
+    path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce", "distil", "rmc", "poe"], speed=True,
                 bias_model={"kind": "overlap", "easy_hard_split": "dev"})
     stages = reproduce(path)
     assert all(s.done() for s in stages)
@@ -142,30 +225,34 @@ def test_full_tiny_study_with_rmc_bias_and_report(tmp_path, tiny_dir, tiny_task)
     assert (root / "easy_hard" / "dev.parquet").is_file()
     agree = json.loads((root / "analysis" / "agreement.json").read_text())
     assert 0 <= agree["agreement"] <= 1
-    html = (root / "report" / "report.html").read_text()
-    assert "Easy" in html or "easy" in html
+    speed = json.loads((root / "speed.json").read_text())["examples_per_s"]
+    assert set(speed) == {e["name"] for e in index} and all(v > 0 for v in speed.values())
+    report = build_report(root)
+    html = (report / "report.html").read_text()
+    assert "Table 4: Easy / hard examples of dev" in html and "Speed-up" in html
     assert html.count("<img") >= 3
-    again = reproduce(path, report=False)
+    metrics = pd.read_csv(report / "metrics.csv")
+    teacher = metrics[(metrics.level == "run") & metrics.is_teacher].iloc[0]
+    assert teacher["speedup"] == pytest.approx(1.0)
+    again = reproduce(path)
     assert [s.key for s in again] == [s.key for s in stages]
 
 
 def test_concurrent_shards_run_each_stage_once(tmp_path, tiny_dir, tiny_task):
-    """Two shards started at once (as on one GPU, or one per GPU) share the prerequisites through
-    stage locks: every stage runs in exactly one process, a JTT run waits for its vanilla model in
-    the other shard, and the study ends complete."""
-    import subprocess
-    import sys
-
+    """Two shards started at once share the prerequisites through stage locks: every stage runs in
+    exactly one process, a JTT run waits for its vanilla model in the other shard, and the study ends
+    complete."""
     path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce", "jtt"],
                 compressions=[{"name": f"m{i}", "method": "magnitude", "settings": {"sparsity": 0.2 * i}}
                               for i in (1, 2)])
     cmd = [sys.executable, "-m", "robust_compress.cli", "reproduce", str(path), "--no-report"]
     procs = [subprocess.Popen(cmd + ["--shard", f"{i}/2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for i in range(2)]
+                              text=True, cwd=ROOT) for i in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    headers = [line.split(" (")[0].split(": ", 1)[1] for out in outs for line in out.splitlines()
-               if line.startswith("=== stage")]
+    started = [line.split("] ", 1)[1].split(" (")[0] for out in outs for line in out.splitlines()
+               if line.startswith("=== [")]
     stages = plan(load_experiment(path))
-    assert all(s.done() for s in stages)
-    assert sorted(headers) == sorted(f"{s.kind} {s.name}" for s in stages), outs  # each exactly once
+    _, checked = prepare(path)
+    assert all(s.done() for s in checked)
+    assert sorted(started) == sorted(f"{s.kind} {s.name}" for s in stages), outs  # each exactly once

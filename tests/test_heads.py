@@ -1,4 +1,4 @@
-"""Structured pruning (robust_compress.heads) on tiny random BERT classifiers."""
+"""Structured pruning (models.pruned surgery, compress.structured importance) on tiny random BERTs."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from transformers import (
     BertForSequenceClassification,
 )
 
-from robust_compress import heads as H
+from robust_compress.compress.structured import ffn_importance, head_importance, select_heads
 from robust_compress.io import UserError
+from robust_compress.models.infer import INPUT_KEYS
+from robust_compress.models.pruned import keep_layers, prune_ffn_neurons, prune_heads
 
 HIDDEN, LAYERS, N_HEADS, FFN = 32, 2, 4, 37
 HEAD_DIM = HIDDEN // N_HEADS
@@ -39,7 +41,7 @@ def make_batch(seed: int = 1, size: int = 4, length: int = 10) -> dict[str, torc
 
 def logits(model, batch) -> torch.Tensor:
     with torch.no_grad():
-        return model(**{k: batch[k] for k in H.INPUT_KEYS}).logits
+        return model(**{k: batch[k] for k in INPUT_KEYS}).logits
 
 
 def gate_heads(model, heads: dict[int, list[int]]) -> list:
@@ -60,7 +62,7 @@ def n_params(model) -> int:
 
 def test_pruned_model_matches_dense_twin_with_gated_heads():
     dense, batch = tiny_model(), make_batch()
-    pruned = H.prune_heads(copy.deepcopy(dense), {0: [1, 3], 1: [0]})
+    pruned = prune_heads(copy.deepcopy(dense), {0: [1, 3], 1: [0]})
     gate_heads(dense, {0: [1, 3], 1: [0]})
     assert not torch.allclose(logits(dense, batch), logits(tiny_model(), batch), atol=1e-4)  # gating matters
     torch.testing.assert_close(logits(pruned, batch), logits(dense, batch), atol=1e-5, rtol=0)
@@ -73,20 +75,20 @@ def test_pruned_model_matches_dense_twin_with_gated_heads():
 def test_parameter_count_shrinks_exactly():
     model = tiny_model()
     before = n_params(model)
-    H.prune_heads(model, {0: [0, 2], 1: [3]})
+    prune_heads(model, {0: [0, 2], 1: [3]})
     # each head: Q, K, V lose HEAD_DIM rows (weights + bias); the output dense loses HEAD_DIM columns
     per_head = 3 * (HEAD_DIM * HIDDEN + HEAD_DIM) + HIDDEN * HEAD_DIM
     assert before - n_params(model) == 3 * per_head
     before = n_params(model)
-    H.prune_ffn_neurons(model, {1: [0, 5, 36]})
+    prune_ffn_neurons(model, {1: [0, 5, 36]})
     per_neuron = (HIDDEN + 1) + HIDDEN  # a row (+ bias) of intermediate.dense, a column of output.dense
     assert before - n_params(model) == 3 * per_neuron
 
 
 def test_save_and_reload_reproduces_logits_and_structure(tmp_path):
     model, batch = tiny_model(), make_batch()
-    H.prune_heads(model, {0: [2], 1: [0, 1, 3]})
-    H.prune_ffn_neurons(model, {0: [4, 7]})
+    prune_heads(model, {0: [2], 1: [0, 1, 3]})
+    prune_ffn_neurons(model, {0: [4, 7]})
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "pruned_bert"
@@ -97,7 +99,8 @@ def test_save_and_reload_reproduces_logits_and_structure(tmp_path):
     reloaded, info = AutoModelForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
     reloaded.eval()
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
-    assert isinstance(reloaded, H.PrunedBertForSequenceClassification)
+    assert type(reloaded).__name__ == "PrunedBertForSequenceClassification"
+    assert reloaded.config.model_type == "pruned_bert"
     assert reloaded.config.pruned_heads == {"0": [2], "1": [0, 1, 3]}
     assert reloaded.config.pruned_ffn_neurons == {"0": [4, 7]}
     assert [b.attention.self.num_attention_heads for b in reloaded.bert.encoder.layer] == [3, 1]
@@ -106,10 +109,10 @@ def test_save_and_reload_reproduces_logits_and_structure(tmp_path):
 
 
 def test_reload_through_project_loader(tmp_path):
-    from robust_compress.models import load_model
+    from robust_compress.models.load import load_model
 
     model, batch = tiny_model(), make_batch()
-    H.prune_heads(model, {1: [2]})
+    prune_heads(model, {1: [2]})
     model.save_pretrained(tmp_path)
     reloaded = load_model(str(tmp_path), ["LABEL_0", "LABEL_1", "LABEL_2"]).eval()
     assert torch.equal(logits(reloaded, batch), logits(model, batch))
@@ -117,12 +120,12 @@ def test_reload_through_project_loader(tmp_path):
 
 def test_iterative_pruning_records_original_indices(tmp_path):
     model, batch = tiny_model(), make_batch()
-    H.prune_heads(model, {0: [1]})
-    H.prune_heads(model, {0: [1], 1: [3]})  # current head 1 of layer 0 is original head 2
-    H.prune_heads(model, {1: [0]})
+    prune_heads(model, {0: [1]})
+    prune_heads(model, {0: [1], 1: [3]})  # current head 1 of layer 0 is original head 2
+    prune_heads(model, {1: [0]})
     assert model.config.pruned_heads == {"0": [1, 2], "1": [0, 3]}
 
-    once = H.prune_heads(tiny_model(), {0: [1, 2], 1: [0, 3]})
+    once = prune_heads(tiny_model(), {0: [1, 2], 1: [0, 3]})
     assert torch.equal(logits(model, batch), logits(once, batch))
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
@@ -132,13 +135,13 @@ def test_iterative_pruning_records_original_indices(tmp_path):
 def test_prune_heads_rejects_bad_requests():
     model = tiny_model()
     with pytest.raises(UserError, match="all 4 heads"):
-        H.prune_heads(model, {0: [0, 1, 2, 3]})
+        prune_heads(model, {0: [0, 1, 2, 3]})
     with pytest.raises(UserError, match="out of range"):
-        H.prune_heads(model, {0: [4]})
+        prune_heads(model, {0: [4]})
     with pytest.raises(UserError, match="does not exist"):
-        H.prune_heads(model, {2: [0]})
+        prune_heads(model, {2: [0]})
     with pytest.raises(UserError, match="repeated"):
-        H.prune_heads(model, {1: [1, 1]})
+        prune_heads(model, {1: [1, 1]})
     assert n_params(model) == n_params(tiny_model())  # a rejected request changes nothing
 
 
@@ -148,7 +151,7 @@ def test_importance_shape_sign_and_zeroed_head():
         model.bert.encoder.layer[1].attention.output.dense.weight[:, 2 * HEAD_DIM:3 * HEAD_DIM] = 0
     batches = [make_batch(seed=s) for s in range(3)]
     before = logits(model, batches[0])
-    imp = H.head_importance(model, batches)
+    imp = head_importance(model, batches)
     assert imp.shape == (LAYERS, N_HEADS)
     assert (imp >= 0).all()
     assert imp[1, 2] == 0
@@ -163,7 +166,7 @@ def test_importance_is_mean_absolute_per_example_gradient():
     """Check I_h = mean_x |dL(x)/d xi_h| against central finite differences on a gate."""
     model = tiny_model().double()
     batch = make_batch(size=3)
-    imp = H.head_importance(model, [batch], normalize=False)
+    imp = head_importance(model, [batch], normalize=False)
     layer, head, eps = 1, 3, 1e-6
 
     def losses(scale: float) -> torch.Tensor:
@@ -184,34 +187,34 @@ def test_importance_is_mean_absolute_per_example_gradient():
 
 def test_importance_ignores_dropout_mode_grad_mode_and_mean_loss_scaling():
     model, batches = tiny_model(), [make_batch(seed=s) for s in range(2)]
-    reference = H.head_importance(model, batches, normalize=False)
+    reference = head_importance(model, batches, normalize=False)
     model.train()
     with torch.no_grad():
-        imp = H.head_importance(model, batches, normalize=False,
+        imp = head_importance(model, batches, normalize=False,
                                 loss_fn=lambda z, b: F.cross_entropy(z, b["labels"]))  # a batch-mean loss
     assert model.training  # the caller's mode is restored
     torch.testing.assert_close(imp, reference)  # measured without dropout, same per-example scale
 
 
 def test_importance_after_pruning_is_nan_padded_and_selectable():
-    model = H.prune_heads(tiny_model(), {0: [0, 1]})
-    imp = H.head_importance(model, [make_batch()])
+    model = prune_heads(tiny_model(), {0: [0, 1]})
+    imp = head_importance(model, [make_batch()])
     assert imp.shape == (LAYERS, N_HEADS)
     assert torch.isnan(imp[0, 2:]).all() and not torch.isnan(imp[0, :2]).any()
-    sel = H.select_heads(imp, 4)  # 6 heads exist, one per layer must stay: 4 is the most
+    sel = select_heads(imp, 4)  # 6 heads exist, one per layer must stay: 4 is the most
     assert sum(map(len, sel.values())) == 4 and all(h < 2 for h in sel.get(0, []))
     with pytest.raises(UserError, match="at most 4"):
-        H.select_heads(imp, 5)
+        select_heads(imp, 5)
 
 
 def test_select_heads_least_important_globally_and_keeps_one_per_layer():
     imp = torch.tensor([[0.1, 0.2, 0.3, 0.4],
                         [0.9, 0.05, 0.8, 0.7]])
-    assert H.select_heads(imp, 2) == {0: [0], 1: [1]}
-    assert H.select_heads(imp, 0.25) == {0: [0], 1: [1]}  # a fraction of all 8 heads
+    assert select_heads(imp, 2) == {0: [0], 1: [1]}
+    assert select_heads(imp, 0.25) == {0: [0], 1: [1]}  # a fraction of all 8 heads
     # the 5 lowest include all of layer 0: its last head stays and the next lowest, (1, 3), goes
-    assert H.select_heads(imp, 5) == {0: [0, 1, 2], 1: [1, 3]}
-    chosen = H.select_heads(imp, 6)
+    assert select_heads(imp, 5) == {0: [0, 1, 2], 1: [1, 3]}
+    chosen = select_heads(imp, 6)
     assert all(N_HEADS - len(chosen.get(layer, [])) >= 1 for layer in range(2))
 
 
@@ -220,31 +223,31 @@ def test_select_heads_least_important_globally_and_keeps_one_per_layer():
                                              (0.01, "rounds to 0")])
 def test_select_heads_errors(amount, message):
     with pytest.raises(UserError, match=message):
-        H.select_heads(torch.rand(2, 4), amount)
+        select_heads(torch.rand(2, 4), amount)
 
 
 def test_ffn_pruning_matches_zeroed_neurons_and_importance():
     dense, batch = tiny_model(), make_batch()
-    pruned = H.prune_ffn_neurons(copy.deepcopy(dense), {0: [3, 10], 1: [0]})
+    pruned = prune_ffn_neurons(copy.deepcopy(dense), {0: [3, 10], 1: [0]})
     with torch.no_grad():  # dense reference: the neurons' outgoing columns set to zero
         dense.bert.encoder.layer[0].output.dense.weight[:, [3, 10]] = 0
         dense.bert.encoder.layer[1].output.dense.weight[:, [0]] = 0
     torch.testing.assert_close(logits(pruned, batch), logits(dense, batch), atol=1e-5, rtol=0)
-    imp = H.ffn_importance(dense, [batch])
+    imp = ffn_importance(dense, [batch])
     assert imp.shape == (LAYERS, FFN)
     assert imp[0, 3] == 0 and imp[0, 10] == 0 and imp[1, 0] == 0 and (imp >= 0).all()
 
 
 def test_drop_layers_renumbers_records_and_reloads(tmp_path):
     model, batch = tiny_model(), make_batch()
-    H.prune_heads(model, {0: [1], 1: [0, 2]})
-    H.drop_layers(model, [1])
+    prune_heads(model, {0: [1], 1: [0, 2]})
+    keep_layers(model, [1])
     assert model.config.num_hidden_layers == 1
     assert model.config.pruned_heads == {"0": [0, 2]}
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     assert torch.equal(logits(reloaded, batch), logits(model, batch))
     with pytest.raises(UserError):
-        H.drop_layers(model, [0, 0])
+        keep_layers(model, [0, 0])
     with pytest.raises(UserError):
-        H.drop_layers(model, [])
+        keep_layers(model, [])

@@ -68,6 +68,7 @@ def test_bad_inputs_exit_cleanly(tmp_path):
     bad = tmp_path / "data" / "mnli"
     bad.mkdir(parents=True)
     (bad / "train.jsonl").write_text('{"premise": "a", "hypothesis": "b", "label": "entailment"}\n{oops\n')
+    (bad / "dev_matched.jsonl").write_text('{"premise": "a", "hypothesis": "b", "label": "entailment", "idx": 1}\n')
     out = tmp_path / "out"
     r = cli("finetune", "--model", L3, "--data-dir", str(tmp_path / "data"), "-o", str(out))
     assert r.returncode == 2
@@ -87,7 +88,7 @@ def test_label_count_mismatch_is_refused(finetuned):
 
 def test_tokenizer_model_mismatch_is_refused(tmp_path):
     from robust_compress.io import UserError
-    from robust_compress.models import load_model, load_tokenizer
+    from robust_compress.models.load import load_model, load_tokenizer
 
     from .conftest import LABELS
 

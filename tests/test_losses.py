@@ -3,8 +3,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from robust_compress.config import LossConfig
-from robust_compress.losses import difficulty, kd_loss, make_loss, smoothed_teacher
+from robust_compress.train.losses import REGISTRY, difficulty, kd_loss, make_loss, smoothed_teacher
+
+
+def LossConfig(name, **kw):
+    return REGISTRY[name].Settings(name=name, **kw)
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.3]])
 LABELS = torch.tensor([0, 2])
@@ -45,7 +48,7 @@ def test_smoothed_teacher_formula_and_d_one_identity():
 
 
 def test_rmc_with_d_one_equals_distil():
-    cfg = LossConfig(name="rmc", uncertainty="u.parquet")  # the file is only read when building extras
+    cfg = LossConfig(name="rmc")
     rmc = make_loss(cfg)(LOGITS, _batch(difficulty=torch.ones(2)))
     distil = make_loss(LossConfig(name="distil"))(LOGITS, _batch())
     torch.testing.assert_close(rmc, distil)
@@ -69,17 +72,17 @@ def test_focal_weights_normalized_equals_formula():
 
 
 def test_jtt_weights_exactly_upweight_errors():
-    loss = make_loss(LossConfig(name="jtt", reference_model="first"))(LOGITS, _batch(weight=torch.tensor([1.0, 2.0])))
+    loss = make_loss(LossConfig(name="jtt"))(LOGITS, _batch(weight=torch.tensor([1.0, 2.0])))
     ce = F.cross_entropy(LOGITS, LABELS, reduction="none")
     torch.testing.assert_close(loss, (ce[0] + 2 * ce[1]) / 3)
 
 
 def test_poe_and_conf_reg_by_hand():
     bias = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.2, 0.6]])
-    poe = make_loss(LossConfig(name="poe", bias_model="bias"))(LOGITS, _batch(bias_probs=bias))
+    poe = make_loss(LossConfig(name="poe"))(LOGITS, _batch(bias_probs=bias))
     combined = torch.log_softmax(torch.log_softmax(LOGITS, -1) + bias.log(), -1)
     torch.testing.assert_close(poe, -combined[torch.arange(2), LABELS].mean())
-    cr = make_loss(LossConfig(name="conf_reg", bias_model="bias"))(LOGITS, _batch(bias_probs=bias))
+    cr = make_loss(LossConfig(name="conf_reg"))(LOGITS, _batch(bias_probs=bias))
     s = smoothed_teacher(TEACHER, 1 - bias[torch.arange(2), LABELS])
     torch.testing.assert_close(cr, -(s * torch.log_softmax(LOGITS, -1)).sum(-1).mean())
 
@@ -87,3 +90,37 @@ def test_poe_and_conf_reg_by_hand():
 def test_kd_loss_zero_when_student_matches_teacher_and_lam_one():
     target = torch.softmax(TEACHER, -1)
     assert kd_loss(TEACHER, LABELS, target, lam=1.0).abs().item() < 1e-6
+
+
+def test_learned_mixin_plus_h_equals_formula_by_hand():
+    """Clark et al. (2019): g = softplus(w.h + b); L = CE(y, softmax(log p_S + g log p_b)) + w_H H(softmax(g log p_b))."""
+    bias = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.2, 0.6]])
+    hidden = torch.tensor([[0.5, -1.0, 2.0, 0.0], [1.0, 1.0, -0.5, 0.3]])
+    loss_fn = make_loss(LossConfig(name="learned_mixin", entropy_weight=0.3), hidden_size=4)
+    with torch.no_grad():
+        loss_fn.gate.weight.copy_(torch.tensor([[0.2, -0.1, 0.4, 0.5]]))
+        loss_fn.gate.bias.fill_(0.1)
+    got = loss_fn(LOGITS, _batch(bias_probs=bias), hidden)
+    expected = 0.0
+    for i in range(2):
+        z = sum(w * h for w, h in zip([0.2, -0.1, 0.4, 0.5], hidden[i].tolist())) + 0.1
+        g = math.log1p(math.exp(z))
+        ls = [x - math.log(sum(math.exp(y) for y in LOGITS[i].tolist())) for x in LOGITS[i].tolist()]
+        comb = [a + g * math.log(b) for a, b in zip(ls, bias[i].tolist())]
+        ce = -(comb[LABELS[i]] - math.log(sum(math.exp(c) for c in comb)))
+        sb = [g * math.log(b) for b in bias[i].tolist()]
+        p = [math.exp(x) / sum(math.exp(y) for y in sb) for x in sb]
+        entropy = -sum(q * math.log(q) for q in p)
+        expected += (ce + 0.3 * entropy) / 2
+    assert abs(got.item() - expected) < 1e-5
+    got.backward()
+    assert loss_fn.gate.weight.grad is not None and loss_fn.gate.weight.grad.abs().sum() > 0  # its own parameters learn
+
+
+def test_every_loss_declares_settings_inputs_and_formula():
+    from robust_compress.train.extras import EXTRAS
+
+    for name, cls in REGISTRY.items():
+        assert cls.Settings(name=name).name == name
+        assert set(cls.needs) <= set(EXTRAS), (name, cls.needs)
+        assert "L =" in (cls.__doc__ or ""), f"{name}: its docstring states its formula"

@@ -9,20 +9,22 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch.nn.utils import prune
 from transformers import BertConfig, BertForSequenceClassification
 
-from robust_compress.config import CompressionConfig, RunConfig
-from robust_compress.io import UserError
-from robust_compress.losses import make_loss
-from robust_compress.magnitude import (
+from robust_compress.compress.magnitude import (
+    MagnitudeConfig,
     MagnitudePruning,
     check_sparsity,
     measured_sparsity,
     prunable_linears,
     sparsity_at,
 )
-from robust_compress.train import Hook, train
+from robust_compress.config import RunConfig
+from robust_compress.io import UserError
+from robust_compress.train.loop import Hook, train
+from robust_compress.train.losses import make_loss
 
 N_PRUNABLE = 2 * (4 * 32 * 32 + 2 * 32 * 64)  # 2 layers: q, k, v, attn-out (32x32); FFN in/out (32x64)
 
@@ -34,8 +36,8 @@ def tiny_model(seed: int = 0) -> BertForSequenceClassification:
     return BertForSequenceClassification(config)
 
 
-def comp(**kw) -> CompressionConfig:
-    return CompressionConfig(**({"method": "magnitude", "sparsity": 0.6} | kw))
+def comp(**kw) -> MagnitudeConfig:
+    return MagnitudeConfig(**({"method": "magnitude", "sparsity": 0.6} | kw))
 
 
 def effective(m: torch.nn.Linear) -> torch.Tensor:
@@ -203,13 +205,16 @@ def test_invalid_sparsity_raises_user_error(value):
     with pytest.raises(UserError):
         check_sparsity(value)
     with pytest.raises(UserError):
-        MagnitudePruning(CompressionConfig.model_construct(method="magnitude", sparsity=value, snapshots=[]))
+        MagnitudePruning(MagnitudeConfig.model_construct(method="magnitude", sparsity=value, snapshots=[]))
 
 
 def test_check_sparsity_accepts_range_and_snapshots_must_be_reachable():
     assert check_sparsity(0.0) == 0.0 and check_sparsity(0.95) == 0.95
-    with pytest.raises(UserError):
-        MagnitudePruning(comp(sparsity=0.5, snapshots=[0.7]), on_snapshot=lambda s, m: None)
+    with pytest.raises(ValidationError, match="never reached"):  # found when the config is read
+        comp(sparsity=0.5, snapshots=[0.7])
+    with pytest.raises(UserError, match="never reached"):  # and by the hook, for a config built unchecked
+        MagnitudePruning(MagnitudeConfig.model_construct(method="magnitude", sparsity=0.5, snapshots=[0.7]),
+                         on_snapshot=lambda s, m: None)
 
 
 class ToySplit(torch.utils.data.Dataset):

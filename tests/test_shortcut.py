@@ -1,25 +1,26 @@
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from robust_compress.config import CueConfig
-from robust_compress.data import Split
+from robust_compress.analysis.easy_hard import agreement
+from robust_compress.analysis.uncertainty import example_losses, loss_variance
+from robust_compress.compress.magnitude import prunable_linears
+from robust_compress.data.batching import EncodedSplit
+from robust_compress.data.cue import CueConfig, add_cue, cue_copies, cue_markers
+from robust_compress.data.load import load_split
+from robust_compress.data.tasks import load_task
+from robust_compress.evaluate import easy_hard_metrics, reliance
 from robust_compress.io import UserError
-from robust_compress.shortcut import (
-    OverlapModel,
-    add_cue,
-    agreement,
-    compute_uncertainty,
-    cue_markers,
-    cue_test_sets,
-    easy_hard_metrics,
-    example_losses,
-    loss_extras,
-    loss_variance,
-    reliance,
-)
-from robust_compress.tasks import load_task
+from robust_compress.models.infer import predict_logits
+from robust_compress.models.load import load_model, load_tokenizer, save_model
+from robust_compress.models.overlap import OverlapModel
+from robust_compress.stages import compute_uncertainty
+from robust_compress.train.extras import Context, Inputs, build_extras
+from robust_compress.train.logit_cache import LogitCache
+from robust_compress.train.losses import REGISTRY
 
 from .conftest import LABELS, make_examples, tiny_run_config
 
@@ -31,13 +32,6 @@ def test_loss_variance_by_hand():
 
 def test_uncertainty_from_snapshots_equals_variance_by_hand(tiny_dir, tiny_task, tmp_path):
     """Snapshots of a tiny model at several sparsities: v_i equals the variance of l_i computed here."""
-    import copy
-
-    from robust_compress.batching import EncodedSplit
-    from robust_compress.evaluate import predict_logits
-    from robust_compress.magnitude import prunable_linears
-    from robust_compress.models import load_model, load_tokenizer, save_model
-
     base = load_model(str(tiny_dir), LABELS).eval()
     tok = load_tokenizer(str(tiny_dir))
     snap_dir = tmp_path / "snaps"
@@ -50,10 +44,7 @@ def test_uncertainty_from_snapshots_equals_variance_by_hand(tiny_dir, tiny_task,
         save_model(m, tok, snap_dir / f"sparsity-{s:.2f}")
     cfg = tiny_run_config(tiny_dir, tiny_task, tmp_path / "x")
     df = compute_uncertainty(cfg, tmp_path / "u.parquet", snapshots=str(snap_dir))
-    task = load_task(str(tiny_task))
-    from robust_compress.data import load_split
-
-    ex = load_split(task, "train", None).examples
+    ex = load_split(load_task(str(tiny_task)), "train", None).examples
     labels = np.array([e["label"] for e in ex])
     losses = []
     for p in sorted(snap_dir.iterdir()):
@@ -64,33 +55,31 @@ def test_uncertainty_from_snapshots_equals_variance_by_hand(tiny_dir, tiny_task,
     assert pd.read_parquet(tmp_path / "u.parquet")["v"].shape == (len(ex),)
 
 
+def _ctx(tmp_path):
+    return Context(labels=LABELS, alpha=0.5, cache_dir=str(tmp_path / "cache"), max_length=32)
+
+
 def test_jtt_weights_exactly_first_model_errors(tiny_dir, tiny_task, tmp_path):
-    from robust_compress.data import load_split
-    from robust_compress.distill import LogitCache
-    task = load_task(str(tiny_task))
-    ex = load_split(task, "train", None).examples
-    cfg = tiny_run_config(tiny_dir, tiny_task, tmp_path / "x", loss={"name": "jtt", "reference_model": str(tiny_dir)})
-    w = torch.stack(loss_extras(cfg, task, ex, {"weight"})["weight"]).numpy()
-    logits = LogitCache(cfg.cache_dir).get(tiny_dir, ex, 32)
+    ex = load_split(load_task(str(tiny_task)), "train", None).examples
+    settings = REGISTRY["jtt"].Settings(name="jtt")
+    w = torch.stack(build_extras(settings, Inputs(reference_model=str(tiny_dir)), ex, _ctx(tmp_path))["weight"])
+    logits = LogitCache(tmp_path / "cache").get(tiny_dir, ex, 32)
     wrong = logits.argmax(1) != np.array([e["label"] for e in ex])
     assert wrong.any() and (~wrong).any()
-    np.testing.assert_array_equal(w, np.where(wrong, 2.0, 1.0))
+    np.testing.assert_array_equal(w.numpy(), np.where(wrong, 2.0, 1.0))
 
 
 def test_rmc_difficulty_extras_cover_range(tiny_dir, tiny_task, tmp_path):
-    from robust_compress.data import load_split
-
-    task = load_task(str(tiny_task))
-    ex = load_split(task, "train", None).examples
+    ex = load_split(load_task(str(tiny_task)), "train", None).examples
     pd.DataFrame({"id": [e["id"] for e in ex], "v": np.linspace(0, 1, len(ex))}).to_parquet(tmp_path / "u.parquet")
-    cfg = tiny_run_config(tiny_dir, tiny_task, tmp_path / "x", loss={"name": "rmc", "uncertainty": str(tmp_path / "u.parquet")},
-                          compression={"method": "distill", "teacher": str(tiny_dir)})
-    d = torch.stack(loss_extras(cfg, task, ex, {"difficulty"})["difficulty"])
+    settings = REGISTRY["rmc"].Settings(name="rmc")
+    inputs = Inputs(teacher=str(tiny_dir), uncertainty=str(tmp_path / "u.parquet"))
+    d = torch.stack(build_extras(settings, inputs, ex, _ctx(tmp_path))["difficulty"])
     assert d.min().item() == pytest.approx(0.5) and d.max().item() == pytest.approx(1.0)
     pd.DataFrame({"id": ["nope"], "v": [0.1]}).to_parquet(tmp_path / "bad.parquet")
-    bad = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"uncertainty": str(tmp_path / "bad.parquet")})})
-    with pytest.raises(UserError, match="no 'v' for"):
-        loss_extras(bad, task, ex, {"difficulty"})
+    with pytest.raises(UserError, match=r"bad\.parquet: no 'v' for"):
+        build_extras(settings, inputs.model_copy(update={"uncertainty": str(tmp_path / "bad.parquet")}), ex,
+                     _ctx(tmp_path))
 
 
 def test_cue_transform_and_reliance():
@@ -101,11 +90,11 @@ def test_cue_transform_and_reliance():
     half = add_cue(ex, markers, rho=0.5, seed=0)
     agree = np.mean([c["text_b"].endswith(markers[c["label"]]) for c in half])
     assert 0.5 < agree < 0.8  # rho + (1 - rho)/3 = 0.667
-    split = Split("t", "dev", "id", LABELS, ex, "gen")
-    aligned, conflicting = cue_test_sets(split, markers, seed=0)
-    assert all(not c["text_b"].endswith(markers[c["label"]]) for c in conflicting.examples)
-    tables = {aligned.name: pd.DataFrame({"correct": [True, True, False, True]}),
-              conflicting.name: pd.DataFrame({"correct": [False, True, False, False]})}
+    aligned, conflicting = cue_copies(ex, markers, seed=0)
+    assert all(c["text_b"].endswith(markers[c["label"]]) for c in aligned)
+    assert all(not c["text_b"].endswith(markers[c["label"]]) for c in conflicting)
+    tables = {"dev+cue_aligned": pd.DataFrame({"correct": [True, True, False, True]}),
+              "dev+cue_conflicting": pd.DataFrame({"correct": [False, True, False, False]})}
     assert reliance(tables)["dev"]["reliance"] == pytest.approx(0.75 - 0.25)
 
 
@@ -114,8 +103,8 @@ def test_easy_hard_metrics_and_agreement():
                          "confidence": [0.9, 0.8, 0.6, 0.5]})
     easy = pd.DataFrame({"id": list("abcd"), "easy": [True, True, False, False]})
     m = easy_hard_metrics(pred, easy)
-    assert (m["acc_easy"], m["acc_hard"], m["gap"]) == (1.0, 0.5, 0.5)
-    assert m["conf_easy"] == pytest.approx(0.85)
+    assert (m["easy_acc"], m["hard_acc"], m["gap"]) == (1.0, 0.5, 0.5)
+    assert m["easy_conf"] == pytest.approx(0.85)
     v = np.array([0.1, 0.2, 0.9, 0.8])
     assert agreement(v, np.array([True, True, False, False])) == 1.0
     assert agreement(v, np.array([False, False, True, True])) == 0.0

@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from robust_compress.batching import Collator, EncodedSplit, LengthGroupedSampler
 from robust_compress.config import RunConfig
-from robust_compress.losses import make_loss
-from robust_compress.models import load_model
-from robust_compress.train import Hook, train
+from robust_compress.data.batching import Collator, EncodedSplit, LengthGroupedSampler
+from robust_compress.models.load import load_model
+from robust_compress.train.loop import Hook, train
+from robust_compress.train.losses import make_loss
 
 from .conftest import LABELS, ROOT, make_examples
 
@@ -68,7 +68,7 @@ def test_resumed_run_equals_uninterrupted(tiny_dir, tiny_tokenizer, tmp_path):
     b = load_model(str(tiny_dir), LABELS)
     with pytest.raises(KeyboardInterrupt):
         train(b, data, cfg, make_loss(cfg.loss), tmp_path / "b", hooks=[Crash(14)])
-    assert (tmp_path / "b" / "checkpoint" / "trainer_state.pt").is_file()
+    assert (tmp_path / "b" / "checkpoint" / "loop_state.json").is_file()
     c = load_model(str(tiny_dir), LABELS)  # a fresh process would start from the base model
     result = train(c, data, cfg, make_loss(cfg.loss), tmp_path / "b")
     assert result.steps == 20

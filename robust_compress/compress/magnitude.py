@@ -19,17 +19,38 @@ between) masks are not guaranteed to be nested. Masks are frozen once the target
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from typing import Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.utils import prune
 
-from .config import CompressionConfig
-from .io import UserError
-from .train import Hook
+from ..io import UserError
+from ..models.families import embeddings, encoder_linears
+from ..train.loop import Hook
+from .base import Method, MethodConfig, Prepare, SnapshotFn
 
-SnapshotFn = Callable[[float, nn.Module], None]
+
+class MagnitudeConfig(MethodConfig):
+    method: Literal["magnitude"] = "magnitude"
+    sparsity: float = Field(ge=0, lt=1, description="target fraction of zero weights in the encoder's Linear layers")
+    schedule: Literal["cubic", "linear", "oneshot"] = Field("cubic", description="how sparsity rises during training")
+    prune_start: float = Field(0.0, ge=0, le=1, description="fraction of training when pruning starts")
+    prune_end: float = Field(0.7, ge=0, le=1, description="fraction of training when the target is reached")
+    prune_every: int = Field(10, ge=1, description="optimizer steps between mask updates")
+    scope: Literal["global", "layer"] = Field("global", description="rank weights over the encoder or per layer")
+    rewind: bool = Field(False, description="rewind surviving weights to the starting model after pruning")
+    snapshots: list[float] = Field(default_factory=list, description="also save models at these sparsities")
+
+    @model_validator(mode="after")
+    def _check(self) -> MagnitudeConfig:
+        if self.prune_end < self.prune_start:
+            raise ValueError("prune_end must not be before prune_start")
+        bad = [v for v in self.snapshots if not 0 < v <= self.sparsity]
+        if bad:
+            raise ValueError(f"snapshots {bad} are never reached: they must be in (0, {self.sparsity}]")
+        return self
 
 
 def check_sparsity(value: float) -> float:
@@ -40,13 +61,8 @@ def check_sparsity(value: float) -> float:
 
 
 def prunable_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """The encoder's Linear layers, named as in `model.named_modules()`."""
-    base = getattr(model, "base_model", model)
-    encoder = getattr(base, "encoder", None) or getattr(base, "transformer", None)  # DistilBERT
-    if encoder is None:
-        raise UserError(f"{type(model).__name__}: no encoder found to prune")
-    inside = {id(m) for m in encoder.modules()}
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear) and id(m) in inside]
+    """The encoder's Linear layers, named as in `model.named_modules()` (the family adapter knows where)."""
+    return encoder_linears(model)
 
 
 def _effective_weight(linear: nn.Linear) -> torch.Tensor:
@@ -67,19 +83,19 @@ def measured_sparsity(model: nn.Module) -> float:
     return zeros / total
 
 
-def _bounds(total: int, cfg: CompressionConfig) -> tuple[int, int]:
+def _bounds(total: int, cfg: MagnitudeConfig) -> tuple[int, int]:
     """prune_start and prune_end as whole optimizer steps."""
     return round(cfg.prune_start * total), round(cfg.prune_end * total)
 
 
-def sparsity_at(step: int, total: int, cfg: CompressionConfig) -> float:
+def sparsity_at(step: int, total: int, cfg: MagnitudeConfig) -> float:
     """Scheduled sparsity after `step` of `total` optimizer steps.
 
     cubic (Zhu & Gupta 2017): s_f * (1 - (1 - (t - t0) / (t1 - t0))^3), fast early pruning while
     the weights are redundant, slow near the target; linear: s_f * (t - t0) / (t1 - t0); both are
     0 up to t0 and s_f from t1 on. oneshot: s_f from step 0.
     """
-    target = check_sparsity(cfg.sparsity if cfg.sparsity is not None else 0.0)
+    target = check_sparsity(cfg.sparsity)
     t0, t1 = _bounds(total, cfg)
     if cfg.schedule == "oneshot" or step >= t1:
         return target
@@ -153,9 +169,7 @@ class MagnitudePruning(Hook):
     `on_train_begin`, so a resumed run calls those again (with identical models).
     """
 
-    def __init__(self, cfg: CompressionConfig, on_snapshot: SnapshotFn | None = None):
-        if cfg.sparsity is None:
-            raise UserError("magnitude pruning needs `sparsity`")
+    def __init__(self, cfg: MagnitudeConfig, on_snapshot: SnapshotFn | None = None):
         self.cfg = cfg
         self.target = check_sparsity(cfg.sparsity)
         self.snapshots = sorted({check_sparsity(v) for v in cfg.snapshots})
@@ -174,7 +188,7 @@ class MagnitudePruning(Hook):
 
     def on_train_begin(self, model: nn.Module, total_steps: int) -> None:
         self.total = total_steps
-        for p in model.base_model.embeddings.parameters():
+        for p in embeddings(model).parameters():
             p.requires_grad_(False)
         if self.cfg.rewind:
             self._start = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
@@ -216,3 +230,16 @@ class MagnitudePruning(Hook):
                 p.copy_(start)
         for _, m in prunable_linears(model):
             m.weight = m.weight_orig * m.weight_mask
+
+
+class Magnitude(Method):
+    """Unstructured magnitude pruning during fine-tuning (the paper's pruning)."""
+
+    name = "magnitude"
+    Config = MagnitudeConfig
+
+    def prepare(self, model, ctx: Prepare):
+        return model, [MagnitudePruning(self.cfg, on_snapshot=ctx.on_snapshot if self.cfg.snapshots else None)]
+
+    def record(self, model):
+        return {"measured_sparsity": measured_sparsity(model)}

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .io import UserError, read_yaml
+from ..io import UserError, read_yaml
 
 
 class HubSource(BaseModel):

@@ -1,0 +1,61 @@
+"""Per-sample uncertainty for RMC: the variance of each training example's loss across models of
+different sparsities (Du et al. 2023). Three sources, cheapest last: separate pruning runs, the
+snapshots of one pruning run, or one model one-shot pruned without retraining."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..compress.magnitude import _prune_mask, prunable_linears
+from ..data.batching import EncodedSplit
+from ..evaluate import softmax
+from ..io import UserError
+from ..models.infer import predict_logits
+from ..train.logit_cache import LogitCache
+
+
+def example_losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Cross-entropy of each example under one model."""
+    p = softmax(logits.astype(np.float64))
+    return -np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, None))
+
+
+def loss_variance(losses: np.ndarray) -> np.ndarray:
+    """v_i = (1/n) sum_t (l_it - mean_t l_it)^2 over n models (rows)."""
+    return losses.var(axis=0)
+
+
+def table(examples: list[dict], losses: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"id": [e["id"] for e in examples], "v": loss_variance(losses), "loss_mean": losses.mean(0)})
+
+
+def from_models(model_dirs: list[str | Path], examples: list[dict], cache: LogitCache, max_length: int
+                ) -> pd.DataFrame:
+    """v_i across saved models (snapshots of one run, or separate runs)."""
+    if len(model_dirs) < 2:
+        raise UserError(f"uncertainty needs at least 2 models, got {len(model_dirs)}")
+    labels = np.array([e["label"] for e in examples])
+    return table(examples, np.stack([example_losses(cache.get(m, examples, max_length), labels)
+                                     for m in model_dirs]))
+
+
+@torch.no_grad()
+def from_oneshot(model, data: EncodedSplit, examples: list[dict], sparsities: list[float],
+                 batch_size: int = 64, bf16: bool = False) -> pd.DataFrame:
+    """The cheap signal: the *unretrained* model one-shot magnitude-pruned (globally) to each sparsity."""
+    labels = np.array([e["label"] for e in examples])
+    losses = []
+    for s in sparsities:
+        m = copy.deepcopy(model)
+        layers = [lin for _, lin in prunable_linears(m)]
+        scores = torch.cat([lin.weight.abs().flatten() for lin in layers])
+        masks = _prune_mask(scores, round(s * scores.numel())).split([lin.weight.numel() for lin in layers])
+        for lin, mask in zip(layers, masks, strict=True):
+            lin.weight.mul_(mask.view_as(lin.weight))
+        losses.append(example_losses(predict_logits(m, data, batch_size, bf16=bf16)[0], labels))
+    return table(examples, np.stack(losses))

@@ -1,0 +1,12 @@
+"""Compression methods behind one registry: adding a method is one module and one line here."""
+
+from .base import Method, MethodConfig, Prepare
+from .distill import Distill
+from .magnitude import Magnitude
+from .quantize import Quantize
+from .structured import Heads
+from .truncate import Truncate
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Magnitude, Heads, Truncate, Distill, Quantize)}
+
+__all__ = ["METHODS", "Method", "MethodConfig", "Prepare"]

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ..models.quantized import SCHEMES
+from .base import Method, MethodConfig
+
+
+class QuantizeConfig(MethodConfig):
+    method: Literal["quantize"] = "quantize"
+    scheme: Literal[SCHEMES] = Field("dynamic-int8", description="post-training quantization scheme")
+
+
+class Quantize(Method):
+    """Post-training int8 of any saved model (stacks on pruning and distillation): no training."""
+
+    name = "quantize"
+    Config = QuantizeConfig
+    trains = False

@@ -1,0 +1,1 @@
+"""Data: task specs, loading and validation, tokenized batches, the controlled shortcut."""

@@ -1,0 +1,234 @@
+"""Load a task's splits from a local data directory or the Hugging Face hub into one shape.
+
+Every example becomes `{"id", "text_a", "text_b", "label", **meta}` with `label` an index into
+the split's label names. Local files are read by our own reader so that an error can name the
+file and line; hub splits come through `datasets.load_dataset`. Both then go through the same
+`normalize`, which is where labels, text and ids are validated.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..io import UserError, log, read_jsonl, read_text
+from .cue import CueConfig, add_cue, cue_copies, cue_markers
+from .tasks import SplitSpec, TaskSpec, load_task
+
+DATA_DIR_ENV = "ROBUST_COMPRESS_DATA"
+
+
+class DataArgs(BaseModel):
+    """Which examples a run sees and how they are tokenized."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: str = Field("mnli", description="built-in task name (mnli, qqp, fever) or task YAML file")
+    data_dir: str | None = Field(None, description="local data folder; default $ROBUST_COMPRESS_DATA or ../shared/data")
+    source: Literal["local", "hub"] = Field("local", description="read splits from the data folder or the HF hub")
+    train_limit: int | None = Field(None, ge=1, description="use a seeded subset of the training split")
+    eval_limit: int | None = Field(None, ge=1, description="evaluate on seeded subsets of this size")
+    eval_sets: list[str] | None = Field(None, description="eval splits; default: every one the source has")
+    data_seed: int = Field(0, description="which train/eval subsets and cue markers: fixed across training seeds")
+    max_length: int = Field(128, ge=8, description="tokens per example (pairs truncated longest-first)")
+    input_field: Literal["text_a", "text_b"] | None = Field(None, description="partial input (bias-only models)")
+    cue: CueConfig | None = Field(None, description="controlled synthetic shortcut in the training data")
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
+    """CLI flag or config value, else $ROBUST_COMPRESS_DATA, else ../shared/data if present."""
+    if data_dir:
+        return Path(data_dir)
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV])
+    default = Path("../shared/data")
+    return default if default.is_dir() else None
+
+
+@dataclass
+class Split:
+    task: str
+    name: str
+    role: str
+    labels: list[str]  # label names of this split's gold labels
+    examples: list[dict[str, Any]]
+    origin: str  # file path or hub id, for messages and provenance
+    collapse: dict[str, str] | None = None
+    group_by: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def digest(self) -> str:
+        """Content hash of the examples (ids, texts, labels, meta): what a cache key needs of a split."""
+        h = hashlib.sha256(json.dumps([self.task, self.name, self.labels, self.collapse]).encode())
+        for e in self.examples:
+            h.update(json.dumps(e, sort_keys=True, default=str).encode())
+        return h.hexdigest()[:16]
+
+
+def _read_table(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
+    if path.suffix in {".csv", ".tsv"}:
+        text = read_text(path)
+        reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix == ".tsv" else ",")
+        try:
+            return [dict(row, _line=i) for i, row in enumerate(reader, start=2)]
+        except csv.Error as e:
+            raise UserError(f"{path}:{reader.line_num}: malformed {path.suffix[1:].upper()} ({e})") from None
+    raise UserError(f"{path}: unsupported file type (use .jsonl, .csv or .tsv)")
+
+
+def _load_hub(spec: SplitSpec) -> tuple[list[dict[str, Any]], str]:
+    import datasets
+
+    hub = spec.hub
+    assert hub is not None
+    where = f"hub:{hub.path}" + (f"/{hub.name}" if hub.name else "") + f"[{hub.split}]"
+    try:
+        ds = datasets.load_dataset(hub.path, hub.name, split=hub.split, data_files=hub.data_files)
+    except Exception as e:  # noqa: BLE001 -- network, missing config, ...: one clear line for the user
+        raise UserError(f"{where}: could not load from the Hugging Face hub: {type(e).__name__}: {e}") from None
+    rows = [dict(r, _line=i + 1) for i, r in enumerate(ds)]
+    return rows, where
+
+
+def normalize(rows: list[dict[str, Any]], task: TaskSpec, split_name: str, where: str) -> Split:
+    spec = task.splits[split_name]
+    gold_names = task.split_labels(split_name)  # a collapsed split (HANS) has its own, smaller label space
+    col_a, col_b = spec.text_a or task.text_a, spec.text_b or task.text_b
+    out, unlabeled, seen = [], 0, {}
+    for i, row in enumerate(rows):
+        line = row.get("_line", i + 1)
+        loc = f"{where}:{line}"
+        for col in (col_a, col_b, "label"):
+            if col not in row:
+                raise UserError(f"{loc}: missing field {col!r} (has {sorted(k for k in row if k != '_line')})")
+        raw = row["label"]
+        if isinstance(raw, bool):
+            raise UserError(f"{loc}: label {raw!r} is not a label name or index")
+        if isinstance(raw, str) and raw in gold_names:
+            label = gold_names.index(raw)
+        elif isinstance(raw, int) or (isinstance(raw, str) and raw.lstrip("-").isdigit()):
+            label = int(raw)
+            if label == -1:  # unlabeled (GLUE test convention): counted and reported below
+                unlabeled += 1
+                continue
+            if not 0 <= label < len(gold_names):
+                raise UserError(f"{loc}: label index {label} out of range for labels {gold_names}")
+        else:
+            raise UserError(f"{loc}: unknown label {raw!r}; expected one of {gold_names}")
+        a, b = row[col_a], row[col_b]
+        if not isinstance(a, str) or not isinstance(b, str):
+            raise UserError(f"{loc}: fields {col_a!r} and {col_b!r} must be strings")
+        if spec.id_column:
+            if spec.id_column not in row:
+                raise UserError(f"{loc}: missing id column {spec.id_column!r}")
+            ex_id = str(row[spec.id_column])
+            if ex_id in seen:  # ids key every per-example cache and table: they must be unique
+                raise UserError(f"{loc}: duplicate id {ex_id!r} in column {spec.id_column!r} "
+                                f"(first at line {seen[ex_id]})")
+            seen[ex_id] = line
+        else:
+            ex_id = str(line)
+        ex = {"id": ex_id, "text_a": a, "text_b": b, "label": label}
+        for meta in spec.group_by + spec.keep:
+            ex[meta] = row.get(meta)
+        out.append(ex)
+    if unlabeled:
+        log.warning(f"{where}: skipped {unlabeled} of {len(rows)} rows with label -1 (unlabeled)")
+    if not out:
+        raise UserError(f"{where}: split {split_name!r} of task {task.name!r} is empty")
+    return Split(task=task.name, name=split_name, role=spec.role, labels=gold_names, examples=out,
+                 origin=where, collapse=spec.collapse, group_by=list(spec.group_by))
+
+
+def split_file(task: TaskSpec, split_name: str, data_dir: str | Path | None) -> Path:
+    """The local file a split reads (the first of its declared paths that exists)."""
+    spec = task.splits[split_name]
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        raise UserError(f"no data directory: pass --data-dir or set ${DATA_DIR_ENV}")
+    found = [root / p for p in spec.local if (root / p).is_file()]
+    if not found:
+        tried = ", ".join(str(root / p) for p in spec.local) or "(no local path declared)"
+        hint = " (try --source hub when online)" if spec.hub else ""
+        raise UserError(f"task {task.name!r} split {split_name!r}: file not found; tried {tried}{hint}")
+    return found[0]
+
+
+def load_split(task: TaskSpec, split_name: str, data_dir: str | Path | None = None, source: str = "local",
+               limit: int | None = None, seed: int = 0) -> Split:
+    """Load one split. `limit` keeps a seeded random subset (in file order) of that many examples."""
+    if split_name not in task.splits:
+        raise UserError(f"task {task.name!r} has no split {split_name!r}; it has {list(task.splits)}")
+    spec = task.splits[split_name]
+    if source == "local":
+        path = split_file(task, split_name, data_dir)
+        rows, where = _read_table(path), str(path)
+    elif source == "hub":
+        if spec.hub is None:
+            raise UserError(f"task {task.name!r} split {split_name!r} has no hub source; use local files")
+        rows, where = _load_hub(spec)
+    else:
+        raise UserError(f"unknown data source {source!r}: use 'local' or 'hub'")
+    split = normalize(rows, task, split_name, where)
+    if limit is not None and limit < len(split.examples):
+        keep = sorted(random.Random(seed).sample(range(len(split.examples)), limit))
+        split.examples = [split.examples[i] for i in keep]
+    return split
+
+
+def available_eval_splits(task: TaskSpec, data_dir: str | Path | None, source: str) -> list[str]:
+    """Eval splits that can be loaded from this source (the offline copy lacks some)."""
+    if source == "hub":
+        return [n for n in task.eval_splits() if task.splits[n].hub is not None]
+    root = resolve_data_dir(data_dir)
+    return [n for n in task.eval_splits()
+            if root is not None and any((root / p).is_file() for p in task.splits[n].local)]
+
+
+def eval_split_names(args: DataArgs, task: TaskSpec | None = None) -> list[str]:
+    task = task or load_task(args.task)
+    names = args.eval_sets or available_eval_splits(task, args.data_dir, args.source)
+    unknown = [n for n in names if n not in task.splits or task.splits[n].role == "train"]
+    if unknown:
+        raise UserError(f"unknown eval set(s) {unknown} for task {task.name!r}; have {task.eval_splits()}")
+    if not names:
+        raise UserError(f"task {task.name!r}: no eval split is available from source {args.source!r}")
+    return names
+
+
+def load_train_split(args: DataArgs, task: TaskSpec | None = None) -> Split:
+    """The training split as configured: seeded subset, synthetic cue if asked."""
+    task = task or load_task(args.task)
+    split = load_split(task, task.train_split, args.data_dir, args.source, limit=args.train_limit,
+                       seed=args.data_seed)
+    if args.cue is not None:
+        split.examples = add_cue(split.examples, cue_markers(args.cue, task.labels), args.cue.rho, args.data_seed)
+    return split
+
+
+def load_eval_splits(args: DataArgs, task: TaskSpec | None = None) -> dict[str, Split]:
+    """Every configured eval split, read and validated (before any training), plus cue test copies."""
+    task = task or load_task(args.task)
+    out: dict[str, Split] = {}
+    for name in eval_split_names(args, task):
+        split = load_split(task, name, args.data_dir, args.source, limit=args.eval_limit, seed=args.data_seed)
+        out[name] = split
+        if args.cue is not None and split.role == "id":  # controlled-shortcut test sets
+            copies = cue_copies(split.examples, cue_markers(args.cue, task.labels), args.data_seed)
+            for kind, examples in zip(("cue_aligned", "cue_conflicting"), copies, strict=True):
+                out[f"{name}+{kind}"] = Split(task=split.task, name=f"{name}+{kind}", role="cue",
+                                              labels=split.labels, examples=examples,
+                                              origin=f"{split.origin} (+cue)", collapse=split.collapse,
+                                              group_by=split.group_by)
+    return out

@@ -1,0 +1,1 @@
+"""Models: loading and checking, encoder-family adapters, physically pruned types, int8, inference."""

@@ -1,0 +1,152 @@
+"""Encoder families: the only place that knows module names.
+
+Each family is one `Family` entry: where its encoder blocks are, and inside a block the attention
+projections (q/k/v/o), the feed-forward pair (in/out), the embeddings, and the config keys for
+sizes and dropout. FLOP counting, truncation, head/FFN pruning and magnitude pruning all go
+through these accessors, so supporting a new family is one entry in `FAMILIES`.
+
+A model whose family is not listed gets one clear error naming its type and the supported
+list, before any training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..io import UserError
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_types: tuple[str, ...]
+    layers: str  # from the base model to the ModuleList of blocks
+    attention: str  # from a block to the module holding q/k/v (and its head-count attributes)
+    query: str  # from the attention module
+    key: str
+    value: str
+    attn_out: str  # from a block to the attention output projection
+    ffn_in: str  # from a block
+    ffn_out: str
+    embeddings: str = "embeddings"  # from the base model
+    heads_attr: str = "num_attention_heads"  # on the attention module (kept truthful after pruning)
+    head_size_attr: str = "attention_head_size"
+    all_head_size_attr: str | None = "all_head_size"
+    n_layers_key: str = "num_hidden_layers"  # config keys
+    n_heads_key: str = "num_attention_heads"
+    ffn_size_key: str = "intermediate_size"
+    dropout_keys: tuple[str, ...] = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+    layer_idx_attr: str | None = "layer_idx"  # on the attention module, renumbered when layers are dropped
+
+
+_BERT_LAYOUT = {"layers": "encoder.layer", "attention": "attention.self", "query": "query", "key": "key",
+                "value": "value", "attn_out": "attention.output.dense", "ffn_in": "intermediate.dense",
+                "ffn_out": "output.dense"}
+
+FAMILIES: dict[str, Family] = {
+    "bert": Family("bert", ("bert", "roberta", "xlm-roberta", "electra", "camembert"), **_BERT_LAYOUT),
+}
+
+
+def supported_types() -> list[str]:
+    return sorted({t for f in FAMILIES.values() for t in f.model_types})
+
+
+def family_of(model_or_config) -> Family:
+    """The adapter for a model (or its config); a clear error for a type no family covers."""
+    config = getattr(model_or_config, "config", model_or_config)
+    model_type = getattr(config, "model_type", None)
+    base_type = getattr(config, "base_model_type", None) or model_type  # pruned_<type> records its parent
+    for fam in FAMILIES.values():
+        if base_type in fam.model_types:
+            return fam
+    raise UserError(f"model type {model_type!r} is not supported; supported encoder families: "
+                    f"{', '.join(supported_types())}")
+
+
+def get_path(root: nn.Module, path: str) -> nn.Module:
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root
+
+
+def set_path(root: nn.Module, path: str, module: nn.Module) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        root = getattr(root, part)
+    setattr(root, last, module)
+
+
+def blocks(model: nn.Module) -> nn.ModuleList:
+    return get_path(model.base_model, family_of(model).layers)
+
+
+def set_blocks(model: nn.Module, new: list[nn.Module]) -> None:
+    fam = family_of(model)
+    set_path(model.base_model, fam.layers, nn.ModuleList(new))
+    setattr(model.config, fam.n_layers_key, len(new))
+    if fam.layer_idx_attr:
+        for i, block in enumerate(new):
+            attn = get_path(block, fam.attention)
+            if hasattr(attn, fam.layer_idx_attr):
+                setattr(attn, fam.layer_idx_attr, i)
+
+
+def encoder(model: nn.Module) -> nn.Module:
+    """The module that holds every block (what magnitude pruning prunes inside)."""
+    fam = family_of(model)
+    path = fam.layers.rsplit(".", 1)[0] if "." in fam.layers else fam.layers
+    return get_path(model.base_model, path)
+
+
+def embeddings(model: nn.Module) -> nn.Module:
+    return get_path(model.base_model, family_of(model).embeddings)
+
+
+def attention(block: nn.Module, fam: Family) -> nn.Module:
+    return get_path(block, fam.attention)
+
+
+def qkv(block: nn.Module, fam: Family) -> list[tuple[str, nn.Linear]]:
+    """(path from the block, module) of the query, key and value projections."""
+    return [(f"{fam.attention}.{n}", get_path(block, f"{fam.attention}.{n}")) for n in (fam.query, fam.key, fam.value)]
+
+
+def n_heads(block: nn.Module, fam: Family) -> int:
+    return int(getattr(attention(block, fam), fam.heads_attr))
+
+
+def head_size(block: nn.Module, fam: Family) -> int:
+    return int(getattr(attention(block, fam), fam.head_size_attr))
+
+
+def ffn_width(block: nn.Module, fam: Family) -> int:
+    return get_path(block, fam.ffn_in).out_features
+
+
+def dropout_overrides(config, value: float) -> dict[str, float]:
+    """Config keys that set the model's dropout, for `from_pretrained(**overrides)`."""
+    return {k: value for k in family_of(config).dropout_keys}
+
+
+def encoder_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """Every Linear inside the encoder blocks, named as in `model.named_modules()`."""
+    inside = {id(m) for m in encoder(model).modules()}
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear) and id(m) in inside]
+
+
+def encoder_flops(model: nn.Module, seq_len: int = 128) -> dict[str, float]:
+    """Multiply-adds x2 of the encoder per example at `seq_len` tokens: dense, and counting only
+    non-zero weights (what a sparse kernel could at best reach; dense kernels do not gain).
+    Attention scores and mixing (QK^T, AV) count 2 * 2 * seq_len^2 * width per layer, width being
+    the heads left times their size."""
+    fam = family_of(model)
+    dense = sparse = 0.0
+    for _, mod in encoder_linears(model):
+        dense += 2 * mod.in_features * mod.out_features * seq_len
+        sparse += 2 * int(torch.count_nonzero(mod.weight)) * seq_len
+    attn = sum(2 * 2 * seq_len * seq_len * n_heads(b, fam) * head_size(b, fam) for b in blocks(model))
+    return {"seq_len": seq_len, "flops_dense": dense + attn, "flops_nonzero": sparse + attn}

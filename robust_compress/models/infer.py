@@ -1,0 +1,82 @@
+"""Inference: logits for a tokenized split, and throughput measured the same way everywhere
+(the study's speed stage and `benchmarks/` share `throughput`)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from ..data.batching import Collator, EncodedSplit, sorted_batches
+from .quantized import is_quantized
+
+INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _device(model: torch.nn.Module, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available() and not is_quantized(model):  # int8 dynamic linears run on the CPU only
+        return torch.device("cuda")
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def predict_logits(model, data: EncodedSplit, batch_size: int = 64, bf16: bool = False,
+                   device: torch.device | str | None = None, progress=None) -> tuple[np.ndarray, float]:
+    """Logits in the split's order, and examples/s. Batches are length-sorted and padded per batch.
+    Without `device`, the model moves to the GPU when there is one (it stays there afterwards).
+    `progress(n)` is called after each batch with the number of examples done."""
+    model.eval()
+    dev = _device(model, device)
+    model.to(dev)
+    bf16 = bf16 and not is_quantized(model)  # quantized linears take fp32 activations only
+    collate = Collator(getattr(model.config, "pad_token_id", 0) or 0)
+    out = None
+    done = 0
+    t0 = time.perf_counter()
+    for rows in sorted_batches(data.lengths, batch_size):
+        batch = collate([data[i] for i in rows])
+        inputs = {k: batch[k].to(dev) for k in INPUT_KEYS if k in batch}
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(**inputs).logits.float().cpu().numpy()
+        if out is None:
+            out = np.zeros((len(data), logits.shape[1]), dtype=np.float32)
+        out[rows] = logits
+        done += len(rows)
+        if progress is not None:
+            progress(done)
+    return out, len(data) / max(time.perf_counter() - t0, 1e-9)
+
+
+@torch.no_grad()
+def throughput(entries: dict[str, tuple[torch.nn.Module, EncodedSplit]], batch_size: int = 64, repeats: int = 3,
+               bf16: bool = False) -> dict[str, float]:
+    """Inference examples/s of each (model, its tokenized data), measured side by side: the models take
+    turns (round-robin, `repeats` rounds after a warm-up round) so machine drift hits all alike; the
+    best round counts. fp32 unless `bf16` (int8 models always take fp32 activations)."""
+    runs = {}
+    for name, (m, data) in entries.items():
+        m.eval()
+        collate = Collator(getattr(m.config, "pad_token_id", 0) or 0)
+        runs[name] = (m, [collate([data[i] for i in rows]) for rows in sorted_batches(data.lengths, batch_size)],
+                      len(data))
+    best = dict.fromkeys(entries, 0.0)
+    for r in range(repeats + 1):
+        for name, (m, batches, n) in runs.items():
+            dev = _device(m, None)
+            m.to(dev)
+            use_bf16 = bf16 and not is_quantized(m)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for b in batches:
+                inputs = {k: b[k].to(dev) for k in INPUT_KEYS if k in b}
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    m(**inputs)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            if r:  # round 0 warms caches and allocators
+                best[name] = max(best[name], n / (time.perf_counter() - t0))
+    return best

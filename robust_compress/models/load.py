@@ -1,0 +1,197 @@
+"""Load, check and save Hugging Face sequence-classification models and their tokenizers.
+
+Every load goes through `check_model_dir` first: a folder must hold config.json and safetensors
+weights that open; a `pytorch_model.bin`-only folder is refused (unpickling can run code), and
+a truncated or corrupt weights file is named in one line instead of a traceback.
+A new classification head is initialized under `torch.manual_seed(seed)`, so the same seed
+gives the same starting model in every process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors import SafetensorError, safe_open
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+
+from ..io import UserError, file_digest, read_json
+from .families import dropout_overrides, family_of
+from .pruned import register_all
+
+register_all()
+
+WEIGHTS = "model.safetensors"
+
+
+def resolve_model_dir(name_or_path: str) -> Path:
+    """A local folder for a model: the folder itself, or the hub snapshot (downloaded or cached)."""
+    p = Path(name_or_path)
+    if p.is_dir():
+        return p
+    if p.exists() or name_or_path.startswith((".", "/")) or name_or_path.count("/") > 1:
+        raise UserError(f"{name_or_path}: model folder not found")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    except Exception as e:  # noqa: BLE001 -- offline, unknown id, ...: one line for the user
+        raise UserError(f"{name_or_path}: not a local folder and not available from the hub "
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def check_model_dir(folder: Path) -> None:
+    """config.json and readable safetensors weights, or one line saying what is wrong."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{folder}: no config.json (not a saved model folder)")
+    read_json(folder / "config.json")
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        pickled = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
+        if pickled:
+            raise UserError(f"{folder}: only pickled weights ({', '.join(pickled)}); loading them could run code. "
+                            "Convert them to safetensors (model.save_pretrained(..., safe_serialization=True)) "
+                            "in a trusted environment")
+        raise UserError(f"{folder}: no *.safetensors weights")
+    for w in weights:
+        try:
+            with safe_open(str(w), framework="pt") as f:
+                keys = list(f.keys())
+                if keys:  # the last tensor's bytes must be there: catches a truncated file
+                    f.get_slice(keys[-1])
+        except (SafetensorError, OSError) as e:
+            raise UserError(f"{w}: unreadable safetensors file ({e}); the file is truncated or corrupt") from None
+        size = w.stat().st_size
+        with open(w, "rb") as fh:
+            header = int.from_bytes(fh.read(8), "little")
+            meta = json.loads(fh.read(header))
+        end = max((v["data_offsets"][1] for k, v in meta.items() if k != "__metadata__"), default=0)
+        if 8 + header + end != size:
+            raise UserError(f"{w}: {size} bytes, but its header describes {8 + header + end}: "
+                            "the file is truncated or corrupt")
+
+
+def model_digest(folder: str | Path) -> str:
+    """Content hash of a saved model (weights, config, tokenizer files), independent of where it lives."""
+    folder = Path(folder)
+    check_model_dir(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in {".json", ".safetensors", ".txt",
+                                                                               ".model"})
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + file_digest(f).encode())
+    return h.hexdigest()[:16]
+
+
+def model_labels(folder: str | Path) -> list[str]:
+    """Label names of a saved classifier, in index order (empty for a bare encoder)."""
+    config = read_json(Path(folder) / "config.json")
+    archs = config.get("architectures") or []
+    if not any("ForSequenceClassification" in a for a in archs):
+        return []
+    id2label = config.get("id2label") or {}
+    return [id2label[str(i)] for i in range(len(id2label))]
+
+
+@contextlib.contextmanager
+def _quiet_load_report():
+    """transformers reports a 'newly initialized' head, unsharded layers and a loading bar on every
+    load: expected here (a new head is the point of fine-tuning), not errors. -v shows them."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    if level < hf_logging.WARNING:  # the user asked for more (-v): show everything
+        yield
+        return
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_model(name_or_path: str, labels: list[str], dropout: float | None = None, seed: int = 0,
+               quiet: bool = True) -> PreTrainedModel:
+    """A classifier over `labels`; a fine-tuned model must already have exactly these labels.
+    A new head (and any weight the checkpoint lacks) is initialized from `seed`."""
+    folder = resolve_model_dir(name_or_path)
+    check_model_dir(folder)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{folder}: cannot load model config ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    family_of(config)  # a clear refusal for a family we do not support, before any work
+    have = model_labels(folder)
+    if have and have != list(labels):
+        raise UserError(f"{name_or_path}: model has {len(have)} labels {have}, "
+                        f"but the task has {len(labels)} labels {list(labels)}")
+    kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+              "label2id": {name: i for i, name in enumerate(labels)}}
+    if dropout is not None:
+        kwargs.update(dropout_overrides(config, dropout))
+    transformers.set_seed(seed)  # python, numpy and torch: a new head's init is the seed's
+    try:
+        with _quiet_load_report() if quiet else contextlib.nullcontext():
+            model = AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"{folder}: cannot load model ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    return model
+
+
+def load_tokenizer(name_or_path: str, model: PreTrainedModel | None = None):
+    """The model folder's tokenizer; with `model`, refuse one whose vocabulary is not the model's."""
+    folder = resolve_model_dir(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"{folder}: cannot load tokenizer ({str(e).splitlines()[0]})") from None
+    if model is not None:
+        check_vocab(tok, model, str(folder))
+    return tok
+
+
+def check_vocab(tok, model: PreTrainedModel, where: str) -> None:
+    """A tokenizer belongs to a model when its ids fit the embedding and it covers (almost) all rows:
+    checkpoints pad the embedding to a multiple of 8 or 128, never by thousands."""
+    rows = model.get_input_embeddings().num_embeddings
+    n = len(tok)
+    if n > rows or rows - n > max(128, rows // 100):
+        raise UserError(f"{where}: tokenizer has {n} tokens but the model's embedding has {rows} rows: "
+                        "tokenizer and model do not match")
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, non-zero) parameters."""
+    total = nonzero = 0
+    for p in model.parameters():
+        total += p.numel()
+        nonzero += int(torch.count_nonzero(p).item())
+    return total, nonzero
+
+
+def save_model(model: PreTrainedModel, tokenizer, folder: Path) -> None:
+    """Hugging Face format with safetensors weights (loadable without running any code)."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def set_threads() -> None:
+    """Use every core for intra-op work unless the user pinned OMP_NUM_THREADS."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)

@@ -1,0 +1,148 @@
+"""The report's figures. Collapsed rows (near-constant models) are left out of every trend line:
+their accuracy is a constant predictor's, and a line through them draws an artefact."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .load import Run
+from .tables import collapsed
+
+
+def _figure(w: float, h: float) -> Figure:
+    fig = Figure(figsize=(w, h))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def bars_caption(groups: dict[str, dict]) -> str:
+    seeds = max((g["n_seeds"] for g in groups.values()), default=1)
+    return f" (error bars: std over {seeds} seeds)" if seeds > 1 else " (one seed: no error bars over seeds)"
+
+
+def _sparsity_lines(groups: dict[str, dict], teacher: str | None, key: str) -> dict[str, list[tuple]]:
+    """label -> [(sparsity, mean, std)], one line per loss (per method/loss if methods differ)."""
+    sparse = {n: g for n, g in groups.items()
+              if g["sparsity"] is not None and n != teacher and key in g and not collapsed(g)}
+    by_method = len({g["method"] for g in sparse.values()}) > 1
+    lines: dict[str, list[tuple]] = {}
+    for g in sparse.values():
+        lines.setdefault(f"{g['method']} / {g['loss']}" if by_method else g["loss"], []).append(
+            (g["sparsity"], g[key], np.nan_to_num(g.get(f"{key}.std", math.nan))))
+    for pts in lines.values():
+        if teacher and key in groups[teacher]:
+            pts.append((0.0, groups[teacher][key], np.nan_to_num(groups[teacher].get(f"{key}.std", math.nan))))
+        pts.sort()
+    return lines
+
+
+def _plot_lines(ax, lines: dict[str, list[tuple]], scale: float, ylabel: str, title: str) -> None:
+    for label, pts in lines.items():
+        x, y, e = (np.array(c, float) for c in zip(*pts, strict=True))
+        ax.errorbar(x, y * scale, yerr=e * scale, marker="o", capsize=3, label=label)
+    ax.set(xlabel="sparsity (teacher at 0)", ylabel=ylabel, title=title)
+    ax.grid(alpha=.3)
+    ax.legend(fontsize=8)
+
+
+def make_figures(groups: dict[str, dict], teacher: str | None, runs: list[Run],
+                 easy_splits: list[str]) -> list[tuple[str, str, Figure]]:
+    """(file name, alt text, figure) for each figure the study's data supports."""
+    bars = bars_caption(groups)
+    left_out = [n for n, g in groups.items() if collapsed(g)]
+    skip = f"; collapsed rows left out: {', '.join(left_out)}" if left_out else ""
+    figs = []
+    acc = {k: _sparsity_lines(groups, teacher, k) for k in ("acc_id", "acc_ood")}
+    if acc["acc_id"] or acc["acc_ood"]:
+        fig = _figure(10, 4)
+        for ax, k, t in zip(fig.subplots(1, 2), acc, ("ID accuracy", "OOD accuracy (pooled)"), strict=True):
+            _plot_lines(ax, acc[k], 100, "accuracy (%)", f"{t} vs sparsity")
+        figs.append(("accuracy_vs_sparsity.png",
+                     f"ID and OOD accuracy versus sparsity, one line per loss{bars}{skip}", fig))
+    for s in easy_splits:
+        lines = _sparsity_lines(groups, teacher, f"eh.{s}.gap")
+        if lines:
+            fig = _figure(6, 4)
+            _plot_lines(fig.subplots(), lines, 100, "easy − hard accuracy (points)", f"Easy–hard gap on {s}")
+            figs.append((f"easy_hard_gap_{s}.png", f"Easy minus hard accuracy gap on {s} versus sparsity{bars}{skip}",
+                         fig))
+        have = {n: g for n, g in groups.items() if f"eh.{s}.easy_conf" in g and not collapsed(g)}
+        if have:
+            fig = _figure(max(6, 1.1 * len(have)), 4)
+            ax, x = fig.subplots(), np.arange(len(have))
+            for off, part in ((-0.2, "easy"), (0.2, "hard")):
+                k = f"eh.{s}.{part}_conf"
+                ax.bar(x + off, [100 * g[k] for g in have.values()], 0.4, label=part,
+                       yerr=[100 * np.nan_to_num(g.get(f"{k}.std", math.nan)) for g in have.values()], capsize=3)
+            ax.set_xticks(x, list(have), rotation=30, ha="right", fontsize=8)
+            ax.set(ylabel="mean confidence (%)", title=f"Confidence on easy vs hard examples of {s}")
+            ax.legend()
+            figs.append((f"confidence_easy_hard_{s}.png",
+                         f"Mean confidence on easy and hard examples of {s} per group{bars}{skip}", fig))
+    speed = {n: g for n, g in groups.items() if "speedup" in g and "acc_id" in g and not collapsed(g)}
+    if len(speed) > 1:
+        figs.append(("speed_robustness.png", speed_figure_caption(speed), speed_figure(speed, easy_splits)))
+    with_id = [n for n in groups if any(r.unit == n and r.id_split for r in runs)]
+    if with_id:
+        cols = min(4, len(with_id))
+        rows = math.ceil(len(with_id) / cols)
+        fig = _figure(3.2 * cols, 3.2 * rows)
+        axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+        edges = np.linspace(0, 1, 11)
+        for ax, n in zip(axes, with_id, strict=False):
+            df = pd.concat([r.tables[r.id_split] for r in runs if r.unit == n and r.id_split])
+            which = np.clip(np.digitize(df["confidence"], edges[1:-1], right=True), 0, 9)
+            accs = [df["correct"][which == b].mean() if (which == b).any() else 0 for b in range(10)]
+            ax.bar(edges[:-1], accs, 0.1, align="edge", edgecolor="k", alpha=.7, label="accuracy")
+            ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+            ax.set(title=f"{n} (ECE {100 * groups[n].get('ece_id', math.nan):.1f}%)", xlim=(0, 1), ylim=(0, 1),
+                   xlabel="confidence", ylabel="accuracy")
+            ax.title.set_fontsize(9)
+        for ax in axes[len(with_id):]:
+            ax.set_visible(False)
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        figs.append(("reliability.png", "Reliability diagrams on the ID split, one panel per group, seeds pooled",
+                     fig))
+    return figs
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both coordinates (higher is better for both)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
+            front.append(i)
+    return front
+
+
+def speed_figure_caption(groups: dict[str, dict]) -> str:
+    return ("Measured inference speed-up against the teacher (x) and accuracy (y): ID, and the hardest "
+            "robustness signal the study has (hard examples, else pooled OOD); one point per compression × loss, "
+            "Pareto front (faster and more accurate than every other point) circled")
+
+
+def speed_figure(groups: dict[str, dict], easy_splits: list[str]) -> Figure:
+    fig = _figure(11, 4.5)
+    hard_key = next((f"eh.{s}.hard_acc" for s in easy_splits if any(f"eh.{s}.hard_acc" in g for g in groups.values())),
+                    "acc_ood")
+    for ax, key, title in zip(fig.subplots(1, 2), ("acc_id", hard_key),
+                              ("ID accuracy", "hard-example accuracy" if hard_key != "acc_ood" else "OOD accuracy"),
+                              strict=True):
+        names = [n for n, g in groups.items() if key in g]
+        pts = [(groups[n]["speedup"], groups[n][key]) for n in names]
+        front = set(pareto(pts))
+        for i, (n, (x, y)) in enumerate(zip(names, pts, strict=True)):
+            ax.scatter([x], [100 * y], s=60 if i in front else 25, edgecolors="k" if i in front else "none")
+            ax.annotate(n, (x, 100 * y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        fx = sorted(pts[i] for i in front)
+        ax.plot([p[0] for p in fx], [100 * p[1] for p in fx], "--", color="gray", lw=1)
+        ax.set(xlabel="measured speed-up vs teacher (×)", ylabel=f"{title} (%)", title=f"{title} vs speed")
+        ax.grid(alpha=.3)
+    fig.tight_layout()
+    return fig

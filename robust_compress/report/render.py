@@ -1,0 +1,109 @@
+"""Write a study's report: Markdown + self-contained HTML, figures, and metrics.csv/.json, all
+checked first and written in one rename (a bad input leaves no report folder)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..io import atomic_dir
+from .compute import compute, metric_rows
+from .figures import make_figures
+from .load import load_study
+from .summary import summary_lines
+from .tables import Table, make_tables
+
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1,h2{border-bottom:1px solid #ddd;
+padding-bottom:.2em}.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:1em 0;
+font-size:.85em}th,td{border:1px solid #ccc;padding:.3em .5em;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}tr:nth-child(even){background:#fafafa}figure{margin:1.5em 0}
+img{max-width:100%}figcaption,.note,.foot{color:#555;font-size:.9em}.summary li{margin:.3em 0}"""
+
+
+def _md_table(t: Table) -> str:
+    lines = [f"## {t.title}", "", "| " + " | ".join(t.header) + " |", "|" + "---|" * len(t.header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in t.rows] + [""] + [f"{n}  " for n in t.notes]) + "\n"
+
+
+def _html_table(t: Table) -> str:
+    e = html.escape
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in t.rows)
+    notes = "".join(f"<p class='foot'>{e(n)}</p>" for n in t.notes)
+    return (f"<h2>{e(t.title)}</h2>\n<div class='scroll'><table><thead><tr>"
+            f"{''.join(f'<th>{e(h)}</th>' for h in t.header)}</tr></thead><tbody>{body}</tbody></table></div>{notes}\n")
+
+
+def _clean(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def build_report(study_dir: str | Path, out_dir: str | Path | None = None, name: str | None = None) -> Path:
+    """Load and check everything first, then write report.md/.html, figures/ and metrics.csv/.json
+    into `out_dir` (default `<study>/report`) in one rename; returns that folder."""
+    study_path = Path(study_dir)
+    study = load_study(study_path)
+    runs = study.runs
+    rows = compute(study)
+    groups, teacher = rows.groups, rows.teacher
+    splits = {s: role for r in runs for s, role in r.roles.items() if role != "cue"}
+    splits = dict(sorted(splits.items(), key=lambda kv: kv[1] != "id"))  # ID splits first, order kept
+    easy_splits = [s for s, part in study.easy_hard.items() if any(part.attrs["split"] in r.tables for r in runs)]
+    tables = make_tables(groups, splits, easy_splits, rows.cells)
+    figures = make_figures(groups, teacher, runs, easy_splits)
+    seeds = max((g["n_seeds"] for g in groups.values()), default=1)
+    notes = [
+        (f"Study: {name or study_path.resolve().name}; {len(runs)} runs in {len(groups)} rows (a row is a group, "
+         f"or group/loss when a group holds several losses); teacher: {teacher or 'none (no F_bias, no speed-up)'}."),
+        ("Every number is computed from the saved per-example prediction tables. Accuracy cells: "
+         + ("mean ± std over seeds [95% CI over seeds (Student t)]; a row with one seed shows its bootstrap "
+            "95% CI over examples." if seeds > 1 else "one seed per row: value [bootstrap 95% CI over examples].")),
+    ]
+    if study.agreement:
+        a = study.agreement
+        notes.append(f"Per-sample uncertainty vs the bias-only model on {a['n']} training examples: the "
+                     f"{100 * a['bias_easy_fraction']:.1f}% lowest-variance examples (uncertainty-easy) agree with "
+                     f"the bias-model easy/hard split on {100 * a['agreement']:.1f}% of examples (paper: 82.8%; "
+                     f"chance at this split: {100 * a['chance']:.1f}%).")
+    summary = summary_lines(study, rows, easy_splits)
+    out = Path(out_dir) if out_dir is not None else study_path / "report"
+    with atomic_dir(out) as tmp:
+        (tmp / "figures").mkdir()
+        md = ["# Robustness report", ""] + [f"{n}\n" for n in notes]
+        page = [("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+                 "<meta name='viewport' content='width=device-width'><title>Robustness report</title>"),
+                f"<style>{CSS}</style></head><body><h1>Robustness report</h1>"]
+        page += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
+        if summary:
+            md += ["## Summary: what compression cost, what each loss won back", ""] + [f"- {s}" for s in summary]
+            md.append("")
+            page.append("<h2>Summary: what compression cost, what each loss won back</h2><ul class='summary'>"
+                        + "".join(f"<li>{html.escape(s)}</li>" for s in summary) + "</ul>")
+        for t in tables:
+            md.append(_md_table(t))
+            page.append(_html_table(t))
+        md.append("## Figures\n")
+        page.append("<h2>Figures</h2>")
+        for fname, alt, fig in figures:
+            buf = BytesIO()
+            fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+            (tmp / "figures" / fname).write_bytes(buf.getvalue())
+            md.append(f"![{alt}](figures/{fname})\n")
+            page.append(f"<figure><img alt='{html.escape(alt, quote=True)}' src='data:image/png;base64,"
+                        f"{base64.b64encode(buf.getvalue()).decode()}'><figcaption>{html.escape(alt)}"
+                        "</figcaption></figure>")
+        (tmp / "report.md").write_text("\n".join(md), encoding="utf-8")
+        (tmp / "report.html").write_text("\n".join(page) + "</body></html>\n", encoding="utf-8")
+        flat = metric_rows(runs, rows)
+        pd.DataFrame(flat).to_csv(tmp / "metrics.csv", index=False)
+        (tmp / "metrics.json").write_text(json.dumps(
+            {"teacher": teacher, "rows": [{k: _clean(v) for k, v in r.items()} for r in flat]},
+            indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    return out

@@ -1,0 +1,131 @@
+"""The paper-style tables of a report, as (title, header, rows, footnotes) ready to render.
+
+A row whose model is collapsed (near-constant on its ID split) shows its accuracies but
+"collapsed — not read" where a robustness number would be (Δ, F_bias, easy/hard gap): those
+numbers describe a constant predictor, not a model. An undefined F_bias shows "–" with a footnote.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+COLLAPSED = "collapsed — not read"
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def pct(g: dict, k: str) -> str:
+    """`mean ± std [CI]` in percent; the CI is over seeds when n > 1, else over examples."""
+    if k not in g:
+        return "–"
+    s = f"{100 * g[k]:.1f}"
+    if not math.isnan(g.get(f"{k}.std", math.nan)):
+        s += f" ± {100 * g[f'{k}.std']:.1f}"
+    if f"{k}.ci_lo" in g:
+        s += f" [{100 * g[f'{k}.ci_lo']:.1f}, {100 * g[f'{k}.ci_hi']:.1f}]"
+    return s
+
+
+def num(g: dict, k: str, fmt: str = "{:.3f}", scale: float = 1.0, suffix: str = "", spread: bool = True) -> str:
+    if k not in g or math.isnan(g[k]):
+        return "–"
+    s = fmt.format(g[k] * scale)
+    if spread and not math.isnan(g.get(f"{k}.std", math.nan)):
+        s += " ± " + fmt.format(g[f"{k}.std"] * scale)
+    return s + suffix
+
+
+def collapsed(g: dict) -> bool:
+    """Most of a row's seeds are near-constant on the ID split."""
+    return g.get("collapsed", 0.0) >= 0.5
+
+
+def _constant(g: dict, split: str) -> bool:
+    return g.get(f"top_pred_share.{split}", 0.0) >= 0.9
+
+
+def make_tables(groups: dict[str, dict], splits: dict[str, str], easy_splits: list[str],
+                cells: dict[tuple[str, str], dict[str, str]]) -> list[Table]:
+    """Each paper-style table that the study's data supports."""
+    tables = []
+    first = [[n + (" ⚠" if collapsed(g) else ""), g["method"], g["loss"],
+              "–" if g["sparsity"] is None else f"{g['sparsity']:.2f}", str(g["n_seeds"])] for n, g in groups.items()]
+    const_cells = False
+    rows = []
+    for f, g in zip(first, groups.values(), strict=True):
+        row = list(f)
+        for s in splits:
+            cell = pct(g, f"acc.{s}")
+            if _constant(g, s) and cell != "–":
+                cell += " ‡"
+                const_cells = True
+            row.append(cell)
+        rows.append(row)
+    notes = []
+    if any(collapsed(g) for g in groups.values()):
+        notes.append("⚠ collapsed: predicts one class on ≥ 90 % of its ID split, or scores within 5 points of "
+                     "its majority-class rate; its robustness numbers are not read.")
+    if const_cells:
+        notes.append("‡ predicts one class on ≥ 90 % of this split: the score is (close to) what a constant "
+                     "predictor gets, not a measure of robustness.")
+    tables.append(Table("Table 1: Accuracy per split (%)",
+                        ["Group", "Method", "Loss", "Sparsity", "Seeds"]
+                        + [f"{s} ({r.upper()})" for s, r in splits.items()], rows, notes))
+
+    speed = any("speedup" in g for g in groups.values())
+    rows, undefined = [], False
+    for n, g in groups.items():
+        if collapsed(g):
+            delta = fb = COLLAPSED
+        else:
+            delta, fb = num(g, "delta"), num(g, "f_bias")
+            if fb == "–" and "delta" in g:
+                fb, undefined = "– †", True
+        rows.append([n, str(g["n_seeds"]), pct(g, "acc_id"), pct(g, "acc_ood"), delta, fb,
+                     num(g, "ece_id", "{:.1f}", 100), num(g, "parameters", "{:.2f}", 1e-6, spread=False),
+                     num(g, "nonzero_parameters", "{:.2f}", 1e-6, spread=False)]
+                    + ([num(g, "speedup", "{:.2f}", suffix="×")] if speed else []))
+    notes = [("Δ = (acc_ID − acc_OOD) / acc_ID, OOD examples pooled over every OOD split; F_bias = Δ / Δ of the "
+              "teacher on the same examples (> 1: more biased than the teacher).")]
+    if undefined:
+        notes.append("† F_bias undefined: the teacher shows no ID−OOD gap (Δ_teacher < 0.01) or the model's Δ is "
+                     "negative; a ratio to (almost) zero or to a reversed gap says nothing.")
+    if speed:
+        notes.append("Speed-up: inference examples/s of the model ÷ the teacher's, measured side by side in one "
+                     "process by the study's speed stage (same examples, batch and threads).")
+    tables.append(Table("Table 2: Relative bias, model size and speed",
+                        ["Group", "Seeds", "ID acc (%)", "OOD acc, pooled (%)", "Δ", "F_bias", "ECE (ID, %)",
+                         "Params (M)", "Non-zero (M)"] + (["Speed-up"] if speed else []), rows, notes))
+    for (split, meta), mine in cells.items():
+        tables.append(Table(f"Table 3: {split} accuracy by {meta} × gold label (%)",
+                            ["Group", "Seeds"] + list(mine.values()),
+                            [[n + (" ⚠" if collapsed(g) else ""), str(g["n_seeds"])]
+                             + [num(g, k, "{:.1f}", 100) for k in mine]
+                             for n, g in groups.items() if any(k in g for k in mine)]))
+    for s in easy_splits:
+        rows = []
+        for n, g in groups.items():
+            if f"eh.{s}.gap" not in g:
+                continue
+            accs = [num(g, f"eh.{s}.{k}", "{:.1f}", 100) for k in ("easy_acc", "hard_acc")]
+            gap = COLLAPSED if collapsed(g) else num(g, f"eh.{s}.gap", "{:.1f}", 100)
+            rows.append([n, str(g["n_seeds"])] + accs + [gap]
+                        + [num(g, f"eh.{s}.{k}", "{:.1f}", 100) for k in ("easy_conf", "hard_conf")]
+                        + [num(g, f"eh.{s}.{k}", "{:.0f}", spread=False) for k in ("n_easy", "n_hard")])
+        tables.append(Table(f"Table 4: Easy / hard examples of {s.replace('.', ', split by ', 1)}",
+                            ["Group", "Seeds", "Easy acc (%)", "Hard acc (%)", "Gap E−H (points)",
+                             "Conf. easy (%)", "Conf. hard (%)", "n easy", "n hard"], rows))
+    if any("shortcut.reliance" in g for g in groups.values()):
+        tables.append(Table("Table 5: Controlled-shortcut reliance",
+                            ["Group", "Seeds", "Aligned (%)", "Conflicting (%)", "Reliance A−C (points)"],
+                            [[n + (" ⚠" if collapsed(g) else ""), str(int(g.get("shortcut.reliance.n", g["n_seeds"])))]
+                             + [num(g, f"shortcut.{k}", "{:.1f}", 100) for k in ("aligned", "conflicting", "reliance")]
+                             for n, g in groups.items() if "shortcut.reliance" in g]))
+    return tables

@@ -1,0 +1,101 @@
+"""The one artifact writer, and the checks every stage makes before it starts working.
+
+An artifact is a folder written under a temporary name and renamed into place when complete:
+model + tokenizer (safetensors), the resolved config, records (JSON/YAML), prediction tables and
+a summary. `preflight` reads and validates everything a run will need (config, task, every
+training and eval split, the model folders, the output location) before the first step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from transformers import AutoConfig
+
+from ..config import RunConfig
+from ..data.load import Split, load_eval_splits, load_train_split
+from ..data.tasks import TaskSpec, load_task
+from ..evaluate import save_tables
+from ..io import UserError, atomic_dir, check_writable, read_json, write_json, write_yaml
+from ..models.families import family_of
+from ..models.load import check_model_dir, resolve_model_dir, save_model
+from ..models.overlap import is_overlap_model
+from ..train.extras import EXTRAS, REGISTRY
+
+
+@dataclass
+class Checked:
+    """What preflight loaded: the task, the training split (None if not needed), every eval split."""
+
+    task: TaskSpec
+    train: Split | None
+    evals: dict[str, Split]
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_writable(out.parent)
+
+
+def check_inputs(cfg: RunConfig) -> None:
+    """The loss's input sources exist (a teacher folder, an uncertainty file, ...)."""
+    for name in REGISTRY[cfg.loss.name].needs:
+        src = getattr(cfg.inputs, EXTRAS[name].source)
+        p = Path(src)
+        if EXTRAS[name].source == "uncertainty":
+            if not p.is_file():
+                raise UserError(f"{p}: file not found (inputs.uncertainty)")
+        elif not is_overlap_model(p):
+            check_model_dir(resolve_model_dir(src))
+
+
+def preflight(cfg: RunConfig, overwrite: bool, needs_train: bool = True, method=None) -> Checked:
+    """Everything that can fail before training, checked now: output location, task, data, models."""
+    out = Path(cfg.output_dir)
+    check_output(out, overwrite)
+    task = load_task(cfg.task)
+    args = cfg.data_args()
+    evals = load_eval_splits(args, task)
+    train = load_train_split(args, task) if needs_train else None
+    folder = resolve_model_dir(cfg.model)
+    check_model_dir(folder)
+    config = AutoConfig.from_pretrained(folder)
+    family_of(config)
+    if method is not None:
+        method.check(config)
+    check_inputs(cfg)
+    return Checked(task, train, evals)
+
+
+def load_reference(path: str | Path | None) -> dict[str, Any] | None:
+    """A teacher's summary.json (or the model folder holding one) for F_bias; None if it has none."""
+    if path is None:
+        return None
+    p = Path(path)
+    p = p / "summary.json" if p.is_dir() else p
+    return read_json(p) if p.is_file() else None
+
+
+def write_artifact(out: Path, *, model=None, tokenizer=None, cfg: RunConfig | None = None,
+                   tables: dict[str, pd.DataFrame] | None = None, files: dict[str, Any] | None = None) -> Path:
+    """Write a complete artifact folder atomically. `files`: name -> JSON/YAML-able content (by suffix),
+    or a function of the folder being written (for what is measured on the saved weights)."""
+    with atomic_dir(out, overwrite=True) as tmp:
+        if model is not None:
+            save_model(model, tokenizer, tmp)
+        if cfg is not None:
+            write_yaml(tmp / "run_config.yaml", cfg.model_dump(mode="json"))
+        for name, content in (files or {}).items():
+            content = content(tmp) if callable(content) else content
+            (write_yaml if name.endswith(".yaml") else write_json)(tmp / name, content)
+        if tables is not None:
+            save_tables(tmp / "predictions", tables)
+    return out
+
+
+def bytes_on_disk(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))

@@ -1,0 +1,38 @@
+"""`evaluate MODEL`: per-example predictions and a summary for any saved model, as it is meant to
+run (an int8 artifact is scored as int8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig
+from ..data.load import load_eval_splits
+from ..data.tasks import load_task
+from ..evaluate import predict_tables, summarize
+from ..models.load import load_tokenizer
+from ..models.quantized import load_for_inference
+from .artifact import check_output, load_reference, write_artifact
+from .progress import Reporter
+
+
+def evaluate_folder(model_dir: str | Path, cfg: RunConfig, output: Path | None = None,
+                    reference: str | Path | None = None, progress: Reporter | None = None) -> dict[str, Any]:
+    """Evaluate a saved model; write predictions/ and summary.json to `output` (default model_dir/eval)."""
+    rep = progress or Reporter()
+    model_dir = Path(model_dir)
+    out = Path(output) if output else model_dir / "eval"
+    check_output(out, overwrite=True)
+    task = load_task(cfg.task)
+    splits = load_eval_splits(cfg.data_args(), task)
+    ref = load_reference(reference)
+    model = load_for_inference(model_dir, task.labels)
+    tokenizer = load_tokenizer(str(model_dir), model)
+    rep.task("evaluate", sum(len(s) for s in splits.values()), "examples")
+    tables, speed = predict_tables(model, tokenizer, splits, cfg, progress=rep.update)
+    summary = summarize(tables, {n: s.role for n, s in splits.items()}, {n: s.group_by for n, s in splits.items()},
+                        ref)
+    summary["eval_examples_per_s"] = {k: round(v, 1) for k, v in speed.items()}
+    write_artifact(out, tables=tables, files={"summary.json": summary,
+                                              "eval_config.yaml": cfg.model_dump(mode="json") | {"model": str(model_dir)}})
+    return summary

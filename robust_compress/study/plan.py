@@ -1,0 +1,229 @@
+"""An experiment becomes a graph of stages, each keyed by everything that can change its result.
+
+A stage's artifact lives in `<output_dir>/artifacts/<kind>-<key>`. The key hashes the stage's
+config (with upstream artifacts as placeholders), the keys of the stages it depends on, and the
+content of every external input: the data it reads (the examples themselves, after subsetting)
+and every model folder it starts from (weights, config, tokenizer). A rerun reuses what is done;
+a changed setting, data file or given model reruns exactly what depends on it.
+
+`check_plan` validates every stage before any work: its resolved config, its method against the
+start model's architecture, its model folders and its data files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig
+
+from ..compress import METHODS
+from ..config import RunConfig, error_lines
+from ..data.load import DataArgs, available_eval_splits, load_eval_splits, load_train_split
+from ..data.tasks import load_task
+from ..io import UserError, check_writable, digest
+from ..models.families import family_of
+from ..models.load import check_model_dir, model_digest, resolve_model_dir
+from ..train.extras import EXTRAS
+from ..train.losses import REGISTRY
+from .spec import Experiment
+
+TEACHER = "<teacher>"
+KEY_VERSION = 2  # bump when a stage's artifact changes meaning for the same inputs
+
+
+@dataclass
+class Stage:
+    kind: str  # teacher | bias | uncertainty-run | uncertainty | compress | speed
+    name: str
+    config: dict[str, Any]
+    deps: list[Stage] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    root: Path = Path(".")
+    external: dict[str, str] = field(default_factory=dict)  # content digests of data and model inputs
+
+    @property
+    def key(self) -> str:
+        return digest(KEY_VERSION, self.kind, self.config, [d.key for d in self.deps], self.external)[:12]
+
+    @property
+    def path(self) -> Path:
+        if self.kind == "teacher" and self.meta.get("given"):
+            return Path(self.meta["given"])
+        suffix = {"uncertainty": ".parquet", "speed": ".json"}.get(self.kind, "")
+        return self.root / "artifacts" / f"{self.kind}-{self.key}{suffix}"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.path.with_name(self.path.name + "-snapshots")
+
+    @property
+    def record(self) -> Path:
+        """stage.json: provenance (code version, device, seconds) of a finished stage."""
+        if self.kind in ("uncertainty", "speed"):
+            return self.path.with_name(self.path.stem + ".stage.json")
+        return self.path / "stage.json"
+
+    def done(self) -> bool:
+        if self.kind in ("uncertainty", "speed"):
+            return self.path.is_file()
+        if self.kind == "uncertainty-run" and self.config.get("compression", {}).get("snapshots"):
+            return (self.path / "summary.json").is_file() and self.snapshot_dir.is_dir()
+        return (self.path / "summary.json").is_file()
+
+
+def _base(exp: Experiment) -> dict[str, Any]:
+    return {"task": exp.task} | exp.defaults.model_dump(exclude_none=True) | (
+        {"trackers": exp.trackers} if exp.trackers else {})
+
+
+def _overrides(o) -> dict[str, Any]:
+    return o.model_dump(exclude_none=True)
+
+
+def plan(exp: Experiment) -> list[Stage]:
+    """The stage graph in execution order (dependencies first), without external digests."""
+    root = Path(exp.output_dir)
+    base = _base(exp)
+    stages: list[Stage] = []
+
+    teacher_cfg = base | {"model": exp.teacher.model, "seed": exp.seeds[0]} | _overrides(exp.teacher.train)
+    teacher = Stage("teacher", "teacher", teacher_cfg, root=root,
+                    meta={"given": exp.teacher.path, "group": "teacher", "method": "teacher", "loss": "ce",
+                          "seed": exp.seeds[0]})
+    stages.append(teacher)
+
+    bias = None
+    if exp.bias_model is not None:
+        b = exp.bias_model
+        bcfg = base | {"model": b.model or exp.teacher.model, "seed": exp.seeds[0]} | _overrides(b.train)
+        bias = Stage("bias", f"bias-{b.kind}", bcfg, root=root, meta={"split": b.easy_hard_split, "kind": b.kind})
+        stages.append(bias)
+
+    unc = None
+    if any("difficulty" in REGISTRY[loss].needs for loss in exp.all_losses()):
+        u = exp.uncertainty
+        ucfg = base | {"seed": exp.seeds[0]} | _overrides(u.train)
+        prune = {"method": "magnitude", "sparsity": max(u.sparsities)}
+        if u.source == "snapshots":
+            runs = [Stage("uncertainty-run", "uncertainty-pruning", ucfg | {
+                "model": TEACHER, "compression": prune | {"snapshots": u.sparsities}}, deps=[teacher], root=root)]
+        elif u.source == "runs":
+            runs = [Stage("uncertainty-run", f"uncertainty-pruning-{s:.2f}", ucfg | {
+                "model": TEACHER, "compression": prune | {"sparsity": s}}, deps=[teacher], root=root)
+                for s in u.sparsities]
+        else:
+            runs = []
+        stages.extend(runs)
+        unc = Stage("uncertainty", "uncertainty", ucfg | {"model": TEACHER},
+                    deps=runs or [teacher], root=root, meta={"source": u.source, "sparsities": u.sparsities})
+        stages.append(unc)
+
+    # Seed-major, and within a seed every compression's vanilla (ce) run first: a study stopped
+    # early still has whole tables for the seeds it reached.
+    order = ["ce"] + [loss for loss in exp.all_losses() if loss != "ce"]
+    models = [teacher]
+    for seed in exp.seeds:
+        vanilla: dict[str, Stage] = {}
+        for loss in order:
+            for c in exp.compressions:
+                method = METHODS[c.method]
+                losses = (c.losses or exp.losses) if method.trains else ["ce"]  # no training: one row...
+                if loss not in losses or (not method.trains and seed != exp.seeds[0]):  # ...and one seed
+                    continue
+                provider = {"teacher": teacher, "uncertainty": unc, "bias": bias, "vanilla": vanilla.get(c.name)}
+                deps = [teacher] + [provider[EXTRAS[n].stage] for n in REGISTRY[loss].needs
+                                    if EXTRAS[n].stage != "teacher"] if method.trains else [teacher]
+                settings = c.method_config().model_dump(mode="json")
+                cfg = base | {"model": c.model or TEACHER, "seed": seed} | _overrides(c.train) | {
+                    "compression": settings, "inputs": {"teacher": TEACHER}}
+                if method.trains:
+                    cfg["loss"] = {"name": loss} | exp.loss_settings.get(loss, {})
+                s = Stage("compress", f"{c.name}/{loss}/seed{seed}", cfg, deps=deps, root=root,
+                          meta={"group": c.name, "method": c.method, "loss": loss, "seed": seed,
+                                "sparsity": settings.get("sparsity")})
+                stages.append(s)
+                models.append(s)
+                if loss == "ce":
+                    vanilla[c.name] = s
+    if exp.speed:
+        stages.append(Stage("speed", "speed", base | {"model": TEACHER}, deps=models, root=root))
+    return stages
+
+
+def resolve(stage: Stage, teacher: Stage) -> RunConfig:
+    """Fill placeholders with upstream artifact paths and validate as a RunConfig."""
+    data = json.loads(json.dumps(stage.config).replace(json.dumps(TEACHER), json.dumps(str(teacher.path))))
+    source = {"teacher": "teacher", "uncertainty": "uncertainty", "bias": "bias_model", "compress": "reference_model"}
+    if stage.kind == "compress":
+        for d in stage.deps:
+            data.setdefault("inputs", {})[source[d.kind]] = str(d.path)
+    data["output_dir"] = str(stage.path)
+    try:
+        return RunConfig.model_validate(data)
+    except Exception as e:  # noqa: BLE001 -- pydantic's error, one line naming the stage
+        msg = error_lines(e) if hasattr(e, "errors") else str(e)
+        raise UserError(f"stage {stage.name}: {msg}") from None
+
+
+# ---------------------------------------------------------------- checks and external digests
+
+
+def _data_key(cfg: RunConfig) -> str:
+    return digest(cfg.data_args().model_dump(mode="json"))
+
+
+def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
+    """Validate every stage before any work and fill each stage's external digests (data, models)."""
+    teacher = stages[0]
+    check_writable(Path(exp.output_dir))
+    task = load_task(exp.task)
+    model_cache: dict[str, str] = {}
+
+    def model_input(name: str) -> str:
+        if name not in model_cache:
+            folder = resolve_model_dir(name)
+            check_model_dir(folder)
+            family_of(AutoConfig.from_pretrained(folder))
+            model_cache[name] = model_digest(folder)
+        return model_cache[name]
+
+    data_cache: dict[str, str] = {}
+
+    def data_input(cfg: RunConfig, needs_train: bool) -> str:
+        k = _data_key(cfg) + str(needs_train)
+        if k not in data_cache:
+            args: DataArgs = cfg.data_args()
+            evals = load_eval_splits(args, task)
+            parts = [s.digest() for s in evals.values()]
+            if needs_train:
+                parts.append(load_train_split(args, task).digest())
+            data_cache[k] = digest(parts)
+        return data_cache[k]
+
+    teacher_arch = AutoConfig.from_pretrained(resolve_model_dir(exp.teacher.path or exp.teacher.model))
+    if exp.bias_model is not None and exp.bias_model.easy_hard_split not in available_eval_splits(
+            task, exp.defaults.data_dir, exp.defaults.source or "local"):
+        raise UserError(f"{where}: bias_model.easy_hard_split {exp.bias_model.easy_hard_split!r} is not an eval "
+                        f"split available for task {task.name!r}")
+    for s in stages:
+        if s.kind == "teacher" and s.meta.get("given"):
+            s.external = {"model": model_input(s.meta["given"])}
+            continue
+        cfg = resolve(s, teacher)
+        if s.kind == "speed":
+            continue
+        trains = cfg.compression is None or METHODS[cfg.compression.method].trains
+        ext = {"data": data_input(cfg, needs_train=trains)}
+        start = s.config["model"]
+        if start != TEACHER:
+            ext["model"] = model_input(start)
+        if cfg.compression is not None:
+            arch = teacher_arch if start == TEACHER else AutoConfig.from_pretrained(resolve_model_dir(start))
+            try:
+                METHODS[cfg.compression.method](cfg.compression).check(arch)
+            except UserError as e:
+                raise UserError(f"{where}: stage {s.name}: {e}") from None
+        s.external = ext

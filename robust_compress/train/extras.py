@@ -1,0 +1,133 @@
+"""Per-example loss inputs: what each is, where it comes from, and how it is built.
+
+A loss lists the inputs it needs (`Loss.needs`); each input here names the `Inputs` field that
+points at its source (a model folder or a file) and the study stage kind that produces it. The
+config check ("loss rmc needs inputs.uncertainty"), the planner (which stage to depend on) and
+the builder below read this one table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..io import UserError
+from ..models.load import model_labels
+from ..models.overlap import is_overlap_model
+from .logit_cache import LogitCache
+from .losses import REGISTRY, LossSettings, difficulty
+
+
+class Inputs(BaseModel):
+    """Where per-example loss inputs come from (a study fills these with upstream artifacts)."""
+
+    model_config = ConfigDict(extra="forbid")
+    teacher: str | None = Field(None, description="fine-tuned teacher folder: KD targets and the F_bias reference")
+    uncertainty: str | None = Field(None, description="per-example uncertainty file (RMC), from `uncertainty`")
+    reference_model: str | None = Field(None, description="JTT: the first model, whose training errors are up-weighted")
+    bias_model: str | None = Field(None, description="bias-only model folder (reweight, poe, conf_reg, learned_mixin)")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a builder may need besides the source: the run's caching and tokenization, and the task."""
+
+    labels: list[str]
+    alpha: float  # the task's RMC difficulty floor
+    cache_dir: str
+    max_length: int
+    batch_size: int = 64
+    bf16: bool = False
+
+
+Builder = Callable[[str, list[dict], LossSettings, Context], list[torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Extra:
+    source: str  # field of `Inputs`
+    stage: str  # the study stage kind that produces the source
+    build: Builder
+
+
+def load_per_example(path: str | Path, column: str, examples: list[dict]) -> np.ndarray:
+    """Look up a per-example column by id; every training example must be covered."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 -- pyarrow raises many kinds: one line naming the file
+        raise UserError(f"{path}: unreadable parquet ({type(e).__name__}: {e})") from None
+    if "id" not in df or column not in df:
+        raise UserError(f"{path}: needs columns 'id' and {column!r}, has {list(df.columns)}")
+    table = dict(zip(df["id"].astype(str), df[column], strict=True))
+    missing = [e["id"] for e in examples if e["id"] not in table]
+    if missing:
+        raise UserError(f"{path}: no {column!r} for {len(missing)} training examples (first: {missing[0]}); "
+                        "compute it on the same training data (train_limit, data_seed)")
+    return np.array([table[e["id"]] for e in examples], dtype=np.float64)
+
+
+def _probs(source: str, examples: list[dict], ctx: Context) -> np.ndarray:
+    logits = LogitCache(ctx.cache_dir, ctx.batch_size, ctx.bf16).get(source, examples, ctx.max_length)
+    z = logits.astype(np.float64)
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def _teacher_logits(source, examples, settings, ctx):
+    if model_labels(source) != ctx.labels:
+        raise UserError(f"{source}: teacher labels {model_labels(source)} differ from the student's {ctx.labels}")
+    logits = LogitCache(ctx.cache_dir, ctx.batch_size, ctx.bf16).get(source, examples, ctx.max_length)
+    return list(torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)))
+
+
+def _difficulty(source, examples, settings, ctx):
+    v = load_per_example(source, "v", examples)
+    alpha = getattr(settings, "alpha", None)
+    return list(difficulty(torch.tensor(v), ctx.alpha if alpha is None else alpha).float())
+
+
+def _jtt_weight(source, examples, settings, ctx):
+    wrong = _probs(source, examples, ctx).argmax(1) != np.array([e["label"] for e in examples])
+    return list(torch.tensor(np.where(wrong, settings.upweight, 1.0), dtype=torch.float32))
+
+
+def _bias_probs(source, examples, settings, ctx):
+    classes = len(model_labels(source)) if not is_overlap_model(source) else None
+    p = _probs(source, examples, ctx)
+    if p.shape[1] != len(ctx.labels) or (classes is not None and classes != len(ctx.labels)):
+        raise UserError(f"{source}: bias model has {p.shape[1]} classes, the task has {len(ctx.labels)}")
+    return list(torch.tensor(p, dtype=torch.float32))
+
+
+EXTRAS: dict[str, Extra] = {
+    "teacher_logits": Extra("teacher", "teacher", _teacher_logits),
+    "difficulty": Extra("uncertainty", "uncertainty", _difficulty),
+    "weight": Extra("reference_model", "vanilla", _jtt_weight),
+    "bias_probs": Extra("bias_model", "bias", _bias_probs),
+}
+
+
+def required_sources(loss_name: str) -> list[str]:
+    """The `Inputs` fields a loss needs set, in declaration order."""
+    return list(dict.fromkeys(EXTRAS[n].source for n in REGISTRY[loss_name].needs))
+
+
+def build_extras(settings: LossSettings, inputs: Inputs, examples: list[dict], ctx: Context) -> dict[str, list]:
+    """Every per-example tensor the configured loss needs, in the examples' order."""
+    out = {}
+    for name in REGISTRY[settings.name].needs:
+        extra = EXTRAS[name]
+        source = getattr(inputs, extra.source)
+        if source is None:
+            raise UserError(f"loss {settings.name!r} needs inputs.{extra.source}")
+        out[name] = extra.build(source, examples, settings, ctx)
+    return out

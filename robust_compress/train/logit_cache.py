@@ -1,0 +1,70 @@
+"""Per-example logits of a saved model (teacher logits for KD, bias-model and snapshot outputs):
+computed once, cached on disk, reused by every student, seed and loss.
+
+The key hashes the model folder's content, the examples (ids, texts, labels) and the
+tokenization settings, so a changed teacher or data set can never be served stale logits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from ..data.batching import EncodedSplit
+from ..io import read_yaml
+from ..models.infer import predict_logits
+from ..models.load import load_tokenizer, model_digest, model_labels
+from ..models.overlap import OverlapModel, is_overlap_model
+from ..models.quantized import load_for_inference
+
+
+def examples_digest(examples: list[dict]) -> str:
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e["id"], e["text_a"], e["text_b"], e["label"]]).encode())
+    return h.hexdigest()[:16]
+
+
+def model_input_field(model_dir: str | Path) -> str | None:
+    """The partial input a saved model was trained on (bias-only models), from its run config."""
+    p = Path(model_dir) / "run_config.yaml"
+    return read_yaml(p).get("input_field") if p.is_file() else None
+
+
+class LogitCache:
+    """On-disk cache of per-example logits, keyed by (model content, data, tokenization)."""
+
+    def __init__(self, cache_dir: str | Path, batch_size: int = 64, bf16: bool = False):
+        self.root = Path(cache_dir) / "logits"
+        self.batch_size, self.bf16 = batch_size, bf16
+        self.misses = 0  # how many times a model had to run (tests assert on it)
+
+    def key(self, model_dir: str | Path, examples: list[dict], max_length: int) -> str:
+        field = model_input_field(model_dir) or "pair"
+        return f"{model_digest(model_dir)}-{examples_digest(examples)}-L{max_length}-{field}"
+
+    def get(self, model_dir: str | Path, examples: list[dict], max_length: int) -> np.ndarray:
+        """Logits of the model in `model_dir`, tokenized with its own tokenizer (a student's may differ).
+        A lexical-overlap bias model answers with its log-probabilities (no cache: it is instant)."""
+        if is_overlap_model(model_dir):
+            return np.log(np.clip(OverlapModel.load(Path(model_dir)).predict_proba(examples), 1e-12, None))
+        path = self.root / f"{self.key(model_dir, examples, max_length)}.safetensors"
+        if path.is_file():
+            return load_file(str(path))["logits"]
+        self.misses += 1
+        model = load_for_inference(model_dir, model_labels(model_dir))
+        tokenizer = load_tokenizer(str(model_dir), model)
+        data = EncodedSplit(examples, tokenizer, max_length, field=model_input_field(model_dir))
+        logits, _ = predict_logits(model, data, self.batch_size, bf16=self.bf16)
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.stem}.", suffix=".tmp")  # shards may race
+        os.close(fd)
+        save_file({"logits": logits.astype(np.float32)}, tmp)
+        os.replace(tmp, path)
+        return logits

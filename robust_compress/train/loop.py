@@ -1,0 +1,231 @@
+"""The one training loop (accelerate): fine-tuning and every compression run go through it.
+
+Compression methods plug in as `Hook`s (mask updates after an optimizer step, finalization
+before saving); objectives plug in as a `Loss` module. Checkpoints are accelerate's
+`save_state` (model, loss parameters, optimizer, scheduler, and every RNG: python, numpy, torch,
+CUDA) plus the step, written atomically, so a killed run resumes exactly, on a GPU too.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import set_seed
+from pydantic import BaseModel, ConfigDict, Field
+from torch.utils.data import DataLoader
+from transformers import get_linear_schedule_with_warmup
+
+from ..data.batching import Collator, EncodedSplit, LengthGroupedSampler
+from ..io import UserError, log, read_json, write_json
+from .losses import Loss
+
+INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class TrainArgs(BaseModel):
+    """Optimization settings: what the loop needs, nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: float = Field(1.0, gt=0, description="passes over the training split")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    lr: float = Field(5e-5, gt=0, description="peak learning rate (AdamW, linear warm-up and decay)")
+    batch_size: int = Field(32, ge=1, description="global batch size (split across processes)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps with a rising learning rate")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorms)")
+    seed: int = Field(42, description="training randomness: init of new heads, dropout, batch order")
+    bf16: bool = Field(False, description="bf16 autocast (about 2x on CPUs with AVX-512 bf16)")
+    checkpoint_every: int = Field(200, ge=1, description="optimizer steps between resumable checkpoints")
+    dropout: float | None = Field(None, ge=0, lt=1, description="override the model's dropout")
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="also log metrics to these accelerate trackers")
+
+
+class Hook:
+    """Extension points of the loop; the default does nothing."""
+
+    def on_train_begin(self, model: torch.nn.Module, total_steps: int) -> None: ...
+    def on_step_end(self, model: torch.nn.Module, step: int) -> None: ...
+    def on_train_end(self, model: torch.nn.Module) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    examples_per_s: float
+    seconds: float
+    losses: list[float] = field(default_factory=list)  # mean loss per logging window
+    resumed_from: int = 0
+
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def make_accelerator(args: TrainArgs, log_dir: Path | None = None) -> Accelerator:
+    # One process may run several stages with different precision / accumulation (a study, a
+    # benchmark); accelerate keeps these in singletons, so start each run from a clean state.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    # split_batches: batch_size is the global batch, so results do not depend on the process count.
+    acc = Accelerator(mixed_precision="bf16" if args.bf16 else "no", gradient_accumulation_steps=args.grad_accum,
+                      dataloader_config=DataLoaderConfiguration(split_batches=True),
+                      cpu=not torch.cuda.is_available(), log_with=list(args.trackers) or None,
+                      project_dir=str(log_dir) if log_dir else None)
+    if args.trackers:
+        acc.init_trackers(Path(log_dir or "runs").name, config=args.model_dump(mode="json"))
+    return acc
+
+
+def steps_per_epoch(n_examples: int, args: TrainArgs) -> int:
+    return max(1, math.ceil(n_examples / args.batch_size) // args.grad_accum)
+
+
+def total_steps(n_examples: int, args: TrainArgs) -> int:
+    return args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch(n_examples, args)))
+
+
+def _optimizer(params: list[tuple[str, torch.nn.Parameter]], args: TrainArgs) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in params:
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+
+
+def _save_checkpoint(ckpt: Path, accelerator: Accelerator, step: int) -> None:
+    """accelerate's save_state into a temporary folder (every process writes its RNG state there),
+    then one rename: a checkpoint is complete or absent."""
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(output_dir=str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json(tmp / "loop_state.json", {"step": step})
+        old = ckpt.with_name(ckpt.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if ckpt.exists():
+            os.replace(ckpt, old)
+        os.replace(tmp, ckpt)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _load_checkpoint(ckpt: Path, accelerator: Accelerator) -> int:
+    """Restore everything save_state wrote; a checkpoint that cannot be read is removed (a rerun then
+    starts this run over) and reported in one line."""
+    try:
+        step = int(read_json(ckpt / "loop_state.json")["step"])
+        accelerator.load_state(str(ckpt))
+    except Exception as e:  # noqa: BLE001 -- any unreadable part: the run cannot continue from it
+        if accelerator.is_main_process:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        raise UserError(f"{ckpt}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                        "it was removed: run again to start this run over") from None
+    return step
+
+
+def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: Loss, work_dir: Path,
+          hooks: list[Hook] | None = None, resume: bool = True, accelerator: Accelerator | None = None,
+          progress: Progress | None = None) -> TrainResult:
+    """Train `model` in place. `work_dir/checkpoint` is written periodically and resumed from.
+    `progress(event)` receives {"step", "total", "loss", "examples_per_s", "epoch"} every 10 steps."""
+    hooks = hooks or []
+    accelerator = accelerator or make_accelerator(args)
+    set_seed(args.seed)
+    if args.batch_size % accelerator.num_processes:
+        raise UserError(f"batch_size {args.batch_size} must be divisible by {accelerator.num_processes} processes")
+
+    sampler = LengthGroupedSampler(data.lengths, args.batch_size, seed=args.seed)
+    # An own generator: creating a loader iterator must not draw from the global RNG (dropout),
+    # or a resumed run would see different dropout masks than an uninterrupted one.
+    loader = DataLoader(data, batch_size=args.batch_size, sampler=sampler, generator=torch.Generator(),
+                        collate_fn=Collator(getattr(model.config, "pad_token_id", 0) or 0))
+    per_epoch = steps_per_epoch(len(data), args)
+    total = total_steps(len(data), args)
+
+    for h in hooks:  # before the optimizer: a hook may re-parametrize weights (pruning masks)
+        h.on_train_begin(model, total)
+    loss_params = list(loss_fn.named_parameters())
+    optimizer = _optimizer(list(model.named_parameters()) + [(f"loss.{n}", p) for n, p in loss_params], args)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total), total)
+    if loss_params:  # a loss with parameters of its own (learned-mixin) is trained and checkpointed too
+        model, loss_fn, optimizer, loader, scheduler = accelerator.prepare(model, loss_fn, optimizer, loader,
+                                                                           scheduler)
+    else:
+        model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    ckpt = Path(work_dir) / "checkpoint"
+    step = start = 0
+    if resume and (ckpt / "loop_state.json").is_file():
+        step = start = _load_checkpoint(ckpt, accelerator)
+        log.info(f"resumed from {ckpt} at step {step}/{total}")
+
+    model.train()
+    loss_fn.train()
+    wants_hidden = getattr(accelerator.unwrap_model(loss_fn), "needs_hidden", False)
+    losses: list[float] = []
+    window: list[float] = []
+    seen, t0 = 0, time.perf_counter()
+    while step < total:
+        epoch, done_in_epoch = divmod(step, per_epoch)
+        loader.set_epoch(epoch)  # accelerate's loader owns the sampler's epoch: set it, or every epoch repeats
+        epoch_loader = loader
+        if done_in_epoch:
+            epoch_loader = accelerator.skip_first_batches(loader, done_in_epoch * args.grad_accum)
+            epoch_loader.set_epoch(epoch)
+        micro = 0
+        for batch in epoch_loader:
+            with accelerator.accumulate(model):
+                out = model(**{k: batch[k] for k in INPUT_KEYS if k in batch}, output_hidden_states=wants_hidden)
+                hidden = out.hidden_states[-1][:, 0] if wants_hidden else None
+                loss = loss_fn(out.logits, batch, hidden)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(list(model.parameters()) + [p for _, p in loss_params], 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            window.append(loss.detach().float().item())
+            seen += batch["labels"].shape[0] * accelerator.num_processes
+            micro += 1
+            if micro % args.grad_accum:
+                continue
+            step += 1
+            for h in hooks:
+                h.on_step_end(accelerator.unwrap_model(model), step)
+            if step % 10 == 0 or step == total:
+                losses.append(sum(window) / len(window))
+                window = []
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                if progress is not None and accelerator.is_local_main_process:
+                    progress({"step": step, "total": total, "loss": losses[-1], "examples_per_s": rate,
+                              "epoch": epoch})
+                if args.trackers:
+                    accelerator.log({"train/loss": losses[-1], "train/examples_per_s": rate}, step=step)
+            if step % args.checkpoint_every == 0 and step < total:
+                _save_checkpoint(ckpt, accelerator, step)
+            if step >= total or micro // args.grad_accum >= per_epoch:
+                break
+    if args.trackers:
+        accelerator.end_training()
+    if window:
+        losses.append(sum(window) / len(window))
+    seconds = time.perf_counter() - t0
+    unwrapped = accelerator.unwrap_model(model)
+    for h in hooks:
+        h.on_train_end(unwrapped)
+    return TrainResult(steps=step, examples_per_s=seen / max(seconds, 1e-9), seconds=seconds, losses=losses,
+                       resumed_from=start)

@@ -1,0 +1,83 @@
+"""What every objective shares: the `Loss` base class, its registry, and the formulas several use.
+
+A loss declares, in its own file and nowhere else: its formula (docstring), its `Settings` (a
+pydantic model whose `name` is the loss's name: the config's discriminated union is built from
+them), the per-example inputs it `needs` (keys of `train.extras.EXTRAS`, which say where each
+comes from) and whether it needs the encoder's [CLS] hidden state. Config validation, the study
+planner and the input builders all read these declarations.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+REGISTRY: dict[str, type[Loss]] = {}
+
+
+class LossSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class Loss(nn.Module):
+    """loss(logits, batch, hidden) -> scalar; `batch` holds `labels` and the declared per-example inputs."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type[LossSettings]]
+    needs: ClassVar[tuple[str, ...]] = ()
+    needs_hidden: ClassVar[bool] = False
+
+    def __init__(self, settings: LossSettings, hidden_size: int = 0, num_labels: int = 0):
+        super().__init__()
+        self.settings = settings
+
+    def forward(self, logits: torch.Tensor, batch: dict[str, torch.Tensor],
+                hidden: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def register(cls: type[Loss]) -> type[Loss]:
+    """Class decorator: the registry line of a loss."""
+    if cls.name in REGISTRY:
+        raise ValueError(f"loss {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+class KDSettings(LossSettings):
+    """Settings shared by the teacher-distillation losses."""
+
+    lam: float = Field(0.9, ge=0, le=1, description="weight of the teacher term")
+
+
+def smoothed_teacher(teacher_logits: torch.Tensor, d: torch.Tensor | float, temperature: float = 1.0) -> torch.Tensor:
+    """s_ij = p_ij^{d_i} / sum_k p_ik^{d_i}, computed stably as softmax(d_i * z_ij / T)."""
+    if isinstance(d, torch.Tensor):
+        d = d.reshape(-1, 1)
+    return torch.softmax(d * teacher_logits.float() / temperature, dim=-1)
+
+
+def kd_loss(logits: torch.Tensor, labels: torch.Tensor, target: torch.Tensor, lam: float,
+            temperature: float = 1.0) -> torch.Tensor:
+    """(1 - lam) CE(y, p_S) + lam T^2 KL(target || p_S^T), KL averaged over the batch."""
+    logits = logits.float()
+    ce = F.cross_entropy(logits, labels)
+    log_ps = F.log_softmax(logits / temperature, dim=-1)
+    kl = F.kl_div(log_ps, target, reduction="batchmean")
+    return (1 - lam) * ce + lam * temperature**2 * kl
+
+
+def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """sum_i w_i CE_i / sum_i w_i: weights normalized within the batch."""
+    ce = F.cross_entropy(logits.float(), labels, reduction="none")
+    w = w.float().detach()
+    return (w * ce).sum() / w.sum().clamp_min(1e-12)
+
+
+def gold_prob(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return probs.gather(1, labels[:, None]).squeeze(1)

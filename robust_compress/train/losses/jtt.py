@@ -1,0 +1,23 @@
+from typing import Literal
+
+from pydantic import Field
+
+from .base import Loss, LossSettings, register, weighted_ce
+
+
+class JTTSettings(LossSettings):
+    name: Literal["jtt"] = "jtt"
+    upweight: float = Field(2.0, ge=1, description="weight of the first model's training errors")
+
+
+@register
+class JTT(Loss):
+    """Just Train Twice (Liu et al. 2021): w_i = upweight if the first (vanilla) model got training
+    example i wrong, else 1; L = sum_i w_i CE_i / sum_i w_i."""
+
+    name = "jtt"
+    Settings = JTTSettings
+    needs = ("weight",)
+
+    def forward(self, logits, batch, hidden=None):
+        return weighted_ce(logits, batch["labels"], batch["weight"])
