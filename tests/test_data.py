@@ -116,3 +116,12 @@ def test_shared_other_tasks_load(task, split):
     s = load_split(BUILTIN[task], split, DATA)
     assert len(s) > 100
     assert len({e["label"] for e in s.examples}) >= 2
+
+
+@needs_shared
+def test_seeded_subsets_are_nested():
+    small = {e["id"] for e in load_split(MNLI, "dev_matched", DATA, limit=300, seed=4).examples}
+    large = {e["id"] for e in load_split(MNLI, "dev_matched", DATA, limit=900, seed=4).examples}
+    assert len(small) == 300 and small < large
+    other = {e["id"] for e in load_split(MNLI, "dev_matched", DATA, limit=300, seed=5).examples}
+    assert other != small

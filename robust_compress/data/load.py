@@ -167,7 +167,9 @@ def split_file(task: TaskSpec, split_name: str, data_dir: str | Path | None) -> 
 
 def load_split(task: TaskSpec, split_name: str, data_dir: str | Path | None = None, source: str = "local",
                limit: int | None = None, seed: int = 0) -> Split:
-    """Load one split. `limit` keeps a seeded random subset (in file order) of that many examples."""
+    """Load one split. `limit` keeps a seeded random subset (in file order) of that many examples;
+    subsets of one seed are nested (the first `limit` of one seeded permutation), so a smaller
+    limit's examples are always among a larger one's."""
     if split_name not in task.splits:
         raise UserError(f"task {task.name!r} has no split {split_name!r}; it has {list(task.splits)}")
     spec = task.splits[split_name]
@@ -182,8 +184,9 @@ def load_split(task: TaskSpec, split_name: str, data_dir: str | Path | None = No
         raise UserError(f"unknown data source {source!r}: use 'local' or 'hub'")
     split = normalize(rows, task, split_name, where)
     if limit is not None and limit < len(split.examples):
-        keep = sorted(random.Random(seed).sample(range(len(split.examples)), limit))
-        split.examples = [split.examples[i] for i in keep]
+        order = list(range(len(split.examples)))
+        random.Random(seed).shuffle(order)
+        split.examples = [split.examples[i] for i in sorted(order[:limit])]
     return split
 
 
