@@ -27,7 +27,7 @@ def _exp(tmp_path, tiny_dir, tiny_task, name="exp", **over):
         "compressions": [{"name": "mag-0.5", "method": "magnitude", "settings": {"sparsity": 0.5}}],
         "losses": ["ce", "distil", "rmc"],
         "uncertainty": {"source": "snapshots", "sparsities": [0.3, 0.6]},
-        "speed": False,
+        "speed": None,
     }
     for k, v in over.items():
         exp[k] = v
@@ -215,7 +215,8 @@ def test_full_tiny_study_with_rmc_bias_speed_and_report(tmp_path, tiny_dir, tiny
     speed), then the report is built from the saved predictions; a rerun finds everything done."""
     from robust_compress.report import build_report
 
-    path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce", "distil", "rmc", "poe"], speed=True,
+    path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce", "distil", "rmc", "poe"],
+                speed={"examples": 32, "repeats": 1},
                 bias_model={"kind": "overlap", "easy_hard_split": "dev"})
     stages = reproduce(path)
     assert all(s.done() for s in stages)
@@ -256,3 +257,17 @@ def test_concurrent_shards_run_each_stage_once(tmp_path, tiny_dir, tiny_task):
     _, checked = prepare(path)
     assert all(s.done() for s in checked)
     assert sorted(started) == sorted(f"{s.kind} {s.name}" for s in stages), outs  # each exactly once
+
+
+def test_stage_settings_outside_the_run_config_are_in_the_key(tmp_path, tiny_dir, tiny_task):
+    """The bias model's kind, the uncertainty source and its sparsities change what a stage makes."""
+    def keys(**over):
+        return {s.name: s.key for s in prepare(_exp(tmp_path, tiny_dir, tiny_task, **over))[1]}
+
+    one = keys(uncertainty={"source": "oneshot", "sparsities": [0.3, 0.6]})
+    two = keys(uncertainty={"source": "oneshot", "sparsities": [0.3, 0.7]})
+    assert one["uncertainty"] != two["uncertainty"] and one["mag-0.5/rmc/seed0"] != two["mag-0.5/rmc/seed0"]
+    assert one["mag-0.5/ce/seed0"] == two["mag-0.5/ce/seed0"]
+    a = keys(losses=["ce", "poe"], bias_model={"kind": "overlap", "easy_hard_split": "dev"})
+    b = keys(losses=["ce", "poe"], bias_model={"kind": "partial", "easy_hard_split": "dev"})
+    assert a["mag-0.5/poe/seed0"] != b["mag-0.5/poe/seed0"]

@@ -40,13 +40,15 @@ class Stage:
     name: str
     config: dict[str, Any]
     deps: list[Stage] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # settings of the stage itself (in the key)
+    meta: dict[str, Any] = field(default_factory=dict)  # descriptive only (names for the report)
     root: Path = Path(".")
     external: dict[str, str] = field(default_factory=dict)  # content digests of data and model inputs
 
     @property
     def key(self) -> str:
-        return digest(KEY_VERSION, self.kind, self.config, [d.key for d in self.deps], self.external)[:12]
+        return digest(KEY_VERSION, self.kind, self.config, self.params, [d.key for d in self.deps],
+                      self.external)[:12]
 
     @property
     def path(self) -> Path:
@@ -99,7 +101,7 @@ def plan(exp: Experiment) -> list[Stage]:
     if exp.bias_model is not None:
         b = exp.bias_model
         bcfg = base | {"model": b.model or exp.teacher.model, "seed": exp.seeds[0]} | _overrides(b.train)
-        bias = Stage("bias", f"bias-{b.kind}", bcfg, root=root, meta={"split": b.easy_hard_split, "kind": b.kind})
+        bias = Stage("bias", f"bias-{b.kind}", bcfg, root=root, params={"split": b.easy_hard_split, "kind": b.kind})
         stages.append(bias)
 
     unc = None
@@ -118,7 +120,7 @@ def plan(exp: Experiment) -> list[Stage]:
             runs = []
         stages.extend(runs)
         unc = Stage("uncertainty", "uncertainty", ucfg | {"model": TEACHER},
-                    deps=runs or [teacher], root=root, meta={"source": u.source, "sparsities": u.sparsities})
+                    deps=runs or [teacher], root=root, params={"source": u.source, "sparsities": u.sparsities})
         stages.append(unc)
 
     # Seed-major, and within a seed every compression's vanilla (ce) run first: a study stopped
@@ -148,8 +150,9 @@ def plan(exp: Experiment) -> list[Stage]:
                 models.append(s)
                 if loss == "ce":
                     vanilla[c.name] = s
-    if exp.speed:
-        stages.append(Stage("speed", "speed", base | {"model": TEACHER}, deps=models, root=root))
+    if exp.speed is not None:
+        stages.append(Stage("speed", "speed", base | {"model": TEACHER}, deps=models, root=root,
+                            params=exp.speed.model_dump()))
     return stages
 
 

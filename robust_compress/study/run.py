@@ -65,25 +65,26 @@ def run_stage(stage: Stage, teacher: Stage, rep: Reporter) -> None:
     if stage.kind == "teacher":
         finetune(cfg, overwrite=True, progress=rep)
     elif stage.kind == "bias":
-        train_bias_model(cfg, stage.meta["kind"], overwrite=True, progress=rep)
-        write_easy_hard(cfg, str(stage.path), stage.meta["split"],
-                        stage.root / "easy_hard" / f"{stage.meta['split']}.parquet")
+        train_bias_model(cfg, stage.params["kind"], overwrite=True, progress=rep)
+        write_easy_hard(cfg, str(stage.path), stage.params["split"],
+                        stage.root / "easy_hard" / f"{stage.params['split']}.parquet")
     elif stage.kind in ("uncertainty-run", "compress"):
         compress(cfg, overwrite=True, progress=rep)
     elif stage.kind == "uncertainty":
-        if stage.meta["source"] == "snapshots":
+        if stage.params["source"] == "snapshots":
             compute_uncertainty(cfg, stage.path, snapshots=str(stage.deps[0].snapshot_dir), progress=rep)
-        elif stage.meta["source"] == "runs":
+        elif stage.params["source"] == "runs":
             compute_uncertainty(cfg, stage.path, models=[str(d.path) for d in stage.deps], progress=rep)
         else:
-            compute_uncertainty(cfg, stage.path, oneshot=str(teacher.path), sparsities=stage.meta["sparsities"],
+            compute_uncertainty(cfg, stage.path, oneshot=str(teacher.path), sparsities=stage.params["sparsities"],
                                 progress=rep)
     elif stage.kind == "speed":
-        measure_speed({d.name: d.path for d in stage.deps}, cfg, stage.path, progress=rep)
+        measure_speed({d.name: d.path for d in stage.deps}, cfg, stage.path, n=stage.params["examples"],
+                      repeats=stage.params["repeats"], progress=rep)
     write_json(stage.record, {"name": stage.name, "kind": stage.kind, "key": stage.key,
                               "code_version": code_version(), "device": device_name(),
                               "seconds": round(time.perf_counter() - t0, 1), "deps": [d.key for d in stage.deps],
-                              "external": stage.external, "config": stage.config})
+                              "external": stage.external, "params": stage.params, "config": stage.config})
 
 
 def describe(stages: list[Stage]) -> str:

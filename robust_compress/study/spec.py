@@ -77,6 +77,11 @@ class BiasSpec(_Spec):
     easy_hard_split: str = "dev_matched"
 
 
+class SpeedSpec(_Spec):
+    examples: int = Field(512, ge=8, description="ID examples each model is timed on")
+    repeats: int = Field(3, ge=1, description="timed rounds after a warm-up (best round counts)")
+
+
 class Experiment(_Spec):
     name: str
     task: str = "mnli"
@@ -90,7 +95,9 @@ class Experiment(_Spec):
                                                          description="settings per loss name (lam, T, ...)")
     uncertainty: UncertaintySpec = Field(default_factory=UncertaintySpec)
     bias_model: BiasSpec | None = None
-    speed: bool = Field(True, description="time every model against the teacher (the Speed-up column)")
+    speed: SpeedSpec | None = Field(default_factory=SpeedSpec,
+                                    description="time every model against the teacher (the Speed-up column); "
+                                                "null: no speed stage")
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
 
     @model_validator(mode="after")
