@@ -250,7 +250,8 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
                                                               metavar="DIR")] = None,
               verbose: VerboseOpt = False):
     """Run a whole study: teacher, uncertainty, bias model, every compression x loss x seed, report."""
-    from .study.run import describe, prepare, run_study
+    from .study.live import dry_run_estimate, reporter_for
+    from .study.run import describe, my_stages, prepare, run_study
 
     try:
         i, n = (int(x) for x in shard.split("/"))
@@ -259,14 +260,17 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
         raise UserError(f"--shard {shard!r}: expected i/n with 0 <= i < n") from None
     _quiet(verbose)
     exp, stages = prepare(experiment, output_dir)
-    typer.echo(describe(stages))
+    todo = my_stages(stages, (i, n))
     if dry_run:
-        todo = sum(not s.done() for s in stages)
-        typer.echo(f"{len(stages)} stages, {todo} to run; nothing written (dry run)")
+        typer.echo(describe(stages))
+        typer.echo(f"{len(stages)} stages; {dry_run_estimate(todo, Path(exp.output_dir))}; nothing written (dry run)")
         return
-    from .study.live import StudyLog
-
-    run_study(exp, stages, shard=(i, n), reporter=StudyLog())
+    rep = reporter_for(todo, Path(exp.output_dir), f"robust-compress: {exp.name}")
+    try:
+        run_study(exp, stages, shard=(i, n), reporter=rep)
+    finally:
+        if hasattr(rep, "close"):
+            rep.close()
     if report:
         from .report import build_report
 

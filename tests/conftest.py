@@ -76,6 +76,16 @@ needs_shared = pytest.mark.skipif(not shared_available(), reason="../shared data
 @pytest.fixture
 def tiny_task(tmp_path) -> Path:
     """A custom 3-way task (YAML + JSONL files) over generated examples; returns the YAML path."""
+    return write_tiny_task(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def shared_tiny_task(tmp_path_factory) -> Path:
+    """The same task, once per session (for session-scoped fixtures); tests must not modify it."""
+    return write_tiny_task(tmp_path_factory.mktemp("shared-task"))
+
+
+def write_tiny_task(tmp_path: Path) -> Path:
     import json
 
     d = tmp_path / "data"

@@ -229,21 +229,24 @@ def test_html_renders_in_headless_chromium_with_every_figure_loaded(report, tmp_
     page = (report / "report.html").read_text()
     probe = ("<script>window.addEventListener('load',()=>{const im=[...document.images];"
              "document.title='IMAGES '+im.filter(i=>i.complete&&i.naturalWidth>0).length+'/'+im.length+"
-             "' TABLES '+document.querySelectorAll('table').length;});</script>")
+             "' TABLES '+document.querySelectorAll('table').length+"
+             "' OVERFLOW '+(document.documentElement.scrollWidth>window.innerWidth?1:0);});</script>")
     probed = tmp_path / "probe.html"
     probed.write_text(page.replace("</body>", probe + "</body>"))
     cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--window-size=1400,1000",
+           "--dump-dom",
            probed.as_uri()]
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120).stdout
-    m = re.search(r"IMAGES (\d+)/(\d+) TABLES (\d+)", out)
+    m = re.search(r"IMAGES (\d+)/(\d+) TABLES (\d+) OVERFLOW (\d)", out)
     assert m, out[:2000]
-    loaded, total, tables = map(int, m.groups())
+    loaded, total, tables, overflow = map(int, m.groups())
     assert total >= 4 and loaded == total
     assert tables >= 4
+    assert overflow == 0, "the page is wider than a 1400-px window: a table overflows it"
     shot = tmp_path / "shot.png"
-    subprocess.run(cmd[:-2] + [f"--screenshot={shot}", "--window-size=1200,2400", (report / "report.html").as_uri()],
+    subprocess.run(cmd[:-3] + [f"--screenshot={shot}", "--window-size=1400,2400", (report / "report.html").as_uri()],
                    check=False, capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
 
@@ -315,3 +318,50 @@ def test_f_bias_pairs_the_teacher_with_the_runs_examples(study, tmp_path):
     assert got["f_bias"] == pytest.approx(delta(dev, hans) / delta(tdev, thans), abs=1e-12)
     full_t = delta(_preds(s2, teacher, "dev_matched"), _preds(s2, teacher, "hans"))
     assert got["f_bias"] != pytest.approx(delta(dev, hans) / full_t, abs=1e-6)  # not the full-set teacher
+
+
+def test_summary_says_what_compression_cost_and_what_each_loss_won_back(study, report):
+    """The opening summary: differences computed from the same runs as the tables, in words."""
+    rows = {(r["level"], r["name"]): r for r in json.loads((report / "metrics.json").read_text())["rows"]}
+    md = (report / "report.md").read_text()
+    assert "## Summary: what compression cost, what each loss won back" in md
+    van, teacher = rows[("group", "magnitude-0.40/ce")], rows[("group", "teacher")]
+    cost = 100 * (van["acc_id"] - teacher["acc_id"])
+    assert f"magnitude-0.40 (Vanilla, 2 seeds) vs the teacher: ID accuracy {cost:+.1f} [" in md
+    rmc = rows[("group", "magnitude-0.40/rmc")]
+    gain = 100 * (rmc["acc_id"] - van["acc_id"])
+    line = next(x for x in md.splitlines() if x.startswith("-   rmc at magnitude-0.40 (2 seeds), vs Vanilla:"))
+    assert f"ID accuracy {gain:+.1f}" in line
+    # the gap: the fixture's Vanilla widens it against the teacher, so the line says what RMC recovered
+    gap_cost = van["eh.dev_matched.gap"] - teacher["eh.dev_matched.gap"]
+    if gap_cost > 0.005:
+        assert f"the {100 * gap_cost:.1f}-point easy−hard gap cost" in line
+
+
+def test_collapsed_rows_are_marked_and_left_out_of_trend_lines(study, tmp_path):
+    """A run predicting one class on its ID split is not read as a model: its Δ, F_bias and gap say
+    'collapsed — not read', and the figures' lines skip it."""
+    import shutil
+
+    s2 = tmp_path / "collapsed"
+    shutil.copytree(study, s2, ignore=shutil.ignore_patterns("report"))
+    index = json.loads((s2 / "index.json").read_text())
+    for e in index:
+        if e["group"] == "magnitude-0.70" and e["loss"] == "ce":
+            for split in ("dev_matched", "hans"):
+                p = s2 / e["path"] / "predictions" / f"{split}.parquet"
+                df = pd.read_parquet(p)
+                label = df["gold"].mode()[0] if split == "hans" else "neutral"
+                df["pred"] = label
+                df["correct"] = df["gold"] == label
+                df.to_parquet(p, index=False)
+    out = build_report(s2)
+    md = (out / "report.md").read_text()
+    row = next(x for x in md.split("## Table 2")[1].splitlines() if x.startswith("| magnitude-0.70/ce |"))
+    assert row.count("collapsed — not read") == 2  # Δ and F_bias
+    assert "⚠ collapsed: predicts one class" in md
+    assert "magnitude-0.70 (Vanilla, 2 seeds): collapsed — not read (one class on 100% of dev_matched)" in md
+    assert "collapsed rows left out: magnitude-0.70/ce" in md
+    rows = {(r["level"], r["name"]): r for r in json.loads((out / "metrics.json").read_text())["rows"]}
+    assert rows[("group", "magnitude-0.70/ce")]["collapsed"] == 1.0
+    assert rows[("group", "magnitude-0.70/rmc")]["collapsed"] == 0.0

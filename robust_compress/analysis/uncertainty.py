@@ -34,22 +34,37 @@ def table(examples: list[dict], losses: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"id": [e["id"] for e in examples], "v": loss_variance(losses), "loss_mean": losses.mean(0)})
 
 
-def from_models(model_dirs: list[str | Path], examples: list[dict], cache: LogitCache, max_length: int
-                ) -> pd.DataFrame:
-    """v_i across saved models (snapshots of one run, or separate runs)."""
+def model_stats(name: str, logits: np.ndarray, labels: np.ndarray) -> dict:
+    """How each scoring model does on the training examples: a collapsed snapshot (one class
+    everywhere) still adds to the variance, and the report says so."""
+    pred = logits.argmax(1)
+    share = np.bincount(pred, minlength=logits.shape[1]) / len(pred)
+    return {"model": name, "train_acc": float((pred == labels).mean()), "top_pred_share": float(share.max()),
+            "top_pred": int(share.argmax())}
+
+
+def from_models(model_dirs: list[str | Path], examples: list[dict], cache: LogitCache, max_length: int,
+                progress=None) -> tuple[pd.DataFrame, list[dict]]:
+    """v_i across saved models (snapshots of one run, or separate runs), and each model's stats."""
     if len(model_dirs) < 2:
         raise UserError(f"uncertainty needs at least 2 models, got {len(model_dirs)}")
     labels = np.array([e["label"] for e in examples])
-    return table(examples, np.stack([example_losses(cache.get(m, examples, max_length), labels)
-                                     for m in model_dirs]))
+    losses, stats = [], []
+    for i, m in enumerate(model_dirs, 1):
+        logits = cache.get(m, examples, max_length)
+        losses.append(example_losses(logits, labels))
+        stats.append(model_stats(Path(m).name, logits, labels))
+        if progress is not None:
+            progress(i)
+    return table(examples, np.stack(losses)), stats
 
 
 @torch.no_grad()
 def from_oneshot(model, data: EncodedSplit, examples: list[dict], sparsities: list[float],
-                 batch_size: int = 64, bf16: bool = False) -> pd.DataFrame:
+                 batch_size: int = 64, bf16: bool = False, progress=None) -> tuple[pd.DataFrame, list[dict]]:
     """The cheap signal: the *unretrained* model one-shot magnitude-pruned (globally) to each sparsity."""
     labels = np.array([e["label"] for e in examples])
-    losses = []
+    losses, stats = [], []
     for s in sparsities:
         m = copy.deepcopy(model)
         layers = [lin for _, lin in prunable_linears(m)]
@@ -57,5 +72,9 @@ def from_oneshot(model, data: EncodedSplit, examples: list[dict], sparsities: li
         masks = _prune_mask(scores, round(s * scores.numel())).split([lin.weight.numel() for lin in layers])
         for lin, mask in zip(layers, masks, strict=True):
             lin.weight.mul_(mask.view_as(lin.weight))
-        losses.append(example_losses(predict_logits(m, data, batch_size, bf16=bf16)[0], labels))
-    return table(examples, np.stack(losses))
+        logits = predict_logits(m, data, batch_size, bf16=bf16)[0]
+        losses.append(example_losses(logits, labels))
+        stats.append(model_stats(f"oneshot-{s:.2f}", logits, labels))
+        if progress is not None:
+            progress(len(losses))
+    return table(examples, np.stack(losses)), stats

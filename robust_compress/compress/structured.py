@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 from ..data.batching import Collator, EncodedSplit
 from ..io import UserError
 from ..models.families import blocks, family_of, ffn_width, get_path, n_heads
-from ..models.infer import INPUT_KEYS
+from ..models.infer import model_inputs
 from ..models.pruned import prune_ffn_neurons, prune_heads
 from .base import Method, MethodConfig, Prepare
 
@@ -75,7 +75,7 @@ def _gate_importance(model: torch.nn.Module, batches, sites: list[tuple[torch.nn
             size = batch["input_ids"].shape[0]
             current[:] = [torch.ones(size, n, dtype=param.dtype, device=param.device, requires_grad=True)
                           for _, n in sites]
-            logits = model(**{k: batch[k] for k in INPUT_KEYS if k in batch}).logits
+            logits = model(**model_inputs(model, batch)).logits
             if loss_fn is None:
                 loss = F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
             else:  # a batch-mean loss: scale so each gate gradient is that example's own

@@ -40,6 +40,8 @@ class Family:
     ffn_size_key: str = "intermediate_size"
     dropout_keys: tuple[str, ...] = ("hidden_dropout_prob", "attention_probs_dropout_prob")
     layer_idx_attr: str | None = "layer_idx"  # on the attention module, renumbered when layers are dropped
+    extra_qk: tuple[str, ...] = ()  # more projections (on the attention module) sliced like q/k when present
+    position_bias_arg: int | None = None  # positional arg of the attention module holding a per-head bias
 
 
 _BERT_LAYOUT = {"layers": "encoder.layer", "attention": "attention.self", "query": "query", "key": "key",
@@ -48,6 +50,20 @@ _BERT_LAYOUT = {"layers": "encoder.layer", "attention": "attention.self", "query
 
 FAMILIES: dict[str, Family] = {
     "bert": Family("bert", ("bert", "roberta", "xlm-roberta", "electra", "camembert"), **_BERT_LAYOUT),
+    "distilbert": Family("distilbert", ("distilbert",), layers="transformer.layer", attention="attention",
+                         query="q_lin", key="k_lin", value="v_lin", attn_out="attention.out_lin",
+                         ffn_in="ffn.lin1", ffn_out="ffn.lin2", heads_attr="n_heads", all_head_size_attr=None,
+                         n_layers_key="n_layers", n_heads_key="n_heads", ffn_size_key="hidden_dim",
+                         dropout_keys=("dropout", "attention_dropout")),
+    # DeBERTa-v2/v3: relative-position projections follow q/k unless share_att_key (v3) reuses q/k
+    "deberta-v2": Family("deberta-v2", ("deberta-v2",), **(_BERT_LAYOUT | {"query": "query_proj", "key": "key_proj",
+                                                                          "value": "value_proj"}),
+                         extra_qk=("pos_query_proj", "pos_key_proj")),
+    # MPNet: one relative-position bias [batch, heads, q, k] is computed for all layers and passed to
+    # each layer's attention; after head pruning each layer keeps its own heads' slice of it
+    "mpnet": Family("mpnet", ("mpnet",), layers="encoder.layer", attention="attention.attn", query="q", key="k",
+                    value="v", attn_out="attention.attn.o", ffn_in="intermediate.dense", ffn_out="output.dense",
+                    position_bias_arg=2),
 }
 
 

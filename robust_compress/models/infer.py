@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 
 import numpy as np
@@ -12,6 +14,19 @@ from ..data.batching import Collator, EncodedSplit, sorted_batches
 from .quantized import is_quantized
 
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@functools.cache
+def _accepted(cls: type) -> tuple[str, ...]:
+    params = inspect.signature(cls.forward).parameters
+    return tuple(k for k in INPUT_KEYS if k in params)
+
+
+def model_inputs(model: torch.nn.Module, batch: dict, device=None) -> dict[str, torch.Tensor]:
+    """The batch's token fields that this model's forward takes (DistilBERT and MPNet have no
+    token_type_ids), moved to `device` if given."""
+    model = getattr(model, "module", model)  # DDP wrapper
+    return {k: batch[k] if device is None else batch[k].to(device) for k in _accepted(type(model)) if k in batch}
 
 
 def _device(model: torch.nn.Module, device) -> torch.device:
@@ -38,9 +53,8 @@ def predict_logits(model, data: EncodedSplit, batch_size: int = 64, bf16: bool =
     t0 = time.perf_counter()
     for rows in sorted_batches(data.lengths, batch_size):
         batch = collate([data[i] for i in rows])
-        inputs = {k: batch[k].to(dev) for k in INPUT_KEYS if k in batch}
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(**inputs).logits.float().cpu().numpy()
+            logits = model(**model_inputs(model, batch, dev)).logits.float().cpu().numpy()
         if out is None:
             out = np.zeros((len(data), logits.shape[1]), dtype=np.float32)
         out[rows] = logits
@@ -72,9 +86,8 @@ def throughput(entries: dict[str, tuple[torch.nn.Module, EncodedSplit]], batch_s
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             for b in batches:
-                inputs = {k: b[k].to(dev) for k in INPUT_KEYS if k in b}
                 with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    m(**inputs)
+                    m(**model_inputs(m, b, dev))
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             if r:  # round 0 warms caches and allocators

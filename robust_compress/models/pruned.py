@@ -107,14 +107,32 @@ def _keep_index(n: int, drop: Iterable[int]) -> torch.Tensor:
     return torch.tensor([i for i in range(n) if i not in drop], dtype=torch.long)
 
 
+def _slice_position_bias(fam: Family):
+    """Forward pre-hook: pass this layer's kept heads' slice of a shared per-head position bias."""
+    def hook(module, args):
+        kept = module.kept_heads  # a plain list: survives transformers' meta-device construction
+        bias = args[fam.position_bias_arg] if len(args) > fam.position_bias_arg else None
+        if bias is None or bias.shape[1] == len(kept):
+            return None
+        index = torch.tensor(kept, device=bias.device)
+        return (*args[:fam.position_bias_arg], bias.index_select(1, index), *args[fam.position_bias_arg + 1:])
+    return hook
+
+
 def _shrink_attention(block: torch.nn.Module, fam: Family, heads: list[int]) -> None:
     """Remove heads (current numbering) from one block: rows of Q/K/V, columns of the output."""
     attn = attention(block, fam)
     size = int(getattr(attn, fam.head_size_attr))
     keep_heads = _keep_index(n_heads(block, fam), heads)
     keep = (keep_heads[:, None] * size + torch.arange(size)).reshape(-1)
-    for name in (fam.query, fam.key, fam.value):
+    for name in (fam.query, fam.key, fam.value) + tuple(n for n in fam.extra_qk if hasattr(attn, n)):
         setattr(attn, name, prune_linear_layer(getattr(attn, name), keep, dim=0))
+    if fam.position_bias_arg is not None:
+        before = getattr(attn, "kept_heads", list(range(n_heads(block, fam))))
+        attn.kept_heads = [h for i, h in enumerate(before) if i not in set(heads)]  # no tensor: may be on meta
+        if not getattr(attn, "_bias_hook", False):
+            attn.register_forward_pre_hook(_slice_position_bias(fam))
+            attn._bias_hook = True
     set_path(block, fam.attn_out, prune_linear_layer(get_path(block, fam.attn_out), keep, dim=1))
     setattr(attn, fam.heads_attr, len(keep_heads))
     if fam.all_head_size_attr:

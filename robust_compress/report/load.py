@@ -40,6 +40,7 @@ class Study:
     speed: dict[str, float]  # run name -> inference examples/s (the speed stage)
     speed_harness: dict[str, Any]
     agreement: dict[str, Any] | None
+    uncertainty: dict[str, Any] | None = None  # how the models scoring per-sample uncertainty did
 
 
 def read_parquet(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
@@ -114,6 +115,6 @@ def load_study(study: Path) -> Study:
         if not isinstance(rates, dict) or not all(isinstance(v, int | float) for v in rates.values()):
             raise UserError(f"{study / 'speed.json'}: 'examples_per_s' must map run names to numbers")
         speed, harness = {k: float(v) for k, v in rates.items()}, s.get("harness", {})
-    agree = read_json(study / "analysis" / "agreement.json") if (study / "analysis" / "agreement.json").is_file() \
-        else None
-    return Study(runs, easy_hard, speed, harness, agree)
+    analysis = {name: read_json(study / "analysis" / f"{name}.json") if (study / "analysis" / f"{name}.json").is_file()
+                else None for name in ("agreement", "uncertainty")}
+    return Study(runs, easy_hard, speed, harness, analysis["agreement"], analysis["uncertainty"])

@@ -72,6 +72,13 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None, name:
                      f"{100 * a['bias_easy_fraction']:.1f}% lowest-variance examples (uncertainty-easy) agree with "
                      f"the bias-model easy/hard split on {100 * a['agreement']:.1f}% of examples (paper: 82.8%; "
                      f"chance at this split: {100 * a['chance']:.1f}%).")
+    scored = (study.uncertainty or {}).get("models_scored") or []
+    if scored:
+        parts = [f"{m['model']}: train acc {100 * m['train_acc']:.1f}%" + (
+            f", predicts {m['top_pred']!r} on {100 * m['top_pred_share']:.0f}% (collapsed)"
+            if m["top_pred_share"] >= 0.9 else "") for m in scored]
+        notes.append(f"Per-sample uncertainty (RMC) is the variance of each training example's loss over "
+                     f"{len(scored)} models ({(study.uncertainty or {}).get('source')}): " + "; ".join(parts) + ".")
     summary = summary_lines(study, rows, easy_splits)
     out = Path(out_dir) if out_dir is not None else study_path / "report"
     with atomic_dir(out) as tmp:

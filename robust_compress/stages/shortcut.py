@@ -53,16 +53,22 @@ def compute_uncertainty(cfg: RunConfig, out: Path, models: list[str] | None = No
         model = load_model(oneshot, model_labels(oneshot))
         tok = load_tokenizer(oneshot, model)
         rep.task("score (one-shot pruned)", len(sparsities), "models")
-        df = uncertainty.from_oneshot(model, EncodedSplit(examples, tok, cfg.max_length), examples, sparsities,
-                                      cfg.eval_batch_size, cfg.bf16)
+        df, stats = uncertainty.from_oneshot(model, EncodedSplit(examples, tok, cfg.max_length), examples,
+                                             sparsities, cfg.eval_batch_size, cfg.bf16, progress=rep.update)
         source: dict[str, Any] = {"source": "oneshot", "model": oneshot, "sparsities": sparsities}
     else:
         rep.task("score the training set", len(models), "models")
-        df = uncertainty.from_models(models, examples, cache, cfg.max_length)
+        df, stats = uncertainty.from_models(models, examples, cache, cfg.max_length, progress=rep.update)
         source = {"source": "snapshots" if snapshots else "models", "models": models}
     _write_parquet(df, out)
+    labels = load_task(cfg.task).labels
+    for st in stats:
+        st["top_pred"] = labels[st["top_pred"]]
+        if st["top_pred_share"] >= 0.9:
+            rep.note(f"scoring model {st['model']} predicts {st['top_pred']!r} on {100 * st['top_pred_share']:.0f}% "
+                     "of the training set (collapsed)")
     write_json(out.with_suffix(".json"), source | {"train_limit": cfg.train_limit, "data_seed": cfg.data_seed,
-                                                   "task": cfg.task})
+                                                   "task": cfg.task, "models_scored": stats})
     return df
 
 

@@ -17,9 +17,8 @@ from ..compress import METHODS, Method, Prepare
 from ..config import RunConfig
 from ..data.batching import EncodedSplit
 from ..evaluate import predict_tables, summarize
-from ..io import atomic_dir, write_json
 from ..models.families import encoder_flops
-from ..models.load import count_parameters, load_model, load_tokenizer, save_model, set_threads
+from ..models.load import count_parameters, load_model, load_tokenizer, set_threads
 from ..models.quantized import QUANT_FILE, quantize
 from ..train.extras import Context, build_extras
 from ..train.loop import make_accelerator, total_steps, train
@@ -74,9 +73,8 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
     snap_root = out.with_name(out.name + "-snapshots")
 
     def on_snapshot(sparsity: float, snap_model) -> None:
-        with atomic_dir(snap_root / f"sparsity-{sparsity:.2f}") as tmp:
-            save_model(snap_model, tokenizer, tmp)
-            write_json(tmp / "compression.json", {"method": "magnitude-snapshot", "sparsity": sparsity})
+        write_artifact(snap_root / f"sparsity-{sparsity:.2f}", model=snap_model, tokenizer=tokenizer,
+                       files={"compression.json": {"method": "magnitude-snapshot", "sparsity": sparsity}})
         rep.note(f"snapshot at sparsity {sparsity:.2f} saved")
 
     hooks = []

@@ -1,19 +1,33 @@
-"""What a user sees while a study runs: one line when each stage starts (stage i/n, elapsed) and one
-when it ends (its key numbers and wall time), with the stages' own progress lines in between."""
+"""What a user sees while a study runs.
+
+On a terminal, one rich panel: stage i/n, overall elapsed and ETA, the current stage's own bar
+(training, scoring, evaluation alike) and one result line per finished stage. In a log (no TTY),
+the same as plain lines: one when a stage starts (with the overall ETA), progress every few
+seconds, one when it ends (its key numbers and wall time).
+
+The ETA comes from each stage's planned work (training examples x epochs, examples to score) and
+throughputs: measured in this run as it goes, else read from earlier finished stages of the
+study, else conservative 2-core CPU defaults.
+"""
 
 from __future__ import annotations
 
+import math
+import statistics
 import sys
 import time
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
 from ..io import read_json
-from ..stages.progress import LineReporter
+from ..stages.progress import LineReporter, Reporter
 from .plan import Stage
+
+DEFAULT_RATES = {"train": 40.0, "infer": 250.0}  # examples/s of a MiniLM-size model on 2 CPU cores, bf16
 
 
 def stage_result(stage: Stage) -> str:
-    """A stage's key numbers in one line (accuracy per split, Delta, F_bias), from what it wrote."""
+    """A stage's key numbers in one line (accuracy per split, F_bias), from what it wrote."""
     if stage.kind in ("uncertainty", "speed") or not (stage.path / "summary.json").is_file():
         return ""
     s = read_json(stage.path / "summary.json")
@@ -23,16 +37,167 @@ def stage_result(stage: Stage) -> str:
     return ", ".join(parts)
 
 
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Estimator:
+    """Seconds a stage will take, from its planned work and throughputs (measured, else earlier, else default)."""
+
+    def __init__(self, root: Path):
+        self.rates = dict(DEFAULT_RATES)
+        train, infer = [], []
+        for p in Path(root).glob("artifacts/*/train_metrics.json"):
+            train.append(read_json(p).get("examples_per_s", 0))
+        for p in Path(root).glob("artifacts/*/summary.json"):
+            infer += list((read_json(p).get("eval_examples_per_s") or {}).values())
+        if train:
+            self.rates["train"] = statistics.median(train)
+        if infer:
+            self.rates["infer"] = statistics.median(infer)
+
+    def observe(self, kind: str, rate: float) -> None:
+        if rate > 0:
+            self.rates[kind] = 0.7 * self.rates[kind] + 0.3 * rate
+
+    def seconds(self, stage: Stage) -> float:
+        return sum(stage.work.get(k, 0) / self.rates[k] for k in ("train", "infer"))
+
+    def total(self, stages: list[Stage]) -> float:
+        return sum(self.seconds(s) for s in stages)
+
+
 class StudyLog(LineReporter):
     """Plain-line study progress (no TTY, or a log file)."""
 
-    def __init__(self, stream: TextIO | None = None, every: float = 30.0):
+    def __init__(self, todo: list[Stage], root: Path, stream: TextIO | None = None, every: float = 30.0):
         super().__init__(stream or sys.stdout, every)
+        self.todo, self.est = list(todo), Estimator(root)
         self.start = time.monotonic()
+        self.phase = ""
+
+    def task(self, label: str, total: int, unit: str = "it") -> None:
+        self.phase = "train" if label == "train" else "infer"
+        super().task(label, total, unit)
+
+    def update(self, done: int, **info: Any) -> None:
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        if self.phase == "train" and "ex_s" in info:
+            self.est.observe("train", float(info["ex_s"]))
+        elif self.phase == "infer" and done and self.unit == "examples":
+            self.est.observe("infer", done / elapsed)
+        super().update(done, **info)
+
+    def eta(self, current: Stage | None = None) -> float:
+        rest = [s for s in self.todo if not s.done() and s is not current]
+        return self.est.total(rest) + (self.est.seconds(current) if current is not None else 0.0)
 
     def stage_start(self, stage: Stage, k: int, n: int) -> None:
-        self._print(f"=== [{k}/{n}] {stage.kind} {stage.name} ({time.monotonic() - self.start:.0f}s elapsed)")
+        self._print(f"=== [{k}/{n}] {stage.kind} {stage.name} ({_fmt_time(time.monotonic() - self.start)} elapsed, "
+                    f"about {_fmt_time(self.eta(stage))} left)")
 
     def stage_end(self, stage: Stage, seconds: float) -> None:
         result = stage_result(stage)
-        self._print(f"    done in {seconds:.0f}s" + (f": {result}" if result else ""))
+        self._print(f"    done in {_fmt_time(seconds)}" + (f": {result}" if result else ""))
+
+
+class LiveView(StudyLog):
+    """The same events in one rich panel that redraws in place (a terminal)."""
+
+    def __init__(self, todo: list[Stage], root: Path, title: str):
+        super().__init__(todo, root, stream=sys.stdout)
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console()
+        self.title = title
+        self.results: list[str] = []
+        self.header = "starting"
+        self.done_n, self.total_n = 0, len(todo)
+        self.bar: tuple[str, int, int, str, str] = ("", 0, 0, "", "")
+        self.stage_t0 = time.monotonic()
+        self.current: Stage | None = None
+        self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
+        self.live.start()
+
+    def _render(self):
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        elapsed = time.monotonic() - self.start
+        label, done, total, unit, info = self.bar
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(justify="right", style="bold")
+        grid.add_column()
+        grid.add_row("study", f"{self.done_n}/{self.total_n} stages · {_fmt_time(elapsed)} elapsed · "
+                              f"about {_fmt_time(self.eta(self.current))} left")
+        grid.add_row("", ProgressBar(total=max(self.total_n, 1), completed=self.done_n, width=50))
+        grid.add_row("stage", self.header)
+        if total:
+            grid.add_row(label, f"{done}/{total} {unit}  {info}")
+            grid.add_row("", ProgressBar(total=total, completed=done, width=50))
+        body = [grid] + ([""] + self.results[-10:] if self.results else [])
+        return Panel(Group(*body), title=self.title, border_style="cyan")
+
+    def _refresh(self) -> None:
+        self.live.update(self._render())
+
+    def task(self, label: str, total: int, unit: str = "it") -> None:
+        self.phase = "train" if label == "train" else "infer"
+        self.label, self.total, self.unit = label, total, unit
+        self.t0 = time.monotonic()
+        self.bar = (label, 0, total, unit, "")
+        self._refresh()
+
+    def update(self, done: int, **info: Any) -> None:
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        if self.phase == "train" and "ex_s" in info:
+            self.est.observe("train", float(info["ex_s"]))
+        elif self.phase == "infer" and done:
+            self.est.observe("infer", done / elapsed)
+        rate = done / elapsed
+        left = (self.total - done) / rate if rate > 0 else float("nan")
+        extra = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
+        self.bar = (self.label, done, self.total, self.unit, f"({_fmt_time(left)} left{', ' + extra if extra else ''})")
+        self._refresh()
+
+    def note(self, text: str) -> None:
+        self.results.append(f"  · {text}")
+        self._refresh()
+
+    def stage_start(self, stage: Stage, k: int, n: int) -> None:
+        self.current, self.stage_t0 = stage, time.monotonic()
+        self.header = f"[{k}/{n}] {stage.kind} {stage.name}"
+        self.bar = ("", 0, 0, "", "")
+        self._refresh()
+
+    def stage_end(self, stage: Stage, seconds: float) -> None:
+        self.done_n += 1
+        result = stage_result(stage)
+        self.results.append(f"✓ {stage.name} ({_fmt_time(seconds)})" + (f": {result}" if result else ""))
+        self.current = None
+        self._refresh()
+
+    def close(self) -> None:
+        self._refresh()
+        self.live.stop()
+
+
+def reporter_for(todo: list[Stage], root: Path, title: str, stream: TextIO | None = None) -> Reporter:
+    """The live panel on a terminal, plain lines otherwise."""
+    out = stream or sys.stdout
+    if out.isatty():
+        return LiveView(todo, root, title)
+    return StudyLog(todo, root, stream=out)
+
+
+def dry_run_estimate(todo: list[Stage], root: Path) -> str:
+    est = Estimator(root)
+    return (f"{len(todo)} stages to run, about {_fmt_time(est.total(todo))} on this machine "
+            f"(training {est.rates['train']:.0f} ex/s, scoring {est.rates['infer']:.0f} ex/s"
+            f"{' measured in earlier runs of this study' if any(Path(root).glob('artifacts/*/train_metrics.json')) else ', defaults: no earlier run to measure from'})")

@@ -44,6 +44,7 @@ class Stage:
     meta: dict[str, Any] = field(default_factory=dict)  # descriptive only (names for the report)
     root: Path = Path(".")
     external: dict[str, str] = field(default_factory=dict)  # content digests of data and model inputs
+    work: dict[str, float] = field(default_factory=dict)  # examples to train on / to score (for estimates)
 
     @property
     def key(self) -> str:
@@ -193,17 +194,21 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
             model_cache[name] = model_digest(folder)
         return model_cache[name]
 
-    data_cache: dict[str, str] = {}
+    data_cache: dict[str, tuple[str, int, int]] = {}
 
-    def data_input(cfg: RunConfig, needs_train: bool) -> str:
+    def data_input(cfg: RunConfig, needs_train: bool) -> tuple[str, int, int]:
+        """(digest, training examples, eval examples) of a stage's data."""
         k = _data_key(cfg) + str(needs_train)
         if k not in data_cache:
             args: DataArgs = cfg.data_args()
             evals = load_eval_splits(args, task)
             parts = [s.digest() for s in evals.values()]
+            n_train = 0
             if needs_train:
-                parts.append(load_train_split(args, task).digest())
-            data_cache[k] = digest(parts)
+                train = load_train_split(args, task)
+                parts.append(train.digest())
+                n_train = len(train)
+            data_cache[k] = (digest(parts), n_train, sum(len(s) for s in evals.values()))
         return data_cache[k]
 
     teacher_arch = AutoConfig.from_pretrained(resolve_model_dir(exp.teacher.path or exp.teacher.model))
@@ -217,9 +222,17 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
             continue
         cfg = resolve(s, teacher)
         if s.kind == "speed":
+            s.work = {"infer": (s.params["repeats"] + 1) * s.params["examples"] * len(s.deps)}
             continue
         trains = cfg.compression is None or METHODS[cfg.compression.method].trains
-        ext = {"data": data_input(cfg, needs_train=trains)}
+        data, n_train, n_eval = data_input(cfg, needs_train=trains or s.kind == "uncertainty")
+        ext = {"data": data}
+        if s.kind == "uncertainty":
+            n_models = len(s.params["sparsities"]) if s.params["source"] != "runs" else len(s.deps)
+            s.work = {"infer": n_train * n_models}
+        else:
+            steps = cfg.max_steps * cfg.batch_size if cfg.max_steps else n_train * cfg.epochs
+            s.work = {"train": steps if trains else 0, "infer": n_eval}
         start = s.config["model"]
         if start != TEACHER:
             ext["model"] = model_input(start)

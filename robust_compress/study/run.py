@@ -111,11 +111,14 @@ def write_index(exp: Experiment, stages: list[Stage]) -> None:
     write_json(root / "index.json", rows)
 
 
-def write_agreement(exp: Experiment, stages: list[Stage]) -> None:
-    """How far uncertainty-easy agrees with bias-model-easy on the training set (paper: 82.8 %)."""
+def write_analysis(exp: Experiment, stages: list[Stage]) -> None:
+    """analysis/uncertainty.json (how the scoring models did) and analysis/agreement.json (how far
+    uncertainty-easy agrees with bias-model-easy on the training set; paper: 82.8 %)."""
     teacher = stages[0]
     unc = next((s for s in stages if s.kind == "uncertainty" and s.done()), None)
     bias = next((s for s in stages if s.kind == "bias" and s.done()), None)
+    if unc is not None and unc.path.with_suffix(".json").is_file():
+        write_json(Path(exp.output_dir) / "analysis" / "uncertainty.json", read_json(unc.path.with_suffix(".json")))
     if unc is None or bias is None:
         return
     cfg = resolve(unc, teacher)
@@ -178,7 +181,7 @@ def run_study(exp: Experiment, stages: list[Stage], shard: tuple[int, int] = (0,
                 rep.stage_end(s, time.perf_counter() - t0)
             write_index(exp, stages)  # a study stopped at any point can still be reported
     write_index(exp, stages)
-    write_agreement(exp, stages)
+    write_analysis(exp, stages)
     return stages
 
 

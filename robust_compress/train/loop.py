@@ -27,9 +27,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from ..data.batching import Collator, EncodedSplit, LengthGroupedSampler
 from ..io import UserError, log, read_json, write_json
+from ..models.infer import model_inputs
 from .losses import Loss
-
-INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class TrainArgs(BaseModel):
@@ -189,7 +188,7 @@ def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: 
         micro = 0
         for batch in epoch_loader:
             with accelerator.accumulate(model):
-                out = model(**{k: batch[k] for k in INPUT_KEYS if k in batch}, output_hidden_states=wants_hidden)
+                out = model(**model_inputs(model, batch), output_hidden_states=wants_hidden)
                 hidden = out.hidden_states[-1][:, 0] if wants_hidden else None
                 loss = loss_fn(out.logits, batch, hidden)
                 accelerator.backward(loss)
