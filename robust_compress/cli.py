@@ -277,6 +277,29 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
         typer.echo(f"report: {build_report(exp.output_dir)}")
 
 
+@app.command()
+def export(model_dir: Annotated[Path, typer.Argument(help="saved model folder (any compressed kind)")],
+           format: Annotated[str, typer.Option("--format", help="export format: onnx")] = "onnx",
+           output: OutOpt = None,
+           int8: Annotated[bool, typer.Option("--int8", help="also write onnxruntime's dynamic int8 model")] = False,
+           examples: Annotated[int, typer.Option(help="examples to check parity and time on", metavar="N")] = 256,
+           verbose: VerboseOpt = False):
+    """Export a model for serving (ONNX), check it against PyTorch and time it in onnxruntime."""
+    from .stages import export_onnx
+
+    _quiet(verbose)
+    if format != "onnx":
+        raise UserError(f"--format {format!r}: only 'onnx' is supported")
+    rec = export_onnx(model_dir, output, int8=int8, n=examples, progress=_reporter())
+    typer.echo(f"PyTorch {rec['torch_examples_per_s']:.1f} ex/s")
+    for name in ("fp32", "int8"):
+        if name in rec:
+            r = rec[name]
+            typer.echo(f"onnxruntime {name}: {r['examples_per_s']:.1f} ex/s ({r['speedup_vs_torch']:.2f}x PyTorch), "
+                       f"max |logit diff| {r['max_abs_logit_diff']:.2e}, same prediction on "
+                       f"{100 * r['prediction_agreement']:.1f}%, {r['bytes'] / 2**20:.1f} MiB: {r['file']}")
+
+
 @app.command("report")
 def report_cmd(study: Annotated[Path, typer.Argument(help="study folder (holds index.json)")],
                output: OutOpt = None,

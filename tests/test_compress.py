@@ -145,3 +145,27 @@ def test_ffn_pruning_is_reachable_from_the_config(tiny_task, tmp_path, teacher):
     rec = json.loads((out / "compression.json").read_text())
     assert rec["ffn_neurons_removed"] == round(0.25 * 2 * 64)
     assert rec["heads_removed"] == 0
+
+
+@pytest.mark.parametrize("scheme", ["dynamic-int8", "dynamic-int8-torch-ao"])
+def test_int8_artifact_is_int8_reloads_and_scores_as_saved(tiny_task, tmp_path, teacher, scheme):
+    """torchao (default): int8 weights on disk (safetensors + torchao metadata, no pickle); torch.ao
+    (fallback): float weights re-quantized at load. Either way the reloaded model is int8 and scores
+    exactly what the stage scored."""
+    import pandas as pd
+    from safetensors import safe_open
+
+    q = compress(tiny_run_config(teacher, tiny_task, tmp_path / "q", compression={"method": "quantize",
+                                                                               "scheme": scheme}))
+    with safe_open(str(q / "model.safetensors"), framework="pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+    if scheme == "dynamic-int8":
+        assert "I8" in dtypes
+    else:
+        assert dtypes == {"F32"}
+    model = load_for_inference(q, LABELS)
+    assert is_quantized(model)
+    evaluate_folder(q, tiny_run_config(q, tiny_task, tmp_path / "unused"), tmp_path / "again")
+    own = pd.read_parquet(q / "predictions" / "dev.parquet")["p_entailment"]
+    again = pd.read_parquet(tmp_path / "again" / "predictions" / "dev.parquet")["p_entailment"]
+    assert (own - again).abs().max() < 1e-6

@@ -21,7 +21,15 @@ import transformers as T
 from transformers import AutoModelForSequenceClassification, BertTokenizer
 
 from robust_compress.compress.magnitude import measured_sparsity
-from robust_compress.models.families import blocks, encoder_flops, family_of, ffn_width, get_path, head_size, n_heads
+from robust_compress.models.families import (
+    blocks,
+    encoder_flops,
+    family_of,
+    ffn_width,
+    get_path,
+    head_size,
+    n_heads,
+)
 from robust_compress.models.infer import model_inputs
 from robust_compress.models.load import count_parameters, load_model
 from robust_compress.models.overlap import OverlapModel
@@ -36,9 +44,9 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def _config(family: str, vocab: int):
-    common = dict(vocab_size=vocab, num_labels=3, id2label=dict(enumerate(LABELS)),
-                  label2id={n: i for i, n in enumerate(LABELS)})
-    bert_like = dict(hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, intermediate_size=FFN)
+    common = {"vocab_size": vocab, "num_labels": 3, "id2label": dict(enumerate(LABELS)),
+                  "label2id": {n: i for i, n in enumerate(LABELS)}}
+    bert_like = {"hidden_size": H, "num_hidden_layers": L, "num_attention_heads": NH, "intermediate_size": FFN}
     return {
         "bert": lambda: T.BertConfig(**common, **bert_like, max_position_embeddings=64),
         "roberta": lambda: T.RobertaConfig(**common, **bert_like, max_position_embeddings=70, pad_token_id=0,

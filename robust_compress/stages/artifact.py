@@ -81,12 +81,16 @@ def load_reference(path: str | Path | None) -> dict[str, Any] | None:
 
 
 def write_artifact(out: Path, *, model=None, tokenizer=None, cfg: RunConfig | None = None,
-                   tables: dict[str, pd.DataFrame] | None = None, files: dict[str, Any] | None = None) -> Path:
+                   tables: dict[str, pd.DataFrame] | None = None, files: dict[str, Any] | None = None,
+                   save=None) -> Path:
     """Write a complete artifact folder atomically. `files`: name -> JSON/YAML-able content (by suffix),
-    or a function of the folder being written (for what is measured on the saved weights)."""
+    or a function of the folder being written (for what is measured on the saved weights).
+    `save(folder)` writes weights another way than `save_pretrained` (int8)."""
     with atomic_dir(out, overwrite=True) as tmp:
         if model is not None:
             save_model(model, tokenizer, tmp)
+        if save is not None:
+            save(tmp)
         if cfg is not None:
             write_yaml(tmp / "run_config.yaml", cfg.model_dump(mode="json"))
         for name, content in (files or {}).items():

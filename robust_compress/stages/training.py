@@ -19,7 +19,7 @@ from ..data.batching import EncodedSplit
 from ..evaluate import predict_tables, summarize
 from ..models.families import encoder_flops
 from ..models.load import count_parameters, load_model, load_tokenizer, set_threads
-from ..models.quantized import QUANT_FILE, quantize
+from ..models.quantized import quantize, save_quantized
 from ..train.extras import Context, build_extras
 from ..train.loop import make_accelerator, total_steps, train
 from ..train.losses import make_loss
@@ -108,13 +108,15 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
 
 
 def _quantize(cfg: RunConfig, model, tokenizer, checked: Checked, record: dict, rep: Reporter) -> Path:
-    """Dynamic int8 is a pure function of the float weights: the artifact holds the float weights and
-    the recipe, and every loader (`load_for_inference`) re-applies it, so it is always scored as int8."""
+    """Post-training int8 (models.quantized): saved as int8 (torchao) or as float weights + recipe
+    (the torch.ao fallback); every loader (`load_for_inference`) gives back the int8 model."""
     scheme = cfg.compression.scheme
     qmodel = quantize(model, scheme)
     rep.task("evaluate", sum(len(s) for s in checked.evals.values()), "examples")
     tables, summary = _evaluate(qmodel, tokenizer, cfg, checked, rep)
     total, nonzero = count_parameters(model)
     record |= {"scheme": scheme, "parameters": total, "nonzero_parameters": nonzero, **encoder_flops(model)}
-    return write_artifact(Path(cfg.output_dir), model=model, tokenizer=tokenizer, cfg=cfg, tables=tables,
-                          files={"compression.json": record, "summary.json": summary, QUANT_FILE: {"scheme": scheme}})
+    return write_artifact(Path(cfg.output_dir), cfg=cfg, tables=tables,
+                          save=lambda tmp: save_quantized(qmodel, model, tokenizer, tmp, scheme),
+                          files={"summary.json": summary,
+                                 "compression.json": lambda tmp: record | {"bytes_on_disk": bytes_on_disk(tmp)}})
