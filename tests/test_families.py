@@ -179,6 +179,13 @@ def test_every_method_runs_end_to_end(family, zoo, tiny_task, tmp_path):
                                ["p_entailment"].to_numpy(), own, atol=1e-5)
     assert again["splits"]["dev"]["n"] == len(own)
 
+    st = compress(run("structured", teacher, loss={"name": "distil"}, inputs={"teacher": str(teacher)},
+                      compression={"method": "structured", "target_flops": 0.6, "prune_every": 2,
+                                   "importance_batches": 1}))
+    rec = json.loads((st / "compression.json").read_text())
+    assert rec["flops_kept"] <= 0.6 + 1e-9 and rec["heads_removed"] > 0
+    assert encoder_flops(AutoModelForSequenceClassification.from_pretrained(st))["flops_dense"] == rec["flops_dense"]
+
     trunc = compress(run("trunc", teacher, compression={"method": "truncate", "layers": 1}))
     assert load_model(str(trunc), LABELS).config.to_dict()[family_of(reloaded).n_layers_key] == 1
 

@@ -5,8 +5,9 @@ from .distill import Distill
 from .magnitude import Magnitude
 from .quantize import Quantize
 from .structured import Heads
+from .structured_target import Structured
 from .truncate import Truncate
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Magnitude, Heads, Truncate, Distill, Quantize)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Magnitude, Heads, Structured, Truncate, Distill, Quantize)}
 
 __all__ = ["METHODS", "Method", "MethodConfig", "Prepare"]

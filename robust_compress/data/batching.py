@@ -43,6 +43,13 @@ class EncodedSplit(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.features[i]
 
+    def subset(self, rows) -> EncodedSplit:
+        """The same tokenized examples, only these rows (renumbered from 0)."""
+        out = EncodedSplit.__new__(EncodedSplit)
+        out.features = [self.features[i] | {"row": j} for j, i in enumerate(rows)]
+        out.lengths = [len(f["input_ids"]) for f in out.features]
+        return out
+
 
 class Collator:
     """Pad token fields to the longest in the batch; stack everything else."""
