@@ -178,22 +178,36 @@ def reliance(tables: dict[str, pd.DataFrame]) -> dict[str, dict[str, float]]:
     return out
 
 
-def pooled_ood(tables: dict[str, pd.DataFrame], roles: dict[str, str]) -> np.ndarray:
-    """Correctness over every OOD split's examples pooled (size-weighted; the paper's QQP convention)."""
-    return pd.concat([tables[s]["correct"] for s, r in roles.items() if r == "ood"]).to_numpy()
+def default_rule(roles: dict[str, str]) -> dict:
+    """Every OOD split, examples pooled: the rule of a summary that does not state one."""
+    return {"splits": [s for s, r in roles.items() if r == "ood"], "combine": "pooled"}
+
+
+def ood_accuracy(tables: dict[str, pd.DataFrame], rule: dict) -> tuple[float, tuple[float, float]]:
+    """OOD accuracy of Delta by the task's rule, with a bootstrap 95% CI: the rule's splits pooled
+    (size-weighted; the paper's QQP convention) or the plain mean of their accuracies (FEVER)."""
+    parts = [tables[s]["correct"].to_numpy(float) for s in rule["splits"] if s in tables]
+    if rule.get("combine") == "mean":
+        rng = np.random.default_rng(0)
+        boots = np.mean([p[rng.integers(0, len(p), (1000, len(p)))].mean(1) for p in parts], axis=0)
+        return float(np.mean([p.mean() for p in parts])), (float(np.percentile(boots, 2.5)),
+                                                            float(np.percentile(boots, 97.5)))
+    pooled = np.concatenate(parts)
+    return float(pooled.mean()), bootstrap_ci(pooled)
 
 
 def summarize(tables: dict[str, pd.DataFrame], roles: dict[str, str], group_by: dict[str, list[str]],
-              reference: dict[str, Any] | None = None) -> dict[str, Any]:
+              reference: dict[str, Any] | None = None, rule: dict | None = None) -> dict[str, Any]:
     """Summary of one model: per-split metrics, Delta against the first ID split, F_bias vs `reference`.
 
-    OOD accuracy for Delta pools every OOD split's examples."""
+    OOD accuracy for Delta follows `rule` (the task's: which OOD splits, pooled or averaged)."""
+    rule = rule or default_rule(roles)
     splits = {name: split_summary(df, group_by.get(name)) | {"role": roles[name]} for name, df in tables.items()}
-    out: dict[str, Any] = {"splits": splits}
+    out: dict[str, Any] = {"splits": splits, "delta_ood": rule}
     ids = [n for n in tables if roles[n] == "id"]
-    if ids and any(r == "ood" for r in roles.values()):
+    if ids and rule["splits"]:
         acc_id = splits[ids[0]]["accuracy"]
-        acc_ood = float(pooled_ood(tables, roles).mean())
+        acc_ood = ood_accuracy(tables, rule)[0]
         out.update(id_split=ids[0], acc_id=acc_id, acc_ood=acc_ood,
                    delta=relative_bias(acc_id, acc_ood) if acc_id > 0 else None)
         if reference is not None and reference.get("delta") is not None and out["delta"] is not None:
@@ -222,7 +236,7 @@ def easy_hard_metrics(pred: pd.DataFrame, easy: pd.DataFrame) -> dict[str, float
 
 def run_metrics(tables: dict[str, pd.DataFrame], roles: dict[str, str], id_split: str | None,
                 easy_hard: dict[str, pd.DataFrame], record: dict[str, Any],
-                cells: dict[tuple[str, str], dict[str, str]]) -> dict[str, float]:
+                cells: dict[tuple[str, str], dict[str, str]], rule: dict | None = None) -> dict[str, float]:
     """Flat metrics of one run; accuracies keep their bootstrap CI as `<key>.ci_lo/.ci_hi`.
     `cells` collects the breakdown layout: (split, meta column) -> {metric key: "value/gold"}."""
     m: dict[str, float] = {}
@@ -241,12 +255,11 @@ def run_metrics(tables: dict[str, pd.DataFrame], roles: dict[str, str], id_split
                     cells.setdefault((split, key[3:]), {})[f"by.{split}.{key[3:]}.{cell}"] = cell
     if id_split:
         m["collapsed"] = float(is_collapsed(tables[id_split]))
-    if id_split and any(r == "ood" for r in roles.values()) and tables[id_split]["correct"].any():
-        pooled = pooled_ood(tables, roles)
+    rule = rule or default_rule(roles)
+    if id_split and rule["splits"] and tables[id_split]["correct"].any():
         m["acc_id"] = m[f"acc.{id_split}"]
         m["acc_id.ci_lo"], m["acc_id.ci_hi"] = m[f"acc.{id_split}.ci_lo"], m[f"acc.{id_split}.ci_hi"]
-        m["acc_ood"] = float(pooled.mean())
-        m["acc_ood.ci_lo"], m["acc_ood.ci_hi"] = bootstrap_ci(pooled)
+        m["acc_ood"], (m["acc_ood.ci_lo"], m["acc_ood.ci_hi"]) = ood_accuracy(tables, rule)
         m["delta"], m["ece_id"] = relative_bias(m["acc_id"], m["acc_ood"]), m[f"ece.{id_split}"]
     for key in ("parameters", "nonzero_parameters", "flops_dense", "bytes_on_disk"):
         if isinstance(record.get(key), int | float):
@@ -265,25 +278,24 @@ def run_metrics(tables: dict[str, pd.DataFrame], roles: dict[str, str], id_split
 
 
 def teacher_delta_on(tables: dict[str, pd.DataFrame], roles: dict[str, str], id_split: str | None,
-                     teacher_tables: dict[str, pd.DataFrame]) -> float | None:
+                     teacher_tables: dict[str, pd.DataFrame], rule: dict | None = None) -> float | None:
     """The teacher's Δ on exactly the examples a run was evaluated on (a study evaluates compressed
     models on subsets, the teacher on full sets): F_bias then compares like with like.
     None when the teacher's tables do not cover them."""
-    oods = [s for s, r in roles.items() if r == "ood"]
-    if id_split is None or not oods:
+    rule = rule or default_rule(roles)
+    if id_split is None or not rule["splits"]:
         return None
-    parts = []
-    for split in [id_split, *oods]:
+    subset = {}
+    for split in [id_split, *rule["splits"]]:
         if split not in teacher_tables:
             return None
         ids = set(tables[split]["id"])
         t = teacher_tables[split]
-        sub = t[t["id"].isin(ids)]
-        if len(sub) != len(ids):
+        subset[split] = t[t["id"].isin(ids)]
+        if len(subset[split]) != len(ids):
             return None
-        parts.append(sub["correct"])
-    acc_id, acc_ood = float(parts[0].mean()), float(pd.concat(parts[1:]).mean())
-    return relative_bias(acc_id, acc_ood) if acc_id > 0 else None
+    acc_id = float(subset[id_split]["correct"].mean())
+    return relative_bias(acc_id, ood_accuracy(subset, rule)[0]) if acc_id > 0 else None
 
 
 def aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -315,17 +327,22 @@ Parts = dict[str, pd.Series]  # named per-example correctness, indexed by exampl
 
 
 def metric_parts(tables: dict[str, pd.DataFrame], roles: dict[str, str], id_split: str | None, metric: str,
-                 easy: pd.DataFrame | None = None) -> Parts | None:
+                 easy: pd.DataFrame | None = None, rule: dict | None = None) -> Parts | None:
     """The per-example correctness a comparable metric is computed from; None if the run lacks it.
     metric: acc_id | acc_ood | hard | gap | reliance."""
+    rule = rule or default_rule(roles)
     def series(df: pd.DataFrame, prefix: str = "") -> pd.Series:
         return pd.Series(df["correct"].to_numpy(float), index=prefix + df["id"].astype(str))
 
     if metric == "acc_id" and id_split:
         return {"all": series(tables[id_split])}
     if metric == "acc_ood":
-        oods = [s for s, r in roles.items() if r == "ood"]
-        return {"all": pd.concat([series(tables[s], f"{s}:") for s in oods])} if oods else None
+        oods = [s for s in rule["splits"] if s in tables]
+        if not oods:
+            return None
+        if rule.get("combine") == "mean":  # each set's accuracy, then their mean
+            return {f"mean:{s}": series(tables[s]) for s in oods}
+        return {"all": pd.concat([series(tables[s], f"{s}:") for s in oods])}
     if metric in ("hard", "gap") and easy is not None and easy.attrs.get("split") in tables:
         j = tables[easy.attrs["split"]].merge(easy, on="id", how="inner")
         parts = {"easy": series(j[j["easy"]]), "hard": series(j[~j["easy"]])}
@@ -337,6 +354,8 @@ def metric_parts(tables: dict[str, pd.DataFrame], roles: dict[str, str], id_spli
 
 
 def parts_stat(metric: str, parts: Parts) -> float:
+    if all(k.startswith("mean:") for k in parts):
+        return float(np.mean([v.mean() for v in parts.values()]))
     if metric == "gap":
         return float(parts["easy"].mean() - parts["hard"].mean())
     if metric == "reliance":

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -165,6 +166,29 @@ def split_file(task: TaskSpec, split_name: str, data_dir: str | Path | None) -> 
     return found[0]
 
 
+_WORDS = re.compile(r"\w+")
+
+
+def pair_key(a: str, b: str) -> tuple[str, str]:
+    """An unordered pair of normalized texts (lowercase words): the same pair however written or ordered."""
+    na, nb = " ".join(_WORDS.findall(a.lower())), " ".join(_WORDS.findall(b.lower()))
+    return (na, nb) if na <= nb else (nb, na)
+
+
+def _exclude_pairs(split: Split, task: TaskSpec, data_dir, source: str) -> None:
+    """Drop the examples whose pair also occurs in the splits named by `exclude_pairs_in`."""
+    names = task.splits[split.name].exclude_pairs_in
+    seen = set()
+    for other in names:
+        seen |= {pair_key(e["text_a"], e["text_b"]) for e in load_split(task, other, data_dir, source).examples}
+    before = len(split.examples)
+    split.examples = [e for e in split.examples if pair_key(e["text_a"], e["text_b"]) not in seen]
+    log.info(f"{split.origin}: dropped {before - len(split.examples)} of {before} pairs that also occur in "
+             f"{', '.join(names)}")
+    if not split.examples:
+        raise UserError(f"{split.origin}: every pair also occurs in {names}")
+
+
 def load_split(task: TaskSpec, split_name: str, data_dir: str | Path | None = None, source: str = "local",
                limit: int | None = None, seed: int = 0) -> Split:
     """Load one split. `limit` keeps a seeded random subset (in file order) of that many examples;
@@ -183,6 +207,8 @@ def load_split(task: TaskSpec, split_name: str, data_dir: str | Path | None = No
     else:
         raise UserError(f"unknown data source {source!r}: use 'local' or 'hub'")
     split = normalize(rows, task, split_name, where)
+    if spec.exclude_pairs_in:
+        _exclude_pairs(split, task, data_dir, source)
     if limit is not None and limit < len(split.examples):
         order = list(range(len(split.examples)))
         random.Random(seed).shuffle(order)

@@ -38,6 +38,8 @@ class SplitSpec(BaseModel):
     collapse: dict[str, str] | None = None  # task label -> split label (probabilities are summed)
     group_by: list[str] = Field(default_factory=list)  # meta columns to break accuracy down by
     keep: list[str] = Field(default_factory=list)  # extra meta columns carried to prediction tables
+    in_delta: bool = True  # an OOD split that counts towards Delta / F_bias (else: reported beside it)
+    exclude_pairs_in: list[str] = Field(default_factory=list)  # drop pairs also in these splits (either order)
 
     @model_validator(mode="after")
     def _has_source(self) -> SplitSpec:
@@ -55,6 +57,7 @@ class TaskSpec(BaseModel):
     splits: dict[str, SplitSpec]
     alpha: float = Field(0.5, ge=0, le=1, description="RMC difficulty floor for this task")
     bias_field: Literal["text_a", "text_b"] = "text_b"  # the partial input a bias-only model sees
+    ood_combine: Literal["pooled", "mean"] = "pooled"  # OOD accuracy for Delta: pooled examples or mean of sets
 
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:
@@ -64,6 +67,9 @@ class TaskSpec(BaseModel):
         if len(trains) != 1:
             raise ValueError(f"exactly one split must have role 'train', found {trains}")
         for name, s in self.splits.items():
+            unknown = [x for x in s.exclude_pairs_in if x not in self.splits]
+            if unknown:
+                raise ValueError(f"split {name}: exclude_pairs_in names unknown splits {unknown}")
             if s.collapse is not None:
                 if s.labels is None:
                     raise ValueError(f"split {name}: `collapse` needs the split's own `labels`")
@@ -82,6 +88,11 @@ class TaskSpec(BaseModel):
 
     def eval_splits(self) -> list[str]:
         return [n for n, s in self.splits.items() if s.role != "train"]
+
+    def delta_rule(self, splits: list[str]) -> dict:
+        """Which of these splits make the OOD accuracy of Delta / F_bias, and how they combine."""
+        return {"splits": [s for s in splits if self.splits[s].role == "ood" and self.splits[s].in_delta],
+                "combine": self.ood_combine}
 
     def split_labels(self, split: str) -> list[str]:
         s = self.splits[split]
@@ -116,6 +127,11 @@ BUILTIN: dict[str, TaskSpec] = {
                                hub=HubSource(path="nyu-mll/glue", name="qqp", split="train")),
             "dev": SplitSpec(role="id", local=["qqp/dev.jsonl"],
                              hub=HubSource(path="nyu-mll/glue", name="qqp", split="validation")),
+            # offline ID held-out set: real Quora pairs of unknown GLUE split, minus every pair that also
+            # occurs (either order, normalized text) in the training file or in PAWS; balanced 50/50,
+            # unlike QQP: report it as "QQP held-out (balanced)", never as the GLUE dev set
+            "heldout": SplitSpec(role="id", local=["qqp/quora_pairs_split_unknown.jsonl"], id_column="pair_id",
+                                 exclude_pairs_in=["train", "paws_qqp", "paws_wiki"]),
             "paws_qqp": SplitSpec(role="ood", local=["paws_qqp/dev_and_test.jsonl"], id_column="id"),
             "paws_wiki": SplitSpec(role="ood", local=["paws_wiki/test.jsonl"], id_column="id",
                                    text_a="sentence1", text_b="sentence2",
@@ -125,7 +141,7 @@ BUILTIN: dict[str, TaskSpec] = {
     ),
     "fever": TaskSpec(
         name="fever", text_a="evidence", text_b="claim", labels=["SUPPORTS", "REFUTES", "NOT ENOUGH INFO"],
-        alpha=0.3,
+        alpha=0.3, ood_combine="mean",  # the paper: F_bias on the plain mean of Symmetric v1 and v2
         splits={
             "train": SplitSpec(role="train", local=["fever/train.jsonl"],
                                hub=HubSource(path="pietrolesci/nli_fever", split="train")),
@@ -135,6 +151,11 @@ BUILTIN: dict[str, TaskSpec] = {
                                       id_column="id", text_a="evidence_sentence"),
             "symmetric_v2": SplitSpec(role="ood", local=["fever_symmetric/v2/fever_symmetric_test.jsonl"],
                                       id_column="id"),
+            # further OOD sets, reported beside F_bias (not in it): FEVER 2.0 adversarial "fixers"
+            # (one row per evidence sentence: ids repeat, so rows are numbered by line) and claims
+            # with universal adversarial triggers (three-way)
+            "fever2_fixers": SplitSpec(role="ood", local=["fever_adversarial/fever2_fixers.jsonl"], in_delta=False),
+            "triggers": SplitSpec(role="ood", local=["fever_adversarial/fever_triggers.jsonl"], in_delta=False),
         },
     ),
 }

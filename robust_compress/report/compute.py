@@ -24,7 +24,7 @@ def compute(study: Study) -> Rows:
     runs = study.runs
     teacher = next((r.unit for r in runs if r.is_teacher), None)
     cells: dict[tuple[str, str], dict[str, str]] = {}
-    per_run = {r.name: run_metrics(r.tables, r.roles, r.id_split, study.easy_hard, r.compression, cells)
+    per_run = {r.name: run_metrics(r.tables, r.roles, r.id_split, study.easy_hard, r.compression, cells, r.rule)
                for r in runs}
     t_runs = [r for r in runs if r.unit == teacher]
     t_deltas = [per_run[r.name]["delta"] for r in t_runs if "delta" in per_run[r.name]]
@@ -32,7 +32,8 @@ def compute(study: Study) -> Rows:
     t_speed = [study.speed[r.name] for r in t_runs if r.name in study.speed]
     for r in runs:
         m = per_run[r.name]
-        paired = [d for t in t_runs if (d := teacher_delta_on(r.tables, r.roles, r.id_split, t.tables)) is not None]
+        paired = [d for t in t_runs
+                  if (d := teacher_delta_on(r.tables, r.roles, r.id_split, t.tables, r.rule)) is not None]
         ref = float(np.mean(paired)) if len(paired) == len(t_runs) and paired else t_delta
         if "delta" in m and not math.isnan(ref):
             m["f_bias"] = f_bias(m["delta"], ref)

@@ -30,6 +30,7 @@ class Run:
     id_split: str | None
     tables: dict[str, pd.DataFrame]
     compression: dict[str, Any]
+    rule: dict[str, Any]  # which OOD splits make Delta and how they combine (summary.json's delta_ood)
     unit: str = ""
 
 
@@ -78,8 +79,11 @@ def _load_run(study: Path, index: Path, i: int, e: Any) -> Run:
         df = read_parquet(folder / "predictions" / f"{s}.parquet", REQUIRED)
         tables[s] = df.assign(id=df["id"].astype(str), correct=df["correct"].astype(bool))
     record = read_json(folder / "compression.json")
+    rule = summary.get("delta_ood") or {"splits": [s for s, r in roles.items() if r == "ood"], "combine": "pooled"}
+    if not isinstance(rule, dict) or not set(rule.get("splits", [])) <= set(roles):
+        raise UserError(f"{folder / 'summary.json'}: delta_ood names splits it does not have")
     return Run(str(e["name"]), str(e["group"]), str(e["method"]), str(e["loss"]), e["sparsity"],
-               int(e["seed"]), e["is_teacher"], roles, id_split, tables, record)
+               int(e["seed"]), e["is_teacher"], roles, id_split, tables, record, rule)
 
 
 def load_study(study: Path) -> Study:

@@ -26,7 +26,7 @@ def _noise(lo: float, hi: float) -> str:
 
 
 def _parts(runs: list[Run], metric: str, easy) -> list:
-    out = [metric_parts(r.tables, r.roles, r.id_split, metric, easy) for r in runs]
+    out = [metric_parts(r.tables, r.roles, r.id_split, metric, easy, r.rule) for r in runs]
     return out if out and all(p is not None for p in out) else []
 
 

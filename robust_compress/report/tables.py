@@ -92,8 +92,9 @@ def make_tables(groups: dict[str, dict], splits: dict[str, str], easy_splits: li
                      num(g, "ece_id", "{:.1f}", 100), num(g, "parameters", "{:.2f}", 1e-6, spread=False),
                      num(g, "nonzero_parameters", "{:.2f}", 1e-6, spread=False)]
                     + ([num(g, "speedup", "{:.2f}", suffix="×")] if speed else []))
-    notes = [("Δ = (acc_ID − acc_OOD) / acc_ID, OOD examples pooled over every OOD split; F_bias = Δ / Δ of the "
-              "teacher on the same examples (> 1: more biased than the teacher).")]
+    notes = [("Δ = (acc_ID − acc_OOD) / acc_ID, acc_OOD over the task's OOD sets for Δ (pooled examples, or the "
+              "mean of the sets where the task says so: FEVER); F_bias = Δ / Δ of the teacher on the same examples "
+              "(> 1: more biased than the teacher).")]
     if undefined:
         notes.append("† F_bias undefined: the teacher shows no ID−OOD gap (Δ_teacher < 0.01) or the model's Δ is "
                      "negative; a ratio to (almost) zero or to a reversed gap says nothing.")
@@ -101,7 +102,7 @@ def make_tables(groups: dict[str, dict], splits: dict[str, str], easy_splits: li
         notes.append("Speed-up: inference examples/s of the model ÷ the teacher's, measured side by side in one "
                      "process by the study's speed stage (same examples, batch and threads).")
     tables.append(Table("Table 2: Relative bias, model size and speed",
-                        ["Group", "Seeds", "ID acc (%)", "OOD acc, pooled (%)", "Δ", "F_bias", "ECE (ID, %)",
+                        ["Group", "Seeds", "ID acc (%)", "OOD acc for Δ (%)", "Δ", "F_bias", "ECE (ID, %)",
                          "Params (M)", "Non-zero (M)"] + (["Speed-up"] if speed else []), rows, notes))
     for (split, meta), mine in cells.items():
         tables.append(Table(f"Table 3: {split} accuracy by {meta} × gold label (%)",

@@ -31,7 +31,7 @@ def evaluate_folder(model_dir: str | Path, cfg: RunConfig, output: Path | None =
     rep.task("evaluate", sum(len(s) for s in splits.values()), "examples")
     tables, speed = predict_tables(model, tokenizer, splits, cfg, progress=rep.update)
     summary = summarize(tables, {n: s.role for n, s in splits.items()}, {n: s.group_by for n, s in splits.items()},
-                        ref)
+                        ref, rule=task.delta_rule(list(splits)))
     summary["eval_examples_per_s"] = {k: round(v, 1) for k, v in speed.items()}
     write_artifact(out, tables=tables, files={"summary.json": summary,
                                               "eval_config.yaml": cfg.model_dump(mode="json") | {"model": str(model_dir)}})

@@ -89,7 +89,8 @@ def train_bias_model(cfg: RunConfig, kind: Literal["partial", "overlap"] = "part
     model = OverlapModel.fit(load_train_split(args, task).examples, task.labels)
     tables = {n: prediction_table(s, np.log(np.clip(model.predict_proba(s.examples), 1e-12, None)), task.labels)
               for n, s in splits.items()}
-    summary = summarize(tables, {n: s.role for n, s in splits.items()}, {n: s.group_by for n, s in splits.items()})
+    summary = summarize(tables, {n: s.role for n, s in splits.items()}, {n: s.group_by for n, s in splits.items()},
+                        rule=task.delta_rule(list(splits)))
     write_artifact(out, cfg=cfg, tables=tables, files={"summary.json": summary, OVERLAP_FILE: model.to_json()})
     return out
 

@@ -42,7 +42,8 @@ def _evaluate(model, tokenizer, cfg: RunConfig, checked: Checked, rep: Reporter)
     tables, speed = predict_tables(model, tokenizer, checked.evals, cfg, progress=rep.update)
     roles = {n: s.role for n, s in checked.evals.items()}
     groups = {n: s.group_by for n, s in checked.evals.items()}
-    summary = summarize(tables, roles, groups, load_reference(cfg.inputs.teacher))
+    summary = summarize(tables, roles, groups, load_reference(cfg.inputs.teacher),
+                        rule=checked.task.delta_rule(list(checked.evals)))
     summary["eval_examples_per_s"] = {k: round(v, 1) for k, v in speed.items()}
     return tables, summary
 

@@ -25,7 +25,7 @@ from ..data.load import DataArgs, available_eval_splits, load_eval_splits, load_
 from ..data.tasks import load_task
 from ..io import UserError, check_writable, digest
 from ..models.families import family_of
-from ..models.load import check_model_dir, model_digest, resolve_model_dir
+from ..models.load import check_model_dir, model_digest, model_labels, resolve_model_dir
 from ..train.extras import EXTRAS
 from ..train.losses import REGISTRY
 from .spec import Experiment
@@ -191,6 +191,10 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
             folder = resolve_model_dir(name)
             check_model_dir(folder)
             family_of(AutoConfig.from_pretrained(folder))
+            have = model_labels(folder)
+            if have and have != task.labels:
+                raise UserError(f"{where}: {name}: a classifier over {have}, but task {task.name!r} has labels "
+                                f"{task.labels} (start from its encoder, or use a model fine-tuned on this task)")
             model_cache[name] = model_digest(folder)
         return model_cache[name]
 
