@@ -185,14 +185,18 @@ def uncertainty(output: Annotated[Path, typer.Option("--output", "-o", help="par
                 oneshot: Annotated[str | None, typer.Option(help="one model, one-shot pruned (cheapest)",
                                                             metavar="DIR")] = None,
                 sparsities: Annotated[list[float] | None, typer.Option(help="for --oneshot", metavar="S")] = None,
+                dynamics: Annotated[str | None, typer.Option(help="a teacher folder with training dynamics (free)",
+                                                             metavar="DIR")] = None,
+                stat: Annotated[str, typer.Option(help="for --dynamics: loss | p_gold")] = "loss",
                 verbose: VerboseOpt = False):
     """Per-training-example loss variance across models of different sparsities (RMC step 1)."""
     from .stages import compute_uncertainty
 
     _quiet(verbose)
-    cfg = _cfg(config, set_, model=models[0] if models else (oneshot or "none"), task=task, data_dir=data_dir)
+    cfg = _cfg(config, set_, model=models[0] if models else (oneshot or dynamics or "none"), task=task,
+               data_dir=data_dir)
     df = compute_uncertainty(cfg, output, models=models, snapshots=snapshots, oneshot=oneshot, sparsities=sparsities,
-                             progress=_reporter())
+                             dynamics=dynamics, stat=stat, progress=_reporter())
     typer.echo(f"{len(df)} examples, v mean {df['v'].mean():.4f} max {df['v'].max():.4f}; written: {output}")
 
 

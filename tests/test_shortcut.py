@@ -120,3 +120,54 @@ def test_overlap_bias_model_learns_overlap_rule():
     m = OverlapModel.fit(ex, LABELS)
     acc = (m.predict_proba(ex).argmax(1) == np.array([e["label"] for e in ex])).mean()
     assert acc == 1.0
+
+
+def test_training_dynamics_are_recorded_free_and_resume_exactly(tiny_dir, tiny_tokenizer, tmp_path):
+    """Each example's loss and p(gold), every epoch, from the logits the step computed anyway; a
+    resumed run records exactly what an uninterrupted one does."""
+    from robust_compress.train.loop import Hook, TrainArgs, train
+    from robust_compress.train.losses import make_loss
+
+    data = EncodedSplit(make_examples(48), tiny_tokenizer, 32)
+    args = TrainArgs(batch_size=16, epochs=3, lr=1e-3, checkpoint_every=2, record_dynamics=True)
+    ce = make_loss(REGISTRY["ce"].Settings())
+    full = train(load_model(str(tiny_dir), LABELS), data, args, ce, tmp_path / "a").dynamics
+    assert full.shape == (48 * 3, 4)
+    rows = pd.DataFrame(full, columns=["row", "epoch", "loss", "p"])
+    assert (rows.groupby("row")["epoch"].nunique() == 3).all()
+    np.testing.assert_allclose(rows["p"], np.exp(-rows["loss"]), rtol=1e-6)
+
+    class Kill(Hook):
+        def on_step_end(self, model, step):
+            if step == 5:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(load_model(str(tiny_dir), LABELS), data, args, ce, tmp_path / "b", hooks=[Kill()])
+    resumed = train(load_model(str(tiny_dir), LABELS), data, args, ce, tmp_path / "b").dynamics
+    np.testing.assert_array_equal(resumed, full)
+
+
+def test_uncertainty_from_the_teachers_dynamics_in_a_study(tmp_path, tiny_dir, tiny_task):
+    import yaml
+
+    from robust_compress.study.run import prepare, reproduce
+
+    exp = {"name": "dyn", "task": str(tiny_task), "output_dir": str(tmp_path / "s"), "seeds": [0],
+           "defaults": {"batch_size": 16, "lr": 2e-3, "max_length": 32, "train_limit": 96,
+                        "cache_dir": str(tmp_path / "c")},
+           "teacher": {"model": str(tiny_dir), "train": {"epochs": 2, "train_limit": 192}},
+           "compressions": [{"name": "m", "method": "magnitude", "settings": {"sparsity": 0.3}}],
+           "losses": ["rmc"], "uncertainty": {"source": "dynamics"}, "speed": None}
+    (tmp_path / "one-epoch.yaml").write_text(yaml.safe_dump(exp | {"teacher": {"model": str(tiny_dir)}}))
+    with pytest.raises(UserError, match="at least twice"):
+        prepare(tmp_path / "one-epoch.yaml")
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
+    stages = reproduce(tmp_path / "e.yaml")
+    teacher, unc = stages[0], next(s for s in stages if s.kind == "uncertainty")
+    dyn = pd.read_parquet(teacher.path / "dynamics.parquet")
+    v = pd.read_parquet(unc.path).set_index("id")["v"]
+    assert len(v) == 96 and len(dyn) == 2 * 192  # the compressions' examples are among the teacher's
+    by_hand = dyn.groupby("id")["loss"].var(ddof=0).loc[v.index]
+    np.testing.assert_allclose(v.to_numpy(), by_hand.to_numpy(), rtol=1e-9)
+    assert [s.kind for s in stages].count("uncertainty-run") == 0  # no extra pruning run

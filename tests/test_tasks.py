@@ -86,15 +86,13 @@ def _fever_fixture(root):
 
 def test_fever_study_end_to_end_on_a_fixture(tmp_path):
     """Teacher, claim-only bias model, easy/hard, magnitude pruning with Vanilla and RMC, report."""
-    from robust_compress.report import build_report
-    from robust_compress.study.run import reproduce
-
     import shutil
 
     from transformers import BertForSequenceClassification
 
     from robust_compress.io import UserError
-    from robust_compress.study.run import prepare
+    from robust_compress.report import build_report
+    from robust_compress.study.run import prepare, reproduce
 
     data = _fever_fixture(tmp_path / "data")
     mnli_head = _make(tmp_path / "zoo", "bert")

@@ -1,6 +1,8 @@
 """Per-sample uncertainty for RMC: the variance of each training example's loss across models of
-different sparsities (Du et al. 2023). Three sources, cheapest last: separate pruning runs, the
-snapshots of one pruning run, or one model one-shot pruned without retraining."""
+different sparsities (Du et al. 2023). Four sources: separate pruning runs (the paper), the
+snapshots of one pruning run, one model one-shot pruned without retraining, or, at no cost at all,
+the teacher's own training dynamics (each example's loss every time its fine-tuning saw it, as in
+dataset cartography; needs at least two epochs)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,25 @@ from ..evaluate import softmax
 from ..io import UserError
 from ..models.infer import predict_logits
 from ..train.logit_cache import LogitCache
+
+DYNAMICS = "dynamics.parquet"  # in a trained model's folder: id, epoch, loss, p_gold
+
+
+def from_dynamics(frame: pd.DataFrame, examples: list[dict], stat: str = "loss") -> pd.DataFrame:
+    """v_i = variance over epochs of example i's training loss (`loss`) or of its gold-label
+    probability (`p_gold`: cartography's variability, squared)."""
+    per = frame.groupby("id")
+    v = per[stat].var(ddof=0)
+    seen = per["epoch"].nunique()
+    missing = [e["id"] for e in examples if e["id"] not in v.index]
+    if missing:
+        raise UserError(f"training dynamics cover no record of {len(missing)} training examples (first: "
+                        f"{missing[0]}): the teacher must be trained on (a superset of) these examples")
+    ids = [e["id"] for e in examples]
+    if (seen.loc[ids] < 2).any():
+        raise UserError("training dynamics need every example seen in at least two epochs (train the teacher "
+                        "for epochs >= 2)")
+    return pd.DataFrame({"id": ids, "v": v.loc[ids].to_numpy(), "loss_mean": per["loss"].mean().loc[ids].to_numpy()})
 
 
 def example_losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

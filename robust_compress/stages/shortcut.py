@@ -31,15 +31,27 @@ def _write_parquet(df: pd.DataFrame, out: Path) -> None:
 
 def compute_uncertainty(cfg: RunConfig, out: Path, models: list[str] | None = None, snapshots: str | None = None,
                         oneshot: str | None = None, sparsities: list[float] | None = None,
+                        dynamics: str | None = None, stat: str = "loss",
                         progress: Reporter | None = None) -> pd.DataFrame:
     """v_i over the configured training examples from (a) a snapshot folder, (b) explicit model
-    folders, or (c) one model one-shot pruned to several sparsities without retraining (cheapest)."""
+    folders, (c) one model one-shot pruned to several sparsities without retraining, or (d) the
+    training dynamics a teacher recorded while it was fine-tuned (free)."""
     rep = progress or Reporter()
     out = Path(out)
     check_writable(out.parent)
-    if sum(x is not None and x != [] for x in (models, snapshots, oneshot)) != 1:
-        raise UserError("give exactly one of --models, --snapshots or --oneshot")
+    if sum(x is not None and x != [] for x in (models, snapshots, oneshot, dynamics)) != 1:
+        raise UserError("give exactly one of --models, --snapshots, --oneshot or --dynamics")
     examples = load_train_split(cfg.data_args()).examples
+    if dynamics:
+        path = Path(dynamics) / uncertainty.DYNAMICS
+        if not path.is_file():
+            raise UserError(f"{path}: not found (fine-tune the teacher with record_dynamics: true)")
+        df = uncertainty.from_dynamics(pd.read_parquet(path), examples, stat)
+        _write_parquet(df, out)
+        write_json(out.with_suffix(".json"), {"source": "dynamics", "model": dynamics, "stat": stat,
+                                              "train_limit": cfg.train_limit, "data_seed": cfg.data_seed,
+                                              "task": cfg.task})
+        return df
     cache = LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16)
     if snapshots:
         models = sorted(str(p) for p in Path(snapshots).glob("sparsity-*") if p.is_dir())

@@ -13,6 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from ..analysis.uncertainty import DYNAMICS
 from ..compress import METHODS, Method, Prepare
 from ..config import RunConfig
 from ..data.batching import EncodedSplit
@@ -101,7 +104,13 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
     metrics = {"steps": result.steps, "examples_per_s": round(result.examples_per_s, 2),
                "seconds": round(result.seconds, 1), "loss_curve": result.losses, "train_examples": len(data),
                "train_origin": checked.train.origin}
-    write_artifact(out, model=model, tokenizer=tokenizer, cfg=cfg, tables=tables,
+    save = None
+    if result.dynamics is not None:  # training dynamics: per example and epoch, what the steps computed
+        d = result.dynamics
+        frame = pd.DataFrame({"id": [examples[int(r)]["id"] for r in d[:, 0]], "epoch": d[:, 1].astype(int),
+                              "loss": d[:, 2], "p_gold": d[:, 3]})
+        save = lambda tmp: frame.to_parquet(tmp / DYNAMICS, index=False)
+    write_artifact(out, model=model, tokenizer=tokenizer, cfg=cfg, tables=tables, save=save,
                    files={"train_metrics.json": metrics, "summary.json": summary,
                           "compression.json": lambda tmp: record | {"bytes_on_disk": bytes_on_disk(tmp)}})
     shutil.rmtree(work, ignore_errors=True)

@@ -92,7 +92,9 @@ def plan(exp: Experiment) -> list[Stage]:
     base = _base(exp)
     stages: list[Stage] = []
 
-    teacher_cfg = base | {"model": exp.teacher.model, "seed": exp.seeds[0]} | _overrides(exp.teacher.train)
+    # the teacher keeps its training dynamics (free): the `dynamics` uncertainty reads them
+    teacher_cfg = base | {"model": exp.teacher.model, "seed": exp.seeds[0], "record_dynamics": True} | _overrides(
+        exp.teacher.train)
     teacher = Stage("teacher", "teacher", teacher_cfg, root=root,
                     meta={"given": exp.teacher.path, "group": "teacher", "method": "teacher", "loss": "ce",
                           "seed": exp.seeds[0]})
@@ -120,8 +122,9 @@ def plan(exp: Experiment) -> list[Stage]:
         else:
             runs = []
         stages.extend(runs)
+        params = {"source": u.source} | ({"stat": u.stat} if u.source == "dynamics" else {"sparsities": u.sparsities})
         unc = Stage("uncertainty", "uncertainty", ucfg | {"model": TEACHER},
-                    deps=runs or [teacher], root=root, params={"source": u.source, "sparsities": u.sparsities})
+                    deps=runs or [teacher], root=root, params=params)
         stages.append(unc)
 
     # Seed-major, and within a seed every compression's vanilla (ce) run first: a study stopped
@@ -216,6 +219,14 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
         return data_cache[k]
 
     teacher_arch = AutoConfig.from_pretrained(resolve_model_dir(exp.teacher.path or exp.teacher.model))
+    if exp.uncertainty.source == "dynamics" and any(s.kind == "uncertainty" for s in stages):
+        if exp.teacher.path and not (Path(exp.teacher.path) / "dynamics.parquet").is_file():
+            raise UserError(f"{where}: uncertainty.source dynamics: the given teacher {exp.teacher.path} recorded "
+                            "no training dynamics (dynamics.parquet)")
+        t = resolve(teacher, teacher)
+        if not exp.teacher.path and not t.max_steps and t.epochs < 2:
+            raise UserError(f"{where}: uncertainty.source dynamics needs the teacher to see each example at least "
+                            f"twice (teacher epochs {t.epochs} < 2)")
     if exp.bias_model is not None and exp.bias_model.easy_hard_split not in available_eval_splits(
             task, exp.defaults.data_dir, exp.defaults.source or "local"):
         raise UserError(f"{where}: bias_model.easy_hard_split {exp.bias_model.easy_hard_split!r} is not an eval "
@@ -232,7 +243,7 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
         data, n_train, n_eval = data_input(cfg, needs_train=trains or s.kind == "uncertainty")
         ext = {"data": data}
         if s.kind == "uncertainty":
-            n_models = len(s.params["sparsities"]) if s.params["source"] != "runs" else len(s.deps)
+            n_models = {"runs": len(s.deps), "dynamics": 0}.get(s.params["source"], len(s.params.get("sparsities", [])))
             s.work = {"infer": n_train * n_models}
         else:
             steps = cfg.max_steps * cfg.batch_size if cfg.max_steps else n_train * cfg.epochs

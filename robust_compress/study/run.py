@@ -75,6 +75,8 @@ def run_stage(stage: Stage, teacher: Stage, rep: Reporter) -> None:
             compute_uncertainty(cfg, stage.path, snapshots=str(stage.deps[0].snapshot_dir), progress=rep)
         elif stage.params["source"] == "runs":
             compute_uncertainty(cfg, stage.path, models=[str(d.path) for d in stage.deps], progress=rep)
+        elif stage.params["source"] == "dynamics":
+            compute_uncertainty(cfg, stage.path, dynamics=str(teacher.path), stat=stage.params["stat"], progress=rep)
         else:
             compute_uncertainty(cfg, stage.path, oneshot=str(teacher.path), sparsities=stage.params["sparsities"],
                                 progress=rep)

@@ -54,9 +54,11 @@ class CompressionSpec(_Spec):
 
 
 class UncertaintySpec(_Spec):
-    source: Literal["snapshots", "runs", "oneshot"] = Field(
-        "snapshots", description="snapshots of one pruning run, separate pruning runs (the paper), or one-shot")
+    source: Literal["snapshots", "runs", "oneshot", "dynamics"] = Field(
+        "snapshots", description="snapshots of one pruning run, separate pruning runs (the paper), one-shot "
+                                 "pruning, or the teacher's own training dynamics (free; teacher epochs >= 2)")
     sparsities: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.7, 0.85])
+    stat: Literal["loss", "p_gold"] = Field("loss", description="dynamics: variance of the loss or of p(gold)")
     train: RunOverrides = Field(default_factory=RunOverrides)
 
     @field_validator("sparsities")

@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
@@ -48,6 +51,8 @@ class TrainArgs(BaseModel):
     dropout: float | None = Field(None, ge=0, lt=1, description="override the model's dropout")
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list, description="also log metrics to these accelerate trackers")
+    record_dynamics: bool = Field(False, description="keep every training example's loss and gold-label "
+                                  "probability each time it is seen (training dynamics; no extra forward pass)")
 
 
 class Hook:
@@ -65,6 +70,7 @@ class TrainResult:
     seconds: float
     losses: list[float] = field(default_factory=list)  # mean loss per logging window
     resumed_from: int = 0
+    dynamics: np.ndarray | None = None  # [seen, 4]: row, epoch, loss, p(gold) (record_dynamics)
 
 
 Progress = Callable[[dict[str, Any]], None]
@@ -102,7 +108,7 @@ def _optimizer(params: list[tuple[str, torch.nn.Parameter]], args: TrainArgs) ->
                               {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
 
 
-def _save_checkpoint(ckpt: Path, accelerator: Accelerator, step: int) -> None:
+def _save_checkpoint(ckpt: Path, accelerator: Accelerator, step: int, dynamics: list[np.ndarray]) -> None:
     """accelerate's save_state into a temporary folder (every process writes its RNG state there),
     then one rename: a checkpoint is complete or absent."""
     tmp = ckpt.with_name(ckpt.name + ".tmp")
@@ -113,6 +119,8 @@ def _save_checkpoint(ckpt: Path, accelerator: Accelerator, step: int) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(tmp / "loop_state.json", {"step": step})
+        if dynamics:
+            save_file({"dynamics": torch.from_numpy(np.concatenate(dynamics))}, str(tmp / "dynamics.safetensors"))
         old = ckpt.with_name(ckpt.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if ckpt.exists():
@@ -122,12 +130,14 @@ def _save_checkpoint(ckpt: Path, accelerator: Accelerator, step: int) -> None:
     accelerator.wait_for_everyone()
 
 
-def _load_checkpoint(ckpt: Path, accelerator: Accelerator) -> int:
+def _load_checkpoint(ckpt: Path, accelerator: Accelerator, dynamics: list[np.ndarray]) -> int:
     """Restore everything save_state wrote; a checkpoint that cannot be read is removed (a rerun then
     starts this run over) and reported in one line."""
     try:
         step = int(read_json(ckpt / "loop_state.json")["step"])
         accelerator.load_state(str(ckpt))
+        if (ckpt / "dynamics.safetensors").is_file():
+            dynamics.append(load_file(str(ckpt / "dynamics.safetensors"))["dynamics"].numpy())
     except Exception as e:  # noqa: BLE001 -- any unreadable part: the run cannot continue from it
         if accelerator.is_main_process:
             shutil.rmtree(ckpt, ignore_errors=True)
@@ -168,8 +178,9 @@ def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: 
 
     ckpt = Path(work_dir) / "checkpoint"
     step = start = 0
+    dynamics: list[np.ndarray] = []
     if resume and (ckpt / "loop_state.json").is_file():
-        step = start = _load_checkpoint(ckpt, accelerator)
+        step = start = _load_checkpoint(ckpt, accelerator, dynamics)
         log.info(f"resumed from {ckpt} at step {step}/{total}")
 
     model.train()
@@ -191,6 +202,8 @@ def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: 
                 out = model(**model_inputs(model, batch), output_hidden_states=wants_hidden)
                 hidden = out.hidden_states[-1][:, 0] if wants_hidden else None
                 loss = loss_fn(out.logits, batch, hidden)
+                if args.record_dynamics:
+                    dynamics.append(_dynamics(out.logits, batch, epoch, accelerator))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(list(model.parameters()) + [p for _, p in loss_params], 1.0)
@@ -215,7 +228,7 @@ def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: 
                 if args.trackers:
                     accelerator.log({"train/loss": losses[-1], "train/examples_per_s": rate}, step=step)
             if step % args.checkpoint_every == 0 and step < total:
-                _save_checkpoint(ckpt, accelerator, step)
+                _save_checkpoint(ckpt, accelerator, step, dynamics)
             if step >= total or micro // args.grad_accum >= per_epoch:
                 break
     if args.trackers:
@@ -227,4 +240,15 @@ def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: 
     for h in hooks:
         h.on_train_end(unwrapped)
     return TrainResult(steps=step, examples_per_s=seen / max(seconds, 1e-9), seconds=seconds, losses=losses,
-                       resumed_from=start)
+                       resumed_from=start, dynamics=np.concatenate(dynamics) if dynamics else None)
+
+
+@torch.no_grad()
+def _dynamics(logits: torch.Tensor, batch: dict, epoch: int, accelerator: Accelerator) -> np.ndarray:
+    """[batch, 4]: row, epoch, CE loss and p(gold) of each example, from the logits the step computed
+    anyway (training mode, as cartography records them); gathered from every process."""
+    labels = batch["labels"]
+    log_p = F.log_softmax(logits.detach().float(), -1).gather(1, labels[:, None]).squeeze(1)
+    rows = torch.stack([batch["row"].double(), torch.full_like(log_p, epoch, dtype=torch.float64),
+                        -log_p.double(), log_p.exp().double()], 1)
+    return accelerator.gather(rows).cpu().numpy()
