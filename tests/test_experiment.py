@@ -271,3 +271,18 @@ def test_stage_settings_outside_the_run_config_are_in_the_key(tmp_path, tiny_dir
     a = keys(losses=["ce", "poe"], bias_model={"kind": "overlap", "easy_hard_split": "dev"})
     b = keys(losses=["ce", "poe"], bias_model={"kind": "partial", "easy_hard_split": "dev"})
     assert a["mag-0.5/poe/seed0"] != b["mag-0.5/poe/seed0"]
+
+
+def test_an_explicit_null_override_unsets_the_default(tmp_path, tiny_dir, tiny_task):
+    """`train: {train_limit: null}` for the teacher means the whole training split, not the default."""
+    _, stages = prepare(_exp(tmp_path, tiny_dir, tiny_task, defaults={
+        "batch_size": 16, "max_length": 32, "train_limit": 50, "cache_dir": str(tmp_path / "c")},
+        teacher={"model": str(tiny_dir), "train": {"train_limit": None}}))
+    assert stages[0].config["train_limit"] is None
+    assert next(s for s in stages if s.kind == "compress").config["train_limit"] == 50
+
+
+def test_a_missing_given_teacher_is_named_before_work(tmp_path, tiny_dir, tiny_task):
+    with pytest.raises(UserError, match="teacher.path .*no-teacher: not found; fine-tune it first"):
+        prepare(_exp(tmp_path, tiny_dir, tiny_task, teacher={"model": str(tiny_dir),
+                                                             "path": str(tmp_path / "no-teacher")}))

@@ -37,6 +37,7 @@ WEIGHTS = "model.safetensors"
 
 def resolve_model_dir(name_or_path: str) -> Path:
     """A local folder for a model: the folder itself, or the hub snapshot (downloaded or cached)."""
+    name_or_path = os.path.expanduser(name_or_path)
     p = Path(name_or_path)
     if p.is_dir():
         return p

@@ -80,10 +80,13 @@ def summary_lines(study: Study, rows: Rows, easy_splits: list[str]) -> list[str]
                 lost = -cost[m][0] if m not in BETTER_LOWER and m in cost else cost.get(m, (0.0,))[0]
                 gain = -d if m in BETTER_LOWER else d
                 if m in ("hard", "gap", "reliance") and lost > 0.005:
-                    verb = "recovers" if gain > 0 else "recovers none of"
-                    amount = f"{100 * gain:.1f} of " if gain > 0 else ""
-                    parts.append(f"{verb} {amount}the {100 * lost:.1f}-point {NAMES[m]} cost "
-                                 f"({_fmt(d, lo, hi)} vs {label}{_noise(lo, hi)})")
+                    if gain >= lost:
+                        what = f"recovers all of the {100 * lost:.1f}-point {NAMES[m]} cost, and more"
+                    elif gain > 0:
+                        what = f"recovers {100 * gain:.1f} of the {100 * lost:.1f}-point {NAMES[m]} cost"
+                    else:
+                        what = f"recovers none of the {100 * lost:.1f}-point {NAMES[m]} cost"
+                    parts.append(f"{what} ({_fmt(d, lo, hi)} vs {label}{_noise(lo, hi)})")
                 else:
                     parts.append(f"{NAMES[m]} {_fmt(d, lo, hi)}{_noise(lo, hi)}")
             if parts:

@@ -23,7 +23,7 @@ from ..compress import METHODS
 from ..config import RunConfig, error_lines
 from ..data.load import DataArgs, available_eval_splits, load_eval_splits, load_train_split
 from ..data.tasks import load_task
-from ..io import UserError, check_writable, digest
+from ..io import UserError, check_writable, digest, read_yaml
 from ..models.families import family_of
 from ..models.load import check_model_dir, model_digest, model_labels, resolve_model_dir
 from ..train.extras import EXTRAS
@@ -78,12 +78,12 @@ class Stage:
 
 
 def _base(exp: Experiment) -> dict[str, Any]:
-    return {"task": exp.task} | exp.defaults.model_dump(exclude_none=True) | (
-        {"trackers": exp.trackers} if exp.trackers else {})
+    return {"task": exp.task} | _overrides(exp.defaults) | ({"trackers": exp.trackers} if exp.trackers else {})
 
 
 def _overrides(o) -> dict[str, Any]:
-    return o.model_dump(exclude_none=True)
+    """The fields an override sets, an explicit null included (`train_limit: null`: the whole split)."""
+    return o.model_dump(exclude_unset=True)
 
 
 def plan(exp: Experiment) -> list[Stage]:
@@ -218,13 +218,18 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
             data_cache[k] = (digest(parts), n_train, sum(len(s) for s in evals.values()))
         return data_cache[k]
 
+    if exp.teacher.path and not Path(exp.teacher.path).expanduser().exists():
+        raise UserError(f"{where}: teacher.path {exp.teacher.path}: not found; fine-tune it first (its config: "
+                        "configs/teacher-*.yaml) or drop teacher.path to train it in the study")
     teacher_arch = AutoConfig.from_pretrained(resolve_model_dir(exp.teacher.path or exp.teacher.model))
     if exp.uncertainty.source == "dynamics" and any(s.kind == "uncertainty" for s in stages):
-        if exp.teacher.path and not (Path(exp.teacher.path) / "dynamics.parquet").is_file():
+        given = Path(exp.teacher.path).expanduser() if exp.teacher.path else None
+        if given is not None and not (given / "dynamics.parquet").is_file():
             raise UserError(f"{where}: uncertainty.source dynamics: the given teacher {exp.teacher.path} recorded "
                             "no training dynamics (dynamics.parquet)")
-        t = resolve(teacher, teacher)
-        if not exp.teacher.path and not t.max_steps and t.epochs < 2:
+        t = RunConfig.model_validate(read_yaml(given / "run_config.yaml")) if given is not None else resolve(
+            teacher, teacher)
+        if not t.max_steps and t.epochs < 2:
             raise UserError(f"{where}: uncertainty.source dynamics needs the teacher to see each example at least "
                             f"twice (teacher epochs {t.epochs} < 2)")
     if exp.bias_model is not None and exp.bias_model.easy_hard_split not in available_eval_splits(
