@@ -1,11 +1,13 @@
 """Wall time of RMC (uncertainty step included) over a vanilla run of the same compression,
-measured side by side on one small configuration, for three uncertainty sources:
+measured side by side on one small configuration, for four uncertainty sources:
 
-  snapshots  one iterative pruning run to 0.85 saving 5 snapshots (the default)
-  oneshot    the teacher one-shot pruned to 5 sparsities, inference only (cheapest)
+  dynamics   the teacher's own training dynamics (recorded while it was fine-tuned: free)
+  snapshots  one iterative pruning run to 0.85 saving 5 snapshots
+  oneshot    the teacher one-shot pruned to 5 sparsities, inference only
   n-runs     5 separately pruned models (paper-faithful)
 
-It also prints how the three signals agree (Spearman rank correlation of v).
+It also prints how the signals agree (Spearman rank correlation of v). The teacher trains 2 epochs
+(dynamics need each example seen twice).
 
     python benchmarks/rmc_overhead.py [--n 1000]
 """
@@ -41,7 +43,8 @@ def main() -> None:
             "eval_sets": ["dev_matched"], "bf16": True, "max_length": 128, "lr": 1e-4, "batch_size": 32,
             "cache_dir": str(tmp / "cache"), "checkpoint_every": 10**6}
     teacher = tmp / "teacher"
-    finetune(RunConfig(model=str(MODELS / "paraphrase-MiniLM-L3-v2"), output_dir=str(teacher), **base))
+    finetune(RunConfig(model=str(MODELS / "paraphrase-MiniLM-L3-v2"), output_dir=str(teacher), epochs=2,
+                       record_dynamics=True, **base))
 
     def cfg(name, loss_name="ce", loss_extra=None, **comp):
         inputs = {"teacher": str(teacher)} | ({"uncertainty": loss_extra} if loss_extra else {})
@@ -58,12 +61,16 @@ def main() -> None:
     u_runs = tmp / "u_runs.parquet"
     t_runs_u = timed(compute_uncertainty, cfg("x", sparsity=0.4), u_runs,
                      models=[str(tmp / f"run{s}") for s in SPARSITIES])
+    u_dyn = tmp / "u_dyn.parquet"
+    t_dyn_u = timed(compute_uncertainty, cfg("x", sparsity=0.4), u_dyn, dynamics=str(teacher))
     t_rmc = timed(compress, cfg("rmc", "rmc", str(u_snap), sparsity=0.4))
+    t_rmc_dyn = timed(compress, cfg("rmc-dyn", "rmc", str(u_dyn), sparsity=0.4))
 
     print(f"{args.n} MNLI train examples, paraphrase-MiniLM-L3-v2 teacher, magnitude 0.4, bf16, 1 epoch")
     print(f"{'':44s} {'seconds':>8s} {'ratio to vanilla':>17s}")
     print(f"{'vanilla (ce) run':44s} {t_vanilla:8.1f} {1.0:16.2f}x")
-    for name, t in (("RMC, snapshots uncertainty (default)", t_snap_run + t_snap_u + t_rmc),
+    for name, t in (("RMC, training-dynamics uncertainty (free)", t_dyn_u + t_rmc_dyn),
+                    ("RMC, snapshots uncertainty", t_snap_run + t_snap_u + t_rmc),
                     ("RMC, one-shot uncertainty (cheap)", t_one_u + t_rmc),
                     ("RMC, 5 separate runs (paper-faithful)", t_runs + t_runs_u + t_rmc)):
         print(f"{name:44s} {t:8.1f} {t / t_vanilla:16.2f}x")
@@ -73,8 +80,9 @@ def main() -> None:
     import pandas as pd
 
     v = {k: pd.read_parquet(p)["v"].rank().to_numpy() for k, p in
-         (("snapshots", u_snap), ("oneshot", u_one), ("n-runs", u_runs))}
-    for a, b in (("snapshots", "n-runs"), ("oneshot", "n-runs"), ("oneshot", "snapshots")):
+         (("dynamics", u_dyn), ("snapshots", u_snap), ("oneshot", u_one), ("n-runs", u_runs))}
+    for a, b in (("dynamics", "n-runs"), ("dynamics", "snapshots"), ("snapshots", "n-runs"), ("oneshot", "n-runs"),
+                 ("oneshot", "snapshots")):
         print(f"Spearman rank correlation of v, {a} vs {b}: {np.corrcoef(v[a], v[b])[0, 1]:.3f}")
 
 

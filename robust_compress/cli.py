@@ -252,6 +252,9 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
               report: Annotated[bool, typer.Option("--report/--no-report", help="write the report at the end")] = True,
               output_dir: Annotated[Path | None, typer.Option(help="study folder instead of the YAML's output_dir",
                                                               metavar="DIR")] = None,
+              set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="KEY=VALUE",
+                                                             help="override an experiment key (dotted), e.g. "
+                                                                  "uncertainty.source=runs")] = None,
               verbose: VerboseOpt = False):
     """Run a whole study: teacher, uncertainty, bias model, every compression x loss x seed, report."""
     from .study.live import dry_run_estimate, reporter_for
@@ -263,7 +266,7 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
     except (ValueError, AssertionError):
         raise UserError(f"--shard {shard!r}: expected i/n with 0 <= i < n") from None
     _quiet(verbose)
-    exp, stages = prepare(experiment, output_dir)
+    exp, stages = prepare(experiment, output_dir, set_)
     todo = my_stages(stages, (i, n))
     if dry_run:
         typer.echo(describe(stages))

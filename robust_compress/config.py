@@ -85,13 +85,24 @@ def validate(data: dict[str, Any], where: str = "config") -> RunConfig:
         raise UserError(f"{where}: {error_lines(e)}") from None
 
 
-def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    for p in parts[:-1]:
-        d = d.setdefault(p, {})
-        if not isinstance(d, dict):
-            raise UserError(f"override {key!r}: {p!r} is not a section")
-    d[parts[-1]] = value
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`key=value` items (dotted keys, values parsed as YAML) applied to a config mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError:
+            raise UserError(f"override {item!r}: value is not valid YAML") from None
+        d = data
+        *parents, last = key.strip().split(".")
+        for p in parents:
+            d = d.setdefault(p, {})
+            if not isinstance(d, dict):
+                raise UserError(f"override {item!r}: {p!r} is not a section")
+        d[last] = value
+    return data
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -100,16 +111,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = dict(base or {})
     if path is not None:
         data.update(read_yaml(Path(path)))
-    for item in overrides or []:
-        if "=" not in item:
-            raise UserError(f"override {item!r}: expected key=value")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw else None
-        except yaml.YAMLError:
-            raise UserError(f"override {item!r}: value is not valid YAML") from None
-        _set_dotted(data, key.strip(), value)
-    return validate(data, where=str(path) if path else "config")
+    return validate(apply_overrides(data, list(overrides or [])), where=str(path) if path else "config")
 
 
 def field_help(dotted: str) -> str:

@@ -30,6 +30,7 @@ def compute(study: Study) -> Rows:
     t_deltas = [per_run[r.name]["delta"] for r in t_runs if "delta" in per_run[r.name]]
     t_delta = float(np.mean(t_deltas)) if t_deltas else math.nan
     t_speed = [study.speed[r.name] for r in t_runs if r.name in study.speed]
+    t_flops = [per_run[r.name]["flops_dense"] for r in t_runs if "flops_dense" in per_run[r.name]]
     for r in runs:
         m = per_run[r.name]
         paired = [d for t in t_runs
@@ -38,10 +39,14 @@ def compute(study: Study) -> Rows:
         if "delta" in m and not math.isnan(ref):
             m["f_bias"] = f_bias(m["delta"], ref)
             m["teacher_delta"] = ref
+        if t_flops and "flops_dense" in m:
+            m["flops_reduction"] = float(np.mean(t_flops)) / m["flops_dense"]  # the teacher's FLOPs / the run's
         if r.name in study.speed:
             m["examples_per_s"] = study.speed[r.name]
             if t_speed:
                 m["speedup"] = study.speed[r.name] / float(np.mean(t_speed))
+                if "flops_reduction" in m:
+                    m["speedup_per_flops"] = m["speedup"] / m["flops_reduction"]
     groups = {}
     for u in ([teacher] if teacher else []) + [u for u in dict.fromkeys(r.unit for r in runs) if u != teacher]:
         members = [r for r in runs if r.unit == u]

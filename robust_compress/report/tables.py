@@ -90,20 +90,27 @@ def make_tables(groups: dict[str, dict], splits: dict[str, str], easy_splits: li
                 fb, undefined = "– †", True
         rows.append([n, str(g["n_seeds"]), pct(g, "acc_id"), pct(g, "acc_ood"), delta, fb,
                      num(g, "ece_id", "{:.1f}", 100), num(g, "parameters", "{:.2f}", 1e-6, spread=False),
-                     num(g, "nonzero_parameters", "{:.2f}", 1e-6, spread=False)]
-                    + ([num(g, "speedup", "{:.2f}", suffix="×")] if speed else []))
+                     num(g, "nonzero_parameters", "{:.2f}", 1e-6, spread=False),
+                     num(g, "bytes_on_disk", "{:.1f}", 2**-20, spread=False),
+                     num(g, "flops_reduction", "{:.2f}", suffix="×", spread=False)]
+                    + ([num(g, "speedup", "{:.2f}", suffix="×"), num(g, "speedup_per_flops", "{:.2f}")]
+                       if speed else []))
     notes = [("Δ = (acc_ID − acc_OOD) / acc_ID, acc_OOD over the task's OOD sets for Δ (pooled examples, or the "
               "mean of the sets where the task says so: FEVER); F_bias = Δ / Δ of the teacher on the same examples "
               "(> 1: more biased than the teacher).")]
     if undefined:
         notes.append("† F_bias undefined: the teacher shows no ID−OOD gap (Δ_teacher < 0.01) or the model's Δ is "
                      "negative; a ratio to (almost) zero or to a reversed gap says nothing.")
+    notes.append("FLOPs ÷: the teacher's encoder FLOPs per example ÷ the model's (dense kernels; magnitude "
+                 "zeros do not count as removed).")
     if speed:
         notes.append("Speed-up: inference examples/s of the model ÷ the teacher's, measured side by side in one "
-                     "process by the study's speed stage (same examples, batch and threads).")
+                     "process by the study's speed stage (same examples, batch and threads); ÷ FLOPs: speed-up "
+                     "÷ FLOP reduction (1.0: the speed-up the FLOP count promises).")
     tables.append(Table("Table 2: Relative bias, model size and speed",
                         ["Group", "Seeds", "ID acc (%)", "OOD acc for Δ (%)", "Δ", "F_bias", "ECE (ID, %)",
-                         "Params (M)", "Non-zero (M)"] + (["Speed-up"] if speed else []), rows, notes))
+                         "Params (M)", "Non-zero (M)", "Size (MiB)", "FLOPs ÷"]
+                        + (["Speed-up", "÷ FLOPs"] if speed else []), rows, notes))
     for (split, meta), mine in cells.items():
         tables.append(Table(f"Table 3: {split} accuracy by {meta} × gold label (%)",
                             ["Group", "Seeds"] + list(mine.values()),

@@ -135,9 +135,10 @@ def write_analysis(exp: Experiment, stages: list[Stage]) -> None:
                 "chance": p * p + (1 - p) * (1 - p), "uncertainty": str(unc.path), "bias_model": str(bias.path)})
 
 
-def prepare(path: str | Path, output_dir: str | Path | None = None) -> tuple[Experiment, list[Stage]]:
+def prepare(path: str | Path, output_dir: str | Path | None = None, overrides: list[str] | None = None
+            ) -> tuple[Experiment, list[Stage]]:
     """Load, plan and check a study (no side effects)."""
-    exp = load_experiment(path)
+    exp = load_experiment(path, overrides)
     if output_dir is not None:  # the same study elsewhere (another machine's run): stage keys do not change
         exp.output_dir = str(output_dir)
     stages = plan(exp)
@@ -188,7 +189,7 @@ def run_study(exp: Experiment, stages: list[Stage], shard: tuple[int, int] = (0,
 
 
 def reproduce(path: str | Path, shard: tuple[int, int] = (0, 1), output_dir: str | Path | None = None,
-              reporter=None) -> list[Stage]:
+              reporter=None, overrides: list[str] | None = None) -> list[Stage]:
     """The study in an experiment file: check it all, then run this shard's missing stages."""
-    exp, stages = prepare(path, output_dir)
+    exp, stages = prepare(path, output_dir, overrides)
     return run_study(exp, stages, shard, reporter)

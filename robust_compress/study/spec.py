@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..compress import METHODS
-from ..config import LOSS_NAMES, METHOD_NAMES, RunOverrides, error_lines
+from ..config import LOSS_NAMES, METHOD_NAMES, RunOverrides, apply_overrides, error_lines
 from ..io import UserError, read_yaml
 from ..train.losses import REGISTRY
 
@@ -127,9 +127,10 @@ class Experiment(_Spec):
         return [loss for loss in self.losses if loss in used] + extra
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Parse and type-check an experiment file (the planner then validates every stage)."""
-    raw = read_yaml(Path(path))
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    """Parse and type-check an experiment file, with `key=value` overrides (the planner then validates
+    every stage)."""
+    raw = apply_overrides(read_yaml(Path(path)), list(overrides or []))
     try:
         return Experiment.model_validate(raw)
     except ValidationError as e:
