@@ -16,7 +16,7 @@ import copy
 import torch
 from common import MODELS, mnli
 
-from robust_compress.compress.magnitude import _prune_mask, prunable_linears
+from robust_compress.compress.magnitude import oneshot_prune
 from robust_compress.compress.structured import head_importance, select_heads, train_batches
 from robust_compress.data.batching import EncodedSplit
 from robust_compress.models.families import blocks, encoder_flops, family_of, n_heads
@@ -26,17 +26,6 @@ from robust_compress.models.pruned import keep_layers, prune_heads
 from robust_compress.models.quantized import quantize
 
 LABELS = ["entailment", "neutral", "contradiction"]
-
-
-@torch.no_grad()
-def oneshot_magnitude(model, s: float):
-    m = copy.deepcopy(model)
-    layers = [lin for _, lin in prunable_linears(m)]
-    scores = torch.cat([lin.weight.abs().flatten() for lin in layers])
-    masks = _prune_mask(scores, round(s * scores.numel())).split([lin.weight.numel() for lin in layers])
-    for lin, mask in zip(layers, masks, strict=True):
-        lin.weight.mul_(mask.view_as(lin.weight))
-    return m
 
 
 def main() -> None:
@@ -63,8 +52,8 @@ def main() -> None:
         "truncated to 3 layers": (keep_layers(copy.deepcopy(teacher), [0, 1, 2]), data),
         "paraphrase-MiniLM-L3-v2 student": (load_model(student, LABELS).eval(), student_data),
         "int8 dynamic quantization": (quantize(teacher), data),
-        "magnitude 40% (dense kernels)": (oneshot_magnitude(teacher, 0.4), data),
-        "magnitude 70% (dense kernels)": (oneshot_magnitude(teacher, 0.7), data),
+        "magnitude 40% (dense kernels)": (oneshot_prune(copy.deepcopy(teacher), 0.4), data),
+        "magnitude 70% (dense kernels)": (oneshot_prune(copy.deepcopy(teacher), 0.7), data),
     }
     print(f"{args.n} MNLI dev-matched examples, batch 64, length-sorted dynamic padding, "
           f"{torch.get_num_threads()} threads, fp32; round-robin, best of 3 rounds")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..compress.magnitude import _prune_mask, prunable_linears
+from ..compress.magnitude import oneshot_prune
 from ..data.batching import EncodedSplit
 from ..evaluate import softmax
 from ..io import UserError
@@ -87,12 +87,7 @@ def from_oneshot(model, data: EncodedSplit, examples: list[dict], sparsities: li
     labels = np.array([e["label"] for e in examples])
     losses, stats = [], []
     for s in sparsities:
-        m = copy.deepcopy(model)
-        layers = [lin for _, lin in prunable_linears(m)]
-        scores = torch.cat([lin.weight.abs().flatten() for lin in layers])
-        masks = _prune_mask(scores, round(s * scores.numel())).split([lin.weight.numel() for lin in layers])
-        for lin, mask in zip(layers, masks, strict=True):
-            lin.weight.mul_(mask.view_as(lin.weight))
+        m = oneshot_prune(copy.deepcopy(model), s)
         logits = predict_logits(m, data, batch_size, bf16=bf16)[0]
         losses.append(example_losses(logits, labels))
         stats.append(model_stats(f"oneshot-{s:.2f}", logits, labels))

@@ -142,6 +142,18 @@ def _set_masks(layers: list[tuple[str, nn.Linear]], sparsity: float, scope: str)
         m.weight = m.weight_orig * m.weight_mask
 
 
+@torch.no_grad()
+def oneshot_prune(model: nn.Module, sparsity: float) -> nn.Module:
+    """Zero exactly round(s * n) of the encoder's Linear weights, globally smallest first, in place
+    (no retraining: the cheap uncertainty signal, and the benchmarks' magnitude rows)."""
+    layers = [lin for _, lin in prunable_linears(model)]
+    scores = torch.cat([lin.weight.abs().flatten() for lin in layers])
+    masks = _prune_mask(scores, round(check_sparsity(sparsity) * scores.numel()))
+    for lin, mask in zip(layers, masks.split([lin.weight.numel() for lin in layers]), strict=True):
+        lin.weight.mul_(mask.view_as(lin.weight))
+    return model
+
+
 def make_permanent(model: nn.Module) -> nn.Module:
     """Fold the masks into plain `weight` parameters (exact zeros); saved models need no pruning code."""
     for _, m in prunable_linears(model):
