@@ -286,3 +286,16 @@ def test_a_missing_given_teacher_is_named_before_work(tmp_path, tiny_dir, tiny_t
     with pytest.raises(UserError, match="teacher.path .*no-teacher: not found; fine-tune it first"):
         prepare(_exp(tmp_path, tiny_dir, tiny_task, teacher={"model": str(tiny_dir),
                                                              "path": str(tmp_path / "no-teacher")}))
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_preset_is_valid(preset):
+    """Experiment presets type-check (their data and models are checked when they run); run configs
+    validate as RunConfigs."""
+    from robust_compress.config import load_config
+
+    raw = yaml.safe_load(preset.read_text())
+    if "compressions" in raw:
+        load_experiment(preset)
+    else:
+        load_config(preset)

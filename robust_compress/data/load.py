@@ -33,7 +33,8 @@ class DataArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     task: str = Field("mnli", description="built-in task name (mnli, qqp, fever) or task YAML file")
     data_dir: str | None = Field(None, description="local data folder; default $ROBUST_COMPRESS_DATA or ../shared/data")
-    source: Literal["local", "hub"] = Field("local", description="read splits from the data folder or the HF hub")
+    source: Literal["local", "hub"] = Field("local", description="read splits from the data folder or the HF hub "
+                                            "(sets with no hub source are read from the data folder)")
     train_limit: int | None = Field(None, ge=1, description="use a seeded subset of the training split")
     eval_limit: int | None = Field(None, ge=1, description="evaluate on seeded subsets of this size")
     eval_sets: list[str] | None = Field(None, description="eval splits; default: every one the source has")
@@ -201,9 +202,11 @@ def load_split(task: TaskSpec, split_name: str, data_dir: str | Path | None = No
         path = split_file(task, split_name, data_dir)
         rows, where = _read_table(path), str(path)
     elif source == "hub":
-        if spec.hub is None:
-            raise UserError(f"task {task.name!r} split {split_name!r} has no hub source; use local files")
-        rows, where = _load_hub(spec)
+        if spec.hub is None:  # a set that exists only as files (PAWS-QQP, FEVER-Symmetric): read them
+            path = split_file(task, split_name, data_dir)
+            rows, where = _read_table(path), str(path)
+        else:
+            rows, where = _load_hub(spec)
     else:
         raise UserError(f"unknown data source {source!r}: use 'local' or 'hub'")
     split = normalize(rows, task, split_name, where)
@@ -218,11 +221,12 @@ def load_split(task: TaskSpec, split_name: str, data_dir: str | Path | None = No
 
 def available_eval_splits(task: TaskSpec, data_dir: str | Path | None, source: str) -> list[str]:
     """Eval splits that can be loaded from this source (the offline copy lacks some)."""
-    if source == "hub":
-        return [n for n in task.eval_splits() if task.splits[n].hub is not None]
     root = resolve_data_dir(data_dir)
-    return [n for n in task.eval_splits()
-            if root is not None and any((root / p).is_file() for p in task.splits[n].local)]
+    local = {n for n in task.eval_splits() if root is not None and any((root / p).is_file()
+                                                                        for p in task.splits[n].local)}
+    if source == "hub":  # the hub's splits, and the file-only sets the data folder has
+        return [n for n in task.eval_splits() if task.splits[n].hub is not None or n in local]
+    return [n for n in task.eval_splits() if n in local]
 
 
 def eval_split_names(args: DataArgs, task: TaskSpec | None = None) -> list[str]:
