@@ -202,9 +202,9 @@ def test_rewind_resets_survivors_to_start_at_prune_end():
 
 @pytest.mark.parametrize("value", [1.0, -0.1, math.nan])
 def test_invalid_sparsity_raises_user_error(value):
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match=r"sparsity .* must be in \[0, 1\)"):
         check_sparsity(value)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match=r"sparsity .* must be in \[0, 1\)"):
         MagnitudePruning(MagnitudeConfig.model_construct(method="magnitude", sparsity=value, snapshots=[]))
 
 
