@@ -125,3 +125,11 @@ def test_seeded_subsets_are_nested():
     assert len(small) == 300 and small < large
     other = {e["id"] for e in load_split(MNLI, "dev_matched", DATA, limit=300, seed=5).examples}
     assert other != small
+
+
+def test_a_task_with_absolute_paths_needs_no_data_dir(tiny_task, tmp_path, monkeypatch):
+    from robust_compress.data.load import DataArgs, load_eval_splits
+
+    monkeypatch.chdir(tmp_path)  # no ../shared/data from here
+    monkeypatch.delenv("ROBUST_COMPRESS_DATA", raising=False)
+    assert set(load_eval_splits(DataArgs(task=str(tiny_task)))) == {"dev", "ood"}

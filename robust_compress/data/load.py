@@ -153,15 +153,22 @@ def normalize(rows: list[dict[str, Any]], task: TaskSpec, split_name: str, where
                  origin=where, collapse=spec.collapse, group_by=list(spec.group_by))
 
 
+def _candidates(spec: SplitSpec, data_dir: str | Path | None) -> list[Path]:
+    """A split's local paths: absolute ones as they are, the others under the data directory."""
+    root = resolve_data_dir(data_dir)
+    return [Path(p) if Path(p).is_absolute() else root / p for p in spec.local
+            if Path(p).is_absolute() or root is not None]
+
+
 def split_file(task: TaskSpec, split_name: str, data_dir: str | Path | None) -> Path:
     """The local file a split reads (the first of its declared paths that exists)."""
     spec = task.splits[split_name]
-    root = resolve_data_dir(data_dir)
-    if root is None:
+    paths = _candidates(spec, data_dir)
+    if not paths:
         raise UserError(f"no data directory: pass --data-dir or set ${DATA_DIR_ENV}")
-    found = [root / p for p in spec.local if (root / p).is_file()]
+    found = [p for p in paths if p.is_file()]
     if not found:
-        tried = ", ".join(str(root / p) for p in spec.local) or "(no local path declared)"
+        tried = ", ".join(str(p) for p in paths) or "(no local path declared)"
         hint = " (try --source hub when online)" if spec.hub else ""
         raise UserError(f"task {task.name!r} split {split_name!r}: file not found; tried {tried}{hint}")
     return found[0]
@@ -221,9 +228,7 @@ def load_split(task: TaskSpec, split_name: str, data_dir: str | Path | None = No
 
 def available_eval_splits(task: TaskSpec, data_dir: str | Path | None, source: str) -> list[str]:
     """Eval splits that can be loaded from this source (the offline copy lacks some)."""
-    root = resolve_data_dir(data_dir)
-    local = {n for n in task.eval_splits() if root is not None and any((root / p).is_file()
-                                                                        for p in task.splits[n].local)}
+    local = {n for n in task.eval_splits() if any(p.is_file() for p in _candidates(task.splits[n], data_dir))}
     if source == "hub":  # the hub's splits, and the file-only sets the data folder has
         return [n for n in task.eval_splits() if task.splits[n].hub is not None or n in local]
     return [n for n in task.eval_splits() if n in local]
