@@ -2,7 +2,8 @@
 
     python benchmarks/compressed_speed.py [--teacher runs/teacher-minilm-l6] [--n 512]
 
-Rows: the dense teacher; 20 % of its heads physically removed (importance-ranked); the teacher
+Rows: the dense teacher; structured pruning (heads + FFN neurons) to 67 / 50 / 33 % of the encoder
+FLOPs; 20 % of its heads physically removed (importance-ranked); the teacher
 truncated to 3 layers; the pretrained 3-layer student; int8 dynamic quantization; 40 % and 70 %
 magnitude sparsity (one-shot, for the non-zero count: dense kernels run the zeros anyway).
 Timing is `models.infer.throughput`: the harness the study's speed stage uses (round-robin, best round).
@@ -16,8 +17,10 @@ import copy
 import torch
 from common import MODELS, mnli
 
+from robust_compress.compress.base import Prepare
 from robust_compress.compress.magnitude import oneshot_prune
 from robust_compress.compress.structured import head_importance, select_heads, train_batches
+from robust_compress.compress.structured_target import StructuredConfig, StructuredPruning
 from robust_compress.data.batching import EncodedSplit
 from robust_compress.models.families import blocks, encoder_flops, family_of, n_heads
 from robust_compress.models.infer import throughput
@@ -46,8 +49,17 @@ def main() -> None:
     prune_heads(heads, select_heads(head_importance(heads, train_batches(train, 32, 8, 0)), k))
     student = str(MODELS / "paraphrase-MiniLM-L3-v2")
     student_data = EncodedSplit(mnli("dev_matched", args.n).examples, load_tokenizer(student), 128)
+    structured = {}
+    for f in (0.67, 0.5, 0.33):  # heads + FFN neurons together, one importance round (no fine-tuning)
+        m = copy.deepcopy(teacher)
+        hook = StructuredPruning(StructuredConfig(target_flops=f), Prepare(data=train, seed=0), f)
+        hook.on_train_begin(m, 1)
+        hook.on_step_end(m, 1)
+        hook.on_train_end(m)
+        structured[f"structured to {f:.0%} of FLOPs"] = (m.eval(), data)
     rows = {
         "dense teacher": (teacher, data),
+        **structured,
         f"heads -20% ({k} of {total_heads})": (heads, data),
         "truncated to 3 layers": (keep_layers(copy.deepcopy(teacher), [0, 1, 2]), data),
         "paraphrase-MiniLM-L3-v2 student": (load_model(student, LABELS).eval(), student_data),
