@@ -169,3 +169,11 @@ def test_int8_artifact_is_int8_reloads_and_scores_as_saved(tiny_task, tmp_path, 
     own = pd.read_parquet(q / "predictions" / "dev.parquet")["p_entailment"]
     again = pd.read_parquet(tmp_path / "again" / "predictions" / "dev.parquet")["p_entailment"]
     assert (own - again).abs().max() < 1e-6
+
+
+def test_a_run_with_the_controlled_shortcut_reports_reliance_and_delta(tiny_dir, tiny_task, tmp_path):
+    out = finetune(tiny_run_config(tiny_dir, tiny_task, tmp_path / "cue", max_steps=4, cue={"rho": 0.5}))
+    s = json.loads((out / "summary.json").read_text())
+    assert {"dev+cue_aligned", "dev+cue_conflicting"} <= set(s["splits"])
+    assert s["delta_ood"]["splits"] == ["ood"] and s["delta"] is not None
+    assert set(s["shortcut"]["dev"]) == {"aligned", "conflicting", "reliance"}

@@ -91,7 +91,8 @@ class TaskSpec(BaseModel):
 
     def delta_rule(self, splits: list[str]) -> dict:
         """Which of these splits make the OOD accuracy of Delta / F_bias, and how they combine."""
-        return {"splits": [s for s in splits if self.splits[s].role == "ood" and self.splits[s].in_delta],
+        return {"splits": [s for s in splits if s in self.splits and self.splits[s].role == "ood"
+                           and self.splits[s].in_delta],  # (cue copies of an ID split are not task splits)
                 "combine": self.ood_combine}
 
     def split_labels(self, split: str) -> list[str]:
