@@ -299,3 +299,18 @@ def test_every_preset_is_valid(preset):
         load_experiment(preset)
     else:
         load_config(preset)
+
+
+def test_the_eta_counts_each_stage_at_its_own_models_rate(tmp_path):
+    """A 3-layer bias model's fast training must not speed up the estimate of the teacher's runs."""
+    from robust_compress.study.live import Estimator
+    from robust_compress.study.plan import Stage
+
+    est = Estimator(tmp_path)
+    teacher_run = Stage("compress", "c", {"model": "<teacher>"}, work={"train": 8000, "infer": 4000})
+    bias = Stage("bias", "b", {"model": "small"}, work={"train": 8000})
+    est.observe(teacher_run, "train", 100.0)
+    est.observe(teacher_run, "infer", 400.0)
+    est.observe(bias, "train", 400.0)
+    assert est.seconds(teacher_run) == pytest.approx(8000 / 100 + 4000 / 400)
+    assert est.seconds(bias) == pytest.approx(8000 / 400)

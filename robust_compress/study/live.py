@@ -23,7 +23,7 @@ from ..io import read_json
 from ..stages.progress import LineReporter, Reporter
 from .plan import Stage
 
-DEFAULT_RATES = {"train": 40.0, "infer": 250.0}  # examples/s of a MiniLM-size model on 2 CPU cores, bf16
+DEFAULT_RATES = {"train": 80.0, "infer": 400.0}  # examples/s of a MiniLM-size model on 2 CPU cores, bf16 (measured)
 
 
 def stage_result(stage: Stage) -> str:
@@ -44,27 +44,41 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _model_of(stage: Stage) -> str:
+    """What a stage runs: its start model (a compression of the teacher runs the teacher's architecture)."""
+    model = str(stage.config.get("model", ""))
+    return model if model != "<teacher>" else "teacher"
+
+
 class Estimator:
-    """Seconds a stage will take, from its planned work and throughputs (measured, else earlier, else default)."""
+    """Seconds a stage will take, from its planned work and the throughput of the model it runs:
+    measured in this run, else in earlier runs of the study, else a MiniLM-size default."""
 
     def __init__(self, root: Path):
-        self.rates = dict(DEFAULT_RATES)
-        train, infer = [], []
-        for p in Path(root).glob("artifacts/*/train_metrics.json"):
-            train.append(read_json(p).get("examples_per_s", 0))
-        for p in Path(root).glob("artifacts/*/summary.json"):
-            infer += list((read_json(p).get("eval_examples_per_s") or {}).values())
-        if train:
-            self.rates["train"] = statistics.median(train)
-        if infer:
-            self.rates["infer"] = statistics.median(infer)
+        self.rates: dict[tuple[str, str], float] = {}
+        seen: dict[tuple[str, str], list[float]] = {}
+        for p in Path(root).glob("artifacts/*/stage.json"):
+            st = read_json(p)
+            model = _model_of(Stage(st.get("kind", ""), "", st.get("config", {})))
+            metrics, summary = p.parent / "train_metrics.json", p.parent / "summary.json"
+            if metrics.is_file():
+                seen.setdefault((model, "train"), []).append(read_json(metrics).get("examples_per_s", 0))
+            if summary.is_file():
+                seen.setdefault((model, "infer"), []).extend((read_json(summary).get("eval_examples_per_s")
+                                                              or {}).values())
+        self.rates = {k: statistics.median(v) for k, v in seen.items() if v}
+        self.measured = bool(self.rates)
 
-    def observe(self, kind: str, rate: float) -> None:
-        if rate > 0:
-            self.rates[kind] = 0.7 * self.rates[kind] + 0.3 * rate
+    def rate(self, model: str, kind: str) -> float:
+        return self.rates.get((model, kind), DEFAULT_RATES[kind])
+
+    def observe(self, stage: Stage | None, kind: str, rate: float) -> None:
+        if rate > 0 and stage is not None:
+            key = (_model_of(stage), kind)
+            self.rates[key] = 0.7 * self.rates[key] + 0.3 * rate if key in self.rates else rate
 
     def seconds(self, stage: Stage) -> float:
-        return sum(stage.work.get(k, 0) / self.rates[k] for k in ("train", "infer"))
+        return sum(stage.work.get(k, 0) / self.rate(_model_of(stage), k) for k in ("train", "infer"))
 
     def total(self, stages: list[Stage]) -> float:
         return sum(self.seconds(s) for s in stages)
@@ -78,24 +92,29 @@ class StudyLog(LineReporter):
         self.todo, self.est = list(todo), Estimator(root)
         self.start = time.monotonic()
         self.phase = ""
+        self.current: Stage | None = None
 
     def task(self, label: str, total: int, unit: str = "it") -> None:
         self.phase = "train" if label == "train" else "infer"
         super().task(label, total, unit)
 
     def update(self, done: int, **info: Any) -> None:
+        self._observe(done, info)
+        super().update(done, **info)
+
+    def _observe(self, done: int, info: dict[str, Any]) -> None:
         elapsed = max(time.monotonic() - self.t0, 1e-9)
         if self.phase == "train" and "ex_s" in info:
-            self.est.observe("train", float(info["ex_s"]))
+            self.est.observe(self.current, "train", float(info["ex_s"]))
         elif self.phase == "infer" and done and self.unit == "examples":
-            self.est.observe("infer", done / elapsed)
-        super().update(done, **info)
+            self.est.observe(self.current, "infer", done / elapsed)
 
     def eta(self, current: Stage | None = None) -> float:
         rest = [s for s in self.todo if not s.done() and s is not current]
         return self.est.total(rest) + (self.est.seconds(current) if current is not None else 0.0)
 
     def stage_start(self, stage: Stage, k: int, n: int) -> None:
+        self.current = stage
         self._print(f"=== [{k}/{n}] {stage.kind} {stage.name} ({_fmt_time(time.monotonic() - self.start)} elapsed, "
                     f"about {_fmt_time(self.eta(stage))} left)")
 
@@ -119,7 +138,6 @@ class LiveView(StudyLog):
         self.done_n, self.total_n = 0, len(todo)
         self.bar: tuple[str, int, int, str, str] = ("", 0, 0, "", "")
         self.stage_t0 = time.monotonic()
-        self.current: Stage | None = None
         self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
         self.live.start()
 
@@ -155,11 +173,8 @@ class LiveView(StudyLog):
         self._refresh()
 
     def update(self, done: int, **info: Any) -> None:
+        self._observe(done, info)
         elapsed = max(time.monotonic() - self.t0, 1e-9)
-        if self.phase == "train" and "ex_s" in info:
-            self.est.observe("train", float(info["ex_s"]))
-        elif self.phase == "infer" and done:
-            self.est.observe("infer", done / elapsed)
         rate = done / elapsed
         left = (self.total - done) / rate if rate > 0 else float("nan")
         extra = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
@@ -198,6 +213,7 @@ def reporter_for(todo: list[Stage], root: Path, title: str, stream: TextIO | Non
 
 def dry_run_estimate(todo: list[Stage], root: Path) -> str:
     est = Estimator(root)
-    return (f"{len(todo)} stages to run, about {_fmt_time(est.total(todo))} on this machine "
-            f"(training {est.rates['train']:.0f} ex/s, scoring {est.rates['infer']:.0f} ex/s"
-            f"{' measured in earlier runs of this study' if any(Path(root).glob('artifacts/*/train_metrics.json')) else ', defaults: no earlier run to measure from'})")
+    how = ("throughputs measured in earlier runs of this study" if est.measured else
+           f"no earlier run to measure from: a MiniLM-size model's {DEFAULT_RATES['train']:.0f} training and "
+           f"{DEFAULT_RATES['infer']:.0f} scoring examples/s assumed")
+    return f"{len(todo)} stages to run, about {_fmt_time(est.total(todo))} on this machine ({how})"
