@@ -330,7 +330,7 @@ def test_summary_says_what_compression_cost_and_what_each_loss_won_back(study, r
     assert f"magnitude-0.40 (Vanilla, 2 seeds) vs the teacher: ID accuracy {cost:+.1f} [" in md
     rmc = rows[("group", "magnitude-0.40/rmc")]
     gain = 100 * (rmc["acc_id"] - van["acc_id"])
-    line = next(x for x in md.splitlines() if x.startswith("-   rmc at magnitude-0.40 (2 seeds), vs Vanilla:"))
+    line = next(x for x in md.splitlines() if x.startswith("    - rmc at magnitude-0.40 (2 seeds), vs Vanilla:"))
     assert f"ID accuracy {gain:+.1f}" in line
     # the gap: the fixture's Vanilla widens it against the teacher, so the line says what RMC recovered
     gap_cost = van["eh.dev_matched.gap"] - teacher["eh.dev_matched.gap"]

@@ -24,7 +24,8 @@ CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-
 margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1,h2{border-bottom:1px solid #ddd;
 padding-bottom:.2em}.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:1em 0;
 font-size:.85em}th,td{border:1px solid #ccc;padding:.3em .5em;text-align:right}th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left}tr:nth-child(even){background:#fafafa}figure{margin:1.5em 0}
+td:first-child,th:first-child{text-align:left}td:first-child{white-space:nowrap}
+tr:nth-child(even){background:#fafafa}figure{margin:1.5em 0}
 img{max-width:100%}figcaption,.note,.foot{color:#555;font-size:.9em}.summary li{margin:.3em 0}"""
 
 
@@ -39,6 +40,22 @@ def _html_table(t: Table) -> str:
     notes = "".join(f"<p class='foot'>{e(n)}</p>" for n in t.notes)
     return (f"<h2>{e(t.title)}</h2>\n<div class='scroll'><table><thead><tr>"
             f"{''.join(f'<th>{e(h)}</th>' for h in t.header)}</tr></thead><tbody>{body}</tbody></table></div>{notes}\n")
+
+
+def _html_list(lines: list[str]) -> str:
+    """Summary lines as a list; lines indented by two spaces nest under the line before them."""
+    out, open_sub = ["<ul class='summary'>"], False
+    for line in lines:
+        sub = line.startswith("  ")
+        if sub and not open_sub:
+            out[-1] = out[-1].removesuffix("</li>")
+            out.append("<ul>")
+        elif not sub and open_sub:
+            out.append("</ul></li>")
+        open_sub = sub
+        out.append(f"<li>{html.escape(line.strip())}</li>")
+    out.append("</ul></li></ul>" if open_sub else "</ul>")
+    return "".join(out)
 
 
 def _clean(v: Any) -> Any:
@@ -89,10 +106,9 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None, name:
                 f"<style>{CSS}</style></head><body><h1>Robustness report</h1>"]
         page += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
         if summary:
-            md += ["## Summary: what compression cost, what each loss won back", ""] + [f"- {s}" for s in summary]
-            md.append("")
-            page.append("<h2>Summary: what compression cost, what each loss won back</h2><ul class='summary'>"
-                        + "".join(f"<li>{html.escape(s)}</li>" for s in summary) + "</ul>")
+            md += ["## Summary: what compression cost, what each loss won back", ""]
+            md += [f"    - {s.strip()}" if s.startswith("  ") else f"- {s}" for s in summary] + [""]
+            page.append("<h2>Summary: what compression cost, what each loss won back</h2>" + _html_list(summary))
         for t in tables:
             md.append(_md_table(t))
             page.append(_html_table(t))
