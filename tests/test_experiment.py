@@ -233,8 +233,8 @@ def test_full_tiny_study_with_rmc_bias_speed_and_report(tmp_path, tiny_dir, tiny
     html = (report / "report.html").read_text()
     assert "Table 4: Easy / hard examples of dev" in html and "Speed-up" in html
     assert html.count("<img") >= 3
-    metrics = pd.read_csv(report / "metrics.csv")
-    teacher = metrics[(metrics.level == "run") & metrics.is_teacher].iloc[0]
+    timings = pd.read_csv(report / "speed.csv")
+    teacher = timings[(timings.level == "run") & (timings.name == "teacher")].iloc[0]
     assert teacher["speedup"] == pytest.approx(1.0)
     again = reproduce(path)
     assert [s.key for s in again] == [s.key for s in stages]

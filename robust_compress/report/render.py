@@ -29,6 +29,9 @@ tr:nth-child(even){background:#fafafa}figure{margin:1.5em 0}
 img{max-width:100%}figcaption,.note,.foot{color:#555;font-size:.9em}.summary li{margin:.3em 0}"""
 
 
+TIMED = {"examples_per_s", "speedup", "speedup_per_flops"}  # measured on the machine, not from predictions
+
+
 def _md_table(t: Table) -> str:
     lines = [f"## {t.title}", "", "| " + " | ".join(t.header) + " |", "|" + "---|" * len(t.header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in t.rows] + [""] + [f"{n}  " for n in t.notes]) + "\n"
@@ -124,9 +127,16 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None, name:
                         "</figcaption></figure>")
         (tmp / "report.md").write_text("\n".join(md), encoding="utf-8")
         (tmp / "report.html").write_text("\n".join(page) + "</body></html>\n", encoding="utf-8")
+        # metrics.csv/.json: everything computed from predictions (identical when a study is rerun);
+        # speed.csv: what was timed on the machine (examples/s, speed-ups), which a rerun measures anew
         flat = metric_rows(runs, rows)
-        pd.DataFrame(flat).to_csv(tmp / "metrics.csv", index=False)
+        ids = ("level", "name", "unit", "group", "method", "loss", "sparsity", "seed")
+        timed = [k for k in dict.fromkeys(k for r in flat for k in r) if k.split(".")[0] in TIMED]
+        pd.DataFrame([{k: v for k, v in r.items() if k not in timed} for r in flat]).to_csv(tmp / "metrics.csv",
+                                                                                           index=False)
+        if timed:
+            pd.DataFrame([{k: r.get(k) for k in (*ids, *timed)} for r in flat]).to_csv(tmp / "speed.csv", index=False)
         (tmp / "metrics.json").write_text(json.dumps(
-            {"teacher": teacher, "rows": [{k: _clean(v) for k, v in r.items()} for r in flat]},
+            {"teacher": teacher, "rows": [{k: _clean(v) for k, v in r.items() if k not in timed} for r in flat]},
             indent=1, allow_nan=False) + "\n", encoding="utf-8")
     return out
