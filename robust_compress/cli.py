@@ -307,6 +307,29 @@ def export(model_dir: Annotated[Path, typer.Argument(help="saved model folder (a
                        f"{100 * r['prediction_agreement']:.1f}%, {r['bytes'] / 2**20:.1f} MiB: {r['file']}")
 
 
+@app.command()
+def speed(models: Annotated[list[Path], typer.Argument(help="saved model folders; the first is the reference")],
+          task: TaskOpt = None, data_dir: DataOpt = None,
+          examples: Annotated[int, typer.Option(help="ID examples to time on", metavar="N")] = 512,
+          repeats: Annotated[int, typer.Option(help="timed rounds after a warm-up", metavar="N")] = 3,
+          bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast (int8 models stay fp32)")] = False,
+          output: OutOpt = None, verbose: VerboseOpt = False):
+    """Time saved models side by side on this machine (the speed stage's harness): examples/s and the
+    speed-up over the first."""
+    from .stages import measure_speed
+
+    _quiet(verbose)
+    cfg = _cfg(None, None, model=str(models[0]), task=task, data_dir=data_dir)
+    cfg = cfg.model_copy(update={"bf16": bf16})
+    names = {str(m): m for m in models}
+    out = Path(output) if output else Path("speed.json")
+    rates = measure_speed(names, cfg, out, n=examples, repeats=repeats, progress=_reporter())["examples_per_s"]
+    base = rates[str(models[0])]
+    for name, r in rates.items():
+        typer.echo(f"{name:60s} {r:8.1f} ex/s  {r / base:5.2f}x")
+    typer.echo(f"written: {out}")
+
+
 @app.command("report")
 def report_cmd(study: Annotated[Path, typer.Argument(help="study folder (holds index.json)")],
                output: OutOpt = None,
