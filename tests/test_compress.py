@@ -177,3 +177,17 @@ def test_a_run_with_the_controlled_shortcut_reports_reliance_and_delta(tiny_dir,
     assert {"dev+cue_aligned", "dev+cue_conflicting"} <= set(s["splits"])
     assert s["delta_ood"]["splits"] == ["ood"] and s["delta"] is not None
     assert set(s["shortcut"]["dev"]) == {"aligned", "conflicting", "reliance"}
+
+
+def test_speed_command_times_models_against_the_first(tiny_task, tmp_path, teacher):
+    from typer.testing import CliRunner
+
+    from robust_compress.cli import app
+
+    q = compress(tiny_run_config(teacher, tiny_task, tmp_path / "q", compression={"method": "quantize"}))
+    r = CliRunner().invoke(app, ["speed", str(teacher), str(q), "--task", str(tiny_task), "--examples", "16",
+                                 "--repeats", "1", "-o", str(tmp_path / "speed.json")])
+    assert r.exit_code == 0, r.output
+    rates = json.loads((tmp_path / "speed.json").read_text())["examples_per_s"]
+    assert set(rates) == {str(teacher), str(q)} and all(v > 0 for v in rates.values())
+    assert "1.00x" in r.output
