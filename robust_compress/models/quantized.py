@@ -87,7 +87,7 @@ def _load_torchao(folder: Path) -> torch.nn.Module:
 
     with safe_open(str(folder / INT8_WEIGHTS), framework="pt") as f:
         metadata = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safe_open handle is not iterable)
     state, leftover = unflatten_tensor_state_dict(tensors, metadata)
     if leftover:
         raise UserError(f"{folder / INT8_WEIGHTS}: {len(leftover)} tensors not described by its metadata")
