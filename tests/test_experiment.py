@@ -315,3 +315,19 @@ def test_the_eta_counts_each_stage_at_its_own_models_rate(tmp_path):
     est.observe(bias, "train", 400.0)
     assert est.seconds(teacher_run) == pytest.approx(8000 / 100 + 4000 / 400)
     assert est.seconds(bias) == pytest.approx(8000 / 400)
+
+
+def test_a_resumed_phase_eta_counts_only_the_steps_done_in_this_process(monkeypatch):
+    """Resumed at step 90 of 100, 1 step/s from then: 5 steps left is 5 s, not 0 s."""
+    import io
+
+    from robust_compress.stages import progress
+
+    clock = iter([0.0, 1.0, 6.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    out = io.StringIO()
+    rep = progress.LineReporter(out, every=0.0)
+    rep.task("train", 100, "steps")
+    rep.update(90)   # the first step this process saw: the checkpoint's
+    rep.update(95)
+    assert out.getvalue().splitlines()[-1].startswith("  train: 95/100 steps (6s, eta 5s")

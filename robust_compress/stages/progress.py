@@ -36,6 +36,7 @@ class LineReporter(Reporter):
         self.every = every
         self.label, self.total, self.unit = "", 0, "it"
         self.t0 = self.last = 0.0
+        self.base: tuple[int, float] | None = None
 
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -43,17 +44,27 @@ class LineReporter(Reporter):
     def task(self, label: str, total: int, unit: str = "it") -> None:
         self.label, self.total, self.unit = label, total, unit
         self.t0 = self.last = time.monotonic()
+        self.base = None
         self._print(f"  {label}: {total} {unit}")
 
     def update(self, done: int, **info: Any) -> None:
         now = time.monotonic()
+        left = self.seconds_left(done, now)
         if done < self.total and now - self.last < self.every:
             return
         self.last = now
-        rate = done / max(now - self.t0, 1e-9)
-        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        eta = "?" if left is None else f"{left:.0f}s"
         extra = f", {_fmt(info)}" if info else ""
-        self._print(f"  {self.label}: {done}/{self.total} {self.unit} ({now - self.t0:.0f}s, eta {eta:.0f}s{extra})")
+        self._print(f"  {self.label}: {done}/{self.total} {self.unit} ({now - self.t0:.0f}s, eta {eta}{extra})")
+
+    def seconds_left(self, done: int, now: float) -> float | None:
+        """From the rate since the phase's first update: a resumed phase starts at its checkpoint."""
+        if self.base is None:
+            self.base = (done, now)
+        if done >= self.total:
+            return 0.0
+        d0, t0 = self.base
+        return (self.total - done) * (now - t0) / (done - d0) if done > d0 else None
 
     def note(self, text: str) -> None:
         self._print(f"  {text}")

@@ -168,17 +168,15 @@ class LiveView(StudyLog):
     def task(self, label: str, total: int, unit: str = "it") -> None:
         self.phase = "train" if label == "train" else "infer"
         self.label, self.total, self.unit = label, total, unit
-        self.t0 = time.monotonic()
+        self.t0, self.base = time.monotonic(), None
         self.bar = (label, 0, total, unit, "")
         self._refresh()
 
     def update(self, done: int, **info: Any) -> None:
         self._observe(done, info)
-        elapsed = max(time.monotonic() - self.t0, 1e-9)
-        rate = done / elapsed
-        left = (self.total - done) / rate if rate > 0 else float("nan")
+        left = self.seconds_left(done, time.monotonic())
         extra = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
-        self.bar = (self.label, done, self.total, self.unit, f"({_fmt_time(left)} left{', ' + extra if extra else ''})")
+        self.bar = (self.label, done, self.total, self.unit, f"({'?' if left is None else _fmt_time(left)} left{', ' + extra if extra else ''})")
         self._refresh()
 
     def note(self, text: str) -> None:
