@@ -20,5 +20,18 @@ def mnli(split: str, n: int, seed: int = 0):
     return load_split(BUILTIN["mnli"], split, DATA, limit=n, seed=seed)
 
 
+LABELS = ["entailment", "neutral", "contradiction"]
+
+
+def model_and_dev(path: str, n: int, max_length: int = 128):
+    """A model for scoring, its tokenizer and n dev-matched examples encoded for it."""
+    from robust_compress.data.batching import EncodedSplit
+    from robust_compress.models.load import load_model, load_tokenizer, set_threads
+
+    set_threads()
+    model, tok = load_model(path, LABELS).eval(), load_tokenizer(path)
+    return model, tok, EncodedSplit(mnli("dev_matched", n).examples, tok, max_length)
+
+
 def row(name: str, value: float, unit: str = "") -> None:
     print(f"{name:48s} {value:10.2f} {unit}")

@@ -15,7 +15,7 @@ import argparse
 import copy
 
 import torch
-from common import MODELS, mnli
+from common import LABELS, MODELS, mnli, model_and_dev
 
 from robust_compress.compress.base import Prepare
 from robust_compress.compress.magnitude import oneshot_prune
@@ -24,11 +24,9 @@ from robust_compress.compress.structured_target import StructuredConfig, Structu
 from robust_compress.data.batching import EncodedSplit
 from robust_compress.models.families import blocks, encoder_flops, family_of, n_heads
 from robust_compress.models.infer import throughput
-from robust_compress.models.load import count_parameters, load_model, load_tokenizer, set_threads
+from robust_compress.models.load import count_parameters, load_model, load_tokenizer
 from robust_compress.models.pruned import keep_layers, prune_heads
 from robust_compress.models.quantized import quantize
-
-LABELS = ["entailment", "neutral", "contradiction"]
 
 
 def main() -> None:
@@ -36,10 +34,7 @@ def main() -> None:
     ap.add_argument("--teacher", default=str(MODELS / "all-MiniLM-L6-v2"))
     ap.add_argument("--n", type=int, default=512)
     args = ap.parse_args()
-    set_threads()
-    teacher = load_model(args.teacher, LABELS).eval()
-    tok = load_tokenizer(args.teacher)
-    data = EncodedSplit(mnli("dev_matched", args.n).examples, tok, 128)
+    teacher, tok, data = model_and_dev(args.teacher, args.n)
     train = EncodedSplit(mnli("train", 256).examples, tok, 128)
 
     heads = copy.deepcopy(teacher)

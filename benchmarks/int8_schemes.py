@@ -11,14 +11,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from common import MODELS, mnli
+from common import MODELS, model_and_dev
 
-from robust_compress.data.batching import EncodedSplit
 from robust_compress.models.infer import predict_logits, throughput
-from robust_compress.models.load import load_model, load_tokenizer, set_threads
 from robust_compress.models.quantized import quantize, save_quantized
-
-LABELS = ["entailment", "neutral", "contradiction"]
 
 
 def main() -> None:
@@ -26,10 +22,7 @@ def main() -> None:
     ap.add_argument("--model", default=str(MODELS / "all-MiniLM-L6-v2"))
     ap.add_argument("--n", type=int, default=512)
     args = ap.parse_args()
-    set_threads()
-    model = load_model(args.model, LABELS).eval()
-    tok = load_tokenizer(args.model)
-    data = EncodedSplit(mnli("dev_matched", args.n).examples, tok, 128)
+    model, tok, data = model_and_dev(args.model, args.n)
     rows = {"fp32": model} | {s: quantize(model, s) for s in ("dynamic-int8", "dynamic-int8-torch-ao")}
     rates = throughput({k: (m, data) for k, m in rows.items()}, batch_size=64, repeats=3)
     ref = predict_logits(model, data, 64)[0]

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from common import MODELS, mnli
+from common import LABELS, MODELS, mnli
 
 from robust_compress.compress.structured import head_importance, select_heads, train_batches
 from robust_compress.data.batching import EncodedSplit
@@ -25,8 +25,6 @@ from robust_compress.models.load import load_model, load_tokenizer, set_threads
 from robust_compress.models.pruned import keep_layers, prune_heads
 from robust_compress.train.loop import TrainArgs, train
 from robust_compress.train.losses import REGISTRY, make_loss
-
-LABELS = ["entailment", "neutral", "contradiction"]
 
 
 def train_rate(path: str, examples, bf16: bool) -> float:
