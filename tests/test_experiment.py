@@ -331,3 +331,26 @@ def test_a_resumed_phase_eta_counts_only_the_steps_done_in_this_process(monkeypa
     rep.update(90)   # the first step this process saw: the checkpoint's
     rep.update(95)
     assert out.getvalue().splitlines()[-1].startswith("  train: 95/100 steps (6s, eta 5s")
+
+
+def test_stage_records_name_the_code_the_study_started_with(tmp_path, tiny_dir, tiny_task, monkeypatch):
+    """A tree updated while a study runs (git pull in its clone) must not relabel the stages it runs."""
+    from robust_compress.study import run
+
+    path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce"],
+                compressions=[{"name": "m1", "method": "magnitude", "settings": {"sparsity": 0.1}}])
+    run.code_version.cache_clear()
+    monkeypatch.setenv("ROBUST_COMPRESS_CODE_VERSION", "v-start")
+    real = run.run_stage
+
+    def stage_then_pull(s, t, r):
+        monkeypatch.setenv("ROBUST_COMPRESS_CODE_VERSION", "v-pulled")
+        real(s, t, r)
+
+    monkeypatch.setattr(run, "run_stage", stage_then_pull)
+    try:
+        reproduce(path)
+    finally:
+        run.code_version.cache_clear()
+    records = list((tmp_path / "exp").rglob("*stage.json"))
+    assert records and {json.loads(p.read_text())["code_version"] for p in records} == {"v-start"}

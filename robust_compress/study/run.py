@@ -164,6 +164,7 @@ def run_study(exp: Experiment, stages: list[Stage], shard: tuple[int, int] = (0,
     """Run this shard's missing stages. Shards may run at once (one per GPU, or several on one): a lock
     per stage makes a second comer wait, then find the stage done and move on. `reporter` (study/live.py)
     gets `stage_start(stage, k, n)`, `stage_end(stage, seconds, summary)`, and is the stages' Reporter."""
+    code_version()  # fixed now: a tree updated while the study runs must not relabel its stages
     root = Path(exp.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     teacher = stages[0]
