@@ -31,6 +31,8 @@ def test_onnx_matches_pytorch(teacher, shared_tiny_task, tmp_path, compression):
     assert rec["fp32"]["max_abs_logit_diff"] < 1e-4
     assert rec["int8"]["prediction_agreement"] > 0.8  # int8 moves logits a little, rarely the argmax
     assert json.loads((tmp_path / "onnx" / "export.json").read_text())["fp32"]["file"] == "model.onnx"
+    # the size on disk counts the weights the exporter writes beside the graph (model.onnx.data)
+    assert rec["fp32"]["bytes"] == sum(p.stat().st_size for p in (tmp_path / "onnx").glob("model.onnx*"))
 
 
 def test_onnx_of_an_int8_artifact_and_of_mpnet(tmp_path_factory, shared_tiny_task, teacher, tmp_path):

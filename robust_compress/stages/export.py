@@ -57,6 +57,11 @@ def _examples(folder: Path, n: int) -> list[dict]:
     return load_split(task, split, cfg.get("data_dir"), cfg.get("source", "local"), limit=n, seed=0).examples
 
 
+def _onnx_bytes(path: Path) -> int:
+    """The graph and the external weights the exporter writes beside it (`<name>.data`)."""
+    return sum(p.stat().st_size for p in (path, path.with_name(path.name + ".data")) if p.is_file())
+
+
 def _batches(data: EncodedSplit, pad: int, names: tuple[str, ...], batch_size: int) -> list[dict[str, np.ndarray]]:
     collate = Collator(pad)
     return [{k: collate([data[i] for i in rows])[k].numpy() for k in names}
@@ -117,6 +122,6 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, int8: bool
                                                   zip(got, torch_logits, strict=True)])))
             record[name] = {"file": path.name, "max_abs_logit_diff": diff, "prediction_agreement": agree,
                             "examples_per_s": round(rate, 2), "speedup_vs_torch": round(
-                                rate / record["torch_examples_per_s"], 3), "bytes": path.stat().st_size}
+                                rate / record["torch_examples_per_s"], 3), "bytes": _onnx_bytes(path)}
         write_json(tmp / "export.json", record)
     return record
