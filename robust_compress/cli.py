@@ -268,11 +268,13 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
     _quiet(verbose)
     exp, stages = prepare(experiment, output_dir, set_)
     todo = my_stages(stages, (i, n))
+    teacher_model = str(stages[0].meta.get("given") or stages[0].config.get("model", ""))
     if dry_run:
         typer.echo(describe(stages))
-        typer.echo(f"{len(stages)} stages; {dry_run_estimate(todo, Path(exp.output_dir))}; nothing written (dry run)")
+        typer.echo(f"{len(stages)} stages; {dry_run_estimate(todo, Path(exp.output_dir), teacher_model)}; "
+                   "nothing written (dry run)")
         return
-    rep = reporter_for(todo, Path(exp.output_dir), f"robust-compress: {exp.name}")
+    rep = reporter_for(todo, Path(exp.output_dir), f"robust-compress: {exp.name}", teacher_model=teacher_model)
     try:
         run_study(exp, stages, shard=(i, n), reporter=rep)
     finally:

@@ -354,3 +354,19 @@ def test_stage_records_name_the_code_the_study_started_with(tmp_path, tiny_dir, 
         run.code_version.cache_clear()
     records = list((tmp_path / "exp").rglob("*stage.json"))
     assert records and {json.loads(p.read_text())["code_version"] for p in records} == {"v-start"}
+
+
+def test_an_unmeasured_bert_base_is_not_estimated_at_minilm_speed(tmp_path):
+    """The default rates are a MiniLM-L6's: a 12 x 768 model's stages are estimated ~8x longer."""
+    from robust_compress.study.live import Estimator
+    from robust_compress.study.plan import Stage
+
+    for name, h, layers, ffn in (("minilm", 384, 6, 1536), ("base", 768, 12, 3072)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(
+            {"hidden_size": h, "num_hidden_layers": layers, "intermediate_size": ffn}))
+    est = Estimator(tmp_path / "study", teacher_model=str(tmp_path / "base"))
+    work = {"train": 8000, "infer": 4000}
+    small = est.seconds(Stage("compress", "s", {"model": str(tmp_path / "minilm")}, work=work))
+    teacher_run = est.seconds(Stage("compress", "t", {"model": "<teacher>"}, work=work))
+    assert teacher_run == pytest.approx(8 * small)

@@ -44,6 +44,23 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+MINILM_L6_COST = 6 * (4 * 384 * 384 + 2 * 384 * 1536)  # the model DEFAULT_RATES were measured on
+
+
+def relative_cost(model: str) -> float:
+    """Per-token encoder FLOPs of a model folder over a MiniLM-L6's, from its config.json (layers x
+    (4 h^2 + 2 h ffn)): scales the default rates, so an unmeasured BERT-base is not timed as a MiniLM.
+    1 where it cannot be read (a hub id offline)."""
+    try:
+        c = read_json(Path(model).expanduser() / "config.json")
+        h = c.get("hidden_size") or c["dim"]
+        layers = c.get("num_hidden_layers") or c["n_layers"]
+        ffn = c.get("intermediate_size") or c.get("hidden_dim") or 4 * h
+        return layers * (4 * h * h + 2 * h * ffn) / MINILM_L6_COST
+    except Exception:  # noqa: BLE001 -- an estimate must never stop a study
+        return 1.0
+
+
 def _model_of(stage: Stage) -> str:
     """What a stage runs: its start model (a compression of the teacher runs the teacher's architecture)."""
     model = str(stage.config.get("model", ""))
@@ -54,7 +71,8 @@ class Estimator:
     """Seconds a stage will take, from its planned work and the throughput of the model it runs:
     measured in this run, else in earlier runs of the study, else a MiniLM-size default."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, teacher_model: str = ""):
+        self.teacher_model = teacher_model
         self.rates: dict[tuple[str, str], float] = {}
         seen: dict[tuple[str, str], list[float]] = {}
         for p in Path(root).glob("artifacts/*/stage.json"):
@@ -70,7 +88,9 @@ class Estimator:
         self.measured = bool(self.rates)
 
     def rate(self, model: str, kind: str) -> float:
-        return self.rates.get((model, kind), DEFAULT_RATES[kind])
+        if (model, kind) in self.rates:
+            return self.rates[(model, kind)]
+        return DEFAULT_RATES[kind] / relative_cost(self.teacher_model if model == "teacher" else model)
 
     def observe(self, stage: Stage | None, kind: str, rate: float) -> None:
         if rate > 0 and stage is not None:
@@ -87,9 +107,10 @@ class Estimator:
 class StudyLog(LineReporter):
     """Plain-line study progress (no TTY, or a log file)."""
 
-    def __init__(self, todo: list[Stage], root: Path, stream: TextIO | None = None, every: float = 30.0):
+    def __init__(self, todo: list[Stage], root: Path, stream: TextIO | None = None, every: float = 30.0,
+                 teacher_model: str = ""):
         super().__init__(stream or sys.stdout, every)
-        self.todo, self.est = list(todo), Estimator(root)
+        self.todo, self.est = list(todo), Estimator(root, teacher_model)
         self.start = time.monotonic()
         self.phase = ""
         self.current: Stage | None = None
@@ -126,8 +147,8 @@ class StudyLog(LineReporter):
 class LiveView(StudyLog):
     """The same events in one rich panel that redraws in place (a terminal)."""
 
-    def __init__(self, todo: list[Stage], root: Path, title: str):
-        super().__init__(todo, root, stream=sys.stdout)
+    def __init__(self, todo: list[Stage], root: Path, title: str, teacher_model: str = ""):
+        super().__init__(todo, root, stream=sys.stdout, teacher_model=teacher_model)
         from rich.console import Console
         from rich.live import Live
 
@@ -201,17 +222,18 @@ class LiveView(StudyLog):
         self.live.stop()
 
 
-def reporter_for(todo: list[Stage], root: Path, title: str, stream: TextIO | None = None) -> Reporter:
+def reporter_for(todo: list[Stage], root: Path, title: str, stream: TextIO | None = None,
+                 teacher_model: str = "") -> Reporter:
     """The live panel on a terminal, plain lines otherwise."""
     out = stream or sys.stdout
     if out.isatty():
-        return LiveView(todo, root, title)
-    return StudyLog(todo, root, stream=out)
+        return LiveView(todo, root, title, teacher_model)
+    return StudyLog(todo, root, stream=out, teacher_model=teacher_model)
 
 
-def dry_run_estimate(todo: list[Stage], root: Path) -> str:
-    est = Estimator(root)
+def dry_run_estimate(todo: list[Stage], root: Path, teacher_model: str = "") -> str:
+    est = Estimator(root, teacher_model)
     how = ("throughputs measured in earlier runs of this study" if est.measured else
            f"no earlier run to measure from: a MiniLM-size model's {DEFAULT_RATES['train']:.0f} training and "
-           f"{DEFAULT_RATES['infer']:.0f} scoring examples/s assumed")
+           f"{DEFAULT_RATES['infer']:.0f} scoring examples/s assumed, scaled by each model's size")
     return f"{len(todo)} stages to run, about {_fmt_time(est.total(todo))} on this machine ({how})"
