@@ -302,6 +302,17 @@ def test_every_preset_is_valid(preset):
         load_config(preset)
 
 
+def test_the_cpu_sized_mpnet_preset_is_rows_of_the_full_one():
+    """configs/mnli-mpnet-rmc-cpu.yaml is reported as the full preset's Vanilla/RMC rows: everything
+    but its name, folder and choice of rows must stay as in configs/mnli-mpnet.yaml."""
+    full = yaml.safe_load((ROOT / "configs" / "mnli-mpnet.yaml").read_text())
+    part = yaml.safe_load((ROOT / "configs" / "mnli-mpnet-rmc-cpu.yaml").read_text())
+    own = {"name", "output_dir", "compressions", "losses"}
+    assert {k: v for k, v in part.items() if k not in own} == {k: v for k, v in full.items() if k not in own}
+    assert all(c in full["compressions"] for c in part["compressions"])
+    assert set(part["losses"]) <= set(full["losses"])
+
+
 def test_the_eta_counts_each_stage_at_its_own_models_rate(tmp_path):
     """A 3-layer bias model's fast training must not speed up the estimate of the teacher's runs."""
     from robust_compress.study.live import Estimator
