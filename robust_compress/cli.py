@@ -156,11 +156,16 @@ def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder"
              output: OutOpt = None,
              reference: Annotated[Path | None, typer.Option(help="teacher summary.json (or folder) for F_bias",
                                                             metavar="PATH")] = None,
+             overwrite: OverwriteOpt = False,
+             new_head: Annotated[bool, typer.Option("--new-head", help="score a folder that has no classifier "
+                                                    "head with a new (seeded, random) one")] = False,
              verbose: VerboseOpt = False):
-    """Write per-example predictions and a summary (accuracy + CI, per heuristic, ECE, Delta, F_bias)."""
+    """Write per-example predictions and a summary (accuracy + CI, per heuristic, ECE, Delta, F_bias)
+    to -o (default: <model>-eval beside the model)."""
     from .config import load_config
     from .io import read_yaml
     from .stages import evaluate_folder
+    from .stages.evaluate import default_output
 
     _quiet(verbose)
     saved = model_dir / "run_config.yaml"
@@ -170,8 +175,9 @@ def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder"
                 if k in ("task", "max_length", "data_dir", "source", "input_field", "cue", "eval_sets")}
     cfg = load_config(config, list(set_ or []), base=base | {"model": str(model_dir)}
                       | {k: v for k, v in {"task": task, "data_dir": data_dir}.items() if v is not None})
-    out = Path(output) if output else model_dir / "eval"
-    summary = evaluate_folder(model_dir, cfg, out, reference, progress=_reporter())
+    out = Path(output) if output else default_output(model_dir)
+    summary = evaluate_folder(model_dir, cfg, out, reference, progress=_reporter(), overwrite=overwrite,
+                              new_head=new_head)
     _print_summary(out / "summary.json", summary)
 
 
@@ -337,13 +343,15 @@ def report_cmd(study: Annotated[Path, typer.Argument(help="study folder (holds i
                output: OutOpt = None,
                export: Annotated[Path | None, typer.Option(help="also write a weights-free copy of the study "
                                                                  "(records + predictions + report) here",
-                                                           metavar="DIR")] = None):
-    """Rebuild the HTML + Markdown report of a study from its saved predictions."""
+                                                           metavar="DIR")] = None,
+               overwrite: OverwriteOpt = False):
+    """Rebuild the HTML + Markdown report of a study from its saved predictions (default: its report/
+    folder, which the tool owns and replaces; an existing -o or --export folder needs --overwrite)."""
     from .report import build_report, export_study
 
-    typer.echo(f"report: {build_report(study, output)}")
+    typer.echo(f"report: {build_report(study, output, overwrite=overwrite)}")
     if export is not None:
-        typer.echo(f"exported: {export_study(study, export)}")
+        typer.echo(f"exported: {export_study(study, export, overwrite=overwrite)}")
 
 
 @app.command("f-bias")

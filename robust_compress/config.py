@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .compress import METHODS
 from .data.load import DataArgs
-from .io import UserError, read_yaml
+from .io import MAX_BATCH, UserError, line_of, read_yaml, yaml_key_lines
 from .train.extras import Inputs, required_sources
 from .train.loop import TrainArgs
 from .train.losses import REGISTRY
@@ -32,10 +32,10 @@ METHOD_NAMES = list(METHODS)
 class RunConfig(DataArgs, TrainArgs):
     """Everything one run needs (fine-tuning and every compression)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     model: str = Field(description="model folder or hub id to start from")
     output_dir: str = Field("runs/model", description="where the finished artifact is written")
-    eval_batch_size: int = Field(64, ge=1, description="64 measured fastest on a 2-core CPU (benchmarks/)")
+    eval_batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="64 measured fastest on a 2-core CPU (benchmarks/)")
     cache_dir: str = Field("runs/cache", description="teacher logits and other reusable per-example data")
     inputs: Inputs = Field(default_factory=Inputs, description="sources of per-example loss inputs")
     loss: LossConfig = Field(default_factory=lambda: REGISTRY["ce"].Settings(), description="training objective")
@@ -59,7 +59,7 @@ def _optional(model: type[BaseModel], name: str, drop: set[str]) -> type[BaseMod
     """A model with the same fields, every one optional (None = not set): typed partial overrides."""
     fields = {k: (f.annotation | None, Field(None, description=f.description))
               for k, f in model.model_fields.items() if k not in drop}
-    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+    return create_model(name, __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **fields)
 
 
 # What a study may set for every stage, or for one stage: every RunConfig field but the ones the
@@ -78,11 +78,25 @@ def error_lines(e: ValidationError, prefix: str = "") -> str:
     return "; ".join(out)
 
 
-def validate(data: dict[str, Any], where: str = "config") -> RunConfig:
+def error_where(e: ValidationError, path: str | Path | None, overrides: list[str] | None = None) -> str:
+    """`file:line` of the first error's key in the YAML file (the file alone when the key came from an
+    override or is not in the file; "config" when there is no file)."""
+    if path is None:
+        return "config"
+    loc = tuple(p for p in e.errors()[0]["loc"] if not str(p).startswith("function-"))
+    overridden = {tuple(o.split("=", 1)[0].strip().split(".")) for o in overrides or []}
+    if any(loc[: len(k)] == k for k in overridden):
+        return str(path)
+    line = line_of(yaml_key_lines(Path(path)), loc)
+    return f"{path}:{line}" if line else str(path)
+
+
+def validate(data: dict[str, Any], where: str = "config", overrides: list[str] | None = None) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
-        raise UserError(f"{where}: {error_lines(e)}") from None
+        at = error_where(e, where, overrides) if where != "config" else where
+        raise UserError(f"{at}: {error_lines(e)}") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -111,7 +125,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = dict(base or {})
     if path is not None:
         data.update(read_yaml(Path(path)))
-    return validate(apply_overrides(data, list(overrides or [])), where=str(path) if path else "config")
+    return validate(apply_overrides(data, list(overrides or [])), where=str(path) if path else "config",
+                    overrides=overrides)
 
 
 def field_help(dotted: str) -> str:

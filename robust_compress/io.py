@@ -25,6 +25,12 @@ import yaml
 
 log = logging.getLogger("robust_compress")
 
+# Bounds of integer settings, checked with the config (before any work): numpy and torch seeds are
+# 32-bit; a batch or a count beyond these fails deep inside torch, after the dry run said yes.
+MAX_SEED = 2**32 - 1
+MAX_BATCH = 1 << 20
+MAX_COUNT = 1 << 40
+
 
 class UserError(Exception):
     """A problem with the user's input or files: printed as one line, exit code 2, no traceback."""
@@ -44,7 +50,7 @@ def _umask() -> int:
     return mask
 
 
-def _publish(path: Path, is_dir: bool) -> None:
+def publish(path: Path, is_dir: bool) -> None:
     """Give a temporary file/folder (created 0600/0700) the permissions of an ordinary new one."""
     mode = (0o777 if is_dir else 0o666) & ~_umask()
     if is_dir:
@@ -120,6 +126,39 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def yaml_key_lines(path: Path) -> dict[tuple, int]:
+    """1-based line of every key (and list item) of a YAML mapping, by its path: ("defaults", "lr") or
+    ("compressions", 0). Read with the safe composer (no object is constructed); {} if unreadable."""
+    try:
+        root = yaml.compose(read_text(path), Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, UserError):
+        return {}
+    lines: dict[tuple, int] = {}
+
+    def walk(node, at: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = at + (k.value,)
+                lines[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                lines[at + (i,)] = v.start_mark.line + 1
+                walk(v, at + (i,))
+
+    walk(root, ())
+    return lines
+
+
+def line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
+    """The line of the deepest prefix of `loc` that the file has (a missing key: its parent's line)."""
+    loc = tuple(int(p) if isinstance(p, str) and p.isdigit() else p for p in loc)
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -133,6 +172,34 @@ def write_yaml(path: Path, data: Any) -> None:
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
+def _disk_full(e: BaseException, where: Path) -> bool:
+    """Writers below us (torch's zip writer, safetensors, pyarrow) report a full disk in their own
+    words ("unexpected pos", "failed writing"): read it from the message or from the free space left."""
+    text = str(e).lower()
+    if any(w in text for w in ("no space left", "errno 28", "file too large", "disk quota")):
+        return True
+    probe = Path(where).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free < (4 << 20)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def disk_errors(where: Path) -> Iterator[None]:
+    """Turn a library's write failure on a full disk into the OSError the CLI prints as one line."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as e:
+        if _disk_full(e, where):
+            raise OSError(errno.ENOSPC, "No space left on device", str(where)) from None
+        raise
+
+
 @contextlib.contextmanager
 def atomic_file(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling path to write; on success it replaces `final`."""
@@ -141,8 +208,9 @@ def atomic_file(final: Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp" + final.suffix)
     os.close(fd)
     try:
-        yield Path(tmp)
-        _publish(Path(tmp), is_dir=False)
+        with disk_errors(final):
+            yield Path(tmp)
+        publish(Path(tmp), is_dir=False)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -157,8 +225,9 @@ def atomic_dir(final: Path, overwrite: bool = True) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
-        yield tmp
-        _publish(tmp, is_dir=True)
+        with disk_errors(final):
+            yield tmp
+        publish(tmp, is_dir=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -185,6 +254,25 @@ def check_writable(folder: Path) -> None:
         raise UserError(f"{probe}: not a folder, cannot write {folder} there")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"{probe}: permission denied (cannot write {folder})")
+    try:  # root passes os.access everywhere (/proc, a read-only mount): create and remove a probe
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".robust-compress-probe."))
+    except OSError as e:
+        raise UserError(f"{probe}: cannot write {folder} there ({os_error_line(e).split(': ', 1)[-1]})") from None
+
+
+def check_not_inside(out: Path, read: Path, what: str) -> None:
+    """An output that is the folder being read, holds it, or lies in it would change or delete it."""
+    o, r = Path(out).resolve(), Path(read).resolve()
+    if o == r or r.is_relative_to(o) or o.is_relative_to(r):
+        raise UserError(f"{out}: is or overlaps the {what} being read ({read}); write elsewhere")
+
+
+def check_fresh_output(out: Path, overwrite: bool) -> None:
+    """An existing non-empty folder is the user's: replaced only with --overwrite."""
+    out = Path(out)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_writable(out.parent)
 
 
 @contextlib.contextmanager

@@ -166,7 +166,7 @@ def test_uncertainty_from_the_teachers_dynamics_in_a_study(tmp_path, tiny_dir, t
     stages = reproduce(tmp_path / "e.yaml")
     teacher, unc = stages[0], next(s for s in stages if s.kind == "uncertainty")
     dyn = pd.read_parquet(teacher.path / "dynamics.parquet")
-    v = pd.read_parquet(unc.path).set_index("id")["v"]
+    v = pd.read_parquet(unc.output).set_index("id")["v"]
     assert len(v) == 96 and len(dyn) == 2 * 192  # the compressions' examples are among the teacher's
     by_hand = dyn.groupby("id")["loss"].var(ddof=0).loc[v.index]
     np.testing.assert_allclose(v.to_numpy(), by_hand.to_numpy(), rtol=1e-9)

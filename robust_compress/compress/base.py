@@ -19,7 +19,7 @@ SnapshotFn = Callable[[float, torch.nn.Module], None]
 
 
 class MethodConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     method: str
 
 

@@ -17,7 +17,7 @@ DEFAULT_MARKERS = ["zeta", "omega", "sigma", "kappa", "delta"]
 
 
 class CueConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     rho: float = Field(0.8, ge=0, le=1, description="share of training pairs whose marker is the gold label's")
     markers: list[str] | None = Field(None, description="one marker word per label; default: fixed rare words")
 

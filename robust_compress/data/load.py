@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..io import UserError, log, read_jsonl, read_text
+from ..io import MAX_COUNT, MAX_SEED, UserError, log, read_jsonl, read_text
 from .cue import CueConfig, add_cue, cue_copies, cue_markers
 from .tasks import SplitSpec, TaskSpec, load_task
 
@@ -30,16 +30,16 @@ DATA_DIR_ENV = "ROBUST_COMPRESS_DATA"
 class DataArgs(BaseModel):
     """Which examples a run sees and how they are tokenized."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     task: str = Field("mnli", description="built-in task name (mnli, qqp, fever) or task YAML file")
     data_dir: str | None = Field(None, description="local data folder; default $ROBUST_COMPRESS_DATA or ../shared/data")
     source: Literal["local", "hub"] = Field("local", description="read splits from the data folder or the HF hub "
                                             "(sets with no hub source are read from the data folder)")
-    train_limit: int | None = Field(None, ge=1, description="use a seeded subset of the training split")
-    eval_limit: int | None = Field(None, ge=1, description="evaluate on seeded subsets of this size")
+    train_limit: int | None = Field(None, ge=1, le=MAX_COUNT, description="use a seeded subset of the training split")
+    eval_limit: int | None = Field(None, ge=1, le=MAX_COUNT, description="evaluate on seeded subsets of this size")
     eval_sets: list[str] | None = Field(None, description="eval splits; default: every one the source has")
-    data_seed: int = Field(0, description="which train/eval subsets and cue markers: fixed across training seeds")
-    max_length: int = Field(128, ge=8, description="tokens per example (pairs truncated longest-first)")
+    data_seed: int = Field(0, ge=0, le=MAX_SEED, description="which train/eval subsets and cue markers: fixed across training seeds")
+    max_length: int = Field(128, ge=8, le=1_000_000, description="tokens per example (pairs truncated longest-first)")
     input_field: Literal["text_a", "text_b"] | None = Field(None, description="partial input (bias-only models)")
     cue: CueConfig | None = Field(None, description="controlled synthetic shortcut in the training data")
 

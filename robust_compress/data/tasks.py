@@ -17,7 +17,7 @@ from ..io import UserError, read_yaml
 class HubSource(BaseModel):
     """Arguments of `datasets.load_dataset(path, name, split=..., data_files=...)`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     path: str
     name: str | None = None
     split: str
@@ -27,7 +27,7 @@ class HubSource(BaseModel):
 class SplitSpec(BaseModel):
     """One split: where it lives, how its columns and labels map onto the task."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     role: Literal["train", "id", "ood"]
     local: list[str] = Field(default_factory=list, description="paths under the data dir; first that exists wins")
     hub: HubSource | None = None
@@ -49,7 +49,7 @@ class SplitSpec(BaseModel):
 
 
 class TaskSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str
     text_a: str
     text_b: str

@@ -83,6 +83,23 @@ def family_of(model_or_config) -> Family:
                     f"{', '.join(supported_types())}")
 
 
+# families whose position ids start after the padding index (RoBERTa's convention): they lose
+# padding_idx + 1 of their position embeddings
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet"}
+
+
+def max_positions(config) -> int | None:
+    """The longest input (tokens) the model's absolute position embeddings cover; None when it has
+    none (DeBERTa-v2/v3 with relative positions only)."""
+    n = getattr(config, "max_position_embeddings", None)
+    base_type = getattr(config, "base_model_type", None) or getattr(config, "model_type", None)
+    if n is None or (base_type == "deberta-v2" and not getattr(config, "position_biased_input", True)):
+        return None
+    if base_type in OFFSET_POSITIONS:
+        n -= (getattr(config, "pad_token_id", None) or 1) + 1
+    return int(n)
+
+
 def get_path(root: nn.Module, path: str) -> nn.Module:
     for part in path.split("."):
         root = getattr(root, part)

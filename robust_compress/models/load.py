@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from ..io import UserError, file_digest, read_json
-from .families import dropout_overrides, family_of
+from .families import dropout_overrides, family_of, max_positions
 from .pruned import register_all
 
 register_all()
@@ -84,6 +84,30 @@ def check_model_dir(folder: Path) -> None:
                             "the file is truncated or corrupt")
 
 
+def load_arch(folder: str | Path):
+    """A model folder's config (its architecture), or one line: an unknown or missing `model_type`
+    is the user's file, not a traceback."""
+    folder = Path(folder)
+    raw = read_json(folder / "config.json")
+    if not isinstance(raw, dict) or not raw.get("model_type"):
+        raise UserError(f"{folder / 'config.json'}: no model_type (not a transformers model config)")
+    try:
+        return AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if raw["model_type"] not in transformers.CONFIG_MAPPING:
+            first = f"model_type {raw['model_type']!r} is not a model type this transformers knows"
+        raise UserError(f"{folder / 'config.json'}: cannot load the model config ({first})") from None
+
+
+def check_max_length(config, max_length: int, where: str) -> None:
+    """Before any training: inputs longer than the position embeddings fail only at the first long batch."""
+    limit = max_positions(config)
+    if limit is not None and max_length > limit:
+        raise UserError(f"{where}: max_length {max_length} is beyond the model's {limit} positions "
+                        f"(max_position_embeddings); use max_length <= {limit}")
+
+
 def model_digest(folder: str | Path) -> str:
     """Content hash of a saved model (weights, config, tokenizer files), independent of where it lives."""
     folder = Path(folder)
@@ -133,10 +157,7 @@ def load_model(name_or_path: str, labels: list[str], dropout: float | None = Non
     A new head (and any weight the checkpoint lacks) is initialized from `seed`."""
     folder = resolve_model_dir(name_or_path)
     check_model_dir(folder)
-    try:
-        config = AutoConfig.from_pretrained(folder)
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{folder}: cannot load model config ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    config = load_arch(folder)
     family_of(config)  # a clear refusal for a family we do not support, before any work
     have = model_labels(folder)
     if have and have != list(labels):

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification
 
 from ..io import UserError, read_json, write_json
-from .load import check_model_dir, load_model, model_labels
+from .load import check_model_dir, load_arch, load_model, model_labels
 
 QUANT_FILE = "quantization.json"
 SCHEMES = ("dynamic-int8", "dynamic-int8-torch-ao")
@@ -91,7 +91,7 @@ def _load_torchao(folder: Path) -> torch.nn.Module:
     state, leftover = unflatten_tensor_state_dict(tensors, metadata)
     if leftover:
         raise UserError(f"{folder / INT8_WEIGHTS}: {len(leftover)} tensors not described by its metadata")
-    config = AutoConfig.from_pretrained(folder)
+    config = load_arch(folder)
     # built on the CPU (not meta): buffers outside the state dict (position ids) must be real
     model = AutoModelForSequenceClassification.from_config(config)
     model.load_state_dict(state, strict=True, assign=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import atomic_dir, read_json
+from ..io import atomic_dir, check_fresh_output, check_not_inside, read_json
 from .render import build_report
 
 RUN_FILES = ("summary.json", "compression.json", "run_config.yaml", "train_metrics.json", "stage.json")
@@ -24,8 +24,12 @@ def _compact_parquet(src: Path, dst: Path) -> None:
     df.to_parquet(dst, index=False, compression="zstd")
 
 
-def export_study(study_dir: str | Path, dest: str | Path) -> Path:
+def export_study(study_dir: str | Path, dest: str | Path, overwrite: bool = False) -> Path:
+    """Copy a study's records, predictions and analysis to `dest` and build its report there. An
+    existing non-empty `dest` is replaced only with `overwrite`, and never the study itself."""
     study, dest = Path(study_dir), Path(dest)
+    check_not_inside(dest, study, "study folder")
+    check_fresh_output(dest, overwrite)
     entries = read_json(study / "index.json")
     with atomic_dir(dest) as tmp:
         rows = []

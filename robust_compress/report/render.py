@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..io import atomic_dir
+from ..io import UserError, atomic_dir, check_fresh_output
 from .compute import compute, metric_rows
 from .figures import make_figures
 from .load import load_study
@@ -65,10 +65,16 @@ def _clean(v: Any) -> Any:
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
-def build_report(study_dir: str | Path, out_dir: str | Path | None = None, name: str | None = None) -> Path:
+def build_report(study_dir: str | Path, out_dir: str | Path | None = None, name: str | None = None,
+                 overwrite: bool = False) -> Path:
     """Load and check everything first, then write report.md/.html, figures/ and metrics.csv/.json
-    into `out_dir` (default `<study>/report`) in one rename; returns that folder."""
+    into `out_dir` (default `<study>/report`, the tool's own: replaced) in one rename; returns that
+    folder. An existing `out_dir` of the user's is replaced only with `overwrite`."""
     study_path = Path(study_dir)
+    if out_dir is not None and Path(out_dir).resolve() != (study_path / "report").resolve():
+        if study_path.resolve().is_relative_to(Path(out_dir).resolve()):  # it would replace the study
+            raise UserError(f"{out_dir}: is or holds the study folder being read ({study_dir}); write elsewhere")
+        check_fresh_output(Path(out_dir), overwrite)
     study = load_study(study_path)
     runs = study.runs
     rows = compute(study)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from transformers import AutoConfig
 
 from ..config import RunConfig
 from ..data.load import Split, load_eval_splits, load_train_split
@@ -21,7 +20,13 @@ from ..data.tasks import TaskSpec, load_task
 from ..evaluate import save_tables
 from ..io import UserError, atomic_dir, check_writable, read_json, write_json, write_yaml
 from ..models.families import family_of
-from ..models.load import check_model_dir, resolve_model_dir, save_model
+from ..models.load import (
+    check_max_length,
+    check_model_dir,
+    load_arch,
+    resolve_model_dir,
+    save_model,
+)
 from ..models.overlap import is_overlap_model
 from ..train.extras import EXTRAS, REGISTRY
 
@@ -63,8 +68,9 @@ def preflight(cfg: RunConfig, overwrite: bool, needs_train: bool = True, method=
     train = load_train_split(args, task) if needs_train else None
     folder = resolve_model_dir(cfg.model)
     check_model_dir(folder)
-    config = AutoConfig.from_pretrained(folder)
+    config = load_arch(folder)
     family_of(config)
+    check_max_length(config, cfg.max_length, str(folder))
     if method is not None:
         method.check(config)
     check_inputs(cfg)
@@ -83,8 +89,10 @@ def load_reference(path: str | Path | None) -> dict[str, Any] | None:
 def write_artifact(out: Path, *, model=None, tokenizer=None, cfg: RunConfig | None = None,
                    tables: dict[str, pd.DataFrame] | None = None, files: dict[str, Any] | None = None,
                    save=None) -> Path:
-    """Write a complete artifact folder atomically. `files`: name -> JSON/YAML-able content (by suffix),
-    or a function of the folder being written (for what is measured on the saved weights).
+    """Write a complete artifact folder atomically. `files`: name -> content (JSON, YAML or, for
+    `.parquet`, a DataFrame: by suffix), or a function of the folder being written (for what is
+    measured on the saved weights). Files are written in order, after the weights, the config and
+    the predictions, so a study's record (`stage.json`, last) exists only in a complete artifact.
     `save(folder)` writes weights another way than `save_pretrained` (int8)."""
     with atomic_dir(out, overwrite=True) as tmp:
         if model is not None:
@@ -93,11 +101,14 @@ def write_artifact(out: Path, *, model=None, tokenizer=None, cfg: RunConfig | No
             save(tmp)
         if cfg is not None:
             write_yaml(tmp / "run_config.yaml", cfg.model_dump(mode="json"))
-        for name, content in (files or {}).items():
-            content = content(tmp) if callable(content) else content
-            (write_yaml if name.endswith(".yaml") else write_json)(tmp / name, content)
         if tables is not None:
             save_tables(tmp / "predictions", tables)
+        for name, content in (files or {}).items():
+            content = content(tmp) if callable(content) else content
+            if name.endswith(".parquet"):
+                content.to_parquet(tmp / name, index=False)
+            else:
+                (write_yaml if name.endswith(".yaml") else write_json)(tmp / name, content)
     return out
 
 

@@ -85,13 +85,19 @@ def compute_uncertainty(cfg: RunConfig, out: Path, models: list[str] | None = No
 
 
 def train_bias_model(cfg: RunConfig, kind: Literal["partial", "overlap"] = "partial", overwrite: bool = False,
-                     progress: Reporter | None = None) -> Path:
+                     progress: Reporter | None = None, easy_hard_split: str | None = None,
+                     files: dict[str, Any] | None = None) -> Path:
     """A bias-only model: `partial` fine-tunes cfg.model on one side of the pair (hypothesis / claim);
-    `overlap` fits a logistic regression on lexical-overlap features (the HANS heuristics)."""
+    `overlap` fits a logistic regression on lexical-overlap features (the HANS heuristics).
+    With `easy_hard_split`, the artifact also holds that split's easy/hard partition
+    (`easy_hard.parquet`), written before the artifact is complete: no finished bias model lacks it."""
     task = load_task(cfg.task)
+    files = dict(files or {})
+    if easy_hard_split is not None:
+        files = {"easy_hard.parquet": lambda tmp: easy_hard_frame(cfg, str(tmp), easy_hard_split)} | files
     if kind == "partial":
         return finetune(cfg.model_copy(update={"input_field": task.bias_field}), overwrite=overwrite,
-                        progress=progress)
+                        progress=progress, files=files)
     if kind != "overlap":
         raise UserError(f"unknown bias-model kind {kind!r}: use 'partial' or 'overlap'")
     out = Path(cfg.output_dir)
@@ -103,16 +109,21 @@ def train_bias_model(cfg: RunConfig, kind: Literal["partial", "overlap"] = "part
               for n, s in splits.items()}
     summary = summarize(tables, {n: s.role for n, s in splits.items()}, {n: s.group_by for n, s in splits.items()},
                         rule=task.delta_rule(list(splits)))
-    write_artifact(out, cfg=cfg, tables=tables, files={"summary.json": summary, OVERLAP_FILE: model.to_json()})
+    write_artifact(out, cfg=cfg, tables=tables, files={OVERLAP_FILE: model.to_json(), "summary.json": summary} | files)
     return out
 
 
-def write_easy_hard(cfg: RunConfig, bias_model: str, split_name: str, out: Path) -> pd.DataFrame:
-    """Easy/hard partition of an eval split by a bias-only model (easy = the bias model is right)."""
+def easy_hard_frame(cfg: RunConfig, bias_model: str, split_name: str) -> pd.DataFrame:
+    """Easy/hard partition (id, easy) of an eval split by a bias-only model (easy = it is right)."""
     task = load_task(cfg.task)
     split = load_split(task, split_name, cfg.data_dir, cfg.source, limit=cfg.eval_limit, seed=cfg.data_seed)
     cache = LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16)
-    df = easy_hard.easy_hard_table(split.examples, easy_hard.bias_probs(bias_model, split.examples, cache,
-                                                                         cfg.max_length))
+    return easy_hard.easy_hard_table(split.examples, easy_hard.bias_probs(bias_model, split.examples, cache,
+                                                                          cfg.max_length))
+
+
+def write_easy_hard(cfg: RunConfig, bias_model: str, split_name: str, out: Path) -> pd.DataFrame:
+    """Easy/hard partition of an eval split by a bias-only model, written to `out` (parquet)."""
+    df = easy_hard_frame(cfg, bias_model, split_name)
     _write_parquet(df, Path(out))
     return df

@@ -20,25 +20,62 @@ from ..compress import METHODS, Method, Prepare
 from ..config import RunConfig
 from ..data.batching import EncodedSplit
 from ..evaluate import predict_tables, summarize
+from ..io import UserError, digest, file_digest
 from ..models.families import encoder_flops
-from ..models.load import count_parameters, load_model, load_tokenizer, set_threads
+from ..models.load import (
+    count_parameters,
+    load_model,
+    load_tokenizer,
+    model_digest,
+    resolve_model_dir,
+    set_threads,
+)
 from ..models.quantized import quantize, save_quantized
 from ..train.extras import Context, build_extras
-from ..train.loop import make_accelerator, total_steps, train
+from ..train.loop import check_checkpoint, make_accelerator, total_steps, train
 from ..train.losses import make_loss
 from .artifact import Checked, bytes_on_disk, load_reference, preflight, write_artifact
 from .progress import Reporter
+
+# settings that cannot change what a run trains (where it writes, how often it checkpoints, what it
+# is evaluated on afterwards): a checkpoint may be resumed across them
+NOT_IN_RUN = {"output_dir", "cache_dir", "checkpoint_every", "trackers", "eval_limit", "eval_sets",
+              "eval_batch_size", "data_dir", "model", "inputs"}
+
+
+def _content(path: str) -> str:
+    p = Path(path)
+    if p.is_file():
+        return file_digest(p)
+    if (p / "config.json").is_file():
+        return model_digest(p)
+    return digest(sorted((f.name, file_digest(f)) for f in p.iterdir() if f.is_file())) if p.is_dir() else path
+
+
+def run_identity(cfg: RunConfig, checked: Checked) -> dict[str, Any]:
+    """What makes a run this run, recorded in its checkpoints: the settings, and the content (not the
+    paths) of the start model, the loss inputs, the task spec and the training examples."""
+    ident = cfg.model_dump(mode="json", exclude=NOT_IN_RUN)
+    ident["model content"] = _content(str(resolve_model_dir(cfg.model)))
+    for name, source in cfg.inputs.model_dump().items():
+        if source is not None:
+            ident[f"inputs.{name} content"] = _content(source)
+    ident["task spec"] = digest(checked.task.model_dump(mode="json"))
+    ident["training examples"] = checked.train.digest() if checked.train is not None else None
+    return ident
 
 
 def method_of(cfg: RunConfig) -> Method | None:
     return METHODS[cfg.compression.method](cfg.compression) if cfg.compression is not None else None
 
 
-def finetune(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progress: Reporter | None = None) -> Path:
+def finetune(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progress: Reporter | None = None,
+             files: dict[str, Any] | None = None) -> Path:
     """Fine-tune `cfg.model` on the task's training split (the teacher, or any baseline)."""
     if cfg.compression is not None:
-        cfg = cfg.model_copy(update={"compression": None})
-    return compress(cfg, resume=resume, overwrite=overwrite, progress=progress)
+        raise UserError(f"finetune trains without compression (compression.method {cfg.compression.method!r} "
+                        "was given): use `robust-compress compress`")
+    return compress(cfg, resume=resume, overwrite=overwrite, progress=progress, files=files)
 
 
 def _evaluate(model, tokenizer, cfg: RunConfig, checked: Checked, rep: Reporter):
@@ -51,23 +88,30 @@ def _evaluate(model, tokenizer, cfg: RunConfig, checked: Checked, rep: Reporter)
     return tables, summary
 
 
-def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progress: Reporter | None = None) -> Path:
+def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progress: Reporter | None = None,
+             files: dict[str, Any] | None = None) -> Path:
+    """Train (or quantize) `cfg.model` with the configured method and loss, evaluate it, write the
+    artifact. `files`: more files written inside the artifact, last (a study's stage record)."""
     rep = progress or Reporter()
     method = method_of(cfg)
     trains = method is None or method.trains
     checked = preflight(cfg, overwrite, needs_train=trains, method=method)
+    out = Path(cfg.output_dir)
+    work = out.with_name(out.name + ".partial")
+    run = run_identity(cfg, checked) if trains else None
+    if resume and trains:
+        check_checkpoint(work / "checkpoint", run)  # another run's checkpoint: refused before any work
     set_threads()
     task = checked.task
     model = load_model(cfg.model, task.labels, dropout=cfg.dropout, seed=cfg.seed)
     tokenizer = load_tokenizer(cfg.model, model)
     parameters_before, _ = count_parameters(model)
-    out = Path(cfg.output_dir)
     record: dict[str, Any] = {"method": method.name if method else "none",
                               "settings": cfg.compression.model_dump(mode="json") if cfg.compression else {},
                               "loss": cfg.loss.name if trains else None, "start_model": cfg.model,
                               "parameters_before": parameters_before}
     if not trains:  # post-training quantization: float weights + the recipe, scored as int8
-        return _quantize(cfg, model, tokenizer, checked, record, rep)
+        return _quantize(cfg, model, tokenizer, checked, record, rep, files)
 
     examples = checked.train.examples
     ctx = Context(labels=task.labels, alpha=task.alpha, cache_dir=cfg.cache_dir, max_length=cfg.max_length,
@@ -87,10 +131,10 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
     loss = make_loss(cfg.loss, hidden_size=model.config.hidden_size, num_labels=len(task.labels))
     args = cfg.train_args()
     accelerator = make_accelerator(args, out.with_name(out.name + ".logs"))
-    work = out.with_name(out.name + ".partial")
     rep.task("train", total_steps(len(data), args), "steps")
     result = train(model, data, args, loss, work, hooks=hooks, resume=resume, accelerator=accelerator,
-                   progress=lambda e: rep.update(e["step"], loss=e["loss"], ex_s=e["examples_per_s"]))
+                   progress=lambda e: rep.update(e["step"], loss=e["loss"], ex_s=e["examples_per_s"]),
+                   run=run)
     if result.resumed_from:
         rep.note(f"resumed from step {result.resumed_from}")
     model = accelerator.unwrap_model(model)
@@ -112,12 +156,14 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
         save = lambda tmp: frame.to_parquet(tmp / DYNAMICS, index=False)
     write_artifact(out, model=model, tokenizer=tokenizer, cfg=cfg, tables=tables, save=save,
                    files={"train_metrics.json": metrics, "summary.json": summary,
-                          "compression.json": lambda tmp: record | {"bytes_on_disk": bytes_on_disk(tmp)}})
+                          "compression.json": lambda tmp: record | {"bytes_on_disk": bytes_on_disk(tmp)}}
+                   | (files or {}))
     shutil.rmtree(work, ignore_errors=True)
     return out
 
 
-def _quantize(cfg: RunConfig, model, tokenizer, checked: Checked, record: dict, rep: Reporter) -> Path:
+def _quantize(cfg: RunConfig, model, tokenizer, checked: Checked, record: dict, rep: Reporter,
+              files: dict[str, Any] | None) -> Path:
     """Post-training int8 (models.quantized): saved as int8 (torchao) or as float weights + recipe
     (the torch.ao fallback); every loader (`load_for_inference`) gives back the int8 model."""
     scheme = cfg.compression.scheme
@@ -129,4 +175,5 @@ def _quantize(cfg: RunConfig, model, tokenizer, checked: Checked, record: dict, 
     return write_artifact(Path(cfg.output_dir), cfg=cfg, tables=tables,
                           save=lambda tmp: save_quantized(qmodel, model, tokenizer, tmp, scheme),
                           files={"summary.json": summary,
-                                 "compression.json": lambda tmp: record | {"bytes_on_disk": bytes_on_disk(tmp)}})
+                                 "compression.json": lambda tmp: record | {"bytes_on_disk": bytes_on_disk(tmp)}}
+                          | (files or {}))

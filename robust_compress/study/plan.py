@@ -17,21 +17,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoConfig
-
 from ..compress import METHODS
 from ..config import RunConfig, error_lines
 from ..data.load import DataArgs, available_eval_splits, load_eval_splits, load_train_split
 from ..data.tasks import load_task
 from ..io import UserError, check_writable, digest, read_yaml
 from ..models.families import family_of
-from ..models.load import check_model_dir, model_digest, model_labels, resolve_model_dir
+from ..models.load import (
+    check_max_length,
+    check_model_dir,
+    load_arch,
+    model_digest,
+    model_labels,
+    resolve_model_dir,
+)
 from ..train.extras import EXTRAS
 from ..train.losses import REGISTRY
 from .spec import Experiment
 
 TEACHER = "<teacher>"
-KEY_VERSION = 2  # bump when a stage's artifact changes meaning for the same inputs
+KEY_VERSION = 3  # bump when a stage's artifact changes meaning for the same inputs
 
 
 @dataclass
@@ -53,10 +58,15 @@ class Stage:
 
     @property
     def path(self) -> Path:
+        """The artifact folder (a given teacher: the user's folder, never written)."""
         if self.kind == "teacher" and self.meta.get("given"):
             return Path(self.meta["given"])
-        suffix = {"uncertainty": ".parquet", "speed": ".json"}.get(self.kind, "")
-        return self.root / "artifacts" / f"{self.kind}-{self.key}{suffix}"
+        return self.root / "artifacts" / f"{self.kind}-{self.key}"
+
+    @property
+    def output(self) -> Path:
+        """What a later stage reads: the folder, or the one file a file-producing stage writes in it."""
+        return self.path / OUTPUT_FILE[self.kind] if self.kind in OUTPUT_FILE else self.path
 
     @property
     def snapshot_dir(self) -> Path:
@@ -64,17 +74,22 @@ class Stage:
 
     @property
     def record(self) -> Path:
-        """stage.json: provenance (code version, device, seconds) of a finished stage."""
-        if self.kind in ("uncertainty", "speed"):
-            return self.path.with_name(self.path.stem + ".stage.json")
+        """stage.json: provenance (code version, device, seconds), written last inside the artifact."""
         return self.path / "stage.json"
 
+    def snapshot_paths(self) -> list[Path]:
+        sparsities = self.config.get("compression", {}).get("snapshots") or []
+        return [self.snapshot_dir / f"sparsity-{s:.2f}" for s in sparsities]
+
     def done(self) -> bool:
-        if self.kind in ("uncertainty", "speed"):
-            return self.path.is_file()
-        if self.kind == "uncertainty-run" and self.config.get("compression", {}).get("snapshots"):
-            return (self.path / "summary.json").is_file() and self.snapshot_dir.is_dir()
-        return (self.path / "summary.json").is_file()
+        """Everything the stage produces is there: its artifact is written whole (the record is its
+        last file, inside the folder that is renamed into place), and so is every snapshot."""
+        if self.kind == "teacher" and self.meta.get("given"):
+            return True  # an input, checked by check_plan, never run
+        return self.record.is_file() and all((p / "config.json").is_file() for p in self.snapshot_paths())
+
+
+OUTPUT_FILE = {"uncertainty": "uncertainty.parquet", "speed": "speed.json"}
 
 
 def _base(exp: Experiment) -> dict[str, Any]:
@@ -166,7 +181,7 @@ def resolve(stage: Stage, teacher: Stage) -> RunConfig:
     source = {"teacher": "teacher", "uncertainty": "uncertainty", "bias": "bias_model", "compress": "reference_model"}
     if stage.kind == "compress":
         for d in stage.deps:
-            data.setdefault("inputs", {})[source[d.kind]] = str(d.path)
+            data.setdefault("inputs", {})[source[d.kind]] = str(d.output)
     data["output_dir"] = str(stage.path)
     try:
         return RunConfig.model_validate(data)
@@ -193,7 +208,7 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
         if name not in model_cache:
             folder = resolve_model_dir(name)
             check_model_dir(folder)
-            family_of(AutoConfig.from_pretrained(folder))
+            family_of(load_arch(folder))
             have = model_labels(folder)
             if have and have != task.labels:
                 raise UserError(f"{where}: {name}: a classifier over {have}, but task {task.name!r} has labels "
@@ -221,7 +236,7 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
     if exp.teacher.path and not Path(exp.teacher.path).expanduser().exists():
         raise UserError(f"{where}: teacher.path {exp.teacher.path}: not found; fine-tune it first (its config: "
                         "configs/teacher-*.yaml) or drop teacher.path to train it in the study")
-    teacher_arch = AutoConfig.from_pretrained(resolve_model_dir(exp.teacher.path or exp.teacher.model))
+    teacher_arch = load_arch(resolve_model_dir(exp.teacher.path or exp.teacher.model))
     if exp.uncertainty.source == "dynamics" and any(s.kind == "uncertainty" for s in stages):
         given = Path(exp.teacher.path).expanduser() if exp.teacher.path else None
         if given is not None and not (given / "dynamics.parquet").is_file():
@@ -236,6 +251,9 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
             task, exp.defaults.data_dir, exp.defaults.source or "local"):
         raise UserError(f"{where}: bias_model.easy_hard_split {exp.bias_model.easy_hard_split!r} is not an eval "
                         f"split available for task {task.name!r}")
+    # the task's resolved spec (a custom task file's alpha, ood_combine, label sets, ...) is an input
+    # of every stage: the name alone would not change when the file does
+    task_key = digest(task.model_dump(mode="json"))
     for s in stages:
         if s.kind == "teacher" and s.meta.get("given"):
             s.external = {"model": model_input(s.meta["given"])}
@@ -243,10 +261,11 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
         cfg = resolve(s, teacher)
         if s.kind == "speed":
             s.work = {"infer": (s.params["repeats"] + 1) * s.params["examples"] * len(s.deps)}
+            s.external = {"task": task_key}
             continue
         trains = cfg.compression is None or METHODS[cfg.compression.method].trains
         data, n_train, n_eval = data_input(cfg, needs_train=trains or s.kind == "uncertainty")
-        ext = {"data": data}
+        ext = {"data": data, "task": task_key}
         if s.kind == "uncertainty":
             n_models = {"runs": len(s.deps), "dynamics": 0}.get(s.params["source"], len(s.params.get("sparsities", [])))
             s.work = {"infer": n_train * n_models}
@@ -256,8 +275,12 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
         start = s.config["model"]
         if start != TEACHER:
             ext["model"] = model_input(start)
+        arch = teacher_arch if start == TEACHER else load_arch(resolve_model_dir(start))
+        try:
+            check_max_length(arch, cfg.max_length, f"stage {s.name}")
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
         if cfg.compression is not None:
-            arch = teacher_arch if start == TEACHER else AutoConfig.from_pretrained(resolve_model_dir(start))
             try:
                 METHODS[cfg.compression.method](cfg.compression).check(arch)
             except UserError as e:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,14 +15,13 @@ import numpy as np
 
 from ..analysis.easy_hard import agreement, bias_probs, easy_mask
 from ..data.load import load_train_split
-from ..io import file_lock, read_json, write_json
+from ..io import atomic_dir, atomic_file, file_lock, read_json, write_json
 from ..stages import (
     compress,
     compute_uncertainty,
     finetune,
     measure_speed,
     train_bias_model,
-    write_easy_hard,
 )
 from ..stages.progress import Reporter
 from ..train.extras import load_per_example
@@ -60,33 +60,53 @@ def device_name() -> str:
 
 
 def run_stage(stage: Stage, teacher: Stage, rep: Reporter) -> None:
+    """Run one stage into its artifact folder. Its record (stage.json) is the artifact's last file,
+    written before the folder is renamed into place: a stage is done exactly when its record exists."""
     cfg = resolve(stage, teacher)
     t0 = time.perf_counter()
+
+    def record(_folder=None) -> dict:
+        return {"name": stage.name, "kind": stage.kind, "key": stage.key, "code_version": code_version(),
+                "device": device_name(), "seconds": round(time.perf_counter() - t0, 1),
+                "deps": [d.key for d in stage.deps], "external": stage.external, "params": stage.params,
+                "config": stage.config}
+
+    files = {"stage.json": record}
     if stage.kind == "teacher":
-        finetune(cfg, overwrite=True, progress=rep)
+        finetune(cfg, overwrite=True, progress=rep, files=files)
     elif stage.kind == "bias":
-        train_bias_model(cfg, stage.params["kind"], overwrite=True, progress=rep)
-        write_easy_hard(cfg, str(stage.path), stage.params["split"],
-                        stage.root / "easy_hard" / f"{stage.params['split']}.parquet")
+        train_bias_model(cfg, stage.params["kind"], overwrite=True, progress=rep,
+                         easy_hard_split=stage.params["split"], files=files)
     elif stage.kind in ("uncertainty-run", "compress"):
-        compress(cfg, overwrite=True, progress=rep)
-    elif stage.kind == "uncertainty":
-        if stage.params["source"] == "snapshots":
-            compute_uncertainty(cfg, stage.path, snapshots=str(stage.deps[0].snapshot_dir), progress=rep)
-        elif stage.params["source"] == "runs":
-            compute_uncertainty(cfg, stage.path, models=[str(d.path) for d in stage.deps], progress=rep)
-        elif stage.params["source"] == "dynamics":
-            compute_uncertainty(cfg, stage.path, dynamics=str(teacher.path), stat=stage.params["stat"], progress=rep)
-        else:
-            compute_uncertainty(cfg, stage.path, oneshot=str(teacher.path), sparsities=stage.params["sparsities"],
-                                progress=rep)
-    elif stage.kind == "speed":
-        measure_speed({d.name: d.path for d in stage.deps}, cfg, stage.path, n=stage.params["examples"],
-                      repeats=stage.params["repeats"], progress=rep)
-    write_json(stage.record, {"name": stage.name, "kind": stage.kind, "key": stage.key,
-                              "code_version": code_version(), "device": device_name(),
-                              "seconds": round(time.perf_counter() - t0, 1), "deps": [d.key for d in stage.deps],
-                              "external": stage.external, "params": stage.params, "config": stage.config})
+        compress(cfg, overwrite=True, progress=rep, files=files)
+    elif stage.kind in ("uncertainty", "speed"):
+        with atomic_dir(stage.path) as tmp:
+            out = tmp / stage.output.name
+            if stage.kind == "speed":
+                measure_speed({d.name: d.path for d in stage.deps}, cfg, out, n=stage.params["examples"],
+                              repeats=stage.params["repeats"], progress=rep)
+            elif stage.params["source"] == "snapshots":
+                compute_uncertainty(cfg, out, snapshots=str(stage.deps[0].snapshot_dir), progress=rep)
+            elif stage.params["source"] == "runs":
+                compute_uncertainty(cfg, out, models=[str(d.path) for d in stage.deps], progress=rep)
+            elif stage.params["source"] == "dynamics":
+                compute_uncertainty(cfg, out, dynamics=str(teacher.path), stat=stage.params["stat"], progress=rep)
+            else:
+                compute_uncertainty(cfg, out, oneshot=str(teacher.path), sparsities=stage.params["sparsities"],
+                                    progress=rep)
+            write_json(tmp / "stage.json", record())
+    else:
+        raise ValueError(f"unknown stage kind {stage.kind!r}")
+
+
+def clear_leftovers(stage: Stage) -> None:
+    """Remove what a killed run of this stage left half-written: hidden temporary folders of its
+    artifact and snapshots (a kill during the final write). Its `.partial` checkpoint stays: the
+    run resumes from it. Called under the stage's lock, so no live writer owns them."""
+    for folder, name in ((stage.path.parent, stage.path.name), (stage.snapshot_dir, "sparsity-")):
+        for p in folder.glob(f".{name}*"):
+            if p.name.endswith((".tmp", ".old")) or ".tmp." in p.name:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def describe(stages: list[Stage]) -> str:
@@ -109,7 +129,10 @@ def write_index(exp: Experiment, stages: list[Stage]) -> None:
                          "is_teacher": s.kind == "teacher"})
     speed = next((s for s in stages if s.kind == "speed" and s.done()), None)
     if speed is not None:
-        write_json(root / "speed.json", read_json(speed.path))
+        write_json(root / "speed.json", read_json(speed.output))
+    for bias in (s for s in stages if s.kind == "bias" and s.done()):  # the report reads the study's copy
+        with atomic_file(root / "easy_hard" / f"{bias.params['split']}.parquet") as tmp:
+            shutil.copyfile(bias.path / "easy_hard.parquet", tmp)
     write_json(root / "index.json", rows)
 
 
@@ -119,20 +142,20 @@ def write_analysis(exp: Experiment, stages: list[Stage]) -> None:
     teacher = stages[0]
     unc = next((s for s in stages if s.kind == "uncertainty" and s.done()), None)
     bias = next((s for s in stages if s.kind == "bias" and s.done()), None)
-    if unc is not None and unc.path.with_suffix(".json").is_file():
-        write_json(Path(exp.output_dir) / "analysis" / "uncertainty.json", read_json(unc.path.with_suffix(".json")))
+    if unc is not None and unc.output.with_suffix(".json").is_file():
+        write_json(Path(exp.output_dir) / "analysis" / "uncertainty.json", read_json(unc.output.with_suffix(".json")))
     if unc is None or bias is None:
         return
     cfg = resolve(unc, teacher)
     examples = load_train_split(cfg.data_args()).examples
-    v = load_per_example(unc.path, "v", examples)
+    v = load_per_example(unc.output, "v", examples)
     probs = bias_probs(str(bias.path), examples, LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16),
                        cfg.max_length)
     easy = easy_mask(probs, np.array([e["label"] for e in examples]))
     p = float(easy.mean())
     write_json(Path(exp.output_dir) / "analysis" / "agreement.json",
                {"n": len(examples), "agreement": agreement(v, easy), "bias_easy_fraction": p,
-                "chance": p * p + (1 - p) * (1 - p), "uncertainty": str(unc.path), "bias_model": str(bias.path)})
+                "chance": p * p + (1 - p) * (1 - p), "uncertainty": str(unc.output), "bias_model": str(bias.path)})
 
 
 def prepare(path: str | Path, output_dir: str | Path | None = None, overrides: list[str] | None = None
@@ -177,6 +200,7 @@ def run_study(exp: Experiment, stages: list[Stage], shard: tuple[int, int] = (0,
         with file_lock(root / "locks" / f"{s.path.name}.lock"):
             if s.done():
                 continue
+            clear_leftovers(s)
             if hasattr(rep, "stage_start"):
                 rep.stage_start(s, k, len(mine))
             t0 = time.perf_counter()

@@ -5,13 +5,20 @@ naming the file and the key before any work starts."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..compress import METHODS
-from ..config import LOSS_NAMES, METHOD_NAMES, RunOverrides, apply_overrides, error_lines
-from ..io import UserError, read_yaml
+from ..config import (
+    LOSS_NAMES,
+    METHOD_NAMES,
+    RunOverrides,
+    apply_overrides,
+    error_lines,
+    error_where,
+)
+from ..io import MAX_SEED, UserError, read_yaml
 from ..train.losses import REGISTRY
 
 LossName = Literal[tuple(LOSS_NAMES)]
@@ -27,7 +34,7 @@ def _nested(check, prefix: str) -> None:
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TeacherSpec(_Spec):
@@ -80,15 +87,15 @@ class BiasSpec(_Spec):
 
 
 class SpeedSpec(_Spec):
-    examples: int = Field(512, ge=8, description="ID examples each model is timed on")
-    repeats: int = Field(3, ge=1, description="timed rounds after a warm-up (best round counts)")
+    examples: int = Field(512, ge=8, le=1 << 20, description="ID examples each model is timed on")
+    repeats: int = Field(3, ge=1, le=1000, description="timed rounds after a warm-up (best round counts)")
 
 
 class Experiment(_Spec):
     name: str
     task: str = "mnli"
     output_dir: str
-    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [42], min_length=1)
     defaults: RunOverrides = Field(default_factory=RunOverrides, description="overrides for every stage")
     teacher: TeacherSpec
     compressions: list[CompressionSpec]
@@ -107,6 +114,10 @@ class Experiment(_Spec):
         names = [c.name for c in self.compressions]
         if len(set(names)) != len(names):
             raise ValueError(f"compression names must be unique: {names}")
+        unused = sorted(set(self.loss_settings) - set(self.all_losses()))
+        if unused:
+            raise ValueError(f"loss_settings for {unused}: no compression of this study uses "
+                             f"{'that loss' if len(unused) == 1 else 'these losses'} (losses: {self.all_losses()})")
         for loss, settings in self.loss_settings.items():
             _nested(lambda loss=loss, settings=settings: REGISTRY[loss].Settings.model_validate(
                 {"name": loss, **settings}), f"loss_settings.{loss}.")
@@ -134,4 +145,4 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     try:
         return Experiment.model_validate(raw)
     except ValidationError as e:
-        raise UserError(f"{path}: {error_lines(e)}") from None
+        raise UserError(f"{error_where(e, path, overrides)}: {error_lines(e)}") from None

@@ -27,7 +27,7 @@ from .losses import REGISTRY, LossSettings, difficulty
 class Inputs(BaseModel):
     """Where per-example loss inputs come from (a study fills these with upstream artifacts)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     teacher: str | None = Field(None, description="fine-tuned teacher folder: KD targets and the F_bias reference")
     uncertainty: str | None = Field(None, description="per-example uncertainty file (RMC), from `uncertainty`")
     reference_model: str | None = Field(None, description="JTT: the first model, whose training errors are up-weighted")

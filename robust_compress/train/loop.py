@@ -29,7 +29,17 @@ from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
 from ..data.batching import Collator, EncodedSplit, LengthGroupedSampler
-from ..io import UserError, log, read_json, write_json
+from ..io import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_SEED,
+    UserError,
+    disk_errors,
+    log,
+    publish,
+    read_json,
+    write_json,
+)
 from ..models.infer import model_inputs
 from .losses import Loss
 
@@ -37,17 +47,17 @@ from .losses import Loss
 class TrainArgs(BaseModel):
     """Optimization settings: what the loop needs, nothing else."""
 
-    model_config = ConfigDict(extra="forbid")
-    epochs: float = Field(1.0, gt=0, description="passes over the training split")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    epochs: float = Field(1.0, gt=0, le=10_000, description="passes over the training split")
+    max_steps: int | None = Field(None, ge=1, le=MAX_COUNT, description="stop after this many optimizer steps")
     lr: float = Field(5e-5, gt=0, description="peak learning rate (AdamW, linear warm-up and decay)")
-    batch_size: int = Field(32, ge=1, description="global batch size (split across processes)")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description="global batch size (split across processes)")
+    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="micro-batches per optimizer step")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps with a rising learning rate")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorms)")
-    seed: int = Field(42, description="training randomness: init of new heads, dropout, batch order")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="training randomness: init of new heads, dropout, batch order")
     bf16: bool = Field(False, description="bf16 autocast (about 2x on CPUs with AVX-512 bf16)")
-    checkpoint_every: int = Field(200, ge=1, description="optimizer steps between resumable checkpoints")
+    checkpoint_every: int = Field(200, ge=1, le=MAX_COUNT, description="optimizer steps between resumable checkpoints")
     dropout: float | None = Field(None, ge=0, lt=1, description="override the model's dropout")
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list, description="also log metrics to these accelerate trackers")
@@ -108,19 +118,31 @@ def _optimizer(params: list[tuple[str, torch.nn.Parameter]], args: TrainArgs) ->
                               {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
 
 
-def _save_checkpoint(ckpt: Path, accelerator: Accelerator, step: int, dynamics: list[np.ndarray]) -> None:
+def _save_checkpoint(ckpt: Path, accelerator: Accelerator, step: int, dynamics: list[np.ndarray],
+                     run: dict[str, Any] | None) -> None:
     """accelerate's save_state into a temporary folder (every process writes its RNG state there),
-    then one rename: a checkpoint is complete or absent."""
+    then one rename: a checkpoint is complete or absent. It records which run wrote it (`run`), so a
+    resume never continues another run's steps."""
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(output_dir=str(tmp), safe_serialization=True)
-    accelerator.wait_for_everyone()
+    try:
+        with disk_errors(tmp):
+            accelerator.save_state(output_dir=str(tmp), safe_serialization=True)
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                write_json(tmp / "loop_state.json", {"step": step})
+                write_json(tmp / RUN_FILE, run or {})
+                if dynamics:
+                    save_file({"dynamics": torch.from_numpy(np.concatenate(dynamics))},
+                              str(tmp / "dynamics.safetensors"))
+                publish(tmp, is_dir=True)  # the umask's permissions, like every artifact (not 0600)
+    except BaseException:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if accelerator.is_main_process:
-        write_json(tmp / "loop_state.json", {"step": step})
-        if dynamics:
-            save_file({"dynamics": torch.from_numpy(np.concatenate(dynamics))}, str(tmp / "dynamics.safetensors"))
         old = ckpt.with_name(ckpt.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if ckpt.exists():
@@ -130,9 +152,58 @@ def _save_checkpoint(ckpt: Path, accelerator: Accelerator, step: int, dynamics: 
     accelerator.wait_for_everyone()
 
 
-def _load_checkpoint(ckpt: Path, accelerator: Accelerator, dynamics: list[np.ndarray]) -> int:
+RUN_FILE = "run.json"
+RNG_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
+
+
+def _differences(mine: dict[str, Any], theirs: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(mine) | set(theirs)):
+        a, b = theirs.get(k), mine.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(b, a, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} there, {b!r} here")
+    return out
+
+
+def check_checkpoint(ckpt: Path, run: dict[str, Any] | None, main_process: bool = True) -> None:
+    """Refuse, before loading anything, a checkpoint of another run (kept: the user decides), and one
+    whose RNG states do not load (accelerate would skip them and resume with other dropout masks).
+    No checkpoint: nothing to check."""
+    if not (ckpt / "loop_state.json").is_file():
+        return
+    if run is not None:
+        theirs = read_json(ckpt / RUN_FILE) if (ckpt / RUN_FILE).is_file() else {}
+        diff = _differences(run, theirs) if theirs else ["it records no run settings (an older version)"]
+        if diff:
+            raise UserError(f"{ckpt}: this checkpoint was written by another run ({'; '.join(diff[:3])}"
+                            f"{'; ...' if len(diff) > 3 else ''}): rerun with that run's settings to resume it, "
+                            "or pass --no-resume to start over (the checkpoint is kept until then)")
+    for rng in sorted(ckpt.glob("random_states_*.pkl")) or [ckpt / "random_states_0.pkl"]:
+        _check_rng(rng, ckpt, main_process)
+
+
+def _check_rng(rng: Path, ckpt: Path, main_process: bool) -> None:
+    from accelerate.utils import load
+
+    try:
+        states = load(rng)  # weights_only: nothing in it runs
+        if not isinstance(states, dict) or any(k not in states for k in RNG_KEYS):
+            raise ValueError(f"missing {[k for k in RNG_KEYS if k not in (states or {})]}")
+    except Exception as e:  # noqa: BLE001 -- missing, truncated or foreign: the same answer
+        if main_process:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        raise UserError(f"{rng}: unreadable RNG state ({type(e).__name__}: {str(e).splitlines()[0][:120]}): "
+                        "the run cannot resume exactly; the checkpoint was removed: run again to start over"
+                        ) from None
+
+
+def _load_checkpoint(ckpt: Path, accelerator: Accelerator, dynamics: list[np.ndarray],
+                     run: dict[str, Any] | None = None) -> int:
     """Restore everything save_state wrote; a checkpoint that cannot be read is removed (a rerun then
-    starts this run over) and reported in one line."""
+    starts this run over) and reported in one line; another run's checkpoint is refused and kept."""
+    check_checkpoint(ckpt, run, accelerator.is_main_process)
     try:
         step = int(read_json(ckpt / "loop_state.json")["step"])
         accelerator.load_state(str(ckpt))
@@ -142,15 +213,17 @@ def _load_checkpoint(ckpt: Path, accelerator: Accelerator, dynamics: list[np.nda
         if accelerator.is_main_process:
             shutil.rmtree(ckpt, ignore_errors=True)
         raise UserError(f"{ckpt}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                        "it was removed: run again to start this run over") from None
+                        "it was removed: run again to start over") from None
     return step
 
 
 def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: Loss, work_dir: Path,
           hooks: list[Hook] | None = None, resume: bool = True, accelerator: Accelerator | None = None,
-          progress: Progress | None = None) -> TrainResult:
-    """Train `model` in place. `work_dir/checkpoint` is written periodically and resumed from.
-    `progress(event)` receives {"step", "total", "loss", "examples_per_s", "epoch"} every 10 steps."""
+          progress: Progress | None = None, run: dict[str, Any] | None = None) -> TrainResult:
+    """Train `model` in place. `work_dir/checkpoint` is written periodically and resumed from, only by
+    the run it records (`run`: everything that makes this run this run, JSON-able).
+    `progress(event)` receives {"step", "total", "loss", "examples_per_s", "epoch"} every 10 steps.
+    A non-finite loss stops the run (UserError): nothing of it is worth saving."""
     hooks = hooks or []
     accelerator = accelerator or make_accelerator(args)
     set_seed(args.seed)
@@ -180,7 +253,7 @@ def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: 
     step = start = 0
     dynamics: list[np.ndarray] = []
     if resume and (ckpt / "loop_state.json").is_file():
-        step = start = _load_checkpoint(ckpt, accelerator, dynamics)
+        step = start = _load_checkpoint(ckpt, accelerator, dynamics, run)
         log.info(f"resumed from {ckpt} at step {step}/{total}")
 
     model.train()
@@ -210,7 +283,11 @@ def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: 
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            window.append(loss.detach().float().item())
+            value = loss.detach().float().item()
+            if not math.isfinite(value):
+                raise UserError(f"step {step + 1}: the training loss is not finite ({value}) with lr {args.lr}: "
+                                "the run diverged and is stopped; nothing was saved (lower lr, or check the data)")
+            window.append(value)
             seen += batch["labels"].shape[0] * accelerator.num_processes
             micro += 1
             if micro % args.grad_accum:
@@ -228,7 +305,7 @@ def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: 
                 if args.trackers:
                     accelerator.log({"train/loss": losses[-1], "train/examples_per_s": rate}, step=step)
             if step % args.checkpoint_every == 0 and step < total:
-                _save_checkpoint(ckpt, accelerator, step, dynamics)
+                _save_checkpoint(ckpt, accelerator, step, dynamics, run)
             if step >= total or micro // args.grad_accum >= per_epoch:
                 break
     if args.trackers:

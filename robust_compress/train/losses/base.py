@@ -20,7 +20,7 @@ REGISTRY: dict[str, type[Loss]] = {}
 
 
 class LossSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str
 
 
