@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import pytest
 
 from robust_compress.data.load import DataArgs, eval_split_names, load_split
 from robust_compress.data.tasks import BUILTIN, SplitSpec, TaskSpec
 from robust_compress.io import UserError, read_json, read_jsonl, read_yaml
+
+from .conftest import WORDS
 
 MNLI = BUILTIN["mnli"]
 
@@ -177,3 +180,51 @@ def test_offline_qqp_without_dev_warns_and_keeps_heldout(tmp_path, caplog):
     assert names == ["heldout", "paws_qqp", "paws_wiki"]
     lines = _warnings(caplog)
     assert len(lines) == 1 and "'dev'" in lines[0] and "qqp/dev.jsonl" in lines[0]
+
+
+# ---------------------------------------------------------------- 6. a tokenizer that is not the model's
+
+
+def _bert_tokenizer(vocab: list[str]):
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
+
+
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+
+
+def test_a_shuffled_vocabulary_of_the_same_size_is_refused(tmp_path, tiny_dir, tiny_model):
+    from robust_compress.models.load import load_tokenizer
+
+    folder = tmp_path / "shuffled"
+    shutil.copytree(tiny_dir, folder)
+    _bert_tokenizer(TINY_VOCAB[::-1]).save_pretrained(folder)  # same tokens, [PAD] no longer id 0
+    with pytest.raises(UserError, match=r"shuffled: tokenizer does not match the model \(.*pad_token_id"):
+        load_tokenizer(str(folder), tiny_model)
+
+
+def test_a_vocabulary_changed_after_saving_is_refused_by_its_digest(tmp_path, tiny_dir, tiny_model):
+    from robust_compress.models.load import load_tokenizer, save_model
+
+    folder = tmp_path / "saved"
+    save_model(tiny_model, load_tokenizer(str(tiny_dir)), folder)
+    assert json.loads((folder / "tokenizer_digest.json").read_text())["vocab_size"] == len(TINY_VOCAB)
+    load_tokenizer(str(folder), tiny_model)  # as saved: accepted
+    swapped = list(TINY_VOCAB)
+    i, j = swapped.index("cat"), swapped.index("dog")
+    swapped[i], swapped[j] = swapped[j], swapped[i]  # special tokens where they were: only the digest sees it
+    _bert_tokenizer(swapped).save_pretrained(folder)
+    with pytest.raises(UserError, match=r"saved: tokenizer does not match the model \(.*vocabulary"):
+        load_tokenizer(str(folder), tiny_model)
+
+
+def test_a_model_folder_without_tokenizer_files_says_so(tmp_path, tiny_dir, tiny_model):
+    from robust_compress.models.load import load_tokenizer
+
+    folder = tmp_path / "notok"
+    shutil.copytree(tiny_dir, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(UserError, match=r"notok: no tokenizer files \(tokenizer\.json / vocab\.txt / "):
+        load_tokenizer(str(folder), tiny_model)
