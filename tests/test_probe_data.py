@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 
+import numpy as np
 import pytest
 
 from robust_compress.data.load import DataArgs, eval_split_names, load_split
 from robust_compress.data.tasks import BUILTIN, SplitSpec, TaskSpec
 from robust_compress.io import UserError, read_json, read_jsonl, read_yaml
 
-from .conftest import WORDS
+from .conftest import WORDS, make_examples
 
 MNLI = BUILTIN["mnli"]
 
@@ -228,3 +230,35 @@ def test_a_model_folder_without_tokenizer_files_says_so(tmp_path, tiny_dir, tiny
         (folder / name).unlink(missing_ok=True)
     with pytest.raises(UserError, match=r"notok: no tokenizer files \(tokenizer\.json / vocab\.txt / "):
         load_tokenizer(str(folder), tiny_model)
+
+
+# ---------------------------------------------------------------- 7, 8. the logit cache
+
+
+def test_a_truncated_logit_cache_entry_is_recomputed(tmp_path, tiny_dir, caplog):
+    from robust_compress.train.logit_cache import LogitCache
+
+    cache, ex = LogitCache(tmp_path / "cache"), make_examples(24)
+    first = cache.get(tiny_dir, ex, 32)
+    (entry,) = (tmp_path / "cache" / "logits").glob("*.safetensors")
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING, logger="robust_compress"):
+        again = cache.get(tiny_dir, ex, 32)
+    np.testing.assert_array_equal(again, first)
+    assert cache.misses == 2
+    lines = _warnings(caplog)
+    assert len(lines) == 1 and entry.name in lines[0] and "recomput" in lines[0]
+    np.testing.assert_array_equal(LogitCache(tmp_path / "cache").get(tiny_dir, ex, 32), first)  # rewritten
+
+
+def test_logit_cache_files_get_the_umask_permissions(tmp_path, tiny_dir):
+    from robust_compress.train.logit_cache import LogitCache
+
+    old = os.umask(0o022)
+    try:
+        LogitCache(tmp_path / "cache").get(tiny_dir, make_examples(8), 32)
+    finally:
+        os.umask(old)
+    (entry,) = (tmp_path / "cache" / "logits").glob("*")
+    assert entry.stat().st_mode & 0o777 == 0o644
+
