@@ -66,7 +66,8 @@ def publish(path: Path, is_dir: bool) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a JSON Lines file; errors name the file and the 1-based line."""
+    """Read a JSON Lines file; errors name the file and the 1-based line. A byte-order mark at the
+    start (editors on Windows write one) is skipped, not refused."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
@@ -74,16 +75,18 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"
-                                ) from None
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:  # e.object: the line without a byte-order mark
+                raise UserError(f"{path}:{lineno}: not UTF-8 (byte {e.object[e.start]:#04x} at column "
+                                f"{e.start + 1})") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+            except RecursionError:  # e.g. 200,000 nested "[": the parser's stack, not a traceback
+                raise UserError(f"{path}:{lineno}: JSON nested too deeply") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             row["_line"] = lineno
@@ -92,16 +95,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def read_text(path: Path) -> str:
-    """A UTF-8 text file, or one line saying why not."""
+    """A UTF-8 text file (a leading byte-order mark skipped), or one line saying why not."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     data = path.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 (byte {data[e.start]:#04x})") from None
+        bad = e.object  # without the byte-order mark: e.start counts from there
+        line = bad[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 (byte {bad[e.start]:#04x})") from None
 
 
 def read_json(path: Path) -> Any:
@@ -109,6 +113,8 @@ def read_json(path: Path) -> Any:
         return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply") from None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -109,10 +109,14 @@ def test_every_epoch_sees_its_own_batch_order(tiny_dir, tiny_tokenizer, tmp_path
 
 
 def _mnli_dir(tmp_path: Path, train_bytes: bytes) -> Path:
+    """Every MNLI split present (a missing one would add its warning line to stderr)."""
     d = tmp_path / "data" / "mnli"
     d.mkdir(parents=True)
     (d / "train.jsonl").write_bytes(train_bytes)
-    (d / "dev_matched.jsonl").write_text('{"premise": "a", "hypothesis": "b", "label": "entailment", "idx": 1}\n')
+    row = '{"premise": "a", "hypothesis": "b", "label": "entailment", "idx": 1, "heuristic": "x"}\n'
+    for f in ("mnli/dev_matched.jsonl", "mnli/dev_mismatched.jsonl", "hans/evaluation.jsonl"):
+        (tmp_path / "data" / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / f).write_text(row)
     return tmp_path / "data"
 
 

@@ -80,13 +80,42 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
     if path.suffix == ".jsonl":
         return read_jsonl(path)
     if path.suffix in {".csv", ".tsv"}:
-        text = read_text(path)
-        reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix == ".tsv" else ",")
         try:
-            return [dict(row, _line=i) for i, row in enumerate(reader, start=2)]
-        except csv.Error as e:
-            raise UserError(f"{path}:{reader.line_num}: malformed {path.suffix[1:].upper()} ({e})") from None
+            with path.open(encoding="utf-8-sig", newline="") as f:  # the csv module's own line ends
+                return _read_csv(path, f)
+        except UnicodeDecodeError:
+            read_text(path)  # raises the one line naming the file, line and byte
+            raise
     raise UserError(f"{path}: unsupported file type (use .jsonl, .csv or .tsv)")
+
+
+def _read_csv(path: Path, f) -> list[dict[str, Any]]:
+    """Rows of a CSV/TSV file, read as CSV and not as lines: a quoted field keeps its newlines, and
+    U+2028 or a form feed is text. `_line` is the physical line where the record starts. A row
+    with more or fewer fields than the header is refused (DictReader would pad it with None)."""
+    reader = csv.reader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+    header, rows = None, []
+    try:
+        while True:
+            start = reader.line_num + 1
+            fields = next(reader, None)
+            if fields is None:
+                return rows
+            if not fields:  # a blank line
+                continue
+            if header is None:
+                dup = next((c for i, c in enumerate(fields) if c in fields[:i]), None)
+                if dup is not None:
+                    raise UserError(f"{path}:{start}: duplicate column {dup!r} in the header")
+                header = fields
+            elif len(fields) != len(header):
+                raise UserError(f"{path}:{start}: row has {len(fields)} fields, "
+                                f"the header has {len(header)}")
+            else:
+                rows.append(dict(zip(header, fields, strict=True), _line=start))
+    except csv.Error as e:
+        kind = path.suffix[1:].upper()
+        raise UserError(f"{path}:{reader.line_num}: malformed {kind} ({e})") from None
 
 
 def _load_hub(spec: SplitSpec) -> tuple[list[dict[str, Any]], str]:
@@ -101,6 +130,10 @@ def _load_hub(spec: SplitSpec) -> tuple[list[dict[str, Any]], str]:
         raise UserError(f"{where}: could not load from the Hugging Face hub: {type(e).__name__}: {e}") from None
     rows = [dict(r, _line=i + 1) for i, r in enumerate(ds)]
     return rows, where
+
+
+# a label index given as text: ASCII digits only ("²".isdigit() is True, int("²") fails)
+_INDEX = re.compile(r"-?[0-9]+")
 
 
 def normalize(rows: list[dict[str, Any]], task: TaskSpec, split_name: str, where: str) -> Split:
@@ -119,7 +152,7 @@ def normalize(rows: list[dict[str, Any]], task: TaskSpec, split_name: str, where
             raise UserError(f"{loc}: label {raw!r} is not a label name or index")
         if isinstance(raw, str) and raw in gold_names:
             label = gold_names.index(raw)
-        elif isinstance(raw, int) or (isinstance(raw, str) and raw.lstrip("-").isdigit()):
+        elif isinstance(raw, int) or (isinstance(raw, str) and _INDEX.fullmatch(raw)):
             label = int(raw)
             if label == -1:  # unlabeled (GLUE test convention): counted and reported below
                 unlabeled += 1
@@ -142,6 +175,11 @@ def normalize(rows: list[dict[str, Any]], task: TaskSpec, split_name: str, where
         else:
             ex_id = str(line)
         ex = {"id": ex_id, "text_a": a, "text_b": b, "label": label}
+        for meta in spec.group_by:  # a row without its group would drop out of the breakdown
+            if row.get(meta) is None:
+                what = "missing field" if meta not in row else "null field"
+                raise UserError(f"{loc}: {what} {meta!r} "
+                                f"(a group_by column of split {split_name!r})")
         for meta in spec.group_by + spec.keep:
             ex[meta] = row.get(meta)
         out.append(ex)
@@ -234,7 +272,25 @@ def available_eval_splits(task: TaskSpec, data_dir: str | Path | None, source: s
     return [n for n in task.eval_splits() if n in local]
 
 
+_WARNED: set[str] = set()  # say each missing-split warning once per process, not once per stage
+
+
+def _missing_line(task: TaskSpec, names: list[str], data_dir, source: str) -> str:
+    """`'dev' (tried /data/qqp/dev.jsonl; on the hub with --source hub), ...` for these splits."""
+    parts = []
+    for n in names:
+        spec = task.splits[n]
+        tried = ", ".join(str(p) for p in _candidates(spec, data_dir)) or "no data directory"
+        on_hub = spec.hub is not None and source == "local"
+        hint = "; on the hub with --source hub" if on_hub else ""
+        parts.append(f"{n!r} (tried {tried}{hint})")
+    return ", ".join(parts)
+
+
 def eval_split_names(args: DataArgs, task: TaskSpec | None = None) -> list[str]:
+    """The configured eval splits, else every one the source has. A declared split that is not
+    there is one warning line (a study must not silently evaluate less), and none of the task's ID
+    splits at all is an error: Delta and F_bias compare against ID accuracy."""
     task = task or load_task(args.task)
     names = args.eval_sets or available_eval_splits(task, args.data_dir, args.source)
     unknown = [n for n in names if n not in task.splits or task.splits[n].role == "train"]
@@ -242,6 +298,18 @@ def eval_split_names(args: DataArgs, task: TaskSpec | None = None) -> list[str]:
         raise UserError(f"unknown eval set(s) {unknown} for task {task.name!r}; have {task.eval_splits()}")
     if not names:
         raise UserError(f"task {task.name!r}: no eval split is available from source {args.source!r}")
+    if not args.eval_sets:
+        missing = [n for n in task.eval_splits() if n not in names]
+        ids = [n for n in task.eval_splits() if task.splits[n].role == "id"]
+        if ids and not set(ids) & set(names):
+            raise UserError(f"task {task.name!r}: no ID eval split found: "
+                            f"{_missing_line(task, ids, args.data_dir, args.source)}; "
+                            f"Delta and F_bias need one (to evaluate only {names}, set eval_sets)")
+        msg = (f"task {task.name!r}: eval split(s) not found: "
+               f"{_missing_line(task, missing, args.data_dir, args.source)}; evaluating {names}")
+        if missing and msg not in _WARNED:
+            _WARNED.add(msg)
+            log.warning(msg)
     return names
 
 

@@ -26,7 +26,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from ..io import UserError, file_digest, read_json
+from ..io import UserError, file_digest, read_json, write_json
 from .families import dropout_overrides, family_of, max_positions
 from .pruned import register_all
 
@@ -176,26 +176,57 @@ def load_model(name_or_path: str, labels: list[str], dropout: float | None = Non
     return model
 
 
+TOKENIZER_DIGEST = "tokenizer_digest.json"
+_SPECIAL = ("pad", "bos", "eos", "cls", "sep", "unk")
+
+
+def _has_tokenizer_files(folder: Path) -> bool:
+    """Without these, AutoTokenizer builds a tokenizer of the special tokens alone (no error)."""
+    names = ("tokenizer.json", "vocab.txt", "vocab.json")
+    return any((folder / n).is_file() for n in names) or any(folder.glob("*.model"))
+
+
+def vocab_digest(tok) -> str:
+    """sha256 of the token -> id mapping (sorted): equal exactly when every token keeps its id."""
+    return hashlib.sha256(json.dumps(sorted(tok.get_vocab().items())).encode()).hexdigest()
+
+
 def load_tokenizer(name_or_path: str, model: PreTrainedModel | None = None):
-    """The model folder's tokenizer; with `model`, refuse one whose vocabulary is not the model's."""
+    """The model folder's tokenizer; with `model`, refuse one whose vocabulary is not the model's.
+    A folder this tool saved records its vocabulary's digest: a changed vocabulary is refused."""
     folder = resolve_model_dir(name_or_path)
+    if not _has_tokenizer_files(folder):
+        raise UserError(f"{folder}: no tokenizer files "
+                        "(tokenizer.json / vocab.txt / vocab.json / *.model)")
     try:
         tok = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, TypeError) as e:
         raise UserError(f"{folder}: cannot load tokenizer ({str(e).splitlines()[0]})") from None
     if model is not None:
         check_vocab(tok, model, str(folder))
+    if (folder / TOKENIZER_DIGEST).is_file():
+        saved = read_json(folder / TOKENIZER_DIGEST)
+        if not isinstance(saved, dict) or saved.get("vocab_sha256") != vocab_digest(tok):
+            raise UserError(f"{folder}: tokenizer does not match the model (its vocabulary is "
+                            f"not the one saved with the model: {TOKENIZER_DIGEST} differs)")
     return tok
 
 
 def check_vocab(tok, model: PreTrainedModel, where: str) -> None:
     """A tokenizer belongs to a model when its ids fit the embedding and it covers (almost) all rows:
-    checkpoints pad the embedding to a multiple of 8 or 128, never by thousands."""
+    checkpoints pad the embedding to a multiple of 8 or 128, never by thousands. A same-size
+    vocabulary in another order passes that, so the special tokens the config names must agree."""
     rows = model.get_input_embeddings().num_embeddings
     n = len(tok)
     if n > rows or rows - n > max(128, rows // 100):
         raise UserError(f"{where}: tokenizer has {n} tokens but the model's embedding has {rows} rows: "
                         "tokenizer and model do not match")
+    for name in _SPECIAL:
+        want = getattr(model.config, f"{name}_token_id", None)
+        have = getattr(tok, f"{name}_token_id", None)
+        if isinstance(want, int) and isinstance(have, int) and want != have:
+            raise UserError(f"{where}: tokenizer does not match the model (the config's "
+                            f"{name}_token_id is {want}, the tokenizer's is {have})")
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
@@ -210,7 +241,14 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
 def save_model(model: PreTrainedModel, tokenizer, folder: Path) -> None:
     """Hugging Face format with safetensors weights (loadable without running any code)."""
     model.save_pretrained(folder, safe_serialization=True)
+    save_tokenizer(tokenizer, folder)
+
+
+def save_tokenizer(tokenizer, folder: Path) -> None:
+    """The tokenizer's files and its vocabulary digest (JSON), which `load_tokenizer` checks."""
     tokenizer.save_pretrained(folder)
+    write_json(Path(folder) / TOKENIZER_DIGEST, {"vocab_sha256": vocab_digest(tokenizer),
+                                                 "vocab_size": len(tokenizer.get_vocab())})
 
 
 def set_threads() -> None:

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from transformers import AutoModelForSequenceClassification
 
 from ..io import UserError, read_json, write_json
-from .load import check_model_dir, load_arch, load_model, model_labels
+from .load import check_model_dir, load_arch, load_model, model_labels, save_tokenizer
 
 QUANT_FILE = "quantization.json"
 SCHEMES = ("dynamic-int8", "dynamic-int8-torch-ao")
@@ -78,7 +78,7 @@ def save_quantized(qmodel: torch.nn.Module, float_model: torch.nn.Module, tokeni
             {k: v.detach().contiguous() if not type(v).__module__.startswith("torchao") else v
              for k, v in qmodel.state_dict().items()})
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / INT8_WEIGHTS), metadata=metadata)
-    tokenizer.save_pretrained(folder)
+    save_tokenizer(tokenizer, folder)
     write_json(folder / QUANT_FILE, {"scheme": scheme})
 
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from ..data.batching import EncodedSplit
-from ..io import read_yaml
+from ..io import atomic_file, log, read_yaml
 from ..models.infer import predict_logits
 from ..models.load import load_tokenizer, model_digest, model_labels
 from ..models.overlap import OverlapModel, is_overlap_model
@@ -56,15 +55,16 @@ class LogitCache:
             return np.log(np.clip(OverlapModel.load(Path(model_dir)).predict_proba(examples), 1e-12, None))
         path = self.root / f"{self.key(model_dir, examples, max_length)}.safetensors"
         if path.is_file():
-            return load_file(str(path))["logits"]
+            try:
+                return load_file(str(path))["logits"]
+            except (SafetensorError, KeyError) as e:  # truncated or corrupt: it is only a cache
+                log.warning(f"{path}: unreadable logit cache entry ({e}); removed, recomputing")
+                path.unlink(missing_ok=True)
         self.misses += 1
         model = load_for_inference(model_dir, model_labels(model_dir))
         tokenizer = load_tokenizer(str(model_dir), model)
         data = EncodedSplit(examples, tokenizer, max_length, field=model_input_field(model_dir))
         logits, _ = predict_logits(model, data, self.batch_size, bf16=self.bf16)
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.stem}.", suffix=".tmp")  # shards may race
-        os.close(fd)
-        save_file({"logits": logits.astype(np.float32)}, tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:  # shards may race: each writes its own file, then renames
+            save_file({"logits": logits.astype(np.float32)}, str(tmp))
         return logits
