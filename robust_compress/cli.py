@@ -208,6 +208,7 @@ def uncertainty(output: Annotated[Path, typer.Option("--output", "-o", help="par
 
 @app.command("bias-model")
 def bias_model(kind: Annotated[str, typer.Option(help="partial (hypothesis/claim only) | overlap")] = "partial",
+               features: Annotated[str, typer.Option(help="overlap: basic | literature")] = "basic",
                config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None, task: TaskOpt = None,
                data_dir: DataOpt = None, output: OutOpt = None, overwrite: OverwriteOpt = False,
                verbose: VerboseOpt = False):
@@ -218,7 +219,9 @@ def bias_model(kind: Annotated[str, typer.Option(help="partial (hypothesis/claim
     if kind not in ("partial", "overlap"):
         raise UserError(f"--kind {kind!r}: use 'partial' or 'overlap'")
     cfg = _cfg(config, set_, model=model or "none", task=task, data_dir=data_dir, output=output)
-    out = train_bias_model(cfg, kind, overwrite=overwrite, progress=_reporter())
+    if features not in ("basic", "literature"):
+        raise UserError(f"--features {features!r}: use 'basic' or 'literature'")
+    out = train_bias_model(cfg, kind, overwrite=overwrite, progress=_reporter(), features=features)
     _print_summary(out / "summary.json")
 
 

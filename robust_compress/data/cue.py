@@ -20,6 +20,9 @@ class CueConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     rho: float = Field(0.8, ge=0, le=1, description="share of training pairs whose marker is the gold label's")
     markers: list[str] | None = Field(None, description="one marker word per label; default: fixed rare words")
+    per_example: bool = Field(False, description="draw each example's marker from (data_seed, its id), not "
+                              "from one sequence: nested subsets then carry the same markers, so a bias "
+                              "model trained on more pairs saw the very texts a smaller run trains on")
 
 
 def cue_markers(cue: CueConfig, labels: list[str]) -> list[str]:
@@ -29,12 +32,14 @@ def cue_markers(cue: CueConfig, labels: list[str]) -> list[str]:
     return markers
 
 
-def add_cue(examples: list[dict], markers: list[str], rho: float, seed: int) -> list[dict]:
+def add_cue(examples: list[dict], markers: list[str], rho: float, seed: int, per_example: bool = False
+            ) -> list[dict]:
     """Training transform: append the gold label's marker with probability rho, else a random one."""
     rng = random.Random(seed)
     out = []
     for e in examples:
-        m = markers[e["label"]] if rng.random() < rho else rng.choice(markers)
+        r = random.Random(f"{seed}:{e['id']}") if per_example else rng
+        m = markers[e["label"]] if r.random() < rho else r.choice(markers)
         out.append(e | {"text_b": f"{e['text_b']} {m}"})
     return out
 

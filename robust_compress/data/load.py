@@ -42,6 +42,9 @@ class DataArgs(BaseModel):
     max_length: int = Field(128, ge=8, le=1_000_000, description="tokens per example (pairs truncated longest-first)")
     input_field: Literal["text_a", "text_b"] | None = Field(None, description="partial input (bias-only models)")
     cue: CueConfig | None = Field(None, description="controlled synthetic shortcut in the training data")
+    cv_fold: int | None = Field(None, ge=0, description="train without this fold of the training split "
+                                "(cross-fitting: the fold is scored by a model that never saw it)")
+    cv_folds: int = Field(5, ge=2, le=100, description="how many folds the training split is cut into")
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
@@ -319,8 +322,30 @@ def load_train_split(args: DataArgs, task: TaskSpec | None = None) -> Split:
     split = load_split(task, task.train_split, args.data_dir, args.source, limit=args.train_limit,
                        seed=args.data_seed)
     if args.cue is not None:
-        split.examples = add_cue(split.examples, cue_markers(args.cue, task.labels), args.cue.rho, args.data_seed)
+        split.examples = add_cue(split.examples, cue_markers(args.cue, task.labels), args.cue.rho, args.data_seed,
+                                 args.cue.per_example)
+    if args.cv_fold is not None:
+        if args.cv_fold >= args.cv_folds:
+            raise UserError(f"cv_fold {args.cv_fold} must be below cv_folds {args.cv_folds}")
+        fold = folds_of(split.examples, args.cv_folds, args.data_seed)
+        split.examples = [e for e, f in zip(split.examples, fold, strict=True) if f != args.cv_fold]
     return split
+
+
+def text_key(e: dict[str, Any]) -> str:
+    """What a per-example probability was computed from: valid only for this text and label."""
+    return hashlib.sha256(json.dumps([e["text_a"], e["text_b"], e["label"]]).encode()).hexdigest()[:16]
+
+
+def folds_of(examples: list[dict[str, Any]], k: int, seed: int) -> list[int]:
+    """The cross-fitting fold of each example: a seeded permutation dealt round-robin into k folds
+    of (almost) equal size; the same examples and seed give the same folds in every process."""
+    order = list(range(len(examples)))
+    random.Random(f"folds:{seed}:{k}").shuffle(order)
+    fold = [0] * len(examples)
+    for rank, i in enumerate(order):
+        fold[i] = rank % k
+    return fold
 
 
 def load_eval_splits(args: DataArgs, task: TaskSpec | None = None) -> dict[str, Split]:

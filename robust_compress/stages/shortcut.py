@@ -11,13 +11,14 @@ import pandas as pd
 from ..analysis import easy_hard, uncertainty
 from ..config import RunConfig
 from ..data.batching import EncodedSplit
-from ..data.load import load_eval_splits, load_split, load_train_split
+from ..data.load import folds_of, load_eval_splits, load_split, load_train_split, text_key
 from ..data.tasks import load_task
 from ..evaluate import prediction_table, summarize
 from ..io import UserError, atomic_file, check_writable, write_json
 from ..models.load import load_model, load_tokenizer, model_labels
 from ..models.overlap import FILE as OVERLAP_FILE
 from ..models.overlap import OverlapModel
+from ..train.extras import BIAS_RECORD, TRAIN_PROBS
 from ..train.logit_cache import LogitCache
 from .artifact import check_output, write_artifact
 from .progress import Reporter
@@ -86,15 +87,30 @@ def compute_uncertainty(cfg: RunConfig, out: Path, models: list[str] | None = No
 
 def train_bias_model(cfg: RunConfig, kind: Literal["partial", "overlap"] = "partial", overwrite: bool = False,
                      progress: Reporter | None = None, easy_hard_split: str | None = None,
-                     files: dict[str, Any] | None = None) -> Path:
+                     files: dict[str, Any] | None = None, scoring: str | None = None, folds: int = 5,
+                     fold_models: list[str] | None = None, features: str = "basic") -> Path:
     """A bias-only model: `partial` fine-tunes cfg.model on one side of the pair (hypothesis / claim);
     `overlap` fits a logistic regression on lexical-overlap features (the HANS heuristics).
     With `easy_hard_split`, the artifact also holds that split's easy/hard partition
-    (`easy_hard.parquet`), written before the artifact is complete: no finished bias model lacks it."""
+    (`easy_hard.parquet`); with `scoring` (crossfit | insample), the training set's probabilities
+    (`train_probs.parquet`, read by the known-bias losses; cross-fitting a transformer needs its
+    `fold_models`). Both are written before the artifact is complete: no finished bias model lacks them.
+    `features`: the overlap model's feature set (basic | literature)."""
+    if scoring == "crossfit" and kind == "partial" and len(fold_models or []) != folds:
+        raise UserError(f"cross-fitting a {kind} bias model needs its {folds} fold models")
     task = load_task(cfg.task)
     files = dict(files or {})
     if easy_hard_split is not None:
         files = {"easy_hard.parquet": lambda tmp: easy_hard_frame(cfg, str(tmp), easy_hard_split)} | files
+    if scoring is not None:  # the training set's probabilities, for the losses (before the record)
+        made: dict[str, Any] = {}
+
+        def probs(tmp: Path) -> pd.DataFrame:
+            made["table"], made["record"] = bias_train_probs(cfg, kind, str(tmp), scoring, folds, fold_models,
+                                                             features)
+            return made["table"]
+
+        files = {TRAIN_PROBS: probs, BIAS_RECORD: lambda tmp: made["record"]} | files
     if kind == "partial":
         return finetune(cfg.model_copy(update={"input_field": task.bias_field}), overwrite=overwrite,
                         progress=progress, files=files)
@@ -104,13 +120,50 @@ def train_bias_model(cfg: RunConfig, kind: Literal["partial", "overlap"] = "part
     check_output(out, overwrite)
     args = cfg.data_args()
     splits = {n: s for n, s in load_eval_splits(args, task).items() if s.role != "cue"}
-    model = OverlapModel.fit(load_train_split(args, task).examples, task.labels)
+    model = OverlapModel.fit(load_train_split(args, task).examples, task.labels, features=features)
     tables = {n: prediction_table(s, np.log(np.clip(model.predict_proba(s.examples), 1e-12, None)), task.labels)
               for n, s in splits.items()}
     summary = summarize(tables, {n: s.role for n, s in splits.items()}, {n: s.group_by for n, s in splits.items()},
                         rule=task.delta_rule(list(splits)))
     write_artifact(out, cfg=cfg, tables=tables, files={OVERLAP_FILE: model.to_json(), "summary.json": summary} | files)
     return out
+
+
+def bias_train_probs(cfg: RunConfig, kind: str, model_dir: str, scoring: str = "crossfit", folds: int = 5,
+                     fold_models: list[str] | None = None, features: str = "basic"
+                     ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A bias model's probabilities on its training split: in-sample (the model trained on all of it)
+    and, cross-fitted, out-of-fold: each example scored by the fold model that never saw it (Clark et
+    al. 2019's caveat: an in-sample bias model is over-confident on its own training examples).
+    Returns the table (id, text key, fold, label, insample_p<j>, crossfit_p<j>) and a record."""
+    task = load_task(cfg.task)
+    args = cfg.data_args().model_copy(update={"cv_fold": None})
+    examples = load_train_split(args, task).examples
+    cache = LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16)
+    gold = np.array([e["label"] for e in examples])
+    columns: dict[str, Any] = {"id": [e["id"] for e in examples], "key": [text_key(e) for e in examples],
+                               "label": gold}
+    probs = {"insample": easy_hard.bias_probs(model_dir, examples, cache, cfg.max_length)}
+    if scoring == "crossfit":
+        fold = np.array(folds_of(examples, folds, cfg.data_seed))
+        out = np.zeros_like(probs["insample"])
+        for k in range(folds):
+            held = [examples[i] for i in np.flatnonzero(fold == k)]
+            if kind == "overlap":
+                seen = [examples[i] for i in np.flatnonzero(fold != k)]
+                out[fold == k] = OverlapModel.fit(seen, task.labels, features=features).predict_proba(held)
+            else:
+                out[fold == k] = easy_hard.bias_probs(fold_models[k], held, cache, cfg.max_length)
+        probs["crossfit"] = out
+        columns["fold"] = fold
+    record: dict[str, Any] = {"kind": kind, "scoring": scoring, "folds": folds if scoring == "crossfit" else None,
+                              "n": len(examples)}
+    for mode, p in probs.items():
+        for j in range(p.shape[1]):
+            columns[f"{mode}_p{j}"] = p[:, j]
+        record[f"train_accuracy_{mode}"] = float((p.argmax(1) == gold).mean())
+        record[f"train_confidence_gold_{mode}"] = float(p[np.arange(len(gold)), gold].mean())
+    return pd.DataFrame(columns), record
 
 
 def easy_hard_frame(cfg: RunConfig, bias_model: str, split_name: str) -> pd.DataFrame:

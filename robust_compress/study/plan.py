@@ -101,6 +101,34 @@ def _overrides(o) -> dict[str, Any]:
     return o.model_dump(exclude_unset=True)
 
 
+def teacher_ref(variant: str | None) -> str:
+    """The placeholder a stage's config names a teacher by (the study's, or a debiased one)."""
+    return TEACHER if variant is None else f"<teacher:{variant}>"
+
+
+def is_teacher_ref(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("<teacher") and value.endswith(">")
+
+
+def _bias_stages(exp: Experiment, base: dict[str, Any], root: Path) -> dict[str, Stage]:
+    """One stage per bias model; a cross-fitted transformer bias model first trains one model per fold
+    (each its own stage: cached and resumed on its own)."""
+    out: dict[str, Stage] = {}
+    biases = exp.named_bias_models()
+    for name, b in biases.items():
+        bcfg = base | {"model": b.model or exp.teacher.model, "seed": exp.seeds[0]} | _overrides(b.train)
+        label = f"bias-{b.kind}" if len(biases) == 1 else f"bias-{name}"
+        folds = []
+        if b.kind == "partial" and b.scoring == "crossfit":
+            folds = [Stage("bias-fold", f"{label}-fold{k}", bcfg | {"cv_fold": k, "cv_folds": b.folds}, root=root,
+                           params={"kind": b.kind}) for k in range(b.folds)]
+        out[name] = Stage("bias", label, bcfg, deps=folds, root=root,
+                          params={"split": b.easy_hard_split, "kind": b.kind, "scoring": b.scoring, "folds": b.folds}
+                          | ({"features": b.features} if b.kind == "overlap" else {}),
+                          meta={"bias": name, "primary": name == next(iter(biases))})
+    return out
+
+
 def plan(exp: Experiment) -> list[Stage]:
     """The stage graph in execution order (dependencies first), without external digests."""
     root = Path(exp.output_dir)
@@ -112,15 +140,16 @@ def plan(exp: Experiment) -> list[Stage]:
         exp.teacher.train)
     teacher = Stage("teacher", "teacher", teacher_cfg, root=root,
                     meta={"given": exp.teacher.path, "group": "teacher", "method": "teacher", "loss": "ce",
-                          "seed": exp.seeds[0]})
+                          "seed": exp.seeds[0], "is_teacher": True})
     stages.append(teacher)
 
-    bias = None
-    if exp.bias_model is not None:
-        b = exp.bias_model
-        bcfg = base | {"model": b.model or exp.teacher.model, "seed": exp.seeds[0]} | _overrides(b.train)
-        bias = Stage("bias", f"bias-{b.kind}", bcfg, root=root, params={"split": b.easy_hard_split, "kind": b.kind})
-        stages.append(bias)
+    biases = _bias_stages(exp, base, root)
+    for b in biases.values():
+        stages.extend(b.deps + [b])
+    several = len(biases) > 1
+
+    def label(loss: str, bias: str | None) -> str:
+        return f"{loss}-{bias}" if bias is not None and several else loss
 
     unc = None
     if any("difficulty" in REGISTRY[loss].needs for loss in exp.all_losses()):
@@ -142,33 +171,57 @@ def plan(exp: Experiment) -> list[Stage]:
                     deps=runs or [teacher], root=root, params=params)
         stages.append(unc)
 
-    # Seed-major, and within a seed every compression's vanilla (ce) run first: a study stopped
-    # early still has whole tables for the seeds it reached.
+    # debiased teachers: the study's teacher recipe with their own loss (their teacher targets, if
+    # the loss has any, are the study's teacher: self-distillation, as Utama et al.)
+    variants: dict[str, Stage] = {}
+    for name, t in exp.teachers.items():
+        cfg = teacher_cfg | _overrides(t.train) | {"loss": {"name": t.loss} | exp.loss_settings.get(t.loss, {}),
+                                                   "inputs": {"teacher": TEACHER}}
+        deps = [teacher] + ([biases[t.bias]] if t.bias is not None else [])
+        variants[name] = Stage("teacher", f"teacher-{name}", cfg, deps=deps, root=root,
+                               meta={"group": f"teacher-{name}", "method": "teacher", "loss": label(t.loss, t.bias),
+                                     "loss_name": t.loss, "bias": t.bias, "seed": exp.seeds[0], "variant": name})
+
+    # Seed-major; within a seed, the compressions of the study's teacher before those of a debiased
+    # one (whose teacher is trained just before they need it), and every compression's vanilla (ce)
+    # run first: a study stopped early still has whole tables for the seeds it reached.
     order = ["ce"] + [loss for loss in exp.all_losses() if loss != "ce"]
-    models = [teacher]
-    for seed in exp.seeds:
+    models = [teacher, *variants.values()]
+    all_seeds = list(dict.fromkeys(exp.seeds + [s for c in exp.compressions for s in c.seeds or []]))
+    by_teacher = sorted(exp.compressions, key=lambda c: c.teacher is not None)
+    for seed in all_seeds:
         vanilla: dict[str, Stage] = {}
-        for loss in order:
-            for c in exp.compressions:
-                method = METHODS[c.method]
-                losses = (c.losses or exp.losses) if method.trains else ["ce"]  # no training: one row...
-                if loss not in losses or (not method.trains and seed != exp.seeds[0]):  # ...and one seed
-                    continue
-                provider = {"teacher": teacher, "uncertainty": unc, "bias": bias, "vanilla": vanilla.get(c.name)}
-                deps = [teacher] + [provider[EXTRAS[n].stage] for n in REGISTRY[loss].needs
-                                    if EXTRAS[n].stage != "teacher"] if method.trains else [teacher]
+        for loss, c in [(loss, c) for debiased in (False, True) for loss in order
+                        for c in by_teacher if (c.teacher is not None) == debiased]:
+            method = METHODS[c.method]
+            seeds = c.seeds or exp.seeds
+            losses = (c.losses or exp.losses) if method.trains else ["ce"]  # no training: one row...
+            if seed not in seeds or loss not in losses or (not method.trains and seed != seeds[0]):  # ...one seed
+                continue
+            src = variants[c.teacher] if c.teacher else teacher
+            if src not in stages:  # a debiased teacher, trained just before its first compression
+                stages.append(src)
+            uses_bias = method.trains and "bias_probs" in REGISTRY[loss].needs
+            for bias in (c.bias_models or list(biases)) if uses_bias else [None]:
+                provider = {"teacher": src, "uncertainty": unc, "bias": biases.get(bias),
+                            "vanilla": vanilla.get(c.name)}
+                deps = [src] + [provider[EXTRAS[n].stage] for n in REGISTRY[loss].needs
+                                if EXTRAS[n].stage != "teacher"] if method.trains else [src]
                 settings = c.method_config().model_dump(mode="json")
-                cfg = base | {"model": c.model or TEACHER, "seed": seed} | _overrides(c.train) | {
-                    "compression": settings, "inputs": {"teacher": TEACHER}}
+                ref = teacher_ref(c.teacher)
+                cfg = base | {"model": c.model or ref, "seed": seed} | _overrides(c.train) | {
+                    "compression": settings, "inputs": {"teacher": ref}}
                 if method.trains:
                     cfg["loss"] = {"name": loss} | exp.loss_settings.get(loss, {})
-                s = Stage("compress", f"{c.name}/{loss}/seed{seed}", cfg, deps=deps, root=root,
-                          meta={"group": c.name, "method": c.method, "loss": loss, "seed": seed,
-                                "sparsity": settings.get("sparsity")})
+                s = Stage("compress", f"{c.name}/{label(loss, bias)}/seed{seed}", cfg, deps=deps, root=root,
+                          meta={"group": c.name, "method": c.method, "loss": label(loss, bias), "seed": seed,
+                                "sparsity": settings.get("sparsity"), "loss_name": loss, "bias": bias,
+                                "teacher_variant": c.teacher})
                 stages.append(s)
                 models.append(s)
                 if loss == "ce":
                     vanilla[c.name] = s
+    stages.extend(v for v in variants.values() if v not in stages)  # a debiased teacher nothing compresses
     if exp.speed is not None:
         stages.append(Stage("speed", "speed", base | {"model": TEACHER}, deps=models, root=root,
                             params=exp.speed.model_dump()))
@@ -176,10 +229,14 @@ def plan(exp: Experiment) -> list[Stage]:
 
 
 def resolve(stage: Stage, teacher: Stage) -> RunConfig:
-    """Fill placeholders with upstream artifact paths and validate as a RunConfig."""
-    data = json.loads(json.dumps(stage.config).replace(json.dumps(TEACHER), json.dumps(str(teacher.path))))
+    """Fill teacher placeholders and loss inputs with upstream artifact paths; validate as a RunConfig."""
+    text = json.dumps(stage.config).replace(json.dumps(TEACHER), json.dumps(str(teacher.path)))
+    for d in stage.deps:
+        if d.kind == "teacher" and d.meta.get("variant"):
+            text = text.replace(json.dumps(teacher_ref(d.meta["variant"])), json.dumps(str(d.path)))
+    data = json.loads(text)
     source = {"teacher": "teacher", "uncertainty": "uncertainty", "bias": "bias_model", "compress": "reference_model"}
-    if stage.kind == "compress":
+    if stage.kind == "compress" or (stage.kind == "teacher" and stage.deps):
         for d in stage.deps:
             data.setdefault("inputs", {})[source[d.kind]] = str(d.output)
     data["output_dir"] = str(stage.path)
@@ -247,13 +304,16 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
         if not t.max_steps and t.epochs < 2:
             raise UserError(f"{where}: uncertainty.source dynamics needs the teacher to see each example at least "
                             f"twice (teacher epochs {t.epochs} < 2)")
-    if exp.bias_model is not None and exp.bias_model.easy_hard_split not in available_eval_splits(
-            task, exp.defaults.data_dir, exp.defaults.source or "local"):
-        raise UserError(f"{where}: bias_model.easy_hard_split {exp.bias_model.easy_hard_split!r} is not an eval "
-                        f"split available for task {task.name!r}")
+    have = available_eval_splits(task, exp.defaults.data_dir, exp.defaults.source or "local")
+    for name, b in exp.named_bias_models().items():
+        if b.easy_hard_split not in have:
+            key = "bias_model" if exp.bias_model is not None else f"bias_models.{name}"
+            raise UserError(f"{where}: {key}.easy_hard_split {b.easy_hard_split!r} is not an eval split available "
+                            f"for task {task.name!r} (have {have})")
     # the task's resolved spec (a custom task file's alpha, ood_combine, label sets, ...) is an input
     # of every stage: the name alone would not change when the file does
-    task_key = digest(task.model_dump(mode="json"))
+    # (non-default fields only: a field added to the spec later, at its default, keeps every key)
+    task_key = digest(task.model_dump(mode="json", exclude_defaults=True))
     for s in stages:
         if s.kind == "teacher" and s.meta.get("given"):
             s.external = {"model": model_input(s.meta["given"])}
@@ -273,9 +333,9 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
             steps = cfg.max_steps * cfg.batch_size if cfg.max_steps else n_train * cfg.epochs
             s.work = {"train": steps if trains else 0, "infer": n_eval}
         start = s.config["model"]
-        if start != TEACHER:
+        if not is_teacher_ref(start):
             ext["model"] = model_input(start)
-        arch = teacher_arch if start == TEACHER else load_arch(resolve_model_dir(start))
+        arch = teacher_arch if is_teacher_ref(start) else load_arch(resolve_model_dir(start))
         try:
             check_max_length(arch, cfg.max_length, f"stage {s.name}")
         except UserError as e:

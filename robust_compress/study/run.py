@@ -3,6 +3,7 @@ provenance. The report is built by the caller (the CLI) from what this leaves be
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -12,10 +13,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..analysis.easy_hard import agreement, bias_probs, easy_mask
+from ..analysis.uncertainty import DYNAMICS, from_dynamics
 from ..data.load import load_train_split
-from ..io import atomic_dir, atomic_file, file_lock, read_json, write_json
+from ..io import UserError, atomic_dir, atomic_file, file_lock, read_json, write_json
 from ..stages import (
     compress,
     compute_uncertainty,
@@ -24,7 +27,7 @@ from ..stages import (
     train_bias_model,
 )
 from ..stages.progress import Reporter
-from ..train.extras import load_per_example
+from ..train.extras import BIAS_RECORD, EXTRAS, Context, load_per_example
 from ..train.logit_cache import LogitCache
 from .plan import Stage, check_plan, plan, resolve
 from .spec import Experiment, load_experiment
@@ -74,9 +77,14 @@ def run_stage(stage: Stage, teacher: Stage, rep: Reporter) -> None:
     files = {"stage.json": record}
     if stage.kind == "teacher":
         finetune(cfg, overwrite=True, progress=rep, files=files)
+    elif stage.kind == "bias-fold":
+        train_bias_model(cfg, stage.params["kind"], overwrite=True, progress=rep, files=files)
     elif stage.kind == "bias":
-        train_bias_model(cfg, stage.params["kind"], overwrite=True, progress=rep,
-                         easy_hard_split=stage.params["split"], files=files)
+        pr = stage.params
+        train_bias_model(cfg, pr["kind"], overwrite=True, progress=rep, easy_hard_split=pr["split"], files=files,
+                         scoring=pr.get("scoring", "insample"), folds=pr.get("folds", 5),
+                         fold_models=[str(d.path) for d in stage.deps if d.kind == "bias-fold"],
+                         features=pr.get("features", "basic"))
     elif stage.kind in ("uncertainty-run", "compress"):
         compress(cfg, overwrite=True, progress=rep, files=files)
     elif stage.kind in ("uncertainty", "speed"):
@@ -118,6 +126,13 @@ def describe(stages: list[Stage]) -> str:
     return "\n".join(lines)
 
 
+def easy_hard_name(bias: Stage) -> str:
+    """The study's easy/hard file of a bias model: the first one's is `<split>.parquet` (the report's
+    main split), another's `<split>.<name>.parquet`."""
+    split = bias.params["split"]
+    return f"{split}.parquet" if bias.meta.get("primary", True) else f"{split}.{bias.meta['bias']}.parquet"
+
+
 def write_index(exp: Experiment, stages: list[Stage]) -> None:
     """index.json for the report: every finished model run with its group, method, loss and seed,
     and the speed measurement when there is one."""
@@ -126,36 +141,70 @@ def write_index(exp: Experiment, stages: list[Stage]) -> None:
     for s in stages:
         if s.kind in {"teacher", "compress"} and s.done():
             rows.append({"name": s.name, "path": str(Path(s.path).resolve()), **s.meta,
-                         "is_teacher": s.kind == "teacher"})
+                         "is_teacher": bool(s.meta.get("is_teacher"))})
     speed = next((s for s in stages if s.kind == "speed" and s.done()), None)
     if speed is not None:
         write_json(root / "speed.json", read_json(speed.output))
     for bias in (s for s in stages if s.kind == "bias" and s.done()):  # the report reads the study's copy
-        with atomic_file(root / "easy_hard" / f"{bias.params['split']}.parquet") as tmp:
+        with atomic_file(root / "easy_hard" / easy_hard_name(bias)) as tmp:
             shutil.copyfile(bias.path / "easy_hard.parquet", tmp)
     write_json(root / "index.json", rows)
 
 
 def write_analysis(exp: Experiment, stages: list[Stage]) -> None:
-    """analysis/uncertainty.json (how the scoring models did) and analysis/agreement.json (how far
-    uncertainty-easy agrees with bias-model-easy on the training set; paper: 82.8 %)."""
+    """analysis/uncertainty.json (how the scoring models did), analysis/agreement.json (how far
+    uncertainty-easy agrees with the first bias model's easy/hard split on the training set; paper:
+    82.8 %) and analysis/bias_models.json (each bias model: its accuracy, how it scored the training
+    set, and its agreement with every uncertainty source the study has and with the other bias models)."""
     teacher = stages[0]
+    out = Path(exp.output_dir) / "analysis"
     unc = next((s for s in stages if s.kind == "uncertainty" and s.done()), None)
-    bias = next((s for s in stages if s.kind == "bias" and s.done()), None)
+    biases = [s for s in stages if s.kind == "bias" and s.done()]
     if unc is not None and unc.output.with_suffix(".json").is_file():
-        write_json(Path(exp.output_dir) / "analysis" / "uncertainty.json", read_json(unc.output.with_suffix(".json")))
-    if unc is None or bias is None:
+        write_json(out / "uncertainty.json", read_json(unc.output.with_suffix(".json")))
+    if not biases:
         return
-    cfg = resolve(unc, teacher)
-    examples = load_train_split(cfg.data_args()).examples
-    v = load_per_example(unc.output, "v", examples)
-    probs = bias_probs(str(bias.path), examples, LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16),
-                       cfg.max_length)
-    easy = easy_mask(probs, np.array([e["label"] for e in examples]))
-    p = float(easy.mean())
-    write_json(Path(exp.output_dir) / "analysis" / "agreement.json",
-               {"n": len(examples), "agreement": agreement(v, easy), "bias_easy_fraction": p,
-                "chance": p * p + (1 - p) * (1 - p), "uncertainty": str(unc.output), "bias_model": str(bias.path)})
+    cfg = resolve(unc or biases[0], teacher)
+    examples = load_train_split(cfg.data_args().model_copy(update={"cv_fold": None})).examples
+    gold = np.array([e["label"] for e in examples])
+    sources: dict[str, np.ndarray] = {}
+    if unc is not None:
+        sources[unc.params["source"]] = load_per_example(unc.output, "v", examples)
+    if unc is None or unc.params["source"] != "dynamics":
+        dyn = teacher.path / DYNAMICS
+        if dyn.is_file():
+            with contextlib.suppress(UserError):  # a teacher of one epoch, or of other examples: none
+                sources["dynamics"] = from_dynamics(pd.read_parquet(dyn), examples, "loss")["v"].to_numpy()
+    cache = LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16)
+    easy: dict[str, np.ndarray] = {}
+    record: dict[str, dict] = {}
+    for b in biases:
+        name = b.meta.get("bias", b.name)
+        ctx = Context(labels=[], alpha=0.5, cache_dir=cfg.cache_dir, max_length=cfg.max_length,
+                      batch_size=cfg.eval_batch_size, bf16=cfg.bf16)
+        try:  # what the losses read: the stage's own (cross-fitted) probabilities, else in-sample
+            probs = np.stack(EXTRAS["bias_probs"].build(str(b.path), examples, None, ctx))
+        except UserError:  # it was trained on other data than the compressed runs: score them in-sample
+            probs = bias_probs(str(b.path), examples, cache, cfg.max_length)
+        easy[name] = easy_mask(probs, gold)
+        summary = read_json(b.path / "summary.json")
+        p = float(easy[name].mean())
+        record[name] = {"kind": b.params["kind"], "stage": b.name, "path": str(b.path),
+                        "accuracy": {s: v["accuracy"] for s, v in summary["splits"].items() if v.get("role") != "cue"},
+                        "training_set": read_json(b.path / BIAS_RECORD) if (b.path / BIAS_RECORD).is_file() else None,
+                        "train_examples_scored": len(examples), "easy_fraction": p,
+                        "chance": p * p + (1 - p) * (1 - p),
+                        "agreement": {src: agreement(v, easy[name]) for src, v in sources.items()}}
+    for a, rec in record.items():
+        rec["agreement_with_bias_models"] = {b: float((easy[a] == easy[b]).mean()) for b in record if b != a}
+    write_json(out / "bias_models.json", record)
+    first = biases[0]
+    name = first.meta.get("bias", first.name)
+    if unc is not None:
+        write_json(out / "agreement.json",
+                   {"n": len(examples), "agreement": record[name]["agreement"][unc.params["source"]],
+                    "bias_easy_fraction": record[name]["easy_fraction"], "chance": record[name]["chance"],
+                    "uncertainty": str(unc.output), "bias_model": str(first.path)})
 
 
 def prepare(path: str | Path, output_dir: str | Path | None = None, overrides: list[str] | None = None

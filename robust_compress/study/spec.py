@@ -50,6 +50,12 @@ class CompressionSpec(_Spec):
     settings: dict[str, Any] = Field(default_factory=dict, description="the method's settings")
     train: RunOverrides = Field(default_factory=RunOverrides, description="overrides for this compression")
     losses: list[LossName] | None = Field(None, description="default: the experiment's losses")
+    teacher: str | None = Field(None, description="one of `teachers` (a debiased teacher) to compress and "
+                                                   "distil from; default: the study's teacher")
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] | None = Field(
+        None, min_length=1, description="default: the experiment's seeds (fewer: a trimmed row)")
+    bias_models: list[str] | None = Field(None, description="which bias models the known-bias losses run "
+                                                             "with here; default: every one")
 
     @model_validator(mode="after")
     def _settings(self) -> CompressionSpec:
@@ -80,10 +86,25 @@ class UncertaintySpec(_Spec):
 
 
 class BiasSpec(_Spec):
-    kind: Literal["partial", "overlap"] = "partial"
+    kind: Literal["partial", "overlap"] = Field("partial", description="hypothesis/claim-only model, or "
+                                                "logistic regression on lexical-overlap features")
     model: str | None = None
     train: RunOverrides = Field(default_factory=RunOverrides)
     easy_hard_split: str = "dev_matched"
+    scoring: Literal["crossfit", "insample"] = Field(
+        "crossfit", description="training-set probabilities for the losses: each example scored by a model "
+                                "that did not see it (k folds), or by the model trained on all of it")
+    folds: int = Field(5, ge=2, le=20, description="k of the cross-fitting")
+    features: Literal["basic", "literature"] = Field("basic", description="overlap model: the basic HANS "
+                                                     "features, or the debiasing literature's fuller set")
+
+
+class TeacherVariant(_Spec):
+    """Another teacher, fine-tuned like the study's with its own loss: debias, then compress."""
+
+    loss: LossName
+    bias: str | None = Field(None, description="the bias model its loss reads (a name in bias_models)")
+    train: RunOverrides = Field(default_factory=RunOverrides, description="more overrides for this teacher")
 
 
 class SpeedSpec(_Spec):
@@ -103,7 +124,10 @@ class Experiment(_Spec):
     loss_settings: dict[LossName, dict[str, Any]] = Field(default_factory=dict,
                                                          description="settings per loss name (lam, T, ...)")
     uncertainty: UncertaintySpec = Field(default_factory=UncertaintySpec)
-    bias_model: BiasSpec | None = None
+    bias_model: BiasSpec | None = Field(None, description="one bias model (its split is the study's easy/hard)")
+    bias_models: dict[str, BiasSpec] = Field(default_factory=dict, description="several, by name: each known-"
+                                             "bias loss runs once with each; the first makes the main split")
+    teachers: dict[str, TeacherVariant] = Field(default_factory=dict, description="debiased teachers by name")
     speed: SpeedSpec | None = Field(default_factory=SpeedSpec,
                                     description="time every model against the teacher (the Speed-up column); "
                                                 "null: no speed stage")
@@ -121,15 +145,36 @@ class Experiment(_Spec):
         for loss, settings in self.loss_settings.items():
             _nested(lambda loss=loss, settings=settings: REGISTRY[loss].Settings.model_validate(
                 {"name": loss, **settings}), f"loss_settings.{loss}.")
+        if self.bias_model is not None and self.bias_models:
+            raise ValueError("give `bias_model` (one) or `bias_models` (several, by name), not both")
+        biases = self.named_bias_models()
         needs_bias = [n for n in self.all_losses() if "bias_probs" in REGISTRY[n].needs]
-        if needs_bias and self.bias_model is None:
+        if needs_bias and not biases:
             raise ValueError(f"losses {needs_bias} need a `bias_model` section")
+        for name, t in self.teachers.items():
+            if "bias_probs" in REGISTRY[t.loss].needs and t.bias not in biases:
+                raise ValueError(f"teachers.{name}: loss {t.loss!r} needs `bias`, one of {list(biases)}")
+            if t.bias is not None and "bias_probs" not in REGISTRY[t.loss].needs:
+                raise ValueError(f"teachers.{name}: loss {t.loss!r} reads no bias model (drop `bias`)")
+            if any(n in REGISTRY[t.loss].needs for n in ("difficulty", "weight")):
+                raise ValueError(f"teachers.{name}: loss {t.loss!r} needs inputs a teacher cannot have")
+        for c in self.compressions:
+            if c.teacher is not None and c.teacher not in self.teachers:
+                raise ValueError(f"compression {c.name}: teacher {c.teacher!r} is not one of `teachers` "
+                                 f"{list(self.teachers)}")
+            if unknown := [b for b in c.bias_models or [] if b not in biases]:
+                raise ValueError(f"compression {c.name}: bias_models {unknown} are not in {list(biases)}")
         for c in self.compressions:
             if "jtt" in (c.losses or self.losses) and "ce" not in (c.losses or self.losses):
                 raise ValueError(f"compression {c.name}: loss 'jtt' needs 'ce' in its losses (its first model)")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct: {self.seeds}")
         return self
+
+    def named_bias_models(self) -> dict[str, BiasSpec]:
+        """Every bias model by name (a lone `bias_model` is called "bias")."""
+        return dict(self.bias_models) if self.bias_models else (
+            {"bias": self.bias_model} if self.bias_model is not None else {})
 
     def all_losses(self) -> list[str]:
         """Every loss used, in the declared order (the order stages run in)."""

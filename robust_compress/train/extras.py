@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..io import UserError
+from ..data.load import text_key
+from ..io import UserError, read_json
 from ..models.load import model_labels
 from ..models.overlap import is_overlap_model
 from .logit_cache import LogitCache
@@ -100,9 +101,35 @@ def _jtt_weight(source, examples, settings, ctx):
     return list(torch.tensor(np.where(wrong, settings.upweight, 1.0), dtype=torch.float32))
 
 
+TRAIN_PROBS, BIAS_RECORD = "train_probs.parquet", "bias.json"  # written by stages.shortcut (a bias stage)
+
+
+def _stored_bias_probs(source: Path, examples: list[dict]) -> np.ndarray:
+    """A bias stage's own training-set probabilities (cross-fitted by default), looked up by id; each
+    must have been computed on the very text this run trains on (same data, same cue)."""
+    scoring = read_json(source / BIAS_RECORD)["scoring"]
+    try:
+        df = pd.read_parquet(source / TRAIN_PROBS)
+    except Exception as e:  # noqa: BLE001 -- pyarrow raises many kinds: one line naming the file
+        raise UserError(f"{source / TRAIN_PROBS}: unreadable parquet ({type(e).__name__}: {e})") from None
+    cols = sorted((c for c in df.columns if c.startswith(f"{scoring}_p")), key=lambda c: int(c.rsplit("p", 1)[1]))
+    rows = {i: r for r, i in enumerate(df["id"].astype(str))}
+    missing = [e["id"] for e in examples if e["id"] not in rows]
+    if missing:
+        raise UserError(f"{source / TRAIN_PROBS}: no bias probabilities for {len(missing)} training examples "
+                        f"(first: {missing[0]}): train the bias model on a superset of this run's data")
+    idx = np.array([rows[e["id"]] for e in examples])
+    stale = [e["id"] for e, k in zip(examples, df["key"].to_numpy()[idx], strict=True) if text_key(e) != k]
+    if stale:
+        raise UserError(f"{source / TRAIN_PROBS}: the bias model scored other texts for {len(stale)} of these ids "
+                        f"(first: {stale[0]}): other data or a cue drawn per position (use cue.per_example)")
+    return df[cols].to_numpy(np.float64)[idx]
+
+
 def _bias_probs(source, examples, settings, ctx):
     classes = len(model_labels(source)) if not is_overlap_model(source) else None
-    p = _probs(source, examples, ctx)
+    stored = Path(source) / TRAIN_PROBS
+    p = _stored_bias_probs(Path(source), examples) if stored.is_file() else _probs(source, examples, ctx)
     if p.shape[1] != len(ctx.labels) or (classes is not None and classes != len(ctx.labels)):
         raise UserError(f"{source}: bias model has {p.shape[1]} classes, the task has {len(ctx.labels)}")
     return list(torch.tensor(p, dtype=torch.float32))
