@@ -7,6 +7,7 @@ here, so a number means the same thing wherever it appears; the report only rend
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -326,16 +327,36 @@ def aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
 Parts = dict[str, pd.Series]  # named per-example correctness, indexed by example key (arrays in the bootstrap)
 
 
+def cell_metric(split: str, column: str, value: str, gold: str) -> str:
+    """The name of a breakdown cell's accuracy as a comparable metric, e.g. HANS non-entailed
+    lexical overlap: cell:hans:heuristic=lexical_overlap/non-entailment."""
+    return f"cell:{split}:{column}={value}/{gold}"
+
+
 def metric_parts(tables: dict[str, pd.DataFrame], roles: dict[str, str], id_split: str | None, metric: str,
                  easy: pd.DataFrame | None = None, rule: dict | None = None) -> Parts | None:
     """The per-example correctness a comparable metric is computed from; None if the run lacks it.
-    metric: acc_id | acc_ood | hard | gap | reliance."""
+    metric: acc_id | acc_ood | hard | easy | gap | reliance | ece (ID; correctness and confidence) |
+    a breakdown cell (`cell_metric`)."""
     rule = rule or default_rule(roles)
     def series(df: pd.DataFrame, prefix: str = "") -> pd.Series:
         return pd.Series(df["correct"].to_numpy(float), index=prefix + df["id"].astype(str))
 
     if metric == "acc_id" and id_split:
         return {"all": series(tables[id_split])}
+    if metric == "ece" and id_split:
+        df = tables[id_split]
+        return {"calibration": pd.DataFrame({"correct": df["correct"].to_numpy(float),
+                                             "confidence": df["confidence"].to_numpy(float)},
+                                            index=df["id"].astype(str))}
+    if metric.startswith("cell:"):
+        _, split, cell = metric.split(":", 2)
+        (column, value), gold = cell.rsplit("/", 1)[0].split("=", 1), cell.rsplit("/", 1)[1]
+        df = tables.get(split)
+        if df is None or column not in df:
+            return None
+        df = df[(df[column].astype(str) == value) & (df["gold"] == gold)]
+        return {"all": series(df)} if len(df) else None
     if metric == "acc_ood":
         oods = [s for s in rule["splits"] if s in tables]
         if not oods:
@@ -343,10 +364,10 @@ def metric_parts(tables: dict[str, pd.DataFrame], roles: dict[str, str], id_spli
         if rule.get("combine") == "mean":  # each set's accuracy, then their mean
             return {f"mean:{s}": series(tables[s]) for s in oods}
         return {"all": pd.concat([series(tables[s], f"{s}:") for s in oods])}
-    if metric in ("hard", "gap") and easy is not None and easy.attrs.get("split") in tables:
+    if metric in ("hard", "easy", "gap") and easy is not None and easy.attrs.get("split") in tables:
         j = tables[easy.attrs["split"]].merge(easy, on="id", how="inner")
         parts = {"easy": series(j[j["easy"]]), "hard": series(j[~j["easy"]])}
-        return {"hard": parts["hard"]} if metric == "hard" else parts
+        return {metric: parts[metric]} if metric != "gap" else parts
     if metric == "reliance" and id_split and f"{id_split}+cue_aligned" in tables:
         return {"aligned": series(tables[f"{id_split}+cue_aligned"]),
                 "conflicting": series(tables[f"{id_split}+cue_conflicting"])}
@@ -354,6 +375,9 @@ def metric_parts(tables: dict[str, pd.DataFrame], roles: dict[str, str], id_spli
 
 
 def parts_stat(metric: str, parts: Parts) -> float:
+    if metric == "ece":
+        v = np.asarray(parts["calibration"], float)  # columns: correct, confidence
+        return expected_calibration_error(v[:, 1], v[:, 0])
     if all(k.startswith("mean:") for k in parts):
         return float(np.mean([v.mean() for v in parts.values()]))
     if metric == "gap":
@@ -393,6 +417,41 @@ def compare(metric: str, a: list[Parts], b: list[Parts], seeds_a: list[int], see
                     - parts_stat(metric, {k: xb[k][d] for k, d in draw.items()}))
     d = parts_stat(metric, xa) - parts_stat(metric, xb)
     return d, float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+
+
+def ratio_ci(metric: str, num: tuple[list[Parts], list[Parts]], den: tuple[list[Parts], list[Parts]],
+             n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean(A) - mean(B)) / (mean(C) - mean(D)) of a metric over runs, e.g. the share of a
+    compression's hard-example cost a loss wins back, (loss - vanilla) / (teacher - vanilla), or the
+    share of a teacher's debiasing gain a compressed model keeps. 95 % interval by one bootstrap that
+    resamples the examples all runs share (one draw for all) and, per list, its runs (seeds); NaN
+    bounds when there is nothing to resample, NaN altogether when the denominator is 0."""
+    lists = [*num, *den]
+    keys = list(lists[0][0])
+    shared = {k: functools.reduce(lambda a, b: a.intersection(b), [p[k].index for runs in lists for p in runs])
+              for k in keys}
+    arrays = [[{k: np.asarray(p[k].loc[shared[k]]) for k in keys} for p in runs] for runs in lists]
+
+    def value(draw: dict[str, np.ndarray] | None, picks: list[np.ndarray]) -> float:
+        means = []
+        for runs, pick in zip(arrays, picks, strict=True):
+            means.append(np.mean([parts_stat(metric, {k: (r[k] if draw is None else r[k][draw[k]]) for k in keys})
+                                  for r in (runs[i] for i in pick)]))
+        d = means[2] - means[3]
+        return (means[0] - means[1]) / d if d != 0 else math.nan
+
+    point = value(None, [np.arange(len(r)) for r in arrays])
+    if any(len(v) == 0 for v in shared.values()) or math.isnan(point):
+        return point, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        draw = {k: rng.integers(0, len(shared[k]), len(shared[k])) for k in keys}
+        boots.append(value(draw, [rng.integers(0, len(r), len(r)) for r in arrays]))
+    boots = np.array([b for b in boots if not math.isnan(b)])
+    if len(boots) < n_boot // 2:
+        return point, math.nan, math.nan
+    return point, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
 def diff_ci(a: list[float], b: list[float]) -> tuple[float, float, float]:

@@ -105,7 +105,7 @@ def test_cross_fitted_probabilities_never_come_from_a_model_that_saw_the_example
 
 
 def test_a_mitigation_study_reports_every_bias_model(done):
-    path, stages = done
+    path, _stages = done
     exp, _ = prepare(path)
     from pathlib import Path
 
@@ -115,13 +115,23 @@ def test_a_mitigation_study_reports_every_bias_model(done):
     assert set(b) == {"hyp", "ov"}
     assert b["hyp"]["training_set"]["scoring"] == "crossfit" and "dev" in b["hyp"]["accuracy"]
     assert set(b["hyp"]["agreement_with_bias_models"]) == {"ov"}
+    # the easy share is what the losses read: the cross-fitted probabilities' accuracy
+    assert b["hyp"]["easy_fraction"] == pytest.approx(b["hyp"]["training_set"]["train_accuracy_crossfit"])
     index = read_json(root / "index.json")
     names = {r["name"] for r in index}
     assert {"teacher", "teacher-poe-hyp", "mag@poe-hyp/ce/seed0", "mag/poe-ov/seed1"} <= names
     assert [r["name"] for r in index if r["is_teacher"]] == ["teacher"]
     from robust_compress.report import build_report
 
-    assert "teacher-poe-hyp" in (build_report(root) / "report.md").read_text()
+    md = (build_report(root) / "report.md").read_text()
+    for heading in ("## What wins it back", "## What wins it back: each loss against the Vanilla row of its compression",
+                    "## Debiased teachers against the study's teacher",
+                    "## Debias, then compress: what a compressed model keeps of its teacher's debiasing gain",
+                    "## Bias models: accuracy, how they scored the training set, and agreement"):
+        assert heading in md, heading
+    assert "| teacher-poe-hyp | poe-hyp |" in md
+    assert "| mag@poe-hyp | ce | 1 |" in md  # against mag / ce, the same compression of the study's teacher
+    (root / "report.md").write_text(md)  # for a look by hand
 
 
 @pytest.mark.parametrize("loss", ["reweight", "poe", "conf_reg", "learned_mixin"])

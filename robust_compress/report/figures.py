@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .load import Run
-from .tables import collapsed
+from .tables import SPEED_NOISE, collapsed
 
 
 def _figure(w: float, h: float) -> Figure:
@@ -25,29 +25,59 @@ def bars_caption(groups: dict[str, dict]) -> str:
     return f" (error bars: std over {seeds} seeds)" if seeds > 1 else " (one seed: no error bars over seeds)"
 
 
+CI_CAPTION = (" (error bars: 95 % intervals — over seeds where a row has several, else bootstrap over examples; "
+              "grey ×: collapsed rows, not read and not joined)")
+
+
+def _bar(g: dict, key: str) -> tuple[float, float]:
+    """(below, above) the mean: the 95 % interval where the report has one, else the std over seeds."""
+    if f"{key}.ci_lo" in g:
+        return g[key] - g[f"{key}.ci_lo"], g[f"{key}.ci_hi"] - g[key]
+    e = float(np.nan_to_num(g.get(f"{key}.std", math.nan)))
+    return e, e
+
+
 def _sparsity_lines(groups: dict[str, dict], teacher: str | None, key: str) -> dict[str, list[tuple]]:
-    """label -> [(sparsity, mean, std)], one line per loss (per method/loss if methods differ)."""
+    """label -> [(sparsity, mean, below, above)], one line per loss (per method/loss if methods differ)."""
     sparse = {n: g for n, g in groups.items()
               if g["sparsity"] is not None and n != teacher and key in g and not collapsed(g)}
     by_method = len({g["method"] for g in sparse.values()}) > 1
     lines: dict[str, list[tuple]] = {}
     for g in sparse.values():
         lines.setdefault(f"{g['method']} / {g['loss']}" if by_method else g["loss"], []).append(
-            (g["sparsity"], g[key], np.nan_to_num(g.get(f"{key}.std", math.nan))))
+            (g["sparsity"], g[key], *_bar(g, key)))
     for pts in lines.values():
         if teacher and key in groups[teacher]:
-            pts.append((0.0, groups[teacher][key], np.nan_to_num(groups[teacher].get(f"{key}.std", math.nan))))
+            pts.append((0.0, groups[teacher][key], *_bar(groups[teacher], key)))
         pts.sort()
     return lines
 
 
-def _plot_lines(ax, lines: dict[str, list[tuple]], scale: float, ylabel: str, title: str) -> None:
+def _collapsed_points(groups: dict[str, dict], key: str) -> list[tuple[float, float]]:
+    return [(g["sparsity"], g[key]) for g in groups.values() if g["sparsity"] is not None and key in g and collapsed(g)]
+
+
+def _plot_lines(ax, lines: dict[str, list[tuple]], scale: float, ylabel: str, title: str,
+                marked: list[tuple[float, float]] = (), floor: float | None = None) -> None:
     for label, pts in lines.items():
-        x, y, e = (np.array(c, float) for c in zip(*pts, strict=True))
-        ax.errorbar(x, y * scale, yerr=e * scale, marker="o", capsize=3, label=label)
+        x, y, lo, hi = (np.array(c, float) for c in zip(*pts, strict=True))
+        ax.errorbar(x, y * scale, yerr=[lo * scale, hi * scale], marker="o", capsize=3, label=label)
+    if marked:
+        ax.scatter([p[0] for p in marked], [scale * p[1] for p in marked], marker="x", color="grey",
+                   label="collapsed (not read)")
+    if floor is not None:
+        ax.axhline(scale * floor, color="grey", ls=":", lw=1, label="floor: a constant predictor")
     ax.set(xlabel="sparsity (teacher at 0)", ylabel=ylabel, title=title)
     ax.grid(alpha=.3)
     ax.legend(fontsize=8)
+
+
+def ood_floor(groups: dict[str, dict], teacher: str | None, runs: list[Run]) -> float | None:
+    """The accuracy a constant predictor gets on the OOD set of Δ (HANS: 50 %), when one set makes it."""
+    t = next((r for r in runs if r.unit == teacher), None)
+    oods = t.rule.get("splits", []) if t is not None else []
+    key = f"majority_rate.{oods[0]}" if len(oods) == 1 else ""
+    return groups[teacher].get(key) if teacher and key else None
 
 
 def make_figures(groups: dict[str, dict], teacher: str | None, runs: list[Run],
@@ -60,17 +90,22 @@ def make_figures(groups: dict[str, dict], teacher: str | None, runs: list[Run],
     acc = {k: _sparsity_lines(groups, teacher, k) for k in ("acc_id", "acc_ood")}
     if acc["acc_id"] or acc["acc_ood"]:
         fig = _figure(10, 4)
+        floor = ood_floor(groups, teacher, runs)
         for ax, k, t in zip(fig.subplots(1, 2), acc, ("ID accuracy", "OOD accuracy (pooled)"), strict=True):
-            _plot_lines(ax, acc[k], 100, "accuracy (%)", f"{t} vs sparsity")
+            _plot_lines(ax, acc[k], 100, "accuracy (%)", f"{t} vs sparsity", _collapsed_points(groups, k),
+                        floor if k == "acc_ood" else None)
         figs.append(("accuracy_vs_sparsity.png",
-                     f"ID and OOD accuracy versus sparsity, one line per loss{bars}{skip}", fig))
+                     f"ID and OOD accuracy versus sparsity, one line per loss{CI_CAPTION}"
+                     + ("; dotted: the OOD floor, what a constant predictor scores" if floor is not None else ""),
+                     fig))
     for s in easy_splits:
         lines = _sparsity_lines(groups, teacher, f"eh.{s}.gap")
         if lines:
             fig = _figure(6, 4)
-            _plot_lines(fig.subplots(), lines, 100, "easy − hard accuracy (points)", f"Easy–hard gap on {s}")
-            figs.append((f"easy_hard_gap_{s}.png", f"Easy minus hard accuracy gap on {s} versus sparsity{bars}{skip}",
-                         fig))
+            _plot_lines(fig.subplots(), lines, 100, "easy − hard accuracy (points)", f"Easy–hard gap on {s}",
+                        _collapsed_points(groups, f"eh.{s}.gap"))
+            figs.append((f"easy_hard_gap_{s}.png", (f"Easy minus hard accuracy gap on {s} versus sparsity{bars}; grey ×: "
+                         "collapsed rows, not read"), fig))
         have = {n: g for n, g in groups.items() if f"eh.{s}.easy_conf" in g and not collapsed(g)}
         if have:
             fig = _figure(max(6, 1.1 * len(have)), 4)
@@ -84,7 +119,7 @@ def make_figures(groups: dict[str, dict], teacher: str | None, runs: list[Run],
             ax.legend()
             figs.append((f"confidence_easy_hard_{s}.png",
                          f"Mean confidence on easy and hard examples of {s} per group{bars}{skip}", fig))
-    speed = {n: g for n, g in groups.items() if "speedup" in g and "acc_id" in g and not collapsed(g)}
+    speed = {n: g for n, g in groups.items() if "speedup" in g and "acc_id" in g}
     if len(speed) > 1:
         figs.append(("speed_robustness.png", speed_figure_caption(speed), speed_figure(speed, easy_splits)))
     with_id = [n for n in groups if any(r.unit == n and r.id_split for r in runs)]
@@ -100,15 +135,16 @@ def make_figures(groups: dict[str, dict], teacher: str | None, runs: list[Run],
             accs = [df["correct"][which == b].mean() if (which == b).any() else 0 for b in range(10)]
             ax.bar(edges[:-1], accs, 0.1, align="edge", edgecolor="k", alpha=.7, label="accuracy")
             ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
-            ax.set(title=f"{n} (ECE {100 * groups[n].get('ece_id', math.nan):.1f}%)", xlim=(0, 1), ylim=(0, 1),
+            ax.set(title=f"{n}{' ⚠ collapsed' if collapsed(groups[n]) else ''} "
+                         f"(ECE {100 * groups[n].get('ece_id', math.nan):.1f}%)", xlim=(0, 1), ylim=(0, 1),
                    xlabel="confidence", ylabel="accuracy")
             ax.title.set_fontsize(9)
         for ax in axes[len(with_id):]:
             ax.set_visible(False)
         axes[0].legend(fontsize=7)
         fig.tight_layout()
-        figs.append(("reliability.png", "Reliability diagrams on the ID split, one panel per group, seeds pooled",
-                     fig))
+        figs.append(("reliability.png", ("Reliability diagrams on the ID split, one panel per group, seeds pooled "
+                                         "(⚠: a collapsed row)"), fig))
     return figs
 
 
@@ -123,8 +159,9 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
 
 def speed_figure_caption(groups: dict[str, dict]) -> str:
     return ("Measured inference speed-up against the teacher (x) and accuracy (y): ID, and the hardest "
-            "robustness signal the study has (hard examples, else pooled OOD); one point per compression × loss, "
-            "Pareto front (faster and more accurate than every other point) circled")
+            "robustness signal the study has (hard examples, else pooled OOD); one point per compression × loss "
+            "with its 95 % interval (y), Pareto front (faster and more accurate than every other point) circled; "
+            f"grey: speed-ups within {SPEED_NOISE:.0%} of 1 (timing noise: ≈ 1×, on no front); ×: collapsed rows")
 
 
 def speed_figure(groups: dict[str, dict], easy_splits: list[str]) -> Figure:
@@ -136,9 +173,14 @@ def speed_figure(groups: dict[str, dict], easy_splits: list[str]) -> Figure:
                               strict=True):
         names = [n for n, g in groups.items() if key in g]
         pts = [(groups[n]["speedup"], groups[n][key]) for n in names]
-        front = set(pareto(pts))
+        real = [i for i, n in enumerate(names) if abs(pts[i][0] - 1) >= SPEED_NOISE and not collapsed(groups[n])]
+        front = {real[j] for j in pareto([pts[i] for i in real])}
         for i, (n, (x, y)) in enumerate(zip(names, pts, strict=True)):
-            ax.scatter([x], [100 * y], s=60 if i in front else 25, edgecolors="k" if i in front else "none")
+            lo, hi = _bar(groups[n], key)
+            grey = i not in real
+            ax.errorbar([x], [100 * y], yerr=[[100 * lo], [100 * hi]], fmt="x" if collapsed(groups[n]) else "o",
+                        ms=8 if i in front else 4, capsize=2, color="grey" if grey else None,
+                        mec="k" if i in front else None)
             ax.annotate(n, (x, 100 * y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         fx = sorted(pts[i] for i in front)
         ax.plot([p[0] for p in fx], [100 * p[1] for p in fx], "--", color="gray", lw=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class Run:
     compression: dict[str, Any]
     rule: dict[str, Any]  # which OOD splits make Delta and how they combine (summary.json's delta_ood)
     unit: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)  # the index entry (teacher_variant, loss_name, bias, ...)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Study:
     speed_harness: dict[str, Any]
     agreement: dict[str, Any] | None
     uncertainty: dict[str, Any] | None = None  # how the models scoring per-sample uncertainty did
+    bias_models: dict[str, Any] | None = None  # each bias model: accuracy, training-set scoring, agreements
 
 
 def read_parquet(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
@@ -83,7 +85,7 @@ def _load_run(study: Path, index: Path, i: int, e: Any) -> Run:
     if not isinstance(rule, dict) or not set(rule.get("splits", [])) <= set(roles):
         raise UserError(f"{folder / 'summary.json'}: delta_ood names splits it does not have")
     return Run(str(e["name"]), str(e["group"]), str(e["method"]), str(e["loss"]), e["sparsity"],
-               int(e["seed"]), e["is_teacher"], roles, id_split, tables, record, rule)
+               int(e["seed"]), e["is_teacher"], roles, id_split, tables, record, rule, meta=dict(e))
 
 
 def load_study(study: Path) -> Study:
@@ -120,5 +122,6 @@ def load_study(study: Path) -> Study:
             raise UserError(f"{study / 'speed.json'}: 'examples_per_s' must map run names to numbers")
         speed, harness = {k: float(v) for k, v in rates.items()}, s.get("harness", {})
     analysis = {name: read_json(study / "analysis" / f"{name}.json") if (study / "analysis" / f"{name}.json").is_file()
-                else None for name in ("agreement", "uncertainty")}
-    return Study(runs, easy_hard, speed, harness, analysis["agreement"], analysis["uncertainty"])
+                else None for name in ("agreement", "uncertainty", "bias_models")}
+    return Study(runs, easy_hard, speed, harness, analysis["agreement"], analysis["uncertainty"],
+                 analysis["bias_models"])

@@ -17,6 +17,7 @@ from ..io import UserError, atomic_dir, check_fresh_output
 from .compute import compute, metric_rows
 from .figures import make_figures
 from .load import load_study
+from .mitigation import bias_model_table, debias_then_compress, wins_back, wins_back_figure
 from .summary import summary_lines
 from .tables import Table, make_tables
 
@@ -106,6 +107,16 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None, name:
         notes.append(f"Per-sample uncertainty (RMC) is the variance of each training example's loss over "
                      f"{len(scored)} models ({(study.uncertainty or {}).get('source')}): " + "; ".join(parts) + ".")
     summary = summary_lines(study, rows, easy_splits)
+    easy = study.easy_hard[easy_splits[0]] if easy_splits else None
+    back_tables, back_lines, back_points = wins_back(study, rows, easy)
+    debias_tables, debias_lines = debias_then_compress(study, rows, easy)
+    back_tables += debias_tables + bias_model_table(study)
+    back_fig = wins_back_figure(back_points)
+    if back_fig is not None:
+        figures.insert(0, ("wins_back.png", ("What wins it back: Δ hard-example accuracy against Δ ID accuracy, each "
+                                            "loss against its compression's Vanilla row (95 % intervals); the dotted "
+                                            "and dashed lines: half and all of the compression's hard-example cost"),
+                           back_fig))
     out = Path(out_dir) if out_dir is not None else study_path / "report"
     with atomic_dir(out) as tmp:
         (tmp / "figures").mkdir()
@@ -118,7 +129,12 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None, name:
             md += ["## Summary: what compression cost, what each loss won back", ""]
             md += [f"    - {s.strip()}" if s.startswith("  ") else f"- {s}" for s in summary] + [""]
             page.append("<h2>Summary: what compression cost, what each loss won back</h2>" + _html_list(summary))
-        for t in tables:
+        if back_lines or back_tables:
+            title = "What wins it back"
+            md += [f"## {title}", ""] + [f"    - {x.strip()}" if x.startswith("  ") else f"- {x}"
+                                         for x in back_lines + debias_lines] + [""]
+            page.append(f"<h2>{title}</h2>" + _html_list(back_lines + debias_lines))
+        for t in back_tables + tables:
             md.append(_md_table(t))
             page.append(_html_table(t))
         md.append("## Figures\n")

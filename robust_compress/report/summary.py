@@ -21,10 +21,6 @@ def _fmt(d: float, lo: float, hi: float) -> str:
     return f"{100 * d:+.1f}{ci}"
 
 
-def _noise(lo: float, hi: float) -> str:
-    return " (CI includes 0)" if not math.isnan(lo) and lo <= 0 <= hi else ""
-
-
 def _parts(runs: list[Run], metric: str, easy) -> list:
     out = [metric_parts(r.tables, r.roles, r.id_split, metric, easy, r.rule) for r in runs]
     return out if out and all(p is not None for p in out) else []
@@ -63,7 +59,7 @@ def summary_lines(study: Study, rows: Rows, easy_splits: list[str]) -> list[str]
         if not cost:
             continue
         lines.append(f"{group} ({label}, {n} seed{'s' * (n > 1)}) vs the teacher: "
-                     + "; ".join(f"{NAMES[m]} {_fmt(*v)}{_noise(*v[1:])}" for m, v in cost.items()) + ".")
+                     + "; ".join(f"{NAMES[m]} {_fmt(*v)}{_cost_note(m, *v)}" for m, v in cost.items()) + ".")
         for loss in losses:
             if loss == ref_loss:
                 continue
@@ -74,22 +70,51 @@ def summary_lines(study: Study, rows: Rows, easy_splits: list[str]) -> list[str]
             parts = []
             for m in metrics:
                 a, b = _parts(mine, m, easy), _parts(ref_runs, m, easy)
-                if not (a and b):
-                    continue
-                d, lo, hi = compare(m, a, b, [r.seed for r in mine], [r.seed for r in ref_runs])
-                lost = -cost[m][0] if m not in BETTER_LOWER and m in cost else cost.get(m, (0.0,))[0]
-                gain = -d if m in BETTER_LOWER else d
-                if m in ("hard", "gap", "reliance") and lost > 0.005:
-                    if gain >= lost:
-                        what = f"recovers all of the {100 * lost:.1f}-point {NAMES[m]} cost, and more"
-                    elif gain > 0:
-                        what = f"recovers {100 * gain:.1f} of the {100 * lost:.1f}-point {NAMES[m]} cost"
-                    else:
-                        what = f"recovers none of the {100 * lost:.1f}-point {NAMES[m]} cost"
-                    parts.append(f"{what} ({_fmt(d, lo, hi)} vs {label}{_noise(lo, hi)})")
-                else:
-                    parts.append(f"{NAMES[m]} {_fmt(d, lo, hi)}{_noise(lo, hi)}")
+                if a and b:
+                    parts.append(_against(m, compare(m, a, b, [r.seed for r in mine], [r.seed for r in ref_runs]),
+                                          cost.get(m), label))
             if parts:
                 lines.append(f"  {loss} at {group} ({len(mine)} seed{'s' * (len(mine) > 1)}), vs {label}: "
                              + "; ".join(parts) + ".")
     return lines
+
+
+def _sig(lo: float, hi: float) -> bool:
+    return not math.isnan(lo) and (lo > 0 or hi < 0)
+
+
+def _cost_note(m: str, d: float, lo: float, hi: float) -> str:
+    """Against the teacher: say when there is no measurable difference, and which way a measurable one goes."""
+    if math.isnan(lo):
+        return ""
+    if not _sig(lo, hi):
+        return " (CI includes 0: no measurable change)"
+    worse = d > 0 if m in BETTER_LOWER else d < 0
+    return " (a measurable cost)" if worse else " (measurably better)"
+
+
+def _against(m: str, diff: tuple[float, float, float], cost: tuple[float, float, float] | None, label: str) -> str:
+    """A loss against its compression's reference row, in words that respect both intervals: a cost
+    whose interval includes 0 is no measurable cost, a recovery whose interval includes 0 no measurable
+    recovery, and a change of a lower-is-better metric (gap, reliance) is named better or worse."""
+    d, lo, hi = diff
+    gain = -d if m in BETTER_LOWER else d  # > 0: better
+    shown = f"{_fmt(d, lo, hi)} vs {label}"
+    if m in ("hard", "gap", "reliance") and cost is not None:
+        c, clo, chi = cost
+        lost = c if m in BETTER_LOWER else -c  # > 0: the compression made it worse
+        if _sig(clo, chi) and lost > 0:
+            if not _sig(lo, hi):
+                return f"no measurable recovery of the {100 * lost:.1f}-point {NAMES[m]} cost ({shown}, CI includes 0)"
+            if gain >= lost:
+                return f"recovers all of the {100 * lost:.1f}-point {NAMES[m]} cost, and more ({shown})"
+            if gain > 0:
+                return f"recovers {100 * gain:.1f} of the {100 * lost:.1f}-point {NAMES[m]} cost ({shown})"
+            return f"adds to the {100 * lost:.1f}-point {NAMES[m]} cost ({shown})"
+        if not math.isnan(clo) and not _sig(clo, chi):
+            prefix = f"no measurable {NAMES[m]} cost to recover; "
+            return prefix + (f"{NAMES[m]} {shown}, " + ("better" if gain > 0 else "worse") if _sig(lo, hi)
+                             else f"{NAMES[m]} {shown}, CI includes 0")
+    if _sig(lo, hi):
+        return f"{NAMES[m]} {shown} ({'better' if gain > 0 else 'worse'})"
+    return f"{NAMES[m]} {shown} (CI includes 0)"

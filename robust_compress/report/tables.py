@@ -42,6 +42,21 @@ def num(g: dict, k: str, fmt: str = "{:.3f}", scale: float = 1.0, suffix: str = 
     return s + suffix
 
 
+SPEED_NOISE = 0.05  # speed-ups within 5 % of 1 are timing noise on a shared CPU (magnitude: 0.99-1.02x)
+
+
+def speed_cell(g: dict, k: str = "speedup") -> str:
+    """A measured speed-up; one within the timing noise of 1 reads "≈ 1×", not a gain or a loss."""
+    if k in g and not math.isnan(g[k]) and abs(g[k] - 1) < SPEED_NOISE:
+        return "≈ 1×"
+    return num(g, k, "{:.2f}", suffix="×")
+
+
+def name_cell(n: str, g: dict) -> str:
+    """A row's name, marked when its model is collapsed: every table says so, not only Table 1."""
+    return n + (" ⚠" if collapsed(g) else "")
+
+
 def collapsed(g: dict) -> bool:
     """Most of a row's seeds are near-constant on the ID split."""
     return g.get("collapsed", 0.0) >= 0.5
@@ -55,7 +70,7 @@ def make_tables(groups: dict[str, dict], splits: dict[str, str], easy_splits: li
                 cells: dict[tuple[str, str], dict[str, str]]) -> list[Table]:
     """Each paper-style table that the study's data supports."""
     tables = []
-    first = [[n + (" ⚠" if collapsed(g) else ""), g["method"], g["loss"],
+    first = [[name_cell(n, g), g["method"], g["loss"],
               "–" if g["sparsity"] is None else f"{g['sparsity']:.2f}", str(g["n_seeds"])] for n, g in groups.items()]
     const_cells = False
     rows = []
@@ -88,12 +103,12 @@ def make_tables(groups: dict[str, dict], splits: dict[str, str], easy_splits: li
             delta, fb = num(g, "delta"), num(g, "f_bias")
             if fb == "–" and "delta" in g:
                 fb, undefined = "– †", True
-        rows.append([n, str(g["n_seeds"]), pct(g, "acc_id"), pct(g, "acc_ood"), delta, fb,
+        rows.append([name_cell(n, g), str(g["n_seeds"]), pct(g, "acc_id"), pct(g, "acc_ood"), delta, fb,
                      num(g, "ece_id", "{:.1f}", 100), num(g, "parameters", "{:.2f}", 1e-6, spread=False),
                      num(g, "nonzero_parameters", "{:.2f}", 1e-6, spread=False),
                      num(g, "bytes_on_disk", "{:.1f}", 2**-20, spread=False),
                      num(g, "flops_reduction", "{:.2f}", suffix="×", spread=False)]
-                    + ([num(g, "speedup", "{:.2f}", suffix="×"), num(g, "speedup_per_flops", "{:.2f}")]
+                    + ([speed_cell(g), num(g, "speedup_per_flops", "{:.2f}")]
                        if speed else []))
     notes = [("Δ = (acc_ID − acc_OOD) / acc_ID, acc_OOD over the task's OOD sets for Δ (pooled examples, or the "
               "mean of the sets where the task says so: FEVER); F_bias = Δ / Δ of the teacher on the same examples "
@@ -106,7 +121,8 @@ def make_tables(groups: dict[str, dict], splits: dict[str, str], easy_splits: li
     if speed:
         notes.append("Speed-up: inference examples/s of the model ÷ the teacher's, measured side by side in one "
                      "process by the study's speed stage (same examples, batch and threads); ÷ FLOPs: speed-up "
-                     "÷ FLOP reduction (1.0: the speed-up the FLOP count promises).")
+                     f"÷ FLOP reduction (1.0: the speed-up the FLOP count promises); ≈ 1×: within {SPEED_NOISE:.0%} "
+                     "of 1, the timing noise of a shared CPU.")
     tables.append(Table("Table 2: Relative bias, model size and speed",
                         ["Group", "Seeds", "ID acc (%)", "OOD acc for Δ (%)", "Δ", "F_bias", "ECE (ID, %)",
                          "Params (M)", "Non-zero (M)", "Size (MiB)", "FLOPs ÷"]
@@ -114,7 +130,7 @@ def make_tables(groups: dict[str, dict], splits: dict[str, str], easy_splits: li
     for (split, meta), mine in cells.items():
         tables.append(Table(f"Table 3: {split} accuracy by {meta} × gold label (%)",
                             ["Group", "Seeds"] + list(mine.values()),
-                            [[n + (" ⚠" if collapsed(g) else ""), str(g["n_seeds"])]
+                            [[name_cell(n, g), str(g["n_seeds"])]
                              + [num(g, k, "{:.1f}", 100) for k in mine]
                              for n, g in groups.items() if any(k in g for k in mine)]))
     for s in easy_splits:
@@ -124,7 +140,7 @@ def make_tables(groups: dict[str, dict], splits: dict[str, str], easy_splits: li
                 continue
             accs = [num(g, f"eh.{s}.{k}", "{:.1f}", 100) for k in ("easy_acc", "hard_acc")]
             gap = COLLAPSED if collapsed(g) else num(g, f"eh.{s}.gap", "{:.1f}", 100)
-            rows.append([n, str(g["n_seeds"])] + accs + [gap]
+            rows.append([name_cell(n, g), str(g["n_seeds"])] + accs + [gap]
                         + [num(g, f"eh.{s}.{k}", "{:.1f}", 100) for k in ("easy_conf", "hard_conf")]
                         + [num(g, f"eh.{s}.{k}", "{:.0f}", spread=False) for k in ("n_easy", "n_hard")])
         tables.append(Table(f"Table 4: Easy / hard examples of {s.replace('.', ', split by ', 1)}",
@@ -133,7 +149,7 @@ def make_tables(groups: dict[str, dict], splits: dict[str, str], easy_splits: li
     if any("shortcut.reliance" in g for g in groups.values()):
         tables.append(Table("Table 5: Controlled-shortcut reliance",
                             ["Group", "Seeds", "Aligned (%)", "Conflicting (%)", "Reliance A−C (points)"],
-                            [[n + (" ⚠" if collapsed(g) else ""), str(int(g.get("shortcut.reliance.n", g["n_seeds"])))]
+                            [[name_cell(n, g), str(int(g.get("shortcut.reliance.n", g["n_seeds"])))]
                              + [num(g, f"shortcut.{k}", "{:.1f}", 100) for k in ("aligned", "conflicting", "reliance")]
                              for n, g in groups.items() if "shortcut.reliance" in g]))
     return tables

@@ -18,6 +18,7 @@ import pandas as pd
 from ..analysis.easy_hard import agreement, bias_probs, easy_mask
 from ..analysis.uncertainty import DYNAMICS, from_dynamics
 from ..data.load import load_train_split
+from ..data.tasks import load_task
 from ..io import UserError, atomic_dir, atomic_file, file_lock, read_json, write_json
 from ..stages import (
     compress,
@@ -180,8 +181,8 @@ def write_analysis(exp: Experiment, stages: list[Stage]) -> None:
     record: dict[str, dict] = {}
     for b in biases:
         name = b.meta.get("bias", b.name)
-        ctx = Context(labels=[], alpha=0.5, cache_dir=cfg.cache_dir, max_length=cfg.max_length,
-                      batch_size=cfg.eval_batch_size, bf16=cfg.bf16)
+        ctx = Context(labels=load_task(cfg.task).labels, alpha=0.5, cache_dir=cfg.cache_dir,
+                      max_length=cfg.max_length, batch_size=cfg.eval_batch_size, bf16=cfg.bf16)
         try:  # what the losses read: the stage's own (cross-fitted) probabilities, else in-sample
             probs = np.stack(EXTRAS["bias_probs"].build(str(b.path), examples, None, ctx))
         except UserError:  # it was trained on other data than the compressed runs: score them in-sample
