@@ -264,10 +264,14 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
               set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="KEY=VALUE",
                                                              help="override an experiment key (dotted), e.g. "
                                                                   "uncertainty.source=runs")] = None,
+              clean: Annotated[bool, typer.Option("--clean", help="remove partial checkpoints and temporary "
+                                                  "folders that no stage of this plan owns")] = False,
               verbose: VerboseOpt = False):
     """Run a whole study: teacher, uncertainty, bias model, every compression x loss x seed, report."""
+    import shutil
+
     from .study.live import dry_run_estimate, reporter_for
-    from .study.run import describe, my_stages, prepare, run_study
+    from .study.run import describe, my_stages, prepare, run_study, size_of, stale_leftovers
 
     try:
         i, n = (int(x) for x in shard.split("/"))
@@ -276,6 +280,15 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
         raise UserError(f"--shard {shard!r}: expected i/n with 0 <= i < n") from None
     _quiet(verbose)
     exp, stages = prepare(experiment, output_dir, set_)
+    stale = stale_leftovers(exp, stages)
+    if stale and clean and not dry_run:
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        typer.echo(f"removed {len(stale)} partial checkpoint(s) / temporary folder(s) no stage of this plan owns")
+    elif stale:
+        typer.echo(f"{len(stale)} partial checkpoint(s) / temporary folder(s) ({size_of(stale) / 2**20:.0f} MiB) in "
+                   f"{Path(exp.output_dir) / 'artifacts'} belong to no stage of this plan (runs killed under other "
+                   "settings): --clean removes them")
     todo = my_stages(stages, (i, n))
     teacher_model = str(stages[0].meta.get("given") or stages[0].config.get("model", ""))
     if dry_run:

@@ -198,7 +198,9 @@ def disk_errors(where: Path) -> Iterator[None]:
     """Turn a library's write failure on a full disk into the OSError the CLI prints as one line."""
     try:
         yield
-    except OSError:
+    except OSError as e:
+        if e.filename is None and e.errno is not None:  # a bare write error: name what was being written
+            raise OSError(e.errno, e.strerror, str(where)) from None
         raise
     except Exception as e:
         if _disk_full(e, where):

@@ -305,3 +305,80 @@ def test_evaluate_refuses_a_bare_encoder(tmp_path, tiny_dir, tiny_task):
     assert r.returncode == 2 and "classifier" in r.stderr, r.stderr[-2000:]
     r = cli("evaluate", str(bare), "--task", str(tiny_task), "-o", str(tmp_path / "e"), "--new-head")
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- a full disk: one line, nothing half-written
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of a given size (root in a container may mount one; else the test skips)."""
+    import subprocess
+
+    mounted = []
+
+    def make(size: str) -> Path:
+        d = tmp_path / f"disk{len(mounted)}"
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], capture_output=True, check=False)
+        if r.returncode != 0:
+            pytest.skip("cannot mount a small tmpfs here")
+        mounted.append(d)
+        return d
+
+    yield make
+    for d in mounted:
+        subprocess.run(["umount", str(d)], capture_output=True, check=False)
+
+
+@pytest.mark.parametrize("size,where", [("150k", "checkpoint"), ("120k", "final write")])
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(small_disk, tiny_dir, tiny_task, size, where):
+    """Before: a traceback, exit 1, and a checkpoint.tmp left behind."""
+    disk = small_disk(size)
+    every = "2" if where == "checkpoint" else "1000"
+    r = cli("finetune", "--model", str(tiny_dir), "--task", str(tiny_task), "-o", str(disk / "out"),
+            "-s", "batch_size=16", "-s", "max_length=32", "-s", f"checkpoint_every={every}",
+            "-s", f"cache_dir={disk.parent}/c")
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "no space left on device" in r.stderr
+    err = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert len(err) == 1 and str(disk) in err[0]
+    left = [p.name for p in disk.rglob("*")]
+    assert not [n for n in left if n.endswith(".tmp") or ".tmp." in n], left
+    assert not (disk / "out").exists()
+
+
+def test_a_full_disk_in_a_study_is_one_line_and_the_rerun_finishes(small_disk, tmp_path, tiny_dir, tiny_task):
+    disk = small_disk("200k")
+    path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce"], uncertainty={"source": "dynamics"},
+                teacher={"model": str(tiny_dir), "train": {"epochs": 2}})
+    exp = yaml.safe_load(path.read_text())
+    exp["defaults"]["checkpoint_every"] = 1000
+    path.write_text(yaml.safe_dump(exp))
+    r = cli("reproduce", str(path), "--output-dir", str(disk / "study"))
+    assert r.returncode == 2 and "no space left on device" in r.stderr and "Traceback" not in r.stderr, \
+        r.stderr[-3000:]
+    assert not [p for p in (disk / "study").rglob("stage.json")
+                if not (p.parent / "summary.json").is_file() and p.parent.name.startswith(("teacher", "compress"))]
+    r = cli("reproduce", str(path), "--output-dir", str(tmp_path / "roomy"))
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_stale_partials_are_reported_and_cleaned_only_on_request(finished, tmp_path):
+    """Before: partial checkpoints of stages whose key changed (133 MB + 42 MB) stayed forever."""
+    exp, stages = prepare(finished)
+    study = tmp_path / "copy"
+    shutil.copytree(exp.output_dir, study)
+    stale = study / "artifacts" / "compress-0123456789ab.partial"
+    (stale / "checkpoint").mkdir(parents=True)
+    (stale / "checkpoint" / "model.safetensors").write_bytes(b"x" * 2048)
+    tmp_left = study / "artifacts" / ".teacher-ba9876543210.abc.tmp"
+    tmp_left.mkdir()
+    mine = study / "artifacts" / (stages[-1].path.name + ".partial")  # a stage of this plan keeps its own
+    mine.mkdir()
+    r = cli("reproduce", str(finished), "--output-dir", str(study), "--dry-run")
+    assert r.returncode == 0 and "2 partial checkpoint(s)" in r.stdout and "--clean" in r.stdout, r.stdout
+    assert stale.exists() and tmp_left.exists()
+    r = cli("reproduce", str(finished), "--output-dir", str(study), "--clean", "--no-report")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not stale.exists() and not tmp_left.exists() and mine.exists()

@@ -108,6 +108,30 @@ def run_stage(stage: Stage, teacher: Stage, rep: Reporter) -> None:
         raise ValueError(f"unknown stage kind {stage.kind!r}")
 
 
+def stale_leftovers(exp: Experiment, stages: list[Stage]) -> list[Path]:
+    """Partial checkpoints and temporary folders in the study's artifacts/ that no stage of this plan
+    owns (a run killed under settings since changed): dead weight, never results. A stage of this plan
+    keeps its own, to resume from."""
+    root = Path(exp.output_dir) / "artifacts"
+    owned = {s.path.name for s in stages}
+    out = []
+    for p in sorted(root.glob("*")) if root.is_dir() else []:
+        name = p.name
+        if name.endswith(".partial"):
+            owner = name.removesuffix(".partial")
+        elif name.startswith(".") and (name.endswith((".tmp", ".old"))):
+            owner = name[1:].split(".", 1)[0]
+        else:
+            continue
+        if owner not in owned:
+            out.append(p)
+    return out
+
+
+def size_of(paths: list[Path]) -> int:
+    return sum(f.stat().st_size for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+
+
 def clear_leftovers(stage: Stage) -> None:
     """Remove what a killed run of this stage left half-written: hidden temporary folders of its
     artifact and snapshots (a kill during the final write). Its `.partial` checkpoint stays: the
