@@ -382,3 +382,20 @@ def test_stale_partials_are_reported_and_cleaned_only_on_request(finished, tmp_p
     r = cli("reproduce", str(finished), "--output-dir", str(study), "--clean", "--no-report")
     assert r.returncode == 0, r.stderr[-2000:]
     assert not stale.exists() and not tmp_left.exists() and mine.exists()
+
+
+def test_checkpoint_files_get_the_umask_permissions(tmp_path, tiny_dir, tiny_task):
+    """Before: accelerate's checkpoint weights were created 0600, unlike every other artifact."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        ckpt = cli_killed_after_checkpoint(
+            ["finetune", "--model", str(tiny_dir), "--task", str(tiny_task), "-o", str(tmp_path / "out"),
+             "-s", "batch_size=16", "-s", "max_length=32", "-s", "checkpoint_every=2", "-s", "epochs=40",
+             "-s", f"cache_dir={tmp_path}/c"])
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in ckpt.iterdir() if p.is_file()}
+    assert modes and all(m == 0o644 for m in modes.values()), modes
