@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -29,12 +30,15 @@ def model_inputs(model: torch.nn.Module, batch: dict, device=None) -> dict[str, 
     return {k: batch[k] if device is None else batch[k].to(device) for k in _accepted(type(model)) if k in batch}
 
 
-def _device(model: torch.nn.Module, device) -> torch.device:
+def device_of(model: torch.nn.Module, device=None) -> torch.device:
+    """Where inference runs: `device` if given, else the GPU when there is one (int8 dynamic linears run on
+    the CPU only), else where the model is."""
     if device is not None:
         return torch.device(device)
-    if torch.cuda.is_available() and not is_quantized(model):  # int8 dynamic linears run on the CPU only
+    if torch.cuda.is_available() and not is_quantized(model):
         return torch.device("cuda")
     return next(model.parameters()).device
+
 
 
 @torch.no_grad()
@@ -44,7 +48,7 @@ def predict_logits(model, data: EncodedSplit, batch_size: int = 64, bf16: bool =
     Without `device`, the model moves to the GPU when there is one (it stays there afterwards).
     `progress(n)` is called after each batch with the number of examples done."""
     model.eval()
-    dev = _device(model, device)
+    dev = device_of(model, device)
     model.to(dev)
     bf16 = bf16 and not is_quantized(model)  # quantized linears take fp32 activations only
     collate = Collator(getattr(model.config, "pad_token_id", 0) or 0)
@@ -64,32 +68,45 @@ def predict_logits(model, data: EncodedSplit, batch_size: int = 64, bf16: bool =
     return out, len(data) / max(time.perf_counter() - t0, 1e-9)
 
 
+def round_robin(runs: dict[str, tuple[Callable[[], None], int]], repeats: int = 3) -> dict[str, float]:
+    """examples/s of each `run()` (one pass over its n examples), the runs taking turns (round-robin,
+    `repeats` rounds after a warm-up round) so machine drift hits all alike; the best round counts."""
+    best = dict.fromkeys(runs, 0.0)
+    for r in range(repeats + 1):
+        for name, (run, n) in runs.items():
+            t0 = time.perf_counter()
+            run()
+            if r:  # round 0 warms caches and allocators
+                best[name] = max(best[name], n / (time.perf_counter() - t0))
+    return best
+
+
 @torch.no_grad()
 def throughput(entries: dict[str, tuple[torch.nn.Module, EncodedSplit]], batch_size: int = 64, repeats: int = 3,
                bf16: bool = False) -> dict[str, float]:
-    """Inference examples/s of each (model, its tokenized data), measured side by side: the models take
-    turns (round-robin, `repeats` rounds after a warm-up round) so machine drift hits all alike; the
-    best round counts. fp32 unless `bf16` (int8 models always take fp32 activations)."""
+    """Inference examples/s of each (model, its tokenized data), measured side by side (`round_robin`).
+    fp32 unless `bf16` (int8 models always take fp32 activations)."""
     runs = {}
     for name, (m, data) in entries.items():
         m.eval()
         collate = Collator(getattr(m.config, "pad_token_id", 0) or 0)
-        runs[name] = (m, [collate([data[i] for i in rows]) for rows in sorted_batches(data.lengths, batch_size)],
-                      len(data))
-    best = dict.fromkeys(entries, 0.0)
-    for r in range(repeats + 1):
-        for name, (m, batches, n) in runs.items():
-            dev = _device(m, None)
-            m.to(dev)
-            use_bf16 = bf16 and not is_quantized(m)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for b in batches:
-                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    m(**model_inputs(m, b, dev))
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            if r:  # round 0 warms caches and allocators
-                best[name] = max(best[name], n / (time.perf_counter() - t0))
-    return best
+        batches = [collate([data[i] for i in rows]) for rows in sorted_batches(data.lengths, batch_size)]
+        runs[name] = (pytorch_pass(m, batches, bf16 and not is_quantized(m)), len(data))
+    return round_robin(runs, repeats)
+
+
+def pytorch_pass(m: torch.nn.Module, batches: list[dict], bf16: bool) -> Callable[[], None]:
+    """One timed pass of a PyTorch model over pre-collated batches (on the GPU when there is one)."""
+    dev = device_of(m)
+    m.to(dev)
+
+    @torch.no_grad()
+    def run() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        for b in batches:
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
+                m(**model_inputs(m, b, dev))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    return run

@@ -19,22 +19,10 @@ from ..data.batching import Collator, EncodedSplit, sorted_batches
 from ..data.load import load_split
 from ..data.tasks import load_task
 from ..io import UserError, atomic_dir, read_yaml, write_json
-from ..models.infer import INPUT_KEYS, model_inputs
 from ..models.load import load_model, load_tokenizer, model_labels, set_threads
 from ..models.quantized import QUANT_FILE, load_for_inference
+from ..models.runtimes import Logits, export_onnx_file, onnx_inputs, onnx_session, quantize_onnx
 from .progress import Reporter
-
-
-class _Logits(torch.nn.Module):
-    """The model as a function of its token tensors only, returning logits (what ONNX serves)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 
 
 def _float_model(folder: Path, labels: list[str]) -> torch.nn.Module:
@@ -70,8 +58,6 @@ def _batches(data: EncodedSplit, pad: int, names: tuple[str, ...], batch_size: i
 
 def export_onnx(model_dir: str | Path, out: str | Path | None = None, int8: bool = False, n: int = 256,
                 batch_size: int = 32, progress: Reporter | None = None) -> dict[str, Any]:
-    import onnxruntime as ort
-
     rep = progress or Reporter()
     folder = Path(model_dir)
     out = Path(out) if out else folder / "onnx"
@@ -82,25 +68,19 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, int8: bool
     model = _float_model(folder, labels)
     tokenizer = load_tokenizer(str(folder), model)
     data = EncodedSplit(_examples(folder, n), tokenizer, 128)
-    accepted = model_inputs(model, dict.fromkeys(INPUT_KEYS))
-    names = tuple(k for k in INPUT_KEYS if k in accepted and k in data[0])  # INPUT_KEYS order: forward's
+    names = onnx_inputs(model, data[0])
     pad = getattr(model.config, "pad_token_id", 0) or 0
     batches = _batches(data, pad, names, batch_size)
-    wrapper = _Logits(model).eval()
-    example = tuple(torch.from_numpy(batches[-1][k]) for k in names)
-    batch_dim, seq_dim = torch.export.Dim("batch"), torch.export.Dim("sequence", max=512)
+    wrapper = Logits(model).eval()
+    example = {k: torch.from_numpy(batches[-1][k]) for k in names}
     record: dict[str, Any] = {"model": str(folder), "inputs": list(names), "examples": len(data),
                               "batch_size": batch_size}
     with atomic_dir(out) as tmp:
         rep.task("export to ONNX", 1, "model")
-        torch.onnx.export(wrapper, example, str(tmp / "model.onnx"), dynamo=True, input_names=list(names),
-                          output_names=["logits"], dynamic_shapes={k: {0: batch_dim, 1: seq_dim} for k in names},
-                          verbose=False)
+        export_onnx_file(model, example, tmp / "model.onnx")
         variants = {"fp32": tmp / "model.onnx"}
         if int8:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model.int8.onnx"), weight_type=QuantType.QInt8)
+            quantize_onnx(tmp / "model.onnx", tmp / "model.int8.onnx")
             variants["int8"] = tmp / "model.int8.onnx"
         with torch.no_grad():
             torch_logits = [wrapper(*(torch.from_numpy(b[k]) for k in names)).numpy() for b in batches]
@@ -109,10 +89,8 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, int8: bool
             for b in batches:
                 wrapper(*(torch.from_numpy(b[k]) for k in names))
         record["torch_examples_per_s"] = round(len(data) / (time.perf_counter() - t0), 2)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
         for name, path in variants.items():
-            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            sess = onnx_session(path)
             sess.run(None, batches[0])  # warm-up
             t0 = time.perf_counter()
             got = [sess.run(None, b)[0] for b in batches]
