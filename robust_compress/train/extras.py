@@ -4,6 +4,11 @@ A loss lists the inputs it needs (`Loss.needs`); each input here names the `Inpu
 points at its source (a model folder or a file) and the study stage kind that produces it. The
 config check ("loss rmc needs inputs.uncertainty"), the planner (which stage to depend on) and
 the builder below read this one table.
+
+Most inputs are per-example tensors, built once and carried by the dataset. A *live* input is built
+once as a function of a training batch (a frozen teacher whose hidden states layer distillation
+matches): the loop calls it on each batch and puts its result in the batch under its name, so a loss
+reads both kinds alike and the loop stays the one loop.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.load import text_key
 from ..io import UserError, read_json
-from ..models.load import model_labels
+from ..models.infer import model_inputs
+from ..models.load import load_model, load_tokenizer, model_labels, vocab_digest
 from ..models.overlap import is_overlap_model
 from .logit_cache import LogitCache
 from .losses import REGISTRY, LossSettings, difficulty
@@ -45,6 +51,7 @@ class Context:
     max_length: int
     batch_size: int = 64
     bf16: bool = False
+    student_vocab: str | None = None  # the student tokenizer's vocabulary digest (a live teacher must share it)
 
 
 Builder = Callable[[str, list[dict], LossSettings, Context], list[torch.Tensor]]
@@ -55,6 +62,30 @@ class Extra:
     source: str  # field of `Inputs`
     stage: str  # the study stage kind that produces the source
     build: Builder
+    live: bool = False  # built as a function of each batch (`Live`), not as per-example tensors
+
+
+class Live:
+    """A live input: called by the loop on every training batch (already on its device)."""
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> object:
+        raise NotImplementedError
+
+
+class LiveTeacher(Live):
+    """The teacher run on each batch, frozen and in eval mode (no dropout, no gradient): the hidden
+    states of its embeddings and of every layer (HF's `hidden_states`)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval().requires_grad_(False)
+        self.hidden_size = model.config.hidden_size
+
+    @torch.no_grad()
+    def __call__(self, batch):
+        device = batch["input_ids"].device
+        if next(self.model.parameters()).device != device:
+            self.model.to(device)
+        return self.model(**model_inputs(self.model, batch), output_hidden_states=True).hidden_states
 
 
 def load_per_example(path: str | Path, column: str, examples: list[dict]) -> np.ndarray:
@@ -135,8 +166,19 @@ def _bias_probs(source, examples, settings, ctx):
     return list(torch.tensor(p, dtype=torch.float32))
 
 
+def _live_teacher(source, examples, settings, ctx):
+    if model_labels(source) != ctx.labels:
+        raise UserError(f"{source}: teacher labels {model_labels(source)} differ from the student's {ctx.labels}")
+    model = load_model(str(source), ctx.labels)
+    if ctx.student_vocab is not None and vocab_digest(load_tokenizer(str(source), model)) != ctx.student_vocab:
+        raise UserError(f"{source}: loss {settings.name!r} runs the teacher on the student's tokens, but its "
+                        "tokenizer has another vocabulary (use a teacher sharing the student's tokenizer)")
+    return LiveTeacher(model)
+
+
 EXTRAS: dict[str, Extra] = {
     "teacher_logits": Extra("teacher", "teacher", _teacher_logits),
+    "teacher_hidden": Extra("teacher", "teacher", _live_teacher, live=True),
     "difficulty": Extra("uncertainty", "uncertainty", _difficulty),
     "weight": Extra("reference_model", "vanilla", _jtt_weight),
     "bias_probs": Extra("bias_model", "bias", _bias_probs),
@@ -148,13 +190,24 @@ def required_sources(loss_name: str) -> list[str]:
     return list(dict.fromkeys(EXTRAS[n].source for n in REGISTRY[loss_name].needs))
 
 
-def build_extras(settings: LossSettings, inputs: Inputs, examples: list[dict], ctx: Context) -> dict[str, list]:
-    """Every per-example tensor the configured loss needs, in the examples' order."""
+def _build(settings: LossSettings, inputs: Inputs, examples: list[dict], ctx: Context, live: bool) -> dict:
     out = {}
     for name in REGISTRY[settings.name].needs:
         extra = EXTRAS[name]
+        if extra.live != live:
+            continue
         source = getattr(inputs, extra.source)
         if source is None:
             raise UserError(f"loss {settings.name!r} needs inputs.{extra.source}")
         out[name] = extra.build(source, examples, settings, ctx)
     return out
+
+
+def build_extras(settings: LossSettings, inputs: Inputs, examples: list[dict], ctx: Context) -> dict[str, list]:
+    """Every per-example tensor the configured loss needs, in the examples' order."""
+    return _build(settings, inputs, examples, ctx, live=False)
+
+
+def build_live(settings: LossSettings, inputs: Inputs, ctx: Context) -> dict[str, Live]:
+    """Every live input the configured loss needs (the loop calls each on every batch)."""
+    return _build(settings, inputs, [], ctx, live=True)

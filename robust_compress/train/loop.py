@@ -1,7 +1,8 @@
 """The one training loop (accelerate): fine-tuning and every compression run go through it.
 
 Compression methods plug in as `Hook`s (mask updates after an optimizer step, finalization
-before saving); objectives plug in as a `Loss` module. Checkpoints are accelerate's
+before saving); objectives plug in as a `Loss` module, with live inputs (`train.extras.Live`, a
+frozen teacher) computed on each batch before the loss sees it. Checkpoints are accelerate's
 `save_state` (model, loss parameters, optimizer, scheduler, and every RNG: python, numpy, torch,
 CUDA) plus the step, written atomically, so a killed run resumes exactly, on a GPU too.
 """
@@ -219,8 +220,10 @@ def _load_checkpoint(ckpt: Path, accelerator: Accelerator, dynamics: list[np.nda
 
 def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: Loss, work_dir: Path,
           hooks: list[Hook] | None = None, resume: bool = True, accelerator: Accelerator | None = None,
-          progress: Progress | None = None, run: dict[str, Any] | None = None) -> TrainResult:
-    """Train `model` in place. `work_dir/checkpoint` is written periodically and resumed from, only by
+          progress: Progress | None = None, run: dict[str, Any] | None = None,
+          live: dict[str, Callable[[dict], Any]] | None = None) -> TrainResult:
+    """Train `model` in place. `live`: name -> function of a batch, put into the batch before the loss
+    (a frozen teacher's hidden states), under the run's autocast. `work_dir/checkpoint` is written periodically and resumed from, only by
     the run it records (`run`: everything that makes this run this run, JSON-able).
     `progress(event)` receives {"step", "total", "loss", "examples_per_s", "epoch"} every 10 steps.
     A non-finite loss stops the run (UserError): nothing of it is worth saving."""
@@ -258,7 +261,8 @@ def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: 
 
     model.train()
     loss_fn.train()
-    wants_hidden = getattr(accelerator.unwrap_model(loss_fn), "needs_hidden", False)
+    wants_hidden = getattr(accelerator.unwrap_model(loss_fn), "needs_hidden", False)  # False | "cls" | "layers"
+    live = live or {}
     losses: list[float] = []
     window: list[float] = []
     seen, t0 = 0, time.perf_counter()
@@ -272,8 +276,12 @@ def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: 
         micro = 0
         for batch in epoch_loader:
             with accelerator.accumulate(model):
-                out = model(**model_inputs(model, batch), output_hidden_states=wants_hidden)
-                hidden = out.hidden_states[-1][:, 0] if wants_hidden else None
+                out = model(**model_inputs(model, batch), output_hidden_states=bool(wants_hidden))
+                hidden = (None if not wants_hidden else out.hidden_states if wants_hidden == "layers"
+                          else out.hidden_states[-1][:, 0])
+                if live:
+                    with accelerator.autocast():
+                        batch.update({name: fn(batch) for name, fn in live.items()})
                 loss = loss_fn(out.logits, batch, hidden)
                 if args.record_dynamics:
                     dynamics.append(_dynamics(out.logits, batch, epoch, accelerator))

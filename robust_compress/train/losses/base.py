@@ -3,13 +3,13 @@
 A loss declares, in its own file and nowhere else: its formula (docstring), its `Settings` (a
 pydantic model whose `name` is the loss's name: the config's discriminated union is built from
 them), the per-example inputs it `needs` (keys of `train.extras.EXTRAS`, which say where each
-comes from) and whether it needs the encoder's [CLS] hidden state. Config validation, the study
-planner and the input builders all read these declarations.
+comes from) and which of the student's hidden states it reads (none, the [CLS] state, or every
+layer's). Config validation, the study planner and the input builders all read these declarations.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +30,12 @@ class Loss(nn.Module):
     name: ClassVar[str]
     Settings: ClassVar[type[LossSettings]]
     needs: ClassVar[tuple[str, ...]] = ()
-    needs_hidden: ClassVar[bool] = False
+    # the student's hidden states it reads: "cls" (the last layer's first token, [batch, hidden]) or
+    # "layers" (every layer's output, the embeddings' first: HF's hidden_states tuple)
+    needs_hidden: ClassVar[Literal[False, "cls", "layers"]] = False
 
-    def __init__(self, settings: LossSettings, hidden_size: int = 0, num_labels: int = 0):
+    def __init__(self, settings: LossSettings, hidden_size: int = 0, num_labels: int = 0,
+                 teacher_hidden_size: int = 0):
         super().__init__()
         self.settings = settings
 

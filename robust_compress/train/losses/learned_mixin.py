@@ -24,10 +24,10 @@ class LearnedMixin(Loss):
     name = "learned_mixin"
     Settings = LearnedMixinSettings
     needs = ("bias_probs",)
-    needs_hidden = True
+    needs_hidden = "cls"
 
-    def __init__(self, settings, hidden_size: int = 0, num_labels: int = 0):
-        super().__init__(settings, hidden_size, num_labels)
+    def __init__(self, settings, hidden_size: int = 0, num_labels: int = 0, **kw):
+        super().__init__(settings, hidden_size, num_labels, **kw)
         if hidden_size <= 0:
             raise ValueError("learned_mixin needs the model's hidden size")
         self.gate = nn.Linear(hidden_size, 1)
