@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 from ..data.batching import EncodedSplit
 from ..train.loop import Hook
@@ -20,22 +20,40 @@ SnapshotFn = Callable[[float, torch.nn.Module], None]
 
 class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # Settings added after studies were keyed by these configs: written out only when set away from
+    # their default, so a study that does not use them keeps every stage key (and its artifacts).
+    later: ClassVar[frozenset[str]] = frozenset()
     method: str
+
+    @model_serializer(mode="wrap")
+    def _drop_later_defaults(self, handler):
+        data = handler(self)
+        for k in self.later:
+            if k in data and getattr(self, k) == type(self).model_fields[k].default:
+                del data[k]
+        return data
 
 
 @dataclass
 class Prepare:
-    """What a method may use to prepare a model: the tokenized training data and the run's seed."""
+    """What a method may use to prepare a model: the tokenized training data (None for a method that
+    reads none) and the run's seed."""
 
-    data: EncodedSplit
+    data: EncodedSplit | None
     seed: int
     on_snapshot: SnapshotFn | None = None
+    cache_dir: str | None = None  # reusable measurements (latency tables), keyed by what they depend on
 
 
 class Method:
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]]
-    trains: ClassVar[bool] = True  # False: post-training only (quantization), no loop and no loss
+    trains: ClassVar[bool] = True  # False: post-training only (quantization, Fisher pruning), no loop, no loss
+    needs_data: ClassVar[bool | None] = None  # reads the training split (default: when it trains)
+
+    @classmethod
+    def reads_training_data(cls) -> bool:
+        return cls.trains if cls.needs_data is None else cls.needs_data
 
     def __init__(self, cfg: MethodConfig):
         self.cfg = cfg
@@ -45,6 +63,14 @@ class Method:
 
     def prepare(self, model: torch.nn.Module, ctx: Prepare) -> tuple[torch.nn.Module, list[Hook]]:
         return model, []
+
+    def apply(self, model: torch.nn.Module, ctx: Prepare) -> torch.nn.Module:
+        """A method that does not train (`trains = False`): the compressed model, evaluated and saved as is."""
+        raise NotImplementedError(f"method {self.name!r} trains: use prepare()")
+
+    def extra_work(self, n_train: int, layers: int) -> dict[str, float]:
+        """Examples the method itself trains on / scores besides the loop (a study's time estimate)."""
+        return {}
 
     def record(self, model: torch.nn.Module) -> dict[str, Any]:
         """What the method did, measured on the final model (sparsity, heads removed, ...)."""

@@ -4,8 +4,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..models.quantized import SCHEMES
-from .base import Method, MethodConfig
+from ..models.quantized import SCHEMES, quantize
+from .base import Method, MethodConfig, Prepare
 
 
 class QuantizeConfig(MethodConfig):
@@ -20,3 +20,9 @@ class Quantize(Method):
     name = "quantize"
     Config = QuantizeConfig
     trains = False
+
+    def apply(self, model, ctx: Prepare):
+        return quantize(model, self.cfg.scheme)
+
+    def record(self, model):
+        return {"scheme": self.cfg.scheme}

@@ -45,8 +45,9 @@ class HeadsConfig(MethodConfig):
 
 @torch.enable_grad()  # gate gradients are needed even when the caller is under no_grad
 def _gate_importance(model: torch.nn.Module, batches, sites: list[tuple[torch.nn.Module, int]],
-                     loss_fn: Callable | None, n_batches: int) -> list[torch.Tensor]:
-    """E_x |dL(x)/d xi_u| for units gated at the input of each module in `sites`.
+                     loss_fn: Callable | None, n_batches: int, power: int = 1) -> list[torch.Tensor]:
+    """E_x |dL(x)/d xi_u| (power 2: E_x (dL(x)/d xi_u)^2, the diagonal empirical Fisher of the gates)
+    for units gated at the input of each module in `sites`.
 
     Each (module, n_units) gets a gate xi (value 1, so the forward is unchanged) that scales
     equal slices of the module's input. Gates are per example ([batch, n_units]) so one backward
@@ -82,7 +83,8 @@ def _gate_importance(model: torch.nn.Module, batches, sites: list[tuple[torch.nn
                 loss = loss_fn(logits, batch) * size
             grads = torch.autograd.grad(loss, current)
             for t, g in zip(totals, grads):
-                t += g.detach().abs().sum(0).double().cpu()
+                g = g.detach().abs() if power == 1 else g.detach().double().square()
+                t += g.sum(0).double().cpu()
             seen += size
     finally:
         for h in handles:

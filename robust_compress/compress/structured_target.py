@@ -11,9 +11,16 @@ checkpoints resume them exactly); at the end they are physically removed (`model
 result is a smaller dense model, uneven heads per layer, equal to its masked twin, reloadable with
 `from_pretrained`, through the family adapter for every supported family.
 
-A speed-up target is turned into a FLOPs target before training by calibration: copies of the
-model pruned one-shot to a few FLOPs fractions are timed against the dense model (the speed
-stage's harness) and the fraction reaching the target is interpolated.
+A speed-up target is met one of two ways. With `target_runtime` (pytorch-fp32, pytorch-bf16,
+onnxruntime-fp32, onnxruntime-int8), heads and neurons are priced by that runtime's per-layer latency
+table measured on this machine (`compress.latency`, cached per machine, runtime and shape), and the
+schedule, each round's equal shares and the target are all in latency instead of FLOPs (pruning
+against the deployment's own costs, as ZipLM does). Without it (as before), the speed-up is turned
+into a FLOPs target by calibration: copies pruned one-shot to a few FLOPs fractions are timed against
+the dense model in PyTorch fp32 and the fraction reaching the target is interpolated.
+
+`init: fisher` starts recovery from a retraining-free model instead (`compress.fisher`: Fisher mask
+search to the target, mask rescaling), so all of training recovers; the default prunes gradually.
 """
 
 from __future__ import annotations
@@ -38,15 +45,29 @@ from ..models.families import (
 )
 from ..models.infer import throughput
 from ..models.pruned import prune_ffn_neurons, prune_heads
+from ..models.runtimes import Runtime
 from ..train.loop import Hook
 from .base import Method, MethodConfig, Prepare
+from .fisher import fisher_prune, fisher_work
+from .latency import Costs, flops_costs, predicted_speedup, speed_target
 from .structured import _gate_importance, train_batches
 
 
 class StructuredConfig(MethodConfig):
+    later = frozenset({"target_runtime", "init", "fisher_samples", "fisher_rescale"})
     method: Literal["structured"] = "structured"
     target_flops: float | None = Field(None, gt=0, lt=1, description="keep this fraction of the encoder's FLOPs")
     target_speedup: float | None = Field(None, gt=1, description="or reach this measured inference speed-up")
+    target_runtime: Runtime | None = Field(
+        None, description="the runtime the speed-up is for: prune against its per-layer latency table measured on "
+                          "this machine (cached); unset: calibrate one-shot pruned copies in PyTorch fp32")
+    init: Literal["dense", "fisher"] = Field(
+        "dense", description="dense: prune gradually during training; fisher: prune to the target first (Fisher "
+                             "mask search + rescaling, no training), then all of training recovers (which recovers "
+                             "better: to be measured, benchmarks/structured_recovery.py)")
+    fisher_samples: int = Field(2048, ge=32, le=1 << 20, description="init fisher: training examples for the "
+                                "Fisher information (Kwon et al.: 2,048)")
+    fisher_rescale: bool = Field(True, description="init fisher: rescale kept heads/neurons by least squares")
     prune_start: float = Field(0.0, ge=0, le=1, description="fraction of training when pruning starts")
     prune_end: float = Field(0.6, gt=0, le=1, description="fraction of training when the target is reached")
     prune_every: int = Field(25, ge=1, description="optimizer steps between pruning rounds")
@@ -59,6 +80,8 @@ class StructuredConfig(MethodConfig):
             raise ValueError("method 'structured' needs exactly one of `target_flops` and `target_speedup`")
         if self.prune_end <= self.prune_start:
             raise ValueError("prune_end must be after prune_start")
+        if self.target_runtime is not None and self.target_speedup is None:
+            raise ValueError("target_runtime goes with target_speedup (a FLOPs target is the same on every runtime)")
         return self
 
 
@@ -104,18 +127,6 @@ class _Masks:
         return heads, neurons
 
 
-def _costs(model, seq_len: int) -> tuple[float, float, float]:
-    """FLOPs of one head, one FFN neuron, and of everything else in the encoder (at `seq_len` tokens)."""
-    fam = family_of(model)
-    block = blocks(model)[0]
-    d, dh = model.config.hidden_size, head_size(block, fam)
-    head = 2 * seq_len * 4 * d * dh + 2 * 2 * seq_len * seq_len * dh  # q, k, v, o rows/cols + QK^T, AV
-    neuron = 2 * seq_len * 2 * d  # in and out projections
-    heads = sum(n_heads(b, fam) for b in blocks(model))
-    neurons = sum(ffn_width(b, fam) for b in blocks(model))
-    return head, neuron, encoder_flops(model, seq_len)["flops_dense"] - heads * head - neurons * neuron
-
-
 def _least_important(importance: list[torch.Tensor], masks: list[torch.Tensor], k: int) -> list[tuple[int, int]]:
     """(layer, unit) of the k least important live units, each layer keeping at least one."""
     scores = []
@@ -136,16 +147,20 @@ def _least_important(importance: list[torch.Tensor], masks: list[torch.Tensor], 
 
 
 class StructuredPruning(Hook):
-    def __init__(self, cfg: StructuredConfig, ctx: Prepare, target_flops: float):
+    """Masks heads and neurons on a schedule until `target` of the dense cost is left; `costs` price
+    them (default: FLOPs at cfg.seq_len; a latency table's costs for a runtime target)."""
+
+    def __init__(self, cfg: StructuredConfig, ctx: Prepare, target_flops: float, costs: Costs | None = None):
         self.cfg, self.ctx, self.target = cfg, ctx, target_flops
+        self.costs = costs
         self.total = 0
         self.masks: _Masks | None = None
 
     def on_train_begin(self, model, total_steps: int) -> None:
         self.total = total_steps
         self.masks = _Masks(model)
-        self.head_cost, self.neuron_cost, self.fixed = _costs(model, self.cfg.seq_len)
-        self.dense = encoder_flops(model, self.cfg.seq_len)["flops_dense"]
+        c = self.costs or flops_costs(model, self.cfg.seq_len)
+        self.head_cost, self.neuron_cost, self.fixed, self.dense = c.head, c.neuron, c.fixed, c.dense
 
     def kept_at(self, step: int) -> float:
         """FLOPs fraction to keep after `step` (cubic, Zhu & Gupta)."""
@@ -221,19 +236,39 @@ class Structured(Method):
     Config = StructuredConfig
 
     def prepare(self, model, ctx: Prepare):
+        c = self.cfg
         self.calibration = None
-        target = self.cfg.target_flops
-        if target is None:
-            self.calibration = calibrate(model, ctx.data, ctx.seed, self.cfg.target_speedup)
+        self.costs = flops_costs(model, c.seq_len)
+        target = c.target_flops
+        if c.target_runtime is not None:
+            self.costs, target, self.calibration = speed_target(model, c.target_speedup, c.target_runtime,
+                                                                c.seq_len, ctx.cache_dir)
+        elif target is None:
+            self.calibration = calibrate(model, ctx.data, ctx.seed, c.target_speedup)
             target = self.calibration["target_flops"]
-        self.flops_before = encoder_flops(model, self.cfg.seq_len)["flops_dense"]
+        self.flops_before = encoder_flops(model, c.seq_len)["flops_dense"]
         self.target = target
-        return model, [StructuredPruning(self.cfg, ctx, target)]
+        if c.init == "fisher":  # all of the pruning now, before training: every step recovers
+            model, self.fisher = fisher_prune(model, ctx.data, ctx.seed, target, self.costs, c.fisher_samples,
+                                              c.fisher_rescale)
+            return model, []
+        return model, [StructuredPruning(c, ctx, target, self.costs if c.target_runtime else None)]
+
+    def extra_work(self, n_train, layers):
+        if self.cfg.init != "fisher":
+            return {}
+        return fisher_work(self.cfg.fisher_samples, self.cfg.fisher_rescale, 512, n_train, layers)
 
     def record(self, model):
         after = encoder_flops(model, self.cfg.seq_len)["flops_dense"]
         cfg = model.config
-        return {"target_flops": self.target, "flops_kept": after / self.flops_before,
-                "heads_removed": sum(len(v) for v in (getattr(cfg, "pruned_heads", None) or {}).values()),
-                "ffn_neurons_removed": sum(len(v) for v in (getattr(cfg, "pruned_ffn_neurons", None) or {}).values()),
-                "calibration": self.calibration}
+        out = {"target_flops": self.target, "flops_kept": after / self.flops_before,
+               "heads_removed": sum(len(v) for v in (getattr(cfg, "pruned_heads", None) or {}).values()),
+               "ffn_neurons_removed": sum(len(v) for v in (getattr(cfg, "pruned_ffn_neurons", None) or {}).values()),
+               "calibration": self.calibration}
+        if self.cfg.target_runtime is not None:  # the target is a latency fraction there, not FLOPs
+            out |= {"target_latency": out.pop("target_flops"), "target_runtime": self.cfg.target_runtime,
+                    "predicted_speedup": predicted_speedup(self.costs, model)}
+        if self.cfg.init == "fisher":
+            out["fisher"] = self.fisher
+        return out

@@ -1,9 +1,10 @@
 """Encoder families: the only place that knows module names.
 
 Each family is one `Family` entry: where its encoder blocks are, and inside a block the attention
-projections (q/k/v/o), the feed-forward pair (in/out), the embeddings, and the config keys for
-sizes and dropout. FLOP counting, truncation, head/FFN pruning and magnitude pruning all go
-through these accessors, so supporting a new family is one entry in `FAMILIES`.
+projections (q/k/v/o), the feed-forward pair (in/out), the LayerNorm each sub-layer ends in, the
+embeddings, and the config keys for sizes and dropout. FLOP counting, truncation, head/FFN pruning,
+Fisher rescaling and magnitude pruning all go through these accessors, so supporting a new family
+is one entry in `FAMILIES`.
 
 A model whose family is not listed gets one clear error naming its type and the supported
 list, before any training.
@@ -31,6 +32,10 @@ class Family:
     attn_out: str  # from a block to the attention output projection
     ffn_in: str  # from a block
     ffn_out: str
+    # from a block: the LayerNorm each sub-layer ends in (post-LN: its input is the sub-layer's output plus
+    # the residual), where pruned sub-layers are matched to the dense ones (Fisher rescaling)
+    attn_norm: str = "attention.output.LayerNorm"
+    ffn_norm: str = "output.LayerNorm"
     embeddings: str = "embeddings"  # from the base model
     heads_attr: str = "num_attention_heads"  # on the attention module (kept truthful after pruning)
     head_size_attr: str = "attention_head_size"
@@ -52,7 +57,8 @@ FAMILIES: dict[str, Family] = {
     "bert": Family("bert", ("bert", "roberta", "xlm-roberta", "electra", "camembert"), **_BERT_LAYOUT),
     "distilbert": Family("distilbert", ("distilbert",), layers="transformer.layer", attention="attention",
                          query="q_lin", key="k_lin", value="v_lin", attn_out="attention.out_lin",
-                         ffn_in="ffn.lin1", ffn_out="ffn.lin2", heads_attr="n_heads", all_head_size_attr=None,
+                         ffn_in="ffn.lin1", ffn_out="ffn.lin2", attn_norm="sa_layer_norm",
+                         ffn_norm="output_layer_norm", heads_attr="n_heads", all_head_size_attr=None,
                          n_layers_key="n_layers", n_heads_key="n_heads", ffn_size_key="hidden_dim",
                          dropout_keys=("dropout", "attention_dropout")),
     # DeBERTa-v2/v3: relative-position projections follow q/k unless share_att_key (v3) reuses q/k
@@ -63,7 +69,7 @@ FAMILIES: dict[str, Family] = {
     # each layer's attention; after head pruning each layer keeps its own heads' slice of it
     "mpnet": Family("mpnet", ("mpnet",), layers="encoder.layer", attention="attention.attn", query="q", key="k",
                     value="v", attn_out="attention.attn.o", ffn_in="intermediate.dense", ffn_out="output.dense",
-                    position_bias_arg=2),
+                    attn_norm="attention.LayerNorm", position_bias_arg=2),
 }
 
 
@@ -158,6 +164,13 @@ def head_size(block: nn.Module, fam: Family) -> int:
 
 def ffn_width(block: nn.Module, fam: Family) -> int:
     return get_path(block, fam.ffn_in).out_features
+
+
+def per_head_projections(block: nn.Module, fam: Family) -> int:
+    """Linear layers that lose rows or columns with each removed head: q, k, v, the output, and the
+    extra position projections some DeBERTa configs have."""
+    attn = attention(block, fam)
+    return 4 + sum(isinstance(getattr(attn, n, None), nn.Linear) for n in fam.extra_qk)
 
 
 def dropout_overrides(config, value: float) -> dict[str, float]:

@@ -29,9 +29,10 @@ from ..models.load import (
     model_digest,
     resolve_model_dir,
     set_threads,
+    vocab_digest,
 )
-from ..models.quantized import quantize, save_quantized
-from ..train.extras import Context, build_extras
+from ..models.quantized import is_quantized, save_quantized
+from ..train.extras import Context, LiveTeacher, build_extras, build_live
 from ..train.loop import check_checkpoint, make_accelerator, total_steps, train
 from ..train.losses import make_loss
 from .artifact import Checked, bytes_on_disk, load_reference, preflight, write_artifact
@@ -95,7 +96,7 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
     rep = progress or Reporter()
     method = method_of(cfg)
     trains = method is None or method.trains
-    checked = preflight(cfg, overwrite, needs_train=trains, method=method)
+    checked = preflight(cfg, overwrite, needs_train=method is None or method.reads_training_data(), method=method)
     out = Path(cfg.output_dir)
     work = out.with_name(out.name + ".partial")
     run = run_identity(cfg, checked) if trains else None
@@ -110,13 +111,14 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
                               "settings": cfg.compression.model_dump(mode="json") if cfg.compression else {},
                               "loss": cfg.loss.name if trains else None, "start_model": cfg.model,
                               "parameters_before": parameters_before}
-    if not trains:  # post-training quantization: float weights + the recipe, scored as int8
-        return _quantize(cfg, model, tokenizer, checked, record, rep, files)
+    if not trains:  # post-training: int8, or retraining-free pruning
+        return _post_training(cfg, method, model, tokenizer, checked, record, rep, files)
 
     examples = checked.train.examples
     ctx = Context(labels=task.labels, alpha=task.alpha, cache_dir=cfg.cache_dir, max_length=cfg.max_length,
-                  batch_size=cfg.eval_batch_size, bf16=cfg.bf16)
+                  batch_size=cfg.eval_batch_size, bf16=cfg.bf16, student_vocab=vocab_digest(tokenizer))
     extras = build_extras(cfg.loss, cfg.inputs, examples, ctx)
+    live = build_live(cfg.loss, cfg.inputs, ctx)
     data = EncodedSplit(examples, tokenizer, cfg.max_length, field=cfg.input_field, extras=extras)
     snap_root = out.with_name(out.name + "-snapshots")
 
@@ -127,14 +129,17 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
 
     hooks = []
     if method is not None:
-        model, hooks = method.prepare(model, Prepare(data=data, seed=cfg.seed, on_snapshot=on_snapshot))
-    loss = make_loss(cfg.loss, hidden_size=model.config.hidden_size, num_labels=len(task.labels))
+        model, hooks = method.prepare(model, Prepare(data=data, seed=cfg.seed, on_snapshot=on_snapshot,
+                                                     cache_dir=cfg.cache_dir))
+    teacher = next((x for x in live.values() if isinstance(x, LiveTeacher)), None)
+    loss = make_loss(cfg.loss, hidden_size=model.config.hidden_size, num_labels=len(task.labels),
+                     teacher_hidden_size=teacher.hidden_size if teacher is not None else 0)
     args = cfg.train_args()
     accelerator = make_accelerator(args, out.with_name(out.name + ".logs"))
     rep.task("train", total_steps(len(data), args), "steps")
     result = train(model, data, args, loss, work, hooks=hooks, resume=resume, accelerator=accelerator,
                    progress=lambda e: rep.update(e["step"], loss=e["loss"], ex_s=e["examples_per_s"]),
-                   run=run)
+                   run=run, live=live)
     if result.resumed_from:
         rep.note(f"resumed from step {result.resumed_from}")
     model = accelerator.unwrap_model(model)
@@ -162,18 +167,27 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
     return out
 
 
-def _quantize(cfg: RunConfig, model, tokenizer, checked: Checked, record: dict, rep: Reporter,
-              files: dict[str, Any] | None) -> Path:
-    """Post-training int8 (models.quantized): saved as int8 (torchao) or as float weights + recipe
-    (the torch.ao fallback); every loader (`load_for_inference`) gives back the int8 model."""
-    scheme = cfg.compression.scheme
-    qmodel = quantize(model, scheme)
+def _post_training(cfg: RunConfig, method: Method, model, tokenizer, checked: Checked, record: dict,
+                   rep: Reporter, files: dict[str, Any] | None) -> Path:
+    """A method that does not train (int8, retraining-free pruning) applied to the start model. int8 is
+    saved as int8 (torchao) or as float weights + recipe (the torch.ao fallback), and every loader
+    (`load_for_inference`) gives the int8 model back; anything else is saved as a model."""
+    data = None
+    if method.reads_training_data():
+        data = EncodedSplit(checked.train.examples, tokenizer, cfg.max_length, field=cfg.input_field)
+        rep.task(method.name, 1, "model")
+    result = method.apply(model, Prepare(data=data, seed=cfg.seed, cache_dir=cfg.cache_dir))
     rep.task("evaluate", sum(len(s) for s in checked.evals.values()), "examples")
-    tables, summary = _evaluate(qmodel, tokenizer, cfg, checked, rep)
-    total, nonzero = count_parameters(model)
-    record |= {"scheme": scheme, "parameters": total, "nonzero_parameters": nonzero, **encoder_flops(model)}
-    return write_artifact(Path(cfg.output_dir), cfg=cfg, tables=tables,
-                          save=lambda tmp: save_quantized(qmodel, model, tokenizer, tmp, scheme),
+    tables, summary = _evaluate(result, tokenizer, cfg, checked, rep)
+    int8 = is_quantized(result)
+    plain = model if int8 else result  # int8 is counted on its float parent's weights
+    total, nonzero = count_parameters(plain)
+    record |= method.record(result) | {"parameters": total, "nonzero_parameters": nonzero, **encoder_flops(plain)}
+    if data is not None:
+        record["train_examples"] = len(data)
+    save = (lambda tmp: save_quantized(result, model, tokenizer, tmp, cfg.compression.scheme)) if int8 else None
+    return write_artifact(Path(cfg.output_dir), model=None if int8 else result, tokenizer=tokenizer, cfg=cfg,
+                          tables=tables, save=save,
                           files={"summary.json": summary,
                                  "compression.json": lambda tmp: record | {"bytes_on_disk": bytes_on_disk(tmp)}}
                           | (files or {}))
