@@ -337,20 +337,33 @@ def speed(models: Annotated[list[Path], typer.Argument(help="saved model folders
           examples: Annotated[int, typer.Option(help="ID examples to time on", metavar="N")] = 512,
           repeats: Annotated[int, typer.Option(help="timed rounds after a warm-up", metavar="N")] = 3,
           bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast (int8 models stay fp32)")] = False,
+          runtime: Annotated[list[str] | None, typer.Option(
+              "--runtime", help="also time on this runtime (repeatable): pytorch-fp32 | pytorch-bf16 | "
+                                "onnxruntime-fp32 | onnxruntime-int8", metavar="NAME")] = None,
           output: OutOpt = None, verbose: VerboseOpt = False):
     """Time saved models side by side on this machine (the speed stage's harness): examples/s and the
-    speed-up over the first."""
+    speed-up over the first, on the chosen runtimes too."""
+    from .models.runtimes import RUNTIMES
     from .stages import measure_speed
 
     _quiet(verbose)
     cfg = _cfg(None, None, model=str(models[0]), task=task, data_dir=data_dir)
     cfg = cfg.model_copy(update={"bf16": bf16})
+    if bad := [r for r in runtime or [] if r not in RUNTIMES]:
+        raise UserError(f"--runtime {bad[0]!r}: unknown; have {', '.join(RUNTIMES)}")
     names = {str(m): m for m in models}
     out = Path(output) if output else Path("speed.json")
-    rates = measure_speed(names, cfg, out, n=examples, repeats=repeats, progress=_reporter())["examples_per_s"]
-    base = rates[str(models[0])]
-    for name, r in rates.items():
-        typer.echo(f"{name:60s} {r:8.1f} ex/s  {r / base:5.2f}x")
+    result = measure_speed(names, cfg, out, n=examples, repeats=repeats, progress=_reporter(), runtimes=runtime)
+    for label, rates, missing in [("bf16" if bf16 else "fp32", result["examples_per_s"], {})] + [
+            (rt, r["examples_per_s"], r["missing"]) for rt, r in result.get("runtimes", {}).items()]:
+        if len(result.get("runtimes", {})):
+            typer.echo(f"{label}:")
+        base = rates.get(str(models[0]))
+        for name in names:
+            if name in rates:
+                typer.echo(f"{name:60s} {rates[name]:8.1f} ex/s  " + (f"{rates[name] / base:5.2f}x" if base else ""))
+            else:
+                typer.echo(f"{name:60s} not run: {missing.get(name, '')}")
     typer.echo(f"written: {out}")
 
 

@@ -18,6 +18,8 @@ class Rows:
     groups: dict[str, dict]  # unit -> aggregate over seeds + group/method/loss/sparsity/n_seeds
     teacher: str | None
     cells: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    runtimes: list[str] = field(default_factory=list)  # runtimes the speed stage timed (beside its own precision)
+    missing: dict[str, dict[str, str]] = field(default_factory=dict)  # runtime -> row -> why it has no rate
 
 
 def compute(study: Study) -> Rows:
@@ -47,13 +49,21 @@ def compute(study: Study) -> Rows:
                 m["speedup"] = study.speed[r.name] / float(np.mean(t_speed))
                 if "flops_reduction" in m:
                     m["speedup_per_flops"] = m["speedup"] / m["flops_reduction"]
+        for runtime, rates in study.runtimes.items():  # each runtime against the teacher on that runtime
+            t_rate = [rates[t.name] for t in t_runs if t.name in rates]
+            if r.name in rates:
+                m[f"examples_per_s.{runtime}"] = rates[r.name]
+                if t_rate:
+                    m[f"speedup.{runtime}"] = rates[r.name] / float(np.mean(t_rate))
     groups = {}
     for u in ([teacher] if teacher else []) + [u for u in dict.fromkeys(r.unit for r in runs) if u != teacher]:
         members = [r for r in runs if r.unit == u]
         first = members[0]
         groups[u] = {"group": first.group, "method": first.method, "loss": first.loss, "sparsity": first.sparsity,
                      "n_seeds": len(members), **aggregate([per_run[r.name] for r in members])}
-    return Rows(per_run, groups, teacher, cells)
+    missing = {rt: {r.unit: why for r in runs if (why := study.runtime_missing.get(rt, {}).get(r.name))}
+               for rt in study.runtimes}
+    return Rows(per_run, groups, teacher, cells, list(study.runtimes), missing)
 
 
 def metric_rows(runs: list[Run], rows: Rows) -> list[dict]:

@@ -81,7 +81,7 @@ def ood_floor(groups: dict[str, dict], teacher: str | None, runs: list[Run]) -> 
 
 
 def make_figures(groups: dict[str, dict], teacher: str | None, runs: list[Run],
-                 easy_splits: list[str]) -> list[tuple[str, str, Figure]]:
+                 easy_splits: list[str], runtimes: list[str] = ()) -> list[tuple[str, str, Figure]]:
     """(file name, alt text, figure) for each figure the study's data supports."""
     bars = bars_caption(groups)
     left_out = [n for n, g in groups.items() if collapsed(g)]
@@ -122,6 +122,12 @@ def make_figures(groups: dict[str, dict], teacher: str | None, runs: list[Run],
     speed = {n: g for n, g in groups.items() if "speedup" in g and "acc_id" in g}
     if len(speed) > 1:
         figs.append(("speed_robustness.png", speed_figure_caption(speed), speed_figure(speed, easy_splits)))
+    for rt in runtimes:  # one Pareto figure per deployable runtime
+        key = f"speedup.{rt}"
+        on = {n: g for n, g in groups.items() if key in g and "acc_id" in g}
+        if len(on) > 1:
+            figs.append((f"speed_robustness_{rt}.png", speed_figure_caption(on, rt),
+                         speed_figure(on, easy_splits, key, rt)))
     with_id = [n for n in groups if any(r.unit == n and r.id_split for r in runs)]
     if with_id:
         cols = min(4, len(with_id))
@@ -157,14 +163,16 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def speed_figure_caption(groups: dict[str, dict]) -> str:
-    return ("Measured inference speed-up against the teacher (x) and accuracy (y): ID, and the hardest "
+def speed_figure_caption(groups: dict[str, dict], runtime: str | None = None) -> str:
+    where = f" on {runtime} (the teacher on {runtime} = 1×)" if runtime else ""
+    return (f"Measured inference speed-up against the teacher{where} (x) and accuracy (y): ID, and the hardest "
             "robustness signal the study has (hard examples, else pooled OOD); one point per compression × loss "
             "with its 95 % interval (y), Pareto front (faster and more accurate than every other point) circled; "
             f"grey: speed-ups within {SPEED_NOISE:.0%} of 1 (timing noise: ≈ 1×, on no front); ×: collapsed rows")
 
 
-def speed_figure(groups: dict[str, dict], easy_splits: list[str]) -> Figure:
+def speed_figure(groups: dict[str, dict], easy_splits: list[str], speed_key: str = "speedup",
+                 runtime: str | None = None) -> Figure:
     fig = _figure(11, 4.5)
     hard_key = next((f"eh.{s}.hard_acc" for s in easy_splits if any(f"eh.{s}.hard_acc" in g for g in groups.values())),
                     "acc_ood")
@@ -172,7 +180,7 @@ def speed_figure(groups: dict[str, dict], easy_splits: list[str]) -> Figure:
                               ("ID accuracy", "hard-example accuracy" if hard_key != "acc_ood" else "OOD accuracy"),
                               strict=True):
         names = [n for n, g in groups.items() if key in g]
-        pts = [(groups[n]["speedup"], groups[n][key]) for n in names]
+        pts = [(groups[n][speed_key], groups[n][key]) for n in names]
         real = [i for i, n in enumerate(names) if abs(pts[i][0] - 1) >= SPEED_NOISE and not collapsed(groups[n])]
         front = {real[j] for j in pareto([pts[i] for i in real])}
         for i, (n, (x, y)) in enumerate(zip(names, pts, strict=True)):
@@ -184,7 +192,8 @@ def speed_figure(groups: dict[str, dict], easy_splits: list[str]) -> Figure:
             ax.annotate(n, (x, 100 * y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         fx = sorted(pts[i] for i in front)
         ax.plot([p[0] for p in fx], [100 * p[1] for p in fx], "--", color="gray", lw=1)
-        ax.set(xlabel="measured speed-up vs teacher (×)", ylabel=f"{title} (%)", title=f"{title} vs speed")
+        ax.set(xlabel="measured speed-up vs teacher (×)" + (f", {runtime}" if runtime else ""),
+               ylabel=f"{title} (%)", title=f"{title} vs speed" + (f" ({runtime})" if runtime else ""))
         ax.grid(alpha=.3)
     fig.tight_layout()
     return fig

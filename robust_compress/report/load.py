@@ -44,6 +44,8 @@ class Study:
     agreement: dict[str, Any] | None
     uncertainty: dict[str, Any] | None = None  # how the models scoring per-sample uncertainty did
     bias_models: dict[str, Any] | None = None  # each bias model: accuracy, training-set scoring, agreements
+    runtimes: dict[str, dict[str, float]] = field(default_factory=dict)  # runtime -> run name -> examples/s
+    runtime_missing: dict[str, dict[str, str]] = field(default_factory=dict)  # runtime -> run name -> why not
 
 
 def read_parquet(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
@@ -121,7 +123,23 @@ def load_study(study: Path) -> Study:
         if not isinstance(rates, dict) or not all(isinstance(v, int | float) for v in rates.values()):
             raise UserError(f"{study / 'speed.json'}: 'examples_per_s' must map run names to numbers")
         speed, harness = {k: float(v) for k, v in rates.items()}, s.get("harness", {})
+        runtimes, runtime_missing = _runtimes(study / "speed.json", s.get("runtimes") or {})
+    else:
+        runtimes, runtime_missing = {}, {}
     analysis = {name: read_json(study / "analysis" / f"{name}.json") if (study / "analysis" / f"{name}.json").is_file()
                 else None for name in ("agreement", "uncertainty", "bias_models")}
     return Study(runs, easy_hard, speed, harness, analysis["agreement"], analysis["uncertainty"],
-                 analysis["bias_models"])
+                 analysis["bias_models"], runtimes, runtime_missing)
+
+
+def _runtimes(path: Path, raw: Any) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, str]]]:
+    """The speed stage's per-runtime rates (absent in studies timed before it had them: none)."""
+    rates, missing = {}, {}
+    for runtime, entry in raw.items() if isinstance(raw, dict) else [(None, None)]:
+        got = entry.get("examples_per_s") if isinstance(entry, dict) else None
+        if not isinstance(got, dict) or not all(isinstance(v, int | float) for v in got.values()):
+            raise UserError(f"{path}: 'runtimes' must map each runtime to {{'examples_per_s': {{run: number}}, "
+                            "'missing': {run: reason}}")
+        rates[runtime] = {k: float(v) for k, v in got.items()}
+        missing[runtime] = {k: str(v) for k, v in (entry.get("missing") or {}).items()}
+    return rates, missing

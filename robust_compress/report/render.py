@@ -83,8 +83,8 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None, name:
     splits = {s: role for r in runs for s, role in r.roles.items() if role != "cue"}
     splits = dict(sorted(splits.items(), key=lambda kv: kv[1] != "id"))  # ID splits first, order kept
     easy_splits = [s for s, part in study.easy_hard.items() if any(part.attrs["split"] in r.tables for r in runs)]
-    tables = make_tables(groups, splits, easy_splits, rows.cells)
-    figures = make_figures(groups, teacher, runs, easy_splits)
+    tables = make_tables(groups, splits, easy_splits, rows.cells, rows.runtimes, rows.missing)
+    figures = make_figures(groups, teacher, runs, easy_splits, rows.runtimes)
     seeds = max((g["n_seeds"] for g in groups.values()), default=1)
     notes = [
         (f"Study: {name or study_path.resolve().name}; {len(runs)} runs in {len(groups)} rows (a row is a group, "

@@ -66,8 +66,30 @@ def _constant(g: dict, split: str) -> bool:
     return g.get(f"top_pred_share.{split}", 0.0) >= 0.9
 
 
+def runtime_table(groups: dict[str, dict], runtimes: list[str], missing: dict[str, dict[str, str]]) -> Table:
+    """Speed-up per deployable runtime, each against the teacher on that same runtime."""
+    rows, reasons = [], {}
+    for n, g in groups.items():
+        cells = []
+        for rt in runtimes:
+            why = missing.get(rt, {}).get(n)
+            if why is not None and f"speedup.{rt}" not in g:
+                mark = reasons.setdefault(why, "*" * (len(reasons) + 1))
+                cells.append(f"– {mark}")
+            else:
+                cells.append(speed_cell(g, f"speedup.{rt}"))
+        rows.append([name_cell(n, g), str(g["n_seeds"]), pct(g, "acc_id"),
+                     num(g, "flops_reduction", "{:.2f}", suffix="×", spread=False)] + cells)
+    notes = [("Speed-up per runtime: examples/s of the model on that runtime ÷ the teacher's on the same runtime, "
+              "timed side by side by the study's speed stage (same examples, batch and threads); onnxruntime runs "
+              f"the model exported to ONNX (int8: onnxruntime's dynamic int8); ≈ 1×: within {SPEED_NOISE:.0%} of 1.")]
+    notes += [f"{mark} not run on this runtime: {why}." for why, mark in reasons.items()]
+    return Table("Table 2b: Speed-up per runtime", ["Group", "Seeds", "ID acc (%)", "FLOPs ÷"] + runtimes, rows, notes)
+
+
 def make_tables(groups: dict[str, dict], splits: dict[str, str], easy_splits: list[str],
-                cells: dict[tuple[str, str], dict[str, str]]) -> list[Table]:
+                cells: dict[tuple[str, str], dict[str, str]], runtimes: list[str] = (),
+                missing: dict[str, dict[str, str]] | None = None) -> list[Table]:
     """Each paper-style table that the study's data supports."""
     tables = []
     first = [[name_cell(n, g), g["method"], g["loss"],
@@ -127,6 +149,8 @@ def make_tables(groups: dict[str, dict], splits: dict[str, str], easy_splits: li
                         ["Group", "Seeds", "ID acc (%)", "OOD acc for Δ (%)", "Δ", "F_bias", "ECE (ID, %)",
                          "Params (M)", "Non-zero (M)", "Size (MiB)", "FLOPs ÷"]
                         + (["Speed-up", "÷ FLOPs"] if speed else []), rows, notes))
+    if runtimes:
+        tables.append(runtime_table(groups, list(runtimes), missing or {}))
     for (split, meta), mine in cells.items():
         tables.append(Table(f"Table 3: {split} accuracy by {meta} × gold label (%)",
                             ["Group", "Seeds"] + list(mine.values()),

@@ -1,11 +1,17 @@
 """The speed stage: inference examples/s of every model of a study and of its dense teacher,
 measured side by side in one process with the harness `benchmarks/` uses (`models.infer.throughput`),
-so a speed-up is a ratio of two numbers taken under the same conditions."""
+so a speed-up is a ratio of two numbers taken under the same conditions.
+
+`examples_per_s` is the study's own precision (fp32, or bf16 autocast with int8 models on fp32
+activations), as always. With `runtimes`, every model is also timed on each named runtime
+(`models.runtimes`: PyTorch fp32 / bf16, onnxruntime fp32 / int8), side by side within a runtime; a
+model a runtime cannot run is recorded under `missing` with its reason."""
 
 from __future__ import annotations
 
 import os
 import platform
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +25,15 @@ from ..io import UserError, write_json
 from ..models.infer import throughput
 from ..models.load import load_tokenizer, set_threads
 from ..models.quantized import load_for_inference
+from ..models.runtimes import time_on
 from .progress import Reporter
 
 
 def measure_speed(models: dict[str, str | Path], cfg: RunConfig, out: Path, n: int = 512, repeats: int = 3,
-                  progress: Reporter | None = None) -> dict[str, Any]:
+                  progress: Reporter | None = None, runtimes: list[str] | None = None) -> dict[str, Any]:
     """examples/s of each model folder on the same `n` examples of the task's first ID split
-    (each model with its own tokenizer), fp32 (or bf16 autocast if cfg.bf16), batch cfg.eval_batch_size."""
+    (each model with its own tokenizer), fp32 (or bf16 autocast if cfg.bf16), batch cfg.eval_batch_size;
+    and on each of `runtimes` when given."""
     rep = progress or Reporter()
     task = load_task(cfg.task)
     ids = [s for s, spec in task.splits.items() if spec.role == "id" and (not cfg.eval_sets or s in cfg.eval_sets)]
@@ -38,12 +46,19 @@ def measure_speed(models: dict[str, str | Path], cfg: RunConfig, out: Path, n: i
         model = load_for_inference(folder, task.labels)
         tok = load_tokenizer(str(folder), model)
         entries[name] = (model, EncodedSplit(split.examples, tok, cfg.max_length))
-    rep.task("time inference", len(entries) * (repeats + 1), "passes")
+    rep.task("time inference", len(entries) * (repeats + 1) * (1 + len(runtimes or [])), "passes")
     rates = throughput(entries, cfg.eval_batch_size, repeats, cfg.bf16)
+    per_runtime = {}
+    with tempfile.TemporaryDirectory(prefix="speed-onnx-") as exports:  # one export per model, both onnxruntimes
+        for runtime in runtimes or []:
+            got, missing = time_on(entries, runtime, cfg.eval_batch_size, repeats, workdir=Path(exports))
+            per_runtime[runtime] = {"examples_per_s": {k: round(v, 2) for k, v in got.items()}, "missing": missing}
     result = {"examples_per_s": {k: round(v, 2) for k, v in rates.items()},
               "harness": {"split": ids[0], "examples": len(split), "batch_size": cfg.eval_batch_size,
                           "max_length": cfg.max_length, "bf16": cfg.bf16, "repeats": repeats,
                           "threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu",
                           "machine": platform.machine(), "cpus": os.cpu_count()}}
+    if runtimes:
+        result["runtimes"] = per_runtime
     write_json(Path(out), result)
     return result

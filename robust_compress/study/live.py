@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from ..io import read_json
 from ..stages.progress import LineReporter, Reporter
-from .plan import Stage, is_teacher_ref
+from .plan import Stage, is_stage_ref, is_teacher_ref
 
 DEFAULT_RATES = {"train": 80.0, "infer": 400.0}  # examples/s of a MiniLM-size model on 2 CPU cores, bf16 (measured)
 
@@ -62,9 +62,10 @@ def relative_cost(model: str) -> float:
 
 
 def _model_of(stage: Stage) -> str:
-    """What a stage runs: its start model (a compression of the teacher runs the teacher's architecture)."""
+    """What a stage runs: its start model (a compression of the teacher, or stacked on one, runs the
+    teacher's architecture)."""
     model = str(stage.config.get("model", ""))
-    return "teacher" if is_teacher_ref(model) else model
+    return "teacher" if is_teacher_ref(model) or is_stage_ref(model) else model
 
 
 class Estimator:

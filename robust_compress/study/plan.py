@@ -110,6 +110,15 @@ def is_teacher_ref(value: object) -> bool:
     return isinstance(value, str) and value.startswith("<teacher") and value.endswith(">")
 
 
+def stage_ref(name: str) -> str:
+    """The placeholder a stacked compression's config names its start model by (another stage's model)."""
+    return f"<model:{name}>"
+
+
+def is_stage_ref(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("<model:") and value.endswith(">")
+
+
 def _bias_stages(exp: Experiment, base: dict[str, Any], root: Path) -> dict[str, Stage]:
     """One stage per bias model; a cross-fitted transformer bias model first trains one model per fold
     (each its own stage: cached and resumed on its own)."""
@@ -188,7 +197,23 @@ def plan(exp: Experiment) -> list[Stage]:
     order = ["ce"] + [loss for loss in exp.all_losses() if loss != "ce"]
     models = [teacher, *variants.values()]
     all_seeds = list(dict.fromkeys(exp.seeds + [s for c in exp.compressions for s in c.seeds or []]))
-    by_teacher = sorted(exp.compressions, key=lambda c: c.teacher is not None)
+    by_teacher = sorted((c for c in exp.compressions if c.start is None), key=lambda c: c.teacher is not None)
+
+    def stack_on(first: Stage, name: str) -> None:
+        """The compressions that start from `name`'s models: one stage per such model, right after it."""
+        for c in (c for c in exp.compressions if c.start == name):
+            settings = c.method_config().model_dump(mode="json")
+            cfg = first.config | _overrides(c.train) | {"model": stage_ref(first.name), "compression": settings}
+            if not METHODS[c.method].trains:
+                cfg.pop("loss", None)
+            tail = first.name.split("/", 1)[1]  # loss label / seed of the model it starts from
+            s = Stage("compress", f"{c.name}/{tail}", cfg, deps=[first, *first.deps], root=root,
+                      meta=first.meta | {"group": c.name, "method": c.method, "sparsity": settings.get("sparsity"),
+                                         "start": first.name})
+            stages.append(s)
+            models.append(s)
+            stack_on(s, c.name)
+
     for seed in all_seeds:
         vanilla: dict[str, Stage] = {}
         for loss, c in [(loss, c) for debiased in (False, True) for loss in order
@@ -219,25 +244,31 @@ def plan(exp: Experiment) -> list[Stage]:
                                 "teacher_variant": c.teacher})
                 stages.append(s)
                 models.append(s)
+                stack_on(s, c.name)
                 if loss == "ce":
                     vanilla[c.name] = s
     stages.extend(v for v in variants.values() if v not in stages)  # a debiased teacher nothing compresses
     if exp.speed is not None:
         stages.append(Stage("speed", "speed", base | {"model": TEACHER}, deps=models, root=root,
-                            params=exp.speed.model_dump()))
+                            params=exp.speed.params()))
     return stages
 
 
 def resolve(stage: Stage, teacher: Stage) -> RunConfig:
     """Fill teacher placeholders and loss inputs with upstream artifact paths; validate as a RunConfig."""
     text = json.dumps(stage.config).replace(json.dumps(TEACHER), json.dumps(str(teacher.path)))
+    start = stage.config.get("model")
     for d in stage.deps:
         if d.kind == "teacher" and d.meta.get("variant"):
             text = text.replace(json.dumps(teacher_ref(d.meta["variant"])), json.dumps(str(d.path)))
+        if start == stage_ref(d.name):
+            text = text.replace(json.dumps(start), json.dumps(str(d.path)))
     data = json.loads(text)
     source = {"teacher": "teacher", "uncertainty": "uncertainty", "bias": "bias_model", "compress": "reference_model"}
     if stage.kind == "compress" or (stage.kind == "teacher" and stage.deps):
         for d in stage.deps:
+            if start == stage_ref(d.name):
+                continue  # the model a stacked compression starts from, not a loss input
             data.setdefault("inputs", {})[source[d.kind]] = str(d.output)
     data["output_dir"] = str(stage.path)
     try:
@@ -248,6 +279,15 @@ def resolve(stage: Stage, teacher: Stage) -> RunConfig:
 
 
 # ---------------------------------------------------------------- checks and external digests
+
+
+def _root_model(stage: Stage) -> str:
+    """The model folder (or teacher placeholder) a stage's chain of stacked compressions starts from."""
+    model = stage.config["model"]
+    while is_stage_ref(model):
+        stage = next(d for d in stage.deps if stage_ref(d.name) == model)
+        model = stage.config["model"]
+    return model
 
 
 def _data_key(cfg: RunConfig) -> str:
@@ -320,11 +360,14 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
             continue
         cfg = resolve(s, teacher)
         if s.kind == "speed":
-            s.work = {"infer": (s.params["repeats"] + 1) * s.params["examples"] * len(s.deps)}
+            passes = 1 + len(s.params.get("runtimes") or [])
+            s.work = {"infer": (s.params["repeats"] + 1) * s.params["examples"] * len(s.deps) * passes}
             s.external = {"task": task_key}
             continue
-        trains = cfg.compression is None or METHODS[cfg.compression.method].trains
-        data, n_train, n_eval = data_input(cfg, needs_train=trains or s.kind == "uncertainty")
+        method = METHODS[cfg.compression.method] if cfg.compression is not None else None
+        trains = method is None or method.trains
+        reads = method is None or method.reads_training_data()
+        data, n_train, n_eval = data_input(cfg, needs_train=reads or s.kind == "uncertainty")
         ext = {"data": data, "task": task_key}
         if s.kind == "uncertainty":
             n_models = {"runs": len(s.deps), "dynamics": 0}.get(s.params["source"], len(s.params.get("sparsities", [])))
@@ -332,9 +375,13 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
         else:
             steps = cfg.max_steps * cfg.batch_size if cfg.max_steps else n_train * cfg.epochs
             s.work = {"train": steps if trains else 0, "infer": n_eval}
-        start = s.config["model"]
-        if not is_teacher_ref(start):
-            ext["model"] = model_input(start)
+            if method is not None:  # what a method processes itself (Fisher's gradients and rescaling)
+                arch_layers = getattr(teacher_arch, family_of(teacher_arch).n_layers_key, 12)
+                for k, v in method(cfg.compression).extra_work(n_train, arch_layers).items():
+                    s.work[k] = s.work.get(k, 0) + v
+        start = _root_model(s)
+        if not is_teacher_ref(start) and not is_stage_ref(s.config["model"]):
+            ext["model"] = model_input(start)  # a stacked stage's start is a stage: its key is in the deps
         arch = teacher_arch if is_teacher_ref(start) else load_arch(resolve_model_dir(start))
         try:
             check_max_length(arch, cfg.max_length, f"stage {s.name}")

@@ -93,7 +93,7 @@ def run_stage(stage: Stage, teacher: Stage, rep: Reporter) -> None:
             out = tmp / stage.output.name
             if stage.kind == "speed":
                 measure_speed({d.name: d.path for d in stage.deps}, cfg, out, n=stage.params["examples"],
-                              repeats=stage.params["repeats"], progress=rep)
+                              repeats=stage.params["repeats"], progress=rep, runtimes=stage.params.get("runtimes"))
             elif stage.params["source"] == "snapshots":
                 compute_uncertainty(cfg, out, snapshots=str(stage.deps[0].snapshot_dir), progress=rep)
             elif stage.params["source"] == "runs":

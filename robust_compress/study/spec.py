@@ -19,6 +19,7 @@ from ..config import (
     error_where,
 )
 from ..io import MAX_SEED, UserError, read_yaml
+from ..models.runtimes import Runtime
 from ..train.losses import REGISTRY
 
 LossName = Literal[tuple(LOSS_NAMES)]
@@ -56,6 +57,9 @@ class CompressionSpec(_Spec):
         None, min_length=1, description="default: the experiment's seeds (fewer: a trimmed row)")
     bias_models: list[str] | None = Field(None, description="which bias models the known-bias losses run "
                                                              "with here; default: every one")
+    start: str | None = Field(None, description="stack on an earlier compression of this study: start from each "
+                                                 "of its models (one run per model, with its seed and loss), e.g. "
+                                                 "int8 on top of structured pruning")
 
     @model_validator(mode="after")
     def _settings(self) -> CompressionSpec:
@@ -110,6 +114,13 @@ class TeacherVariant(_Spec):
 class SpeedSpec(_Spec):
     examples: int = Field(512, ge=8, le=1 << 20, description="ID examples each model is timed on")
     repeats: int = Field(3, ge=1, le=1000, description="timed rounds after a warm-up (best round counts)")
+    runtimes: list[Runtime] | None = Field(
+        None, description="also time every model on each of these runtimes (a speed-up column and a Pareto "
+                          "figure per runtime); unset: the study's own precision only")
+
+    def params(self) -> dict[str, Any]:
+        """The stage's settings (its key): `runtimes` only when set, so studies without it keep their keys."""
+        return self.model_dump(exclude=set() if self.runtimes else {"runtimes"})
 
 
 class Experiment(_Spec):
@@ -164,6 +175,16 @@ class Experiment(_Spec):
                                  f"{list(self.teachers)}")
             if unknown := [b for b in c.bias_models or [] if b not in biases]:
                 raise ValueError(f"compression {c.name}: bias_models {unknown} are not in {list(biases)}")
+        for i, c in enumerate(self.compressions):
+            if c.start is None:
+                continue
+            if c.start not in names[:i]:
+                raise ValueError(f"compression {c.name}: start {c.start!r} must name an earlier compression "
+                                 f"(have {names[:i]})")
+            given = [k for k in ("model", "losses", "seeds", "teacher", "bias_models") if getattr(c, k) is not None]
+            if given:
+                raise ValueError(f"compression {c.name}: a stacked compression takes its {', '.join(given)} from "
+                                 f"{c.start!r} (drop them)")
         for c in self.compressions:
             if "jtt" in (c.losses or self.losses) and "ce" not in (c.losses or self.losses):
                 raise ValueError(f"compression {c.name}: loss 'jtt' needs 'ce' in its losses (its first model)")
