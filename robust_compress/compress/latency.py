@@ -41,6 +41,7 @@ from ..models.pruned import prune_ffn_neurons, prune_heads
 from ..models.runtimes import machine, runtime_versions, time_on
 
 TABLE_EXAMPLES, TABLE_BATCH, TABLE_REPEATS = 128, 32, 3  # the timing workload (in the key)
+FIT = "least squares, no negative part"  # how the costs are fitted (in the key: a new fit re-measures)
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def latency_table(model, runtime: str, seq_len: int = 128, cache_dir: str | Path
     machine, runtime and shape were measured before, else measured (and cached)."""
     data, workload = _workload(model, seq_len)
     ident = {"machine": machine(), "runtime": runtime, "versions": runtime_versions(runtime),
-             "shape": shape(model), "workload": workload}
+             "shape": shape(model), "workload": workload, "fit_method": FIT}
     key = digest(ident)
     path = Path(cache_dir) / "latency" / f"{key}.json" if cache_dir is not None else None
     if path is not None and path.is_file():
@@ -147,13 +148,18 @@ def latency_table(model, runtime: str, seq_len: int = 128, cache_dir: str | Path
 
 
 def _fit(rows: list[dict], layers: int) -> dict[str, Any]:
-    """seconds/example = fixed + layers x (head x heads + neuron x neurons), least squares. A slope the
-    noise makes non-positive is clamped to a tiny positive cost (and said so)."""
+    """seconds/example = fixed + layers x (head x heads + neuron x neurons), least squares with no
+    negative part: a fixed part the fit puts below 0 is refitted at 0, a slope the noise makes
+    non-positive is clamped to a tiny positive cost (each said so under `clamped`)."""
     a = np.array([[1.0, layers * r["heads"], layers * r["neurons"]] for r in rows])
     y = np.array([r["seconds_per_example"] for r in rows])
     (fixed, head, neuron), *_ = np.linalg.lstsq(a, y, rcond=None)
+    clamped = []
+    if fixed < 0:
+        (head, neuron), *_ = np.linalg.lstsq(a[:, 1:], y, rcond=None)
+        fixed, clamped = 0.0, ["fixed"]
     floor = 1e-6 * float(y.max()) / max(1.0, float(a[0, 1] + a[0, 2]))
-    clamped = [k for k, v in (("head", head), ("neuron", neuron)) if v < floor]
+    clamped += [k for k, v in (("head", head), ("neuron", neuron)) if v < floor]
     head, neuron = max(float(head), floor), max(float(neuron), floor)
     residual = float(np.abs(a @ np.array([fixed, head, neuron]) - y).max() / y.max())
     return {"fixed": float(fixed), "head": head, "neuron": neuron, "max_relative_residual": residual,
