@@ -399,3 +399,9 @@ def test_checkpoint_files_get_the_umask_permissions(tmp_path, tiny_dir, tiny_tas
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in ckpt.iterdir() if p.is_file()}
     assert modes and all(m == 0o644 for m in modes.values()), modes
+
+
+def test_a_run_config_given_to_reproduce_points_to_finetune():
+    r = cli("reproduce", "configs/teacher-minilm-l6.yaml", "--dry-run")
+    assert r.returncode == 2 and "finetune -c configs/teacher-minilm-l6.yaml" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
