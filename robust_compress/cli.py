@@ -54,27 +54,19 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="also show lib
 
 
 def _cfg(config: Path | None, sets: list[str] | None, **flags: Any):
+    """The run config from three dict layers: the YAML file < the flags < `--set` (each deeper key
+    merged, not replaced)."""
     from .config import load_config
 
-    data: dict[str, Any] = {}
+    layer: dict[str, Any] = {}
     for flag, value in flags.items():
         if value is not None:
-            d = data
+            d = layer
             *parents, last = FLAGS[flag].split(".")
             for p in parents:
                 d = d.setdefault(p, {})
             d[last] = value
-    overrides = list(sets or [])
-    if config is None:
-        return load_config(None, overrides, base=data)
-    # flags beat the file; --set beats both
-    flat = []
-    for k, v in data.items():
-        if isinstance(v, dict):
-            flat += [f"{k}.{kk}={json.dumps(vv)}" for kk, vv in v.items()]
-        else:
-            flat.append(f"{k}={json.dumps(v)}")
-    return load_config(config, flat + overrides)
+    return load_config(config, list(sets or []), over=layer)
 
 
 def _quiet(verbose: bool) -> None:

@@ -119,14 +119,31 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def merge(into: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `layer` into `into` (a nested section is merged key by key, not replaced)."""
+    for k, v in layer.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            merge(into[k], v)
+        else:
+            into[k] = v
+    return into
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> RunConfig:
-    """Merge base < YAML file < `key=value` overrides (values parsed as YAML scalars)."""
+                base: dict[str, Any] | None = None, over: dict[str, Any] | None = None) -> RunConfig:
+    """Merge base < YAML file < `over` (the CLI's flags) < `key=value` overrides (values parsed as YAML)."""
     data: dict[str, Any] = dict(base or {})
     if path is not None:
-        data.update(read_yaml(Path(path)))
+        merge(data, read_yaml(Path(path)))
+    merge(data, over or {})
+    flagged = [f"{k}=" for k in _dotted(over or {})]  # set by a flag: the file's line would mislead
     return validate(apply_overrides(data, list(overrides or [])), where=str(path) if path else "config",
-                    overrides=overrides)
+                    overrides=list(overrides or []) + flagged)
+
+
+def _dotted(d: dict[str, Any], prefix: str = "") -> list[str]:
+    return [k for key, v in d.items()
+            for k in (_dotted(v, f"{prefix}{key}.") if isinstance(v, dict) else [f"{prefix}{key}"])]
 
 
 def field_help(dotted: str) -> str:
