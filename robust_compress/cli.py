@@ -6,7 +6,6 @@ a config field (`FLAGS`), so the CLI and the config cannot drift (tests/test_cli
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
