@@ -214,10 +214,11 @@ def bias_model(kind: Annotated[str, typer.Option(help="partial (hypothesis/claim
                verbose: VerboseOpt = False):
     """Train a bias-only model (used for easy/hard splits and the debiasing losses)."""
     from .stages import train_bias_model
+    from .stages.shortcut import BIAS_KINDS
 
     _quiet(verbose)
-    if kind not in ("partial", "overlap"):
-        raise UserError(f"--kind {kind!r}: use 'partial' or 'overlap'")
+    if kind not in BIAS_KINDS:
+        raise UserError(f"--kind {kind!r}: use {' or '.join(map(repr, BIAS_KINDS))}")
     cfg = _cfg(config, set_, model=model or "none", task=task, data_dir=data_dir, output=output)
     if features not in ("basic", "literature"):
         raise UserError(f"--features {features!r}: use 'basic' or 'literature'")

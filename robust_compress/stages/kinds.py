@@ -6,8 +6,6 @@ planner places its stages in the graph).
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..compress import METHODS
 from ..config import RunConfig
 from ..io import atomic_dir, read_json, write_json
@@ -17,8 +15,6 @@ from .shortcut import train_bias_model
 from .sources import SOURCES
 from .speed import measure_speed
 from .training import compress, finetune
-
-Files = dict[str, Any]
 
 
 def summary_line(stage: Stage) -> str:
