@@ -261,7 +261,9 @@ def check_writable(folder: Path) -> None:
     if not probe.is_dir():
         raise UserError(f"{probe}: not a folder, cannot write {folder} there")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{probe}: permission denied (cannot write {folder})")
+        read_only = hasattr(os, "statvfs") and os.statvfs(probe).f_flag & os.ST_RDONLY
+        raise UserError(f"{probe}: {'read-only file system' if read_only else 'permission denied'} "
+                        f"(cannot write {folder})")
     try:  # root passes os.access everywhere (/proc, a read-only mount): create and remove a probe
         os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".robust-compress-probe."))
     except OSError as e:

@@ -399,3 +399,42 @@ def test_checkpoint_files_get_the_umask_permissions(tmp_path, tiny_dir, tiny_tas
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in ckpt.iterdir() if p.is_file()}
     assert modes and all(m == 0o644 for m in modes.values()), modes
+
+
+def test_a_run_config_given_to_reproduce_points_to_finetune():
+    r = cli("reproduce", "configs/teacher-minilm-l6.yaml", "--dry-run")
+    assert r.returncode == 2 and "finetune -c configs/teacher-minilm-l6.yaml" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_permission_denied_is_one_line_even_when_the_suite_runs_as_root(tmp_path, monkeypatch):
+    """The permission branch used to be skipped as root, and CI runs as root. Now: a read-only file
+    system refuses root too (a real EROFS through the write probe, on a tmpfs mounted read-only), and
+    a folder the user may not write is refused — really for a non-root user, and for root by giving
+    `os.access` a non-root user's answer (root bypasses the permission bits)."""
+    import os
+    import subprocess
+
+    from robust_compress.io import check_writable
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.geteuid() == 0:
+            monkeypatch.setattr(os, "access", lambda path, mode: not str(path).startswith(str(ro)))
+        with pytest.raises(UserError, match="permission denied"):
+            check_writable(ro / "study")
+    finally:
+        ro.chmod(0o755)
+        monkeypatch.undo()
+    mnt = tmp_path / "rofs"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mnt)], capture_output=True,
+                      check=False).returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        with pytest.raises(UserError, match="read-only file system"):
+            check_writable(mnt / "study")
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True, check=False)

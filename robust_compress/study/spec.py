@@ -185,6 +185,9 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     """Parse and type-check an experiment file, with `key=value` overrides (the planner then validates
     every stage)."""
     raw = apply_overrides(read_yaml(Path(path)), list(overrides or []))
+    if "model" in raw and "teacher" not in raw and "compressions" not in raw:
+        raise UserError(f"{path}: a run config (one training run), not a study: run it with "
+                        f"`robust-compress finetune -c {path}`")
     try:
         return Experiment.model_validate(raw)
     except ValidationError as e:
