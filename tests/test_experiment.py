@@ -230,11 +230,10 @@ def test_full_tiny_study_with_rmc_bias_speed_and_report(tmp_path, tiny_dir, tiny
     import numpy as np
 
     from robust_compress.data.load import load_train_split
-    from robust_compress.study.plan import resolve
 
     unc = next(s for s in stages if s.kind == "uncertainty")
     bias = next(s for s in stages if s.kind == "bias")
-    examples = load_train_split(resolve(unc, stages[0]).data_args()).examples
+    examples = load_train_split(unc.resolve().data_args()).examples
     v = pd.read_parquet(unc.output).set_index("id").loc[[e["id"] for e in examples], "v"].to_numpy()
     probs = pd.read_parquet(bias.path / "train_probs.parquet").set_index("id").loc[[e["id"] for e in examples]]
     gold = np.array([e["label"] for e in examples])
