@@ -205,10 +205,11 @@ def bias_model(kind: Annotated[str, typer.Option(help="partial (hypothesis/claim
                verbose: VerboseOpt = False):
     """Train a bias-only model (used for easy/hard splits and the debiasing losses)."""
     from .stages import train_bias_model
+    from .stages.shortcut import BIAS_KINDS
 
     _quiet(verbose)
-    if kind not in ("partial", "overlap"):
-        raise UserError(f"--kind {kind!r}: use 'partial' or 'overlap'")
+    if kind not in BIAS_KINDS:
+        raise UserError(f"--kind {kind!r}: use {' or '.join(map(repr, BIAS_KINDS))}")
     cfg = _cfg(config, set_, model=model or "none", task=task, data_dir=data_dir, output=output)
     if features not in ("basic", "literature"):
         raise UserError(f"--features {features!r}: use 'basic' or 'literature'")
@@ -257,10 +258,17 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
                                                                   "uncertainty.source=runs")] = None,
               clean: Annotated[bool, typer.Option("--clean", help="remove partial checkpoints and temporary "
                                                   "folders that no stage of this plan owns")] = False,
+              executor: Annotated[str, typer.Option(help="who runs the stages: local (one after another, here) "
+                                                    "| ray (a Ray cluster) | submitit (Slurm job arrays)")] = "local",
+              address: Annotated[str | None, typer.Option(help="ray: the cluster to join (auto: the running one; "
+                                                          "default: start one here)")] = None,
+              slurm_partition: Annotated[str | None, typer.Option(help="submitit: the Slurm partition")] = None,
+              slurm_gpus: Annotated[int | None, typer.Option(help="submitit: GPUs per job", metavar="N")] = None,
               verbose: VerboseOpt = False):
     """Run a whole study: teacher, uncertainty, bias model, every compression x loss x seed, report."""
     import shutil
 
+    from .study.executors import make_executor
     from .study.live import dry_run_estimate, reporter_for
     from .study.run import describe, my_stages, prepare, run_study, size_of, stale_leftovers
 
@@ -269,6 +277,7 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
         assert 0 <= i < n
     except (ValueError, AssertionError):
         raise UserError(f"--shard {shard!r}: expected i/n with 0 <= i < n") from None
+    runner = make_executor(executor, address=address, slurm_partition=slurm_partition, slurm_gpus=slurm_gpus)
     _quiet(verbose)
     exp, stages = prepare(experiment, output_dir, set_)
     stale = stale_leftovers(exp, stages)
@@ -281,7 +290,7 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
                    f"{Path(exp.output_dir) / 'artifacts'} belong to no stage of this plan (runs killed under other "
                    "settings): --clean removes them")
     todo = my_stages(stages, (i, n))
-    teacher_model = str(stages[0].meta.get("given") or stages[0].config.get("model", ""))
+    teacher_model = str(stages[0].meta.get("given") or stages[0].config.model or "")
     if dry_run:
         typer.echo(describe(stages))
         typer.echo(f"{len(stages)} stages; {dry_run_estimate(todo, Path(exp.output_dir), teacher_model)}; "
@@ -289,7 +298,7 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
         return
     rep = reporter_for(todo, Path(exp.output_dir), f"robust-compress: {exp.name}", teacher_model=teacher_model)
     try:
-        run_study(exp, stages, shard=(i, n), reporter=rep)
+        run_study(exp, stages, shard=(i, n), reporter=rep, executor=runner)
     finally:
         if hasattr(rep, "close"):
             rep.close()

@@ -37,10 +37,13 @@ def make_examples(n: int, seed: int = 0) -> list[dict]:
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     """A folder with a tiny random BertForSequenceClassification and a matching tokenizer."""
+    return write_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def write_tiny_model(d: Path) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-    d = tmp_path_factory.mktemp("tiny")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
     tok = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
     tok.save_pretrained(d)
@@ -119,3 +122,19 @@ def tiny_run_config(tiny_dir, tiny_task, out, **kw):
                 "epochs": 1, "seed": 0, "checkpoint_every": 5, "max_length": 32, "cache_dir": str(Path(out).parent / "cache")}
     data = base | kw
     return RunConfig.model_validate(data)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """One local Ray cluster for the session (2 CPUs, a small object store, no dashboard, on the
+    loopback address), its workers single-threaded. Yields the path that, once created, makes the
+    first stage past a checkpoint kill its own worker (study/executors.py: KILL_ONCE_ENV)."""
+    ray = pytest.importorskip("ray")
+    from robust_compress.study.executors import KILL_ONCE_ENV
+
+    kill = tmp_path_factory.mktemp("ray") / "kill-once"
+    env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", KILL_ONCE_ENV: str(kill)}
+    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": env}, log_to_driver=False)
+    yield kill
+    ray.shutdown()

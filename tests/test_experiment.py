@@ -51,7 +51,7 @@ def test_plan_graph(tmp_path, tiny_dir, tiny_task):
 def test_paper_uncertainty_source_runs_one_pruning_per_sparsity(tmp_path, tiny_dir, tiny_task):
     _, stages = prepare(_exp(tmp_path, tiny_dir, tiny_task, uncertainty={"source": "runs", "sparsities": [0.3, 0.6]}))
     runs = [s for s in stages if s.kind == "uncertainty-run"]
-    assert [s.config["compression"]["sparsity"] for s in runs] == [0.3, 0.6]
+    assert [s.config.compression.sparsity for s in runs] == [0.3, 0.6]
     assert [d.name for d in next(s for s in stages if s.kind == "uncertainty").deps] == [s.name for s in runs]
 
 
@@ -204,7 +204,7 @@ def test_shards_partition_the_compressed_runs(tmp_path, tiny_dir, tiny_task, mon
                               for i in range(1, 4)])
     ran: dict[int, list[str]] = {0: [], 1: []}
     for shard in (0, 1):
-        monkeypatch.setattr(run, "run_stage", lambda s, t, r, shard=shard: ran[shard].append(s.name))
+        monkeypatch.setattr(run, "run_stage", lambda s, r, shard=shard: ran[shard].append(s.name))
         reproduce(path, shard=(shard, 2))
     compressed = [n for n in ran[0] + ran[1] if n.startswith("m")]
     assert sorted(compressed) == sorted(set(compressed)) and len(compressed) == 6
@@ -230,11 +230,10 @@ def test_full_tiny_study_with_rmc_bias_speed_and_report(tmp_path, tiny_dir, tiny
     import numpy as np
 
     from robust_compress.data.load import load_train_split
-    from robust_compress.study.plan import resolve
 
     unc = next(s for s in stages if s.kind == "uncertainty")
     bias = next(s for s in stages if s.kind == "bias")
-    examples = load_train_split(resolve(unc, stages[0]).data_args()).examples
+    examples = load_train_split(unc.resolve().data_args()).examples
     v = pd.read_parquet(unc.output).set_index("id").loc[[e["id"] for e in examples], "v"].to_numpy()
     probs = pd.read_parquet(bias.path / "train_probs.parquet").set_index("id").loc[[e["id"] for e in examples]]
     gold = np.array([e["label"] for e in examples])
@@ -295,8 +294,8 @@ def test_an_explicit_null_override_unsets_the_default(tmp_path, tiny_dir, tiny_t
     _, stages = prepare(_exp(tmp_path, tiny_dir, tiny_task, defaults={
         "batch_size": 16, "max_length": 32, "train_limit": 50, "cache_dir": str(tmp_path / "c")},
         teacher={"model": str(tiny_dir), "train": {"train_limit": None}}))
-    assert stages[0].config["train_limit"] is None
-    assert next(s for s in stages if s.kind == "compress").config["train_limit"] == 50
+    assert stages[0].config.run.train_limit is None
+    assert next(s for s in stages if s.kind == "compress").config.run.train_limit == 50
 
 
 def test_a_missing_given_teacher_is_named_before_work(tmp_path, tiny_dir, tiny_task):
@@ -331,12 +330,13 @@ def test_the_cpu_sized_mpnet_preset_is_rows_of_the_full_one():
 
 def test_the_eta_counts_each_stage_at_its_own_models_rate(tmp_path):
     """A 3-layer bias model's fast training must not speed up the estimate of the teacher's runs."""
+    from robust_compress.stages.graph import Stage, StageConfig, TeacherRef
     from robust_compress.study.live import Estimator
-    from robust_compress.study.plan import Stage
 
     est = Estimator(tmp_path)
-    teacher_run = Stage("compress", "c", {"model": "<teacher>"}, work={"train": 8000, "infer": 4000})
-    bias = Stage("bias", "b", {"model": "small"}, work={"train": 8000})
+    teacher_run = Stage("compress", "c", StageConfig(model=TeacherRef(Stage("teacher", "t"))),
+                        work={"train": 8000, "infer": 4000})
+    bias = Stage("bias", "b", StageConfig(model="small"), work={"train": 8000})
     est.observe(teacher_run, "train", 100.0)
     est.observe(teacher_run, "infer", 400.0)
     est.observe(bias, "train", 400.0)
@@ -370,9 +370,9 @@ def test_stage_records_name_the_code_the_study_started_with(tmp_path, tiny_dir, 
     monkeypatch.setenv("ROBUST_COMPRESS_CODE_VERSION", "v-start")
     real = run.run_stage
 
-    def stage_then_pull(s, t, r):
+    def stage_then_pull(s, r):
         monkeypatch.setenv("ROBUST_COMPRESS_CODE_VERSION", "v-pulled")
-        real(s, t, r)
+        real(s, r)
 
     monkeypatch.setattr(run, "run_stage", stage_then_pull)
     try:
@@ -385,8 +385,8 @@ def test_stage_records_name_the_code_the_study_started_with(tmp_path, tiny_dir, 
 
 def test_an_unmeasured_bert_base_is_not_estimated_at_minilm_speed(tmp_path):
     """The default rates are a MiniLM-L6's: a 12 x 768 model's stages are estimated ~8x longer."""
+    from robust_compress.stages.graph import Stage, StageConfig, TeacherRef
     from robust_compress.study.live import Estimator
-    from robust_compress.study.plan import Stage
 
     for name, h, layers, ffn in (("minilm", 384, 6, 1536), ("base", 768, 12, 3072)):
         (tmp_path / name).mkdir()
@@ -394,6 +394,6 @@ def test_an_unmeasured_bert_base_is_not_estimated_at_minilm_speed(tmp_path):
             {"hidden_size": h, "num_hidden_layers": layers, "intermediate_size": ffn}))
     est = Estimator(tmp_path / "study", teacher_model=str(tmp_path / "base"))
     work = {"train": 8000, "infer": 4000}
-    small = est.seconds(Stage("compress", "s", {"model": str(tmp_path / "minilm")}, work=work))
-    teacher_run = est.seconds(Stage("compress", "t", {"model": "<teacher>"}, work=work))
+    small = est.seconds(Stage("compress", "s", StageConfig(model=str(tmp_path / "minilm")), work=work))
+    teacher_run = est.seconds(Stage("compress", "t", StageConfig(model=TeacherRef(Stage("teacher", "t"))), work=work))
     assert teacher_run == pytest.approx(8 * small)

@@ -1,5 +1,6 @@
 """Stages: one entry point per kind of artifact (each also a CLI command), and the one writer."""
 
+from . import kinds  # noqa: F401 -- fills the stage-kind registry (graph.KINDS)
 from .evaluate import evaluate_folder
 from .export import export_onnx
 from .shortcut import compute_uncertainty, train_bias_model, write_easy_hard

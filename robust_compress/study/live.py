@@ -20,21 +20,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..io import read_json
+from ..stages.graph import Stage, is_placeholder
 from ..stages.progress import LineReporter, Reporter
-from .plan import Stage, is_teacher_ref
 
 DEFAULT_RATES = {"train": 80.0, "infer": 400.0}  # examples/s of a MiniLM-size model on 2 CPU cores, bf16 (measured)
 
 
 def stage_result(stage: Stage) -> str:
-    """A stage's key numbers in one line (accuracy per split, F_bias), from what it wrote."""
-    if stage.kind in ("uncertainty", "speed") or not (stage.path / "summary.json").is_file():
-        return ""
-    s = read_json(stage.path / "summary.json")
-    parts = [f"{name} {100 * v['accuracy']:.1f}" for name, v in s.get("splits", {}).items() if v.get("role") != "cue"]
-    if s.get("f_bias") is not None:
-        parts.append(f"F_bias {s['f_bias']:.2f}")
-    return ", ".join(parts)
+    """A stage's key numbers in one line (its kind says which: accuracy per split, F_bias, ...)."""
+    return stage.result()
 
 
 def _fmt_time(seconds: float) -> str:
@@ -63,8 +57,13 @@ def relative_cost(model: str) -> float:
 
 def _model_of(stage: Stage) -> str:
     """What a stage runs: its start model (a compression of the teacher runs the teacher's architecture)."""
-    model = str(stage.config.get("model", ""))
-    return "teacher" if is_teacher_ref(model) else model
+    return stage.config.model_label()
+
+
+def _model_of_record(config: dict[str, Any]) -> str:
+    """The same, from a finished stage's record (its config as the key hashed it)."""
+    model = str(config.get("model", ""))
+    return "teacher" if is_placeholder(model) else model
 
 
 class Estimator:
@@ -77,7 +76,7 @@ class Estimator:
         seen: dict[tuple[str, str], list[float]] = {}
         for p in Path(root).glob("artifacts/*/stage.json"):
             st = read_json(p)
-            model = _model_of(Stage(st.get("kind", ""), "", st.get("config", {})))
+            model = _model_of_record(st.get("config", {}))
             metrics, summary = p.parent / "train_metrics.json", p.parent / "summary.json"
             if metrics.is_file():
                 seen.setdefault((model, "train"), []).append(read_json(metrics).get("examples_per_s", 0))
