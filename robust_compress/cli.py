@@ -151,7 +151,7 @@ def compress(method: Annotated[str | None, _opt("method")] = None,
 
 
 @app.command()
-def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder")],
+def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder or hub id")],
              config: ConfigOpt = None, set_: SetOpt = None, task: TaskOpt = None, data_dir: DataOpt = None,
              output: OutOpt = None,
              reference: Annotated[Path | None, typer.Option(help="teacher summary.json (or folder) for F_bias",
@@ -161,6 +161,7 @@ def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder"
     from .config import load_config
     from .io import read_yaml
     from .stages import evaluate_folder
+    from .stages.evaluate import default_output
 
     _quiet(verbose)
     saved = model_dir / "run_config.yaml"
@@ -170,7 +171,7 @@ def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder"
                 if k in ("task", "max_length", "data_dir", "source", "input_field", "cue", "eval_sets")}
     cfg = load_config(config, list(set_ or []), base=base | {"model": str(model_dir)}
                       | {k: v for k, v in {"task": task, "data_dir": data_dir}.items() if v is not None})
-    out = Path(output) if output else model_dir / "eval"
+    out = Path(output) if output else default_output(model_dir)
     summary = evaluate_folder(model_dir, cfg, out, reference, progress=_reporter())
     _print_summary(out / "summary.json", summary)
 

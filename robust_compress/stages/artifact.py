@@ -21,7 +21,7 @@ from ..data.tasks import TaskSpec, load_task
 from ..evaluate import save_tables
 from ..io import UserError, atomic_dir, check_writable, read_json, write_json, write_yaml
 from ..models.families import family_of
-from ..models.load import check_model_dir, resolve_model_dir, save_model
+from ..models.load import check_model_dir, label_order, resolve_model_dir, save_model
 from ..models.overlap import is_overlap_model
 from ..train.extras import EXTRAS, REGISTRY
 
@@ -41,8 +41,9 @@ def check_output(out: Path, overwrite: bool) -> None:
     check_writable(out.parent)
 
 
-def check_inputs(cfg: RunConfig) -> None:
-    """The loss's input sources exist (a teacher folder, an uncertainty file, ...)."""
+def check_inputs(cfg: RunConfig, labels: list[str]) -> None:
+    """The loss's input sources exist (a teacher folder, an uncertainty file, ...); a given model's
+    classes can be matched to the task's."""
     for name in REGISTRY[cfg.loss.name].needs:
         src = getattr(cfg.inputs, EXTRAS[name].source)
         p = Path(src)
@@ -50,7 +51,9 @@ def check_inputs(cfg: RunConfig) -> None:
             if not p.is_file():
                 raise UserError(f"{p}: file not found (inputs.uncertainty)")
         elif not is_overlap_model(p):
-            check_model_dir(resolve_model_dir(src))
+            folder = resolve_model_dir(src)
+            check_model_dir(folder)
+            label_order(folder, labels, cfg.label_map)
 
 
 def preflight(cfg: RunConfig, overwrite: bool, needs_train: bool = True, method=None) -> Checked:
@@ -65,9 +68,10 @@ def preflight(cfg: RunConfig, overwrite: bool, needs_train: bool = True, method=
     check_model_dir(folder)
     config = AutoConfig.from_pretrained(folder)
     family_of(config)
+    label_order(folder, task.labels, cfg.label_map)
     if method is not None:
         method.check(config)
-    check_inputs(cfg)
+    check_inputs(cfg, task.labels)
     return Checked(task, train, evals)
 
 

@@ -1,5 +1,5 @@
-"""`evaluate MODEL`: per-example predictions and a summary for any saved model, as it is meant to
-run (an int8 artifact is scored as int8)."""
+"""`evaluate MODEL`: per-example predictions and a summary for any saved model (a folder or a hub
+id), as it is meant to run (an int8 artifact is scored as int8), its classes matched to the task's."""
 
 from __future__ import annotations
 
@@ -7,32 +7,53 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..data.load import load_eval_splits
-from ..data.tasks import load_task
+from ..data.load import Split, load_eval_splits
+from ..data.tasks import TaskSpec, load_task
 from ..evaluate import predict_tables, summarize
-from ..models.load import load_tokenizer
+from ..models.labels import eval_labels
+from ..models.load import check_model_dir, load_tokenizer, model_labels, resolve_model_dir
 from ..models.quantized import load_for_inference
 from .artifact import check_output, load_reference, write_artifact
 from .progress import Reporter
 
 
+def default_output(model: str | Path) -> Path:
+    """<folder>/eval for a folder; runs/eval/<org>--<name> for a hub id (the cache is not ours)."""
+    p = Path(model).expanduser()
+    return p / "eval" if p.is_dir() else Path("runs") / "eval" / str(model).replace("/", "--")
+
+
+def scoring_labels(folder: Path, task: TaskSpec, splits: dict[str, Split], cfg: RunConfig) -> list[str]:
+    """The labels a saved classifier is scored over (the task's, or a 2-way model's on 2-way sets);
+    one line naming `label_map` when its classes cannot be matched."""
+    check_model_dir(folder)
+    have = model_labels(folder)
+    if not have:
+        return task.labels
+    return eval_labels(have, task.labels, {n: s.labels for n, s in splits.items()}, cfg.label_map, str(folder))
+
+
 def evaluate_folder(model_dir: str | Path, cfg: RunConfig, output: Path | None = None,
-                    reference: str | Path | None = None, progress: Reporter | None = None) -> dict[str, Any]:
-    """Evaluate a saved model; write predictions/ and summary.json to `output` (default model_dir/eval)."""
+                    reference: str | Path | None = None, progress: Reporter | None = None,
+                    files: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate a saved model; write predictions/, summary.json (and `files`) to `output`
+    (default: `default_output`)."""
     rep = progress or Reporter()
-    model_dir = Path(model_dir)
-    out = Path(output) if output else model_dir / "eval"
+    out = Path(output) if output else default_output(model_dir)
     check_output(out, overwrite=True)
     task = load_task(cfg.task)
     splits = load_eval_splits(cfg.data_args(), task)
     ref = load_reference(reference)
-    model = load_for_inference(model_dir, task.labels)
-    tokenizer = load_tokenizer(str(model_dir), model)
+    folder = resolve_model_dir(str(model_dir))
+    labels = scoring_labels(folder, task, splits, cfg)
+    model = load_for_inference(folder, labels, cfg.label_map)
+    tokenizer = load_tokenizer(str(folder), model)
     rep.task("evaluate", sum(len(s) for s in splits.values()), "examples")
     tables, speed = predict_tables(model, tokenizer, splits, cfg, progress=rep.update)
     summary = summarize(tables, {n: s.role for n, s in splits.items()}, {n: s.group_by for n, s in splits.items()},
                         ref, rule=task.delta_rule(list(splits)))
     summary["eval_examples_per_s"] = {k: round(v, 1) for k, v in speed.items()}
     write_artifact(out, tables=tables, files={"summary.json": summary,
-                                              "eval_config.yaml": cfg.model_dump(mode="json") | {"model": str(model_dir)}})
+                                              "eval_config.yaml": cfg.model_dump(mode="json") | {"model": str(model_dir)}}
+                   | (files or {}))
     return summary

@@ -58,7 +58,7 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
     checked = preflight(cfg, overwrite, needs_train=trains, method=method)
     set_threads()
     task = checked.task
-    model = load_model(cfg.model, task.labels, dropout=cfg.dropout, seed=cfg.seed)
+    model = load_model(cfg.model, task.labels, dropout=cfg.dropout, seed=cfg.seed, label_map=cfg.label_map)
     tokenizer = load_tokenizer(cfg.model, model)
     parameters_before, _ = count_parameters(model)
     out = Path(cfg.output_dir)
@@ -71,7 +71,7 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
 
     examples = checked.train.examples
     ctx = Context(labels=task.labels, alpha=task.alpha, cache_dir=cfg.cache_dir, max_length=cfg.max_length,
-                  batch_size=cfg.eval_batch_size, bf16=cfg.bf16)
+                  batch_size=cfg.eval_batch_size, bf16=cfg.bf16, label_map=cfg.label_map)
     extras = build_extras(cfg.loss, cfg.inputs, examples, ctx)
     data = EncodedSplit(examples, tokenizer, cfg.max_length, field=cfg.input_field, extras=extras)
     snap_root = out.with_name(out.name + "-snapshots")

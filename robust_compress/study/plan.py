@@ -25,7 +25,7 @@ from ..data.load import DataArgs, available_eval_splits, load_eval_splits, load_
 from ..data.tasks import load_task
 from ..io import UserError, check_writable, digest, read_yaml
 from ..models.families import family_of
-from ..models.load import check_model_dir, model_digest, model_labels, resolve_model_dir
+from ..models.load import check_model_dir, label_order, model_digest, resolve_model_dir
 from ..train.extras import EXTRAS
 from ..train.losses import REGISTRY
 from .spec import Experiment
@@ -189,15 +189,15 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
     task = load_task(exp.task)
     model_cache: dict[str, str] = {}
 
-    def model_input(name: str) -> str:
+    def model_input(name: str, label_map: dict[str, str] | None) -> str:
         if name not in model_cache:
             folder = resolve_model_dir(name)
             check_model_dir(folder)
             family_of(AutoConfig.from_pretrained(folder))
-            have = model_labels(folder)
-            if have and have != task.labels:
-                raise UserError(f"{where}: {name}: a classifier over {have}, but task {task.name!r} has labels "
-                                f"{task.labels} (start from its encoder, or use a model fine-tuned on this task)")
+            try:  # a classifier's labels, matched by name or the label_map setting
+                label_order(folder, task.labels, label_map)
+            except UserError as e:
+                raise UserError(f"{where}: {e} (task {task.name!r})") from None
             model_cache[name] = model_digest(folder)
         return model_cache[name]
 
@@ -238,7 +238,7 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
                         f"split available for task {task.name!r}")
     for s in stages:
         if s.kind == "teacher" and s.meta.get("given"):
-            s.external = {"model": model_input(s.meta["given"])}
+            s.external = {"model": model_input(s.meta["given"], resolve(s, teacher).label_map)}
             continue
         cfg = resolve(s, teacher)
         if s.kind == "speed":
@@ -255,7 +255,7 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
             s.work = {"train": steps if trains else 0, "infer": n_eval}
         start = s.config["model"]
         if start != TEACHER:
-            ext["model"] = model_input(start)
+            ext["model"] = model_input(start, cfg.label_map)
         if cfg.compression is not None:
             arch = teacher_arch if start == TEACHER else AutoConfig.from_pretrained(resolve_model_dir(start))
             try:
