@@ -24,6 +24,7 @@ from ..models.families import family_of
 from ..models.load import check_model_dir, label_order, resolve_model_dir, save_model
 from ..models.overlap import is_overlap_model
 from ..train.extras import EXTRAS, REGISTRY
+from .card import build_card, write_card
 
 
 @dataclass
@@ -97,11 +98,18 @@ def write_artifact(out: Path, *, model=None, tokenizer=None, cfg: RunConfig | No
             save(tmp)
         if cfg is not None:
             write_yaml(tmp / "run_config.yaml", cfg.model_dump(mode="json"))
+        written = {}
         for name, content in (files or {}).items():
-            content = content(tmp) if callable(content) else content
+            written[name] = content = content(tmp) if callable(content) else content
             (write_yaml if name.endswith(".yaml") else write_json)(tmp / name, content)
         if tables is not None:
             save_tables(tmp / "predictions", tables)
+        if (tmp / "config.json").is_file():  # a model folder: its card (results, recipe, version)
+            record = written.get("compression.json") or {}
+            note = ("A pruning snapshot, kept for per-sample uncertainty; not evaluated."
+                    if record.get("method") == "magnitude-snapshot" else None)
+            write_card(tmp, build_card(out.name, written.get("summary.json"), record,
+                                       cfg.model_dump(mode="json") if cfg is not None else None, note=note))
     return out
 
 
