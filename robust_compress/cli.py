@@ -142,7 +142,7 @@ def compress(method: Annotated[str | None, _opt("method")] = None,
 
 
 @app.command()
-def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder")],
+def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder or hub id")],
              config: ConfigOpt = None, set_: SetOpt = None, task: TaskOpt = None, data_dir: DataOpt = None,
              output: OutOpt = None,
              reference: Annotated[Path | None, typer.Option(help="teacher summary.json (or folder) for F_bias",
@@ -306,6 +306,42 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
         from .report import build_report
 
         typer.echo(f"report: {build_report(exp.output_dir)}")
+
+
+@app.command()
+def audit(models: Annotated[list[str], typer.Argument(help="model folders or hub ids; the first is the reference")],
+          config: ConfigOpt = None, set_: SetOpt = None, task: TaskOpt = None, data_dir: DataOpt = None,
+          output: Annotated[Path, typer.Option("--output", "-o", help="audit folder (a study folder + report/)",
+                                               metavar="DIR")] = Path("runs/audit"),
+          bias: Annotated[str | None, typer.Option(help="bias-only model for easy/hard (default: a hypothesis-only "
+                                                        "model trained once from --set model=..., cached)",
+                                                   metavar="DIR")] = None,
+          write_card: Annotated[bool, typer.Option("--write-card", help="rewrite each model folder's README.md "
+                                                                        "card with the audit's numbers")] = False,
+          examples: Annotated[int, typer.Option(help="ID examples to time on (0: no speed)", metavar="N")] = 512,
+          repeats: Annotated[int, typer.Option(help="timed rounds after a warm-up", metavar="N")] = 3,
+          verbose: VerboseOpt = False):
+    """Robustness card of existing models (none trained): ID and OOD accuracy, per heuristic, easy/hard,
+    ECE, collapse, Delta and F_bias against the first, speed-up; HTML + Markdown + JSON report."""
+    from .report import build_report
+    from .stages import audit as run
+
+    _quiet(verbose)
+    cfg = _cfg(config, set_, model=models[0] if models else None, task=task, data_dir=data_dir)
+    result = run(models, cfg, output, bias=bias, write_cards=write_card, speed_examples=examples, repeats=repeats,
+                 progress=_reporter())
+    report = build_report(output, name=output.name)
+    pct = lambda v: "   –  " if v is None else f"{100 * v:5.1f}"
+    typer.echo(f"{'model':32s} {'ID':>6s} {'OOD':>6s} {'Delta':>6s} {'F_bias':>6s} {'ECE':>5s} {'easy':>6s} "
+               f"{'hard':>6s} {'ex/s':>7s} {'speed':>6s}")
+    for r in result["models"]:
+        fb = "–" if r.get("f_bias") is None else f"{r['f_bias']:.2f}"
+        typer.echo(f"{r['name'][:32]:32s} {pct(r.get('acc_id'))} {pct(r.get('acc_ood'))} "
+                   f"{'–' if r.get('delta') is None else format(r['delta'], '.3f'):>6s} {fb:>6s} "
+                   f"{'–' if r.get('ece_id') is None else format(r['ece_id'], '.3f'):>5s} {pct(r.get('easy_acc'))} "
+                   f"{pct(r.get('hard_acc'))} {r.get('examples_per_s', float('nan')):7.1f} "
+                   f"{r.get('speedup', float('nan')):5.2f}x" + ("  collapsed" if r.get("collapsed") else ""))
+    typer.echo(f"report: {report}" + (" (cards rewritten)" if write_card else ""))
 
 
 @app.command()

@@ -13,11 +13,20 @@ from pathlib import Path
 from typing import Annotated, Any, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from .compress import METHODS
 from .data.load import DataArgs
 from .io import MAX_BATCH, UserError, line_of, read_yaml, yaml_key_lines
+from .models.labels import canonical
 from .train.extras import Inputs, required_sources
 from .train.loop import TrainArgs
 from .train.losses import REGISTRY
@@ -40,6 +49,25 @@ class RunConfig(DataArgs, TrainArgs):
     inputs: Inputs = Field(default_factory=Inputs, description="sources of per-example loss inputs")
     loss: LossConfig = Field(default_factory=lambda: REGISTRY["ce"].Settings(), description="training objective")
     compression: CompressionConfig | None = Field(None, description="compression method and its settings")
+    label_map: dict[str, str] | None = Field(
+        None, description="a given model's label -> the task's label, where names cannot be matched (LABEL_0.., "
+        "or an index): e.g. {LABEL_0: contradiction, LABEL_1: neutral, LABEL_2: entailment}")
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _label_map(cls, v: Any) -> Any:
+        """YAML reads `{0: contradiction}` with int keys: names or indices, as strings; one target once."""
+        if not isinstance(v, dict):
+            return v
+        out = {str(k).strip(): str(t).strip() for k, t in v.items()}
+        if any(not k or not t for k, t in out.items()):
+            raise ValueError("model and task label names must not be empty")
+        seen: dict[str, str] = {}
+        for k, t in out.items():
+            if canonical(t) in seen:
+                raise ValueError(f"{seen[canonical(t)]!r} and {k!r} both map to {t!r}")
+            seen[canonical(t)] = k
+        return out
 
     @model_validator(mode="after")
     def _inputs_present(self) -> RunConfig:

@@ -49,7 +49,7 @@ def softmax(x: np.ndarray) -> np.ndarray:
 def prediction_table(split: Split, logits: np.ndarray, model_labels: list[str]) -> pd.DataFrame:
     """One row per example: id, gold, predicted label, class probabilities, loss, meta columns."""
     probs = softmax(logits.astype(np.float64))
-    if split.collapse is not None:
+    if split.collapse is not None and list(model_labels) != list(split.labels):  # (a 2-way model: as is)
         probs = collapse_probs(probs, model_labels, split.collapse, split.labels)
     gold = np.array([e["label"] for e in split.examples])
     pred = probs.argmax(1)

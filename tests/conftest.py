@@ -138,3 +138,56 @@ def ray_cluster(tmp_path_factory):
              runtime_env={"env_vars": env}, log_to_driver=False)
     yield kill
     ray.shutdown()
+
+
+# ---------------------------------------------------------------- models saved in another label order
+
+# name -> (label names as saved, the task label each saved row is, label_map that resolves it)
+ORDERS = {
+    "roberta-mnli": (["CONTRADICTION", "NEUTRAL", "ENTAILMENT"], [2, 1, 0], None),
+    "upper-case": (["ENTAILMENT", "NEUTRAL", "CONTRADICTION"], [0, 1, 2], None),
+    "cross-encoder": (["contradiction", "entailment", "neutral"], [2, 0, 1], None),
+    "label-k": (["LABEL_0", "LABEL_1", "LABEL_2"], [1, 2, 0],
+                {"LABEL_0": "neutral", "LABEL_1": "contradiction", "LABEL_2": "entailment"}),
+}
+HEAD = {"bert": "classifier", "distilbert": "classifier", "deberta-v2": "classifier",  # the final layer, by type
+        "roberta": "classifier.out_proj", "electra": "classifier.out_proj", "mpnet": "classifier.out_proj"}
+
+
+def save_reordered(src: Path, dst: Path, names: list[str], rows: list[int], config: dict | None = None) -> Path:
+    """A copy of a saved classifier whose output row j is the original's row `rows[j]`, named `names[j]`:
+    written from the files (safetensors + config.json), without the code under test."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    cfg = json.loads((src / "config.json").read_text())
+    head = HEAD[cfg.get("base_model_type") or cfg["model_type"]]
+    state = load_file(str(src / "model.safetensors"))
+    for p in ("weight", "bias"):
+        state[f"{head}.{p}"] = state[f"{head}.{p}"][rows].contiguous()
+    save_file(state, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    cfg |= {"id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)}}
+    (dst / "config.json").write_text(json.dumps(cfg | (config or {}), indent=2))
+    for f in ("README.md",):
+        (dst / f).unlink(missing_ok=True)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def written(tmp_path_factory, tiny_dir, shared_tiny_task):
+    """One model folder of each kind the tool writes: a teacher, magnitude pruning (with a snapshot),
+    int8 of it, and a hypothesis-only bias model. Tests must not modify them (copy first)."""
+    from robust_compress.stages import compress, finetune, train_bias_model
+
+    root = tmp_path_factory.mktemp("written")
+    cfg = lambda model, out, **kw: tiny_run_config(model, shared_tiny_task, root / out, **kw)
+    teacher = finetune(cfg(tiny_dir, "teacher", max_steps=48, lr=5e-3))
+    mag = compress(cfg(teacher, "mag", max_steps=6, loss={"name": "distil"}, inputs={"teacher": str(teacher)},
+                       compression={"method": "magnitude", "sparsity": 0.5, "prune_end": 0.5, "snapshots": [0.25]}))
+    q = compress(cfg(mag, "mag-int8", compression={"method": "quantize"}))
+    bias = train_bias_model(cfg(tiny_dir, "bias", max_steps=4))
+    return {"root": root, "task": shared_tiny_task, "teacher": teacher, "mag": mag, "int8": q, "bias": bias,
+            "snapshot": root / "mag-snapshots" / "sparsity-0.25"}

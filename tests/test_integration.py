@@ -103,3 +103,34 @@ def test_tokenizer_model_mismatch_is_refused(tmp_path):
     small.resize_token_embeddings(1000)
     with pytest.raises(UserError, match="do not match"):
         load_tokenizer(L3, small)
+
+
+def test_audit_on_shared_data(finetuned, tmp_path):
+    """`audit` on real data: the fine-tuned model and a copy saved in roberta-large-mnli's label order
+    (the same predictions), a hypothesis-only bias model trained for it, the report and the cards."""
+    import shutil
+
+    import pandas as pd
+    from huggingface_hub import ModelCard
+
+    from .conftest import ORDERS, save_reordered
+
+    mine = tmp_path / "mine"
+    shutil.copytree(finetuned, mine)
+    names, rows, _ = ORDERS["roberta-mnli"]
+    other = save_reordered(finetuned, tmp_path / "roberta-order", names, rows)
+    r = cli("audit", str(mine), str(other), "--task", "mnli", "-o", str(tmp_path / "audit"), "--write-card",
+            "-s", "eval_limit=200", "-s", "eval_sets=[dev_matched,hans]", "-s", "max_length=96",
+            "-s", "train_limit=200", "-s", "max_steps=6", "-s", "batch_size=16", "-s", f"model={L3}",
+            "-s", f"cache_dir={tmp_path / 'cache'}", "--examples", "64", "--repeats", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    for split in ("dev_matched", "hans"):
+        a, b = (pd.read_parquet(tmp_path / "audit" / "models" / m / "predictions" / f"{split}.parquet")
+                for m in ("mine", "roberta-order"))
+        assert len(a) == 200 and (a["pred"] == b["pred"]).all()
+        assert (a["p_entailment"] - b["p_entailment"]).abs().max() < 1e-5
+    assert (tmp_path / "audit" / "easy_hard" / "dev_matched.parquet").is_file()
+    md = (tmp_path / "audit" / "report" / "report.md").read_text()
+    assert "hans accuracy by heuristic" in md.lower() or "heuristic" in md
+    card = ModelCard.load(mine / "README.md")
+    assert {e.dataset_split for e in card.data.eval_results} == {"validation_matched", "validation"}

@@ -15,9 +15,9 @@ from ..models.families import family_of
 from ..models.load import (
     check_max_length,
     check_model_dir,
+    label_order,
     load_arch,
     model_digest,
-    model_labels,
     resolve_model_dir,
 )
 
@@ -26,9 +26,9 @@ class ExternalInputs:
     """The external inputs of one study, each read and digested once. `where` (the experiment file)
     starts every error line."""
 
-    def __init__(self, task: str, teacher_model: str, where: str | Path):
+    def __init__(self, task: str, teacher_model: str, where: str | Path, label_map: dict[str, str] | None = None):
         self.task: TaskSpec = load_task(task)
-        self.where = where
+        self.where, self.label_map = where, label_map
         # the task's resolved spec (a custom task file's alpha, ood_combine, label sets, ...) is an input
         # of every stage: the name alone would not change when the file does (non-default fields only:
         # a field added to the spec later, at its default, keeps every key)
@@ -37,17 +37,17 @@ class ExternalInputs:
         self._models: dict[str, str] = {}
         self._data: dict[str, tuple[str, int, int]] = {}
 
-    def model(self, name: str) -> str:
-        """Content digest of a model folder a stage starts from, once it is checked usable for the task."""
+    def model(self, name: str, label_map: dict[str, str] | None = None) -> str:
+        """Content digest of a model folder a stage starts from, once it is checked usable for the task
+        (a classifier's labels matched to the task's by name, or by the `label_map` setting)."""
         if name not in self._models:
             folder = resolve_model_dir(name)
             check_model_dir(folder)
             family_of(load_arch(folder))
-            have = model_labels(folder)
-            if have and have != self.task.labels:
-                raise UserError(f"{self.where}: {name}: a classifier over {have}, but task {self.task.name!r} has "
-                                f"labels {self.task.labels} (start from its encoder, or use a model fine-tuned on "
-                                "this task)")
+            try:
+                label_order(folder, self.task.labels, label_map if label_map is not None else self.label_map)
+            except UserError as e:
+                raise UserError(f"{self.where}: {e} (task {self.task.name!r})") from None
             self._models[name] = model_digest(folder)
         return self._models[name]
 

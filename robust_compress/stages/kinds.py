@@ -43,7 +43,7 @@ class ModelStage(Kind):
         stage.work = {"train": steps if trains else 0, "infer": n_eval}
         start = stage.config.model
         if not isinstance(start, TeacherRef):
-            stage.external["model"] = ins.model(start)
+            stage.external["model"] = ins.model(start, cfg.label_map)
         ins.check_start(stage.name, None if isinstance(start, TeacherRef) else start, cfg)
 
 

@@ -16,7 +16,7 @@ from ..data.load import folds_of, load_eval_splits, load_split, load_train_split
 from ..data.tasks import load_task
 from ..evaluate import prediction_table, summarize
 from ..io import UserError, atomic_file, check_writable, read_json, write_json
-from ..models.load import load_model, load_tokenizer, model_labels
+from ..models.load import load_model, load_tokenizer
 from ..models.overlap import FILE as OVERLAP_FILE
 from ..models.overlap import OverlapModel
 from ..train.extras import BIAS_RECORD, EXTRAS, TRAIN_PROBS, Context, load_per_example
@@ -64,7 +64,7 @@ def compute_uncertainty(cfg: RunConfig, out: Path, models: list[str] | None = No
         bad = [s for s in sparsities if not 0 <= s < 1]
         if bad:
             raise UserError(f"sparsities {bad} must be in [0, 1)")
-        model = load_model(oneshot, model_labels(oneshot))
+        model = load_model(oneshot, load_task(cfg.task).labels, label_map=cfg.label_map)  # scored on gold labels
         tok = load_tokenizer(oneshot, model)
         rep.task("score (one-shot pruned)", len(sparsities), "models")
         df, stats = uncertainty.from_oneshot(model, EncodedSplit(examples, tok, cfg.max_length), examples,
@@ -225,8 +225,8 @@ def easy_hard_frame(cfg: RunConfig, bias_model: str, split_name: str) -> pd.Data
     task = load_task(cfg.task)
     split = load_split(task, split_name, cfg.data_dir, cfg.source, limit=cfg.eval_limit, seed=cfg.data_seed)
     cache = LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16)
-    return easy_hard.easy_hard_table(split.examples, easy_hard.bias_probs(bias_model, split.examples, cache,
-                                                                          cfg.max_length))
+    probs = easy_hard.bias_probs(bias_model, split.examples, cache, cfg.max_length, task.labels, cfg.label_map)
+    return easy_hard.easy_hard_table(split.examples, probs)
 
 
 def write_easy_hard(cfg: RunConfig, bias_model: str, split_name: str, out: Path) -> pd.DataFrame:

@@ -13,29 +13,32 @@ import torch
 
 from ..config import RunConfig
 from ..data.batching import EncodedSplit
-from ..data.load import load_split
+from ..data.load import eval_split_names, load_split
 from ..data.tasks import load_task
 from ..io import UserError, write_json
 from ..models.infer import throughput
-from ..models.load import load_tokenizer, set_threads
+from ..models.load import load_tokenizer, model_labels, resolve_model_dir, set_threads
 from ..models.quantized import load_for_inference
 from .progress import Reporter
 
 
 def measure_speed(models: dict[str, str | Path], cfg: RunConfig, out: Path, n: int = 512, repeats: int = 3,
                   progress: Reporter | None = None) -> dict[str, Any]:
-    """examples/s of each model folder on the same `n` examples of the task's first ID split
+    """examples/s of each model (folder or hub id) on the same `n` examples of the task's first ID split
     (each model with its own tokenizer), fp32 (or bf16 autocast if cfg.bf16), batch cfg.eval_batch_size."""
     rep = progress or Reporter()
     task = load_task(cfg.task)
-    ids = [s for s, spec in task.splits.items() if spec.role == "id" and (not cfg.eval_sets or s in cfg.eval_sets)]
+    have = eval_split_names(cfg.data_args(), task)  # the chosen sets the source has (offline: no QQP dev)
+    chosen = [s for s in task.splits if s in have]
+    ids = [s for s in chosen if task.splits[s].role == "id"] or chosen  # (a 2-way model audited on HANS alone)
     if not ids:
-        raise UserError(f"task {task.name!r}: no ID split to time inference on")
+        raise UserError(f"task {task.name!r}: no eval split to time inference on")
     split = load_split(task, ids[0], cfg.data_dir, cfg.source, limit=n, seed=cfg.data_seed)
     set_threads()
     entries = {}
     for name, folder in models.items():
-        model = load_for_inference(folder, task.labels)
+        folder = resolve_model_dir(str(folder))  # timing is the same in any label order: the model's own
+        model = load_for_inference(folder, model_labels(folder) or task.labels)
         tok = load_tokenizer(str(folder), model)
         entries[name] = (model, EncodedSplit(split.examples, tok, cfg.max_length))
     rep.task("time inference", len(entries) * (repeats + 1), "passes")

@@ -103,7 +103,7 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
         check_checkpoint(work / "checkpoint", run)  # another run's checkpoint: refused before any work
     set_threads()
     task = checked.task
-    model = load_model(cfg.model, task.labels, dropout=cfg.dropout, seed=cfg.seed)
+    model = load_model(cfg.model, task.labels, dropout=cfg.dropout, seed=cfg.seed, label_map=cfg.label_map)
     tokenizer = load_tokenizer(cfg.model, model)
     parameters_before, _ = count_parameters(model)
     record: dict[str, Any] = {"method": method.name if method else "none",
@@ -115,7 +115,7 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
 
     examples = checked.train.examples
     ctx = Context(labels=task.labels, alpha=task.alpha, cache_dir=cfg.cache_dir, max_length=cfg.max_length,
-                  batch_size=cfg.eval_batch_size, bf16=cfg.bf16)
+                  batch_size=cfg.eval_batch_size, bf16=cfg.bf16, label_map=cfg.label_map)
     extras = build_extras(cfg.loss, cfg.inputs, examples, ctx)
     data = EncodedSplit(examples, tokenizer, cfg.max_length, field=cfg.input_field, extras=extras)
     snap_root = out.with_name(out.name + "-snapshots")

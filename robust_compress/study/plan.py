@@ -184,7 +184,8 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
     if exp.teacher.path and not Path(exp.teacher.path).expanduser().exists():
         raise UserError(f"{where}: teacher.path {exp.teacher.path}: not found; fine-tune it first (its config: "
                         "configs/teacher-*.yaml) or drop teacher.path to train it in the study")
-    ins = ExternalInputs(exp.task, exp.teacher.path or exp.teacher.model, where)
+    ins = ExternalInputs(exp.task, exp.teacher.path or exp.teacher.model, where,
+                         label_map=exp.defaults.label_map)
     if any(s.kind == "uncertainty" for s in stages):
         SOURCES[exp.uncertainty.source].check(teacher, where)
     have = available_splits(exp.task, exp.defaults.data_dir, exp.defaults.source or "local")
