@@ -227,7 +227,7 @@ def easy_hard(bias: Annotated[str, typer.Option(help="bias-only model folder", m
     """Split an ID dev set into easy/hard with a bias-only model; score models on each part."""
     import pandas as pd
 
-    from .evaluate import easy_hard_metrics
+    from .metrics import easy_hard_metrics
     from .stages import write_easy_hard
 
     cfg = _cfg(config, set_, model=bias, task=task, data_dir=data_dir)
@@ -412,8 +412,8 @@ def f_bias_cmd(model_summary: Annotated[Path, typer.Argument(help="the model's s
     """F_bias = Delta_model / Delta_teacher from two summary.json files."""
     import math
 
-    from .evaluate import f_bias
     from .io import read_json
+    from .metrics import f_bias
 
     m, t = read_json(model_summary), read_json(teacher_summary)
     for who, s in (("model", m), ("teacher", t)):

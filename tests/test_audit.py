@@ -9,8 +9,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from robust_compress.evaluate import easy_hard_metrics, is_collapsed
 from robust_compress.io import UserError
+from robust_compress.metrics import easy_hard_metrics, is_collapsed
 from robust_compress.report import build_report
 from robust_compress.stages import audit
 

@@ -28,7 +28,7 @@ def test_every_relative_link_resolves(page):
         anchor = target.split("#")[1] if "#" in target else None
         if anchor and path.suffix == ".md":
             heads = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-")
-                     for h in re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), re.M)}
+                     for h in re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), re.MULTILINE)}
             assert anchor in heads, f"{page.name}: no heading #{anchor} in {target}"
 
 
@@ -56,8 +56,17 @@ def test_the_readme_is_a_front_door():
 
 def test_the_commands_the_readme_names_exist():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    named = set(re.findall(r"^\| `([a-z-]+)[ `]", text, re.M))
+    named = set(re.findall(r"^\| `([a-z-]+)[ `]", text, re.MULTILINE))
     out = subprocess.run([sys.executable, "-m", "robust_compress.cli", "--help"], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout
     for cmd in named:
-        assert re.search(rf"^\s+{cmd}\b", out, re.M), f"README names `{cmd}`, the CLI has no such command"
+        assert re.search(rf"^\s+{cmd}\b", out, re.MULTILINE), f"README names `{cmd}`, the CLI has no such command"
+
+
+def test_the_report_imports_no_torch():
+    """Rendering tables needs numpy, pandas and matplotlib: `import robust_compress.report` loads no
+    torch, transformers, accelerate or torchao (an import-graph property, not a timing)."""
+    code = ("import sys, robust_compress.report\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'accelerate', 'torchao') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip() == "[]"

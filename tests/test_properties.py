@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 from robust_compress.compress.magnitude import _prune_mask
 from robust_compress.compress.structured import select_heads
 from robust_compress.config import apply_overrides
-from robust_compress.evaluate import collapse_probs
+from robust_compress.metrics import collapse_probs
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

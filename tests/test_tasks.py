@@ -14,7 +14,7 @@ import yaml
 
 from robust_compress.data.load import load_split, pair_key
 from robust_compress.data.tasks import BUILTIN
-from robust_compress.evaluate import ood_accuracy, summarize
+from robust_compress.metrics import ood_accuracy, summarize
 
 from .conftest import DATA, needs_shared
 from .test_families import _make

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..evaluate import softmax
+from ..metrics import softmax
 from ..train.logit_cache import LogitCache
 
 

@@ -17,7 +17,6 @@ import pandas as pd
 from ..config import RunConfig
 from ..data.load import Split, load_eval_splits, load_train_split
 from ..data.tasks import TaskSpec, load_task
-from ..evaluate import save_tables
 from ..io import UserError, atomic_dir, check_writable, read_json, write_json, write_yaml
 from ..models.families import family_of
 from ..models.load import (
@@ -31,6 +30,7 @@ from ..models.load import (
 from ..models.overlap import is_overlap_model
 from ..train.extras import EXTRAS, REGISTRY
 from .card import build_card, write_card
+from .predict import save_tables
 
 
 @dataclass

@@ -23,8 +23,8 @@ from .. import __version__
 from ..config import RunConfig
 from ..data.load import Split, load_eval_splits, load_train_split
 from ..data.tasks import TaskSpec, load_task
-from ..evaluate import f_bias, is_collapsed
 from ..io import UserError, check_writable, digest, read_json, read_yaml, write_json
+from ..metrics import f_bias, is_collapsed
 from ..models.families import encoder_flops, family_of
 from ..models.load import (
     check_model_dir,

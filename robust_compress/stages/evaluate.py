@@ -9,12 +9,13 @@ from typing import Any
 from ..config import RunConfig
 from ..data.load import Split, load_eval_splits
 from ..data.tasks import TaskSpec, load_task
-from ..evaluate import predict_tables, summarize
 from ..io import UserError, check_fresh_output, check_not_inside
+from ..metrics import summarize
 from ..models.labels import eval_labels
 from ..models.load import check_model_dir, load_tokenizer, model_labels, resolve_model_dir
 from ..models.quantized import load_for_inference
 from .artifact import load_reference, write_artifact
+from .predict import predict_tables
 from .progress import Reporter
 
 

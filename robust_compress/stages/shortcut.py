@@ -14,14 +14,15 @@ from ..config import RunConfig
 from ..data.batching import EncodedSplit
 from ..data.load import folds_of, load_eval_splits, load_split, load_train_split, text_key
 from ..data.tasks import load_task
-from ..evaluate import prediction_table, summarize
 from ..io import UserError, atomic_file, check_writable, read_json, write_json
+from ..metrics import summarize
 from ..models.load import load_model, load_tokenizer
 from ..models.overlap import FILE as OVERLAP_FILE
 from ..models.overlap import OverlapModel
 from ..train.extras import BIAS_RECORD, EXTRAS, TRAIN_PROBS, Context, load_per_example
 from ..train.logit_cache import LogitCache
 from .artifact import check_output, write_artifact
+from .predict import prediction_table
 from .progress import Reporter
 from .training import finetune
 

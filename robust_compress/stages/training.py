@@ -19,8 +19,8 @@ from ..analysis.uncertainty import DYNAMICS
 from ..compress import METHODS, Method, Prepare
 from ..config import RunConfig
 from ..data.batching import EncodedSplit
-from ..evaluate import predict_tables, summarize
 from ..io import UserError, digest, file_digest
+from ..metrics import summarize
 from ..models.families import encoder_flops
 from ..models.load import (
     count_parameters,
@@ -35,6 +35,7 @@ from ..train.extras import Context, build_extras
 from ..train.loop import check_checkpoint, make_accelerator, total_steps, train
 from ..train.losses import make_loss
 from .artifact import Checked, bytes_on_disk, load_reference, preflight, write_artifact
+from .predict import predict_tables
 from .progress import Reporter
 
 # settings that cannot change what a run trains (where it writes, how often it checkpoints, what it
