@@ -296,6 +296,8 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
         typer.echo(f"{len(stages)} stages; {dry_run_estimate(todo, Path(exp.output_dir), teacher_model)}; "
                    "nothing written (dry run)")
         return
+    reused = sum(s.done() for s in stages)
+    typer.echo(f"{len(stages)} stages: {reused} reused, {len(todo)} to run" + (" (this shard)" if n > 1 else ""))
     rep = reporter_for(todo, Path(exp.output_dir), f"robust-compress: {exp.name}", teacher_model=teacher_model)
     try:
         run_study(exp, stages, shard=(i, n), reporter=rep, executor=runner)
@@ -431,6 +433,7 @@ def tasks(data_dir: DataOpt = None):
     from .data.tasks import BUILTIN
 
     root = resolve_data_dir(data_dir)
+    typer.echo(f"data folder: {root.resolve() if root is not None else 'none (pass --data-dir or set $ROBUST_COMPRESS_DATA)'}")
     for name, spec in BUILTIN.items():
         typer.echo(f"{name}: labels {spec.labels}")
         for split, s in spec.splits.items():

@@ -70,3 +70,11 @@ def test_the_report_imports_no_torch():
             "print(sorted(m for m in ('torch', 'transformers', 'accelerate', 'torchao') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.strip() == "[]"
+
+
+def test_tasks_names_the_data_folder_it_read():
+    from .conftest import DATA
+
+    r = subprocess.run([sys.executable, "-m", "robust_compress.cli", "tasks", "--data-dir", str(DATA)],
+                       capture_output=True, text=True, check=True, cwd=ROOT)
+    assert r.stdout.splitlines()[0] == f"data folder: {DATA.resolve()}"

@@ -438,3 +438,12 @@ def test_permission_denied_is_one_line_even_when_the_suite_runs_as_root(tmp_path
             check_writable(mnt / "study")
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True, check=False)
+
+
+def test_a_fully_cached_study_says_what_it_reused(finished, tmp_path):
+    """Before: "0/0 stages" on a terminal and nothing at all in a log."""
+    exp, stages = prepare(finished)
+    study = tmp_path / "copy"
+    shutil.copytree(exp.output_dir, study)
+    r = cli("reproduce", str(finished), "--output-dir", str(study), "--no-report")
+    assert r.returncode == 0 and f"{len(stages)} stages: {len(stages)} reused, 0 to run" in r.stdout, r.stdout

@@ -66,7 +66,7 @@ def predict_logits(model, data: EncodedSplit, batch_size: int = 64, bf16: bool =
 
 @torch.no_grad()
 def throughput(entries: dict[str, tuple[torch.nn.Module, EncodedSplit]], batch_size: int = 64, repeats: int = 3,
-               bf16: bool = False) -> dict[str, float]:
+               bf16: bool = False, progress=None) -> dict[str, float]:
     """Inference examples/s of each (model, its tokenized data), measured side by side: the models take
     turns (round-robin, `repeats` rounds after a warm-up round) so machine drift hits all alike; the
     best round counts. fp32 unless `bf16` (int8 models always take fp32 activations)."""
@@ -77,6 +77,7 @@ def throughput(entries: dict[str, tuple[torch.nn.Module, EncodedSplit]], batch_s
         runs[name] = (m, [collate([data[i] for i in rows]) for rows in sorted_batches(data.lengths, batch_size)],
                       len(data))
     best = dict.fromkeys(entries, 0.0)
+    passes = 0
     for r in range(repeats + 1):
         for name, (m, batches, n) in runs.items():
             dev = _device(m, None)
@@ -92,4 +93,7 @@ def throughput(entries: dict[str, tuple[torch.nn.Module, EncodedSplit]], batch_s
                 torch.cuda.synchronize()
             if r:  # round 0 warms caches and allocators
                 best[name] = max(best[name], n / (time.perf_counter() - t0))
+            passes += 1
+            if progress is not None:
+                progress(passes)
     return best

@@ -42,7 +42,7 @@ def measure_speed(models: dict[str, str | Path], cfg: RunConfig, out: Path, n: i
         tok = load_tokenizer(str(folder), model)
         entries[name] = (model, EncodedSplit(split.examples, tok, cfg.max_length))
     rep.task("time inference", len(entries) * (repeats + 1), "passes")
-    rates = throughput(entries, cfg.eval_batch_size, repeats, cfg.bf16)
+    rates = throughput(entries, cfg.eval_batch_size, repeats, cfg.bf16, progress=rep.update)
     result = {"examples_per_s": {k: round(v, 2) for k, v in rates.items()},
               "harness": {"split": ids[0], "examples": len(split), "batch_size": cfg.eval_batch_size,
                           "max_length": cfg.max_length, "bf16": cfg.bf16, "repeats": repeats,

@@ -31,6 +31,11 @@ def stage_result(stage: Stage) -> str:
     return stage.result()
 
 
+def title(stage: Stage) -> str:
+    """A stage as people read it: its name, with its kind where the name does not say it."""
+    return stage.name if stage.name.split("-")[0] == stage.kind.split("-")[0] else f"{stage.kind} {stage.name}"
+
+
 def _fmt_time(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -135,7 +140,7 @@ class StudyLog(LineReporter):
 
     def stage_start(self, stage: Stage, k: int, n: int) -> None:
         self.current = stage
-        self._print(f"=== [{k}/{n}] {stage.kind} {stage.name} ({_fmt_time(time.monotonic() - self.start)} elapsed, "
+        self._print(f"=== [{k}/{n}] {title(stage)} ({_fmt_time(time.monotonic() - self.start)} elapsed, "
                     f"about {_fmt_time(self.eta(stage))} left)")
 
     def stage_end(self, stage: Stage, seconds: float) -> None:
@@ -153,11 +158,9 @@ class LiveView(StudyLog):
 
         self.console = Console()
         self.title = title
-        self.results: list[str] = []
         self.header = "starting"
         self.done_n, self.total_n = 0, len(todo)
         self.bar: tuple[str, int, int, str, str] = ("", 0, 0, "", "")
-        self.stage_t0 = time.monotonic()
         self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
         self.live.start()
 
@@ -179,8 +182,7 @@ class LiveView(StudyLog):
         if total:
             grid.add_row(label, f"{done}/{total} {unit}  {info}")
             grid.add_row("", ProgressBar(total=total, completed=done, width=50))
-        body = [grid] + ([""] + self.results[-10:] if self.results else [])
-        return Panel(Group(*body), title=self.title, border_style="cyan")
+        return Panel(Group(grid), title=self.title, border_style="cyan")
 
     def _refresh(self) -> None:
         self.live.update(self._render())
@@ -200,19 +202,22 @@ class LiveView(StudyLog):
         self._refresh()
 
     def note(self, text: str) -> None:
-        self.results.append(f"  · {text}")
+        """Printed above the panel (the terminal keeps every line), under the stage it belongs to."""
+        where = f"{self.current.name}: " if self.current is not None else ""
+        self.console.print(f"  · {where}{text}", markup=False, highlight=False)
         self._refresh()
 
     def stage_start(self, stage: Stage, k: int, n: int) -> None:
-        self.current, self.stage_t0 = stage, time.monotonic()
-        self.header = f"[{k}/{n}] {stage.kind} {stage.name}"
+        self.current = stage
+        self.header = f"[{k}/{n}] {title(stage)}"
         self.bar = ("", 0, 0, "", "")
         self._refresh()
 
     def stage_end(self, stage: Stage, seconds: float) -> None:
         self.done_n += 1
         result = stage_result(stage)
-        self.results.append(f"✓ {stage.name} ({_fmt_time(seconds)})" + (f": {result}" if result else ""))
+        self.console.print(f"✓ {stage.name} ({_fmt_time(seconds)})" + (f": {result}" if result else ""),
+                           markup=False, highlight=False)
         self.current = None
         self._refresh()
 
