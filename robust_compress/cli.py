@@ -270,7 +270,15 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
 
     from .study.executors import make_executor
     from .study.live import dry_run_estimate, reporter_for
-    from .study.run import describe, my_stages, prepare, run_study, size_of, stale_leftovers
+    from .study.run import (
+        describe,
+        make_pending_teacher,
+        my_stages,
+        prepare,
+        run_study,
+        size_of,
+        stale_leftovers,
+    )
 
     try:
         i, n = (int(x) for x in shard.split("/"))
@@ -289,9 +297,17 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
         typer.echo(f"{len(stale)} partial checkpoint(s) / temporary folder(s) ({size_of(stale) / 2**20:.0f} MiB) in "
                    f"{Path(exp.output_dir) / 'artifacts'} belong to no stage of this plan (runs killed under other "
                    "settings): --clean removes them")
+    pending = stages[0].meta.get("pending")
+    if pending and not dry_run:
+        typer.echo(f"teacher.path {exp.teacher.path} is missing: fine-tuning it first with `finetune -c {pending}`")
+        make_pending_teacher(exp, stages, _reporter())
+        exp, stages = prepare(experiment, output_dir, set_)
     todo = my_stages(stages, (i, n))
     teacher_model = str(stages[0].meta.get("given") or stages[0].config.model or "")
     if dry_run:
+        if pending:
+            typer.echo(f"teacher.path {exp.teacher.path} is missing: the study fine-tunes it first with "
+                       f"`finetune -c {pending}`; the keys below are provisional until it exists")
         typer.echo(describe(stages))
         typer.echo(f"{len(stages)} stages; {dry_run_estimate(todo, Path(exp.output_dir), teacher_model)}; "
                    "nothing written (dry run)")

@@ -78,3 +78,34 @@ def test_tasks_names_the_data_folder_it_read():
     r = subprocess.run([sys.executable, "-m", "robust_compress.cli", "tasks", "--data-dir", str(DATA)],
                        capture_output=True, text=True, check=True, cwd=ROOT)
     assert r.stdout.splitlines()[0] == f"data folder: {DATA.resolve()}"
+
+
+PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_every_preset_dry_runs(preset, monkeypatch):
+    """From a fresh clone: a study preset plans and checks (a missing teacher.path is fine-tuned first
+    from teacher.config); one that needs the hub or a download says so in one line; a run config
+    points to `finetune -c`."""
+    from robust_compress.io import UserError
+    from robust_compress.study.run import prepare
+
+    from .conftest import needs_shared
+
+    if needs_shared.args[0]:
+        pytest.skip("../shared not present")
+    monkeypatch.chdir(ROOT)
+    header = preset.read_text(encoding="utf-8")
+    try:
+        prepare(preset.relative_to(ROOT))
+    except UserError as e:
+        msg = str(e)
+        assert "\n" not in msg
+        if "a run config" in msg:
+            assert f"finetune -c {preset.relative_to(ROOT)}" in msg
+        elif "hub" in msg:
+            assert "hub" in header.lower(), f"{preset.name} needs the hub: its header must say so"
+        else:
+            assert "not found" in msg and ("fetch-all-mpnet" in header or "download" in header.lower()), msg

@@ -447,3 +447,27 @@ def test_a_fully_cached_study_says_what_it_reused(finished, tmp_path):
     shutil.copytree(exp.output_dir, study)
     r = cli("reproduce", str(finished), "--output-dir", str(study), "--no-report")
     assert r.returncode == 0 and f"{len(stages)} stages: {len(stages)} reused, 0 to run" in r.stdout, r.stdout
+
+
+def test_a_missing_teacher_path_is_fine_tuned_first_from_its_run_config(tmp_path, tiny_dir, tiny_task):
+    """The presets' headers said they train the README teacher when it is missing; they refused."""
+    teacher = tmp_path / "teacher"
+    run = tmp_path / "teacher.yaml"
+    run.write_text(yaml.safe_dump({"model": str(tiny_dir), "task": str(tiny_task), "output_dir": str(teacher),
+                                   "max_steps": 4, "batch_size": 16, "max_length": 32,
+                                   "cache_dir": str(tmp_path / "cache")}))
+    path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce"], uncertainty={"source": "dynamics"},
+                teacher={"model": str(tiny_dir), "path": str(teacher), "config": str(run)})
+    r = cli("reproduce", str(path), "--dry-run")
+    assert r.returncode == 0 and "is missing: the study fine-tunes it first" in r.stdout, r.stderr[-2000:]
+    assert not teacher.exists()
+    r = cli("reproduce", str(path), "--no-report")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (teacher / "model.safetensors").is_file()
+    _, stages = prepare(path)
+    assert all(s.done() for s in stages) and stages[0].external["model"] != "pending"
+    bad = tmp_path / "elsewhere.yaml"
+    bad.write_text(run.read_text().replace(str(teacher), str(tmp_path / "other")))
+    with pytest.raises(UserError, match="writes to"):
+        prepare(_exp(tmp_path, tiny_dir, tiny_task, name="x2", losses=["ce"],
+                     teacher={"model": str(tiny_dir), "path": str(tmp_path / "nowhere"), "config": str(bad)}))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..compress import METHODS
-from ..config import RunConfig
+from ..config import RunConfig, load_config
 from ..data.load import DataArgs, available_eval_splits, load_eval_splits, load_train_split
 from ..data.tasks import TaskSpec, load_task
 from ..io import UserError, digest, read_yaml
@@ -88,3 +88,11 @@ def available_splits(task: str, data_dir: str | None, source: str) -> list[str]:
 def given_run_config(folder: str | Path) -> RunConfig:
     """The config a given (already trained) model folder was made with."""
     return RunConfig.model_validate(read_yaml(Path(folder).expanduser() / "run_config.yaml"))
+
+
+def teacher_run_config(config: str | Path, path: str | Path, where: str | Path) -> RunConfig:
+    """The run config a study fine-tunes its missing teacher with: it must write to `teacher.path`."""
+    cfg = load_config(config)
+    if Path(cfg.output_dir).expanduser().resolve() != Path(path).expanduser().resolve():
+        raise UserError(f"{where}: teacher.config {config} writes to {cfg.output_dir}, but teacher.path is {path}")
+    return cfg

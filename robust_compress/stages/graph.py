@@ -176,8 +176,8 @@ class Stage:
     def done(self) -> bool:
         """Everything the stage produces is there: its artifact is written whole (the record is its
         last file, inside the folder that is renamed into place), and so is every snapshot."""
-        if self.given:
-            return True  # an input, checked before the study starts, never run
+        if self.given:  # an input, checked before the study starts, never run (a pending one: made first)
+            return not self.meta.get("pending") and self.path.is_dir()
         return self.record.is_file() and all((p / "config.json").is_file() for p in self.snapshot_paths())
 
     def result(self) -> str:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..analysis.uncertainty import DYNAMICS
 from ..compress import METHODS, Method, Prepare
-from ..config import RunConfig
+from ..config import RunConfig, load_config
 from ..data.batching import EncodedSplit
 from ..io import UserError, digest, file_digest
 from ..metrics import summarize
@@ -87,6 +87,11 @@ def _evaluate(model, tokenizer, cfg: RunConfig, checked: Checked, rep: Reporter)
                         rule=checked.task.delta_rule(list(checked.evals)))
     summary["eval_examples_per_s"] = {k: round(v, 1) for k, v in speed.items()}
     return tables, summary
+
+
+def finetune_config(path: str | Path, progress: Reporter | None = None) -> Path:
+    """`finetune -c path`: a run config as it is (a study's missing teacher)."""
+    return finetune(load_config(path), progress=progress)
 
 
 def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progress: Reporter | None = None,

@@ -26,7 +26,7 @@ from ..stages.catalog import (
     method_config,
     method_trains,
 )
-from ..stages.check import ExternalInputs, available_splits
+from ..stages.check import ExternalInputs, available_splits, teacher_run_config
 from ..stages.graph import KEY_VERSION, Stage, StageConfig, TeacherRef
 from .spec import Experiment
 
@@ -181,12 +181,21 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
     """Validate every stage before any work and fill each stage's external digests (data, models)."""
     teacher = stages[0]
     check_writable(Path(exp.output_dir))
-    if exp.teacher.path and not Path(exp.teacher.path).expanduser().exists():
-        raise UserError(f"{where}: teacher.path {exp.teacher.path}: not found; fine-tune it first (its config: "
-                        "configs/teacher-*.yaml) or drop teacher.path to train it in the study")
-    ins = ExternalInputs(exp.task, exp.teacher.path or exp.teacher.model, where,
+    pending = exp.teacher.path is not None and not Path(exp.teacher.path).expanduser().exists()
+    if pending and exp.teacher.config is None:
+        raise UserError(f"{where}: teacher.path {exp.teacher.path}: not found; fine-tune it first "
+                        "(`robust-compress finetune -c configs/teacher-*.yaml`), give `teacher.config` to have the "
+                        "study fine-tune it there, or drop teacher.path to train it in the study")
+    ins = ExternalInputs(exp.task, exp.teacher.model if pending else exp.teacher.path or exp.teacher.model, where,
                          label_map=exp.defaults.label_map)
-    if any(s.kind == "uncertainty" for s in stages):
+    if pending:  # fine-tuned first from its run config; the stages after it are keyed once it exists
+        cfg = teacher_run_config(exp.teacher.config, exp.teacher.path, where)
+        teacher.meta["pending"] = exp.teacher.config
+        teacher.external = {"model": "pending"}
+        n_train = ins.data(cfg, needs_train=True)[1]
+        teacher.work = {"train": cfg.max_steps * cfg.batch_size if cfg.max_steps else n_train * cfg.epochs,
+                        "infer": ins.data(cfg, needs_train=False)[2]}
+    elif any(s.kind == "uncertainty" for s in stages):
         SOURCES[exp.uncertainty.source].check(teacher, where)
     have = available_splits(exp.task, exp.defaults.data_dir, exp.defaults.source or "local")
     for name, b in exp.named_bias_models().items():
@@ -195,4 +204,5 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
             raise UserError(f"{where}: {key}.easy_hard_split {b.easy_hard_split!r} is not an eval split available "
                             f"for task {ins.task.name!r} (have {have})")
     for s in stages:
-        s.spec.check(s, None if s.given else s.resolve(), ins)
+        if not (s.given and pending):
+            s.spec.check(s, None if s.given else s.resolve(), ins)

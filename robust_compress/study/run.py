@@ -7,10 +7,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..io import atomic_file, read_json, write_json
+from ..io import atomic_file, file_lock, read_json, write_json
 from ..stages.graph import Stage
 from ..stages.progress import Reporter
 from ..stages.shortcut import bias_model_analysis
+from ..stages.training import finetune_config
 from .executors import Local, Study, code_version, device_name
 from .plan import check_plan, plan
 from .spec import Experiment, load_experiment
@@ -141,8 +142,22 @@ def run_study(exp: Experiment, stages: list[Stage], shard: tuple[int, int] = (0,
     return stages
 
 
+def make_pending_teacher(exp: Experiment, stages: list[Stage], rep: Reporter | None = None) -> bool:
+    """A teacher.path that does not exist yet is fine-tuned first from teacher.config (the stages after
+    it are keyed by its content, so the study is planned again afterwards). True if it ran."""
+    teacher = stages[0]
+    if not teacher.meta.get("pending"):
+        return False
+    with file_lock(Path(exp.output_dir) / "locks" / "pending-teacher.lock"):
+        if not Path(exp.teacher.path).expanduser().is_dir():
+            finetune_config(exp.teacher.config, progress=rep)
+    return True
+
+
 def reproduce(path: str | Path, shard: tuple[int, int] = (0, 1), output_dir: str | Path | None = None,
               reporter=None, overrides: list[str] | None = None, executor=None) -> list[Stage]:
     """The study in an experiment file: check it all, then run this shard's missing stages."""
     exp, stages = prepare(path, output_dir, overrides)
+    if make_pending_teacher(exp, stages, reporter):
+        exp, stages = prepare(path, output_dir, overrides)
     return run_study(exp, stages, shard, reporter, executor)

@@ -40,7 +40,15 @@ class _Spec(BaseModel):
 class TeacherSpec(_Spec):
     model: str = Field(description="the pretrained model the teacher is fine-tuned from")
     path: str | None = Field(None, description="use this fine-tuned teacher folder instead of training one")
+    config: str | None = Field(None, description="with `path`: the run config (`finetune -c`) that fine-tunes "
+                                                 "the teacher into `path` when it is missing")
     train: RunOverrides = Field(default_factory=RunOverrides, description="overrides for fine-tuning")
+
+    @model_validator(mode="after")
+    def _config_needs_path(self) -> TeacherSpec:
+        if self.config is not None and self.path is None:
+            raise ValueError("teacher.config fine-tunes the teacher into teacher.path: give both")
+        return self
 
 
 class CompressionSpec(_Spec):
