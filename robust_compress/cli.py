@@ -459,9 +459,10 @@ def tasks(data_dir: DataOpt = None):
 
 
 def _print_summary(path: Path, summary: dict | None = None) -> None:
-    from .io import read_json
+    from .schemas import Summary, parse, read
 
-    summary = summary or read_json(Path(path))
+    summary = parse(summary, Summary, path).model_dump() if summary is not None else None
+    summary = summary or read(Path(path), Summary).model_dump()
     for name, s in summary["splits"].items():
         lo, hi = s["ci95"]
         typer.echo(f"{name:16s} {s['role']:4s} acc {100 * s['accuracy']:5.1f}  [{100 * lo:.1f}, {100 * hi:.1f}]  "

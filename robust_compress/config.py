@@ -25,7 +25,7 @@ from pydantic import (
 
 from .compress import METHODS
 from .data.load import DataArgs
-from .io import MAX_BATCH, UserError, line_of, read_yaml, yaml_key_lines
+from .io import MAX_BATCH, UserError, line_of, read_yaml, validation_line, yaml_key_lines
 from .models.labels import canonical
 from .train.extras import Inputs, required_sources
 from .train.loop import TrainArgs
@@ -95,15 +95,7 @@ def _optional(model: type[BaseModel], name: str, drop: set[str]) -> type[BaseMod
 RunOverrides = _optional(RunConfig, "RunOverrides", {"model", "output_dir", "inputs", "loss", "compression"})
 
 
-def error_lines(e: ValidationError, prefix: str = "") -> str:
-    """pydantic's errors as `key: problem`, joined on one line."""
-    out = []
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-        msg = err["msg"].removeprefix("Value error, ")
-        key = f"{prefix}{loc}" if loc else prefix.rstrip(".")
-        out.append(f"{key}: {msg}" if key else msg)
-    return "; ".join(out)
+error_lines = validation_line  # the one formatter (io.py)
 
 
 def error_where(e: ValidationError, path: str | Path | None, overrides: list[str] | None = None) -> str:

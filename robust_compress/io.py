@@ -36,6 +36,18 @@ class UserError(Exception):
     """A problem with the user's input or files: printed as one line, exit code 2, no traceback."""
 
 
+def validation_line(e, prefix: str = "") -> str:
+    """A pydantic ValidationError as `key: problem`, its errors joined on one line (the one formatter
+    for configs, experiment files, task files and artifact files)."""
+    out = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        msg = err["msg"].removeprefix("Value error, ")
+        key = f"{prefix}{loc}" if loc else prefix.rstrip(".")
+        out.append(f"{key}: {msg}" if key else msg)
+    return "; ".join(out)
+
+
 def os_error_line(e: OSError) -> str:
     """One line for an OS error: the file and the problem (permission denied, disk full, ...)."""
     what = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",

@@ -471,3 +471,29 @@ def test_a_missing_teacher_path_is_fine_tuned_first_from_its_run_config(tmp_path
     with pytest.raises(UserError, match="writes to"):
         prepare(_exp(tmp_path, tiny_dir, tiny_task, name="x2", losses=["ce"],
                      teacher={"model": str(tiny_dir), "path": str(tmp_path / "nowhere"), "config": str(bad)}))
+
+
+def test_artifact_files_are_validated_by_their_writer_and_every_reader(tmp_path, finished):
+    """One schema per artifact file (robust_compress/schemas.py): a writer cannot write a broken one,
+    and a broken one on disk is one line naming the file and the key, wherever it is read."""
+    from robust_compress import schemas
+    from robust_compress.report import build_report
+    from robust_compress.stages.artifact import write_artifact
+
+    with pytest.raises(UserError, match="summary.json: splits: Field required"):
+        write_artifact(tmp_path / "a", files={"summary.json": {"no": "splits"}})
+    assert not (tmp_path / "a").exists()
+    exp, _ = prepare(finished)
+    study = tmp_path / "copy"
+    shutil.copytree(exp.output_dir, study)
+    entry = json.loads((study / "index.json").read_text())[1]  # (paths point at the shared study: copy it)
+    data = json.loads((Path(entry["path"]) / "summary.json").read_text())
+    data["splits"]["dev"]["role"] = "testing"
+    (tmp_path / "summary.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"summary.json: splits.dev.role: Input should be 'id', 'ood' or 'cue'"):
+        schemas.read(tmp_path / "summary.json")
+    index = json.loads((study / "index.json").read_text())
+    index[0]["seed"] = "forty-two"
+    (study / "index.json").write_text(json.dumps(index))
+    with pytest.raises(UserError, match=r"index.json: 0.seed: Input should be a valid integer"):
+        build_report(study)

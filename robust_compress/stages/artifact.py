@@ -14,10 +14,11 @@ from typing import Any
 
 import pandas as pd
 
+from .. import schemas
 from ..config import RunConfig
 from ..data.load import Split, load_eval_splits, load_train_split
 from ..data.tasks import TaskSpec, load_task
-from ..io import UserError, atomic_dir, check_writable, read_json, write_json, write_yaml
+from ..io import UserError, atomic_dir, check_writable, read_json, write_yaml
 from ..models.families import family_of
 from ..models.load import (
     check_max_length,
@@ -114,8 +115,10 @@ def write_artifact(out: Path, *, model=None, tokenizer=None, cfg: RunConfig | No
             written[name] = content = content(tmp) if callable(content) else content
             if name.endswith(".parquet"):
                 content.to_parquet(tmp / name, index=False)
+            elif name.endswith(".yaml"):
+                write_yaml(tmp / name, content)
             else:
-                (write_yaml if name.endswith(".yaml") else write_json)(tmp / name, content)
+                schemas.write(tmp / name, content)  # validated by its schema where the file has one
         if (tmp / "config.json").is_file():  # a model folder: its card (results, recipe, version)
             record = written.get("compression.json") or {}
             note = ("A pruning snapshot, kept for per-sample uncertainty; not evaluated."

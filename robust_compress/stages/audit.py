@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from transformers import AutoConfig
 
-from .. import __version__
+from .. import __version__, schemas
 from ..config import RunConfig
 from ..data.load import Split, load_eval_splits, load_train_split
 from ..data.tasks import TaskSpec, load_task
@@ -189,7 +189,7 @@ def audit(sources: list[str], cfg: RunConfig, out: str | Path, bias: str | None 
             easy[split] = write_easy_hard(cfg, bias_model, split, out / "easy_hard" / f"{split}.parquet")
     speed = measure_speed({m.name: m.folder for m in plan.models}, cfg.model_copy(update={"bf16": False}),
                           out / "speed.json", n=speed_examples, repeats=repeats, progress=rep) if speed_examples else None
-    write_json(out / "index.json", index)
+    write_json(out / "index.json", schemas.Index.dump_python(schemas.Index.validate_python(index)))
     rows = []
     first = plan.models[0].name
     for m in plan.models:

@@ -6,9 +6,10 @@ planner places its stages in the graph).
 
 from __future__ import annotations
 
+from .. import schemas
 from ..compress import METHODS
 from ..config import RunConfig
-from ..io import atomic_dir, read_json, write_json
+from ..io import atomic_dir
 from .check import ExternalInputs
 from .graph import KINDS, Kind, Stage, TeacherRef
 from .shortcut import train_bias_model
@@ -21,10 +22,11 @@ def summary_line(stage: Stage) -> str:
     """Accuracy per split and F_bias, from the summary.json a model stage wrote."""
     if not (stage.path / "summary.json").is_file():
         return ""
-    s = read_json(stage.path / "summary.json")
-    parts = [f"{name} {100 * v['accuracy']:.1f}" for name, v in s.get("splits", {}).items() if v.get("role") != "cue"]
-    if s.get("f_bias") is not None:
-        parts.append(f"F_bias {s['f_bias']:.2f}")
+    s = schemas.read(stage.path / "summary.json", schemas.Summary)
+    parts = [f"{name} {100 * v.accuracy:.1f}" for name, v in s.splits.items()
+             if v.role != "cue" and v.accuracy is not None]
+    if s.f_bias is not None:
+        parts.append(f"F_bias {s.f_bias:.2f}")
     return ", ".join(parts)
 
 
@@ -122,7 +124,7 @@ class Uncertainty(Kind):
     def run(self, stage, cfg, rep, files):
         with atomic_dir(stage.path) as tmp:
             SOURCES[stage.params["source"]].compute(stage, cfg, tmp / self.output_file, rep)
-            write_json(tmp / "stage.json", files["stage.json"]())
+            schemas.write(tmp / "stage.json", files["stage.json"]())
 
     def check(self, stage, cfg, ins):
         data, n_train, _ = ins.data(cfg, needs_train=True)
@@ -143,7 +145,7 @@ class Speed(Kind):
         with atomic_dir(stage.path) as tmp:
             measure_speed({d.name: d.path for d in stage.deps}, cfg, tmp / self.output_file,
                           n=stage.params["examples"], repeats=stage.params["repeats"], progress=rep)
-            write_json(tmp / "stage.json", files["stage.json"]())
+            schemas.write(tmp / "stage.json", files["stage.json"]())
 
     def check(self, stage, cfg, ins):
         stage.work = {"infer": (stage.params["repeats"] + 1) * stage.params["examples"] * len(stage.deps)}

@@ -11,11 +11,12 @@ from typing import Any
 
 import torch
 
+from .. import schemas
 from ..config import RunConfig
 from ..data.batching import EncodedSplit
 from ..data.load import eval_split_names, load_split
 from ..data.tasks import load_task
-from ..io import UserError, write_json
+from ..io import UserError
 from ..models.infer import throughput
 from ..models.load import load_tokenizer, model_labels, resolve_model_dir, set_threads
 from ..models.quantized import load_for_inference
@@ -48,5 +49,5 @@ def measure_speed(models: dict[str, str | Path], cfg: RunConfig, out: Path, n: i
                           "max_length": cfg.max_length, "bf16": cfg.bf16, "repeats": repeats,
                           "threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu",
                           "machine": platform.machine(), "cpus": os.cpu_count()}}
-    write_json(Path(out), result)
+    schemas.write(Path(out), result)
     return result

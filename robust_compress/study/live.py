@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..io import read_json
+from .. import schemas
+from ..io import UserError, read_json
 from ..stages.graph import Stage, is_placeholder
 from ..stages.progress import LineReporter, Reporter
 
@@ -80,14 +81,16 @@ class Estimator:
         self.rates: dict[tuple[str, str], float] = {}
         seen: dict[tuple[str, str], list[float]] = {}
         for p in Path(root).glob("artifacts/*/stage.json"):
-            st = read_json(p)
-            model = _model_of_record(st.get("config", {}))
-            metrics, summary = p.parent / "train_metrics.json", p.parent / "summary.json"
-            if metrics.is_file():
-                seen.setdefault((model, "train"), []).append(read_json(metrics).get("examples_per_s", 0))
-            if summary.is_file():
-                seen.setdefault((model, "infer"), []).extend((read_json(summary).get("eval_examples_per_s")
-                                                              or {}).values())
+            try:  # an estimate must never stop a study: an unreadable record is skipped
+                model = _model_of_record(schemas.read(p, schemas.StageRecord).config)
+                metrics, summary = p.parent / "train_metrics.json", p.parent / "summary.json"
+                if metrics.is_file():
+                    seen.setdefault((model, "train"), []).append(schemas.read(metrics).examples_per_s)
+                if summary.is_file():
+                    seen.setdefault((model, "infer"), []).extend(
+                        (getattr(schemas.read(summary), "eval_examples_per_s", None) or {}).values())
+            except UserError:
+                continue
         self.rates = {k: statistics.median(v) for k, v in seen.items() if v}
         self.measured = bool(self.rates)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from .. import schemas
 from ..io import atomic_file, file_lock, read_json, write_json
 from ..stages.graph import Stage
 from ..stages.progress import Reporter
@@ -73,11 +74,11 @@ def write_index(exp: Experiment, stages: list[Stage]) -> None:
                          "is_teacher": bool(s.meta.get("is_teacher"))})
     speed = next((s for s in stages if s.spec.needs_every_model and s.done()), None)
     if speed is not None:
-        write_json(root / "speed.json", read_json(speed.output))
+        schemas.write(root / "speed.json", schemas.read(speed.output).model_dump())
     for bias in (s for s in stages if s.kind == "bias" and s.done()):  # the report reads the study's copy
         with atomic_file(root / "easy_hard" / easy_hard_name(bias)) as tmp:
             shutil.copyfile(bias.path / "easy_hard.parquet", tmp)
-    write_json(root / "index.json", rows)
+    write_json(root / "index.json", schemas.Index.dump_python(schemas.Index.validate_python(rows)))
 
 
 def write_analysis(exp: Experiment, stages: list[Stage]) -> None:
