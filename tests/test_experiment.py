@@ -272,7 +272,9 @@ def test_concurrent_shards_run_each_stage_once(tmp_path, tiny_dir, tiny_task):
     stages = plan(load_experiment(path))
     _, checked = prepare(path)
     assert all(s.done() for s in checked)
-    assert sorted(started) == sorted(f"{s.kind} {s.name}" for s in stages), outs  # each exactly once
+    from robust_compress.study.live import title
+
+    assert sorted(started) == sorted(title(s) for s in stages), outs  # each exactly once
 
 
 def test_stage_settings_outside_the_run_config_are_in_the_key(tmp_path, tiny_dir, tiny_task):
