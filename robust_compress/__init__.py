@@ -1,7 +1,8 @@
 """robust-compress: compress BERT-family NLU models and measure the OOD robustness it costs.
 
-Importing the package registers the physically pruned model types (`pruned_<type>`) with
-transformers' Auto classes, so a pruned model reloads with `from_pretrained`.
+Importing the package is light (no torch): `robust_compress.models` registers the physically pruned
+model types (`pruned_<type>`) with transformers' Auto classes when it is imported, so after
+`import robust_compress.models` a pruned model reloads with `from_pretrained`.
 """
 
 __version__ = "0.2.0"
@@ -17,12 +18,3 @@ def _quiet_imports() -> None:
 
 
 _quiet_imports()
-
-
-def _register() -> None:
-    from .models.pruned import register_all
-
-    register_all()
-
-
-_register()

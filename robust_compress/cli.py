@@ -6,7 +6,6 @@ a config field (`FLAGS`), so the CLI and the config cannot drift (tests/test_cli
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -54,27 +53,19 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="also show lib
 
 
 def _cfg(config: Path | None, sets: list[str] | None, **flags: Any):
+    """The run config from three dict layers: the YAML file < the flags < `--set` (each deeper key
+    merged, not replaced)."""
     from .config import load_config
 
-    data: dict[str, Any] = {}
+    layer: dict[str, Any] = {}
     for flag, value in flags.items():
         if value is not None:
-            d = data
+            d = layer
             *parents, last = FLAGS[flag].split(".")
             for p in parents:
                 d = d.setdefault(p, {})
             d[last] = value
-    overrides = list(sets or [])
-    if config is None:
-        return load_config(None, overrides, base=data)
-    # flags beat the file; --set beats both
-    flat = []
-    for k, v in data.items():
-        if isinstance(v, dict):
-            flat += [f"{k}.{kk}={json.dumps(vv)}" for kk, vv in v.items()]
-        else:
-            flat.append(f"{k}={json.dumps(v)}")
-    return load_config(config, flat + overrides)
+    return load_config(config, list(sets or []), over=layer)
 
 
 def _quiet(verbose: bool) -> None:
@@ -151,7 +142,7 @@ def compress(method: Annotated[str | None, _opt("method")] = None,
 
 
 @app.command()
-def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder")],
+def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder or hub id")],
              config: ConfigOpt = None, set_: SetOpt = None, task: TaskOpt = None, data_dir: DataOpt = None,
              output: OutOpt = None,
              reference: Annotated[Path | None, typer.Option(help="teacher summary.json (or folder) for F_bias",
@@ -214,10 +205,11 @@ def bias_model(kind: Annotated[str, typer.Option(help="partial (hypothesis/claim
                verbose: VerboseOpt = False):
     """Train a bias-only model (used for easy/hard splits and the debiasing losses)."""
     from .stages import train_bias_model
+    from .stages.shortcut import BIAS_KINDS
 
     _quiet(verbose)
-    if kind not in ("partial", "overlap"):
-        raise UserError(f"--kind {kind!r}: use 'partial' or 'overlap'")
+    if kind not in BIAS_KINDS:
+        raise UserError(f"--kind {kind!r}: use {' or '.join(map(repr, BIAS_KINDS))}")
     cfg = _cfg(config, set_, model=model or "none", task=task, data_dir=data_dir, output=output)
     if features not in ("basic", "literature"):
         raise UserError(f"--features {features!r}: use 'basic' or 'literature'")
@@ -235,7 +227,7 @@ def easy_hard(bias: Annotated[str, typer.Option(help="bias-only model folder", m
     """Split an ID dev set into easy/hard with a bias-only model; score models on each part."""
     import pandas as pd
 
-    from .evaluate import easy_hard_metrics
+    from .metrics import easy_hard_metrics
     from .stages import write_easy_hard
 
     cfg = _cfg(config, set_, model=bias, task=task, data_dir=data_dir)
@@ -266,18 +258,34 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
                                                                   "uncertainty.source=runs")] = None,
               clean: Annotated[bool, typer.Option("--clean", help="remove partial checkpoints and temporary "
                                                   "folders that no stage of this plan owns")] = False,
+              executor: Annotated[str, typer.Option(help="who runs the stages: local (one after another, here) "
+                                                    "| ray (a Ray cluster) | submitit (Slurm job arrays)")] = "local",
+              address: Annotated[str | None, typer.Option(help="ray: the cluster to join (auto: the running one; "
+                                                          "default: start one here)")] = None,
+              slurm_partition: Annotated[str | None, typer.Option(help="submitit: the Slurm partition")] = None,
+              slurm_gpus: Annotated[int | None, typer.Option(help="submitit: GPUs per job", metavar="N")] = None,
               verbose: VerboseOpt = False):
     """Run a whole study: teacher, uncertainty, bias model, every compression x loss x seed, report."""
     import shutil
 
+    from .study.executors import make_executor
     from .study.live import dry_run_estimate, reporter_for
-    from .study.run import describe, my_stages, prepare, run_study, size_of, stale_leftovers
+    from .study.run import (
+        describe,
+        make_pending_teacher,
+        my_stages,
+        prepare,
+        run_study,
+        size_of,
+        stale_leftovers,
+    )
 
     try:
         i, n = (int(x) for x in shard.split("/"))
         assert 0 <= i < n
     except (ValueError, AssertionError):
         raise UserError(f"--shard {shard!r}: expected i/n with 0 <= i < n") from None
+    runner = make_executor(executor, address=address, slurm_partition=slurm_partition, slurm_gpus=slurm_gpus)
     _quiet(verbose)
     exp, stages = prepare(experiment, output_dir, set_)
     stale = stale_leftovers(exp, stages)
@@ -289,16 +297,26 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
         typer.echo(f"{len(stale)} partial checkpoint(s) / temporary folder(s) ({size_of(stale) / 2**20:.0f} MiB) in "
                    f"{Path(exp.output_dir) / 'artifacts'} belong to no stage of this plan (runs killed under other "
                    "settings): --clean removes them")
+    pending = stages[0].meta.get("pending")
+    if pending and not dry_run:
+        typer.echo(f"teacher.path {exp.teacher.path} is missing: fine-tuning it first with `finetune -c {pending}`")
+        make_pending_teacher(exp, stages, _reporter())
+        exp, stages = prepare(experiment, output_dir, set_)
     todo = my_stages(stages, (i, n))
-    teacher_model = str(stages[0].meta.get("given") or stages[0].config.get("model", ""))
+    teacher_model = str(stages[0].meta.get("given") or stages[0].config.model or "")
     if dry_run:
+        if pending:
+            typer.echo(f"teacher.path {exp.teacher.path} is missing: the study fine-tunes it first with "
+                       f"`finetune -c {pending}`; the keys below are provisional until it exists")
         typer.echo(describe(stages))
         typer.echo(f"{len(stages)} stages; {dry_run_estimate(todo, Path(exp.output_dir), teacher_model)}; "
                    "nothing written (dry run)")
         return
+    reused = sum(s.done() for s in stages)
+    typer.echo(f"{len(stages)} stages: {reused} reused, {len(todo)} to run" + (" (this shard)" if n > 1 else ""))
     rep = reporter_for(todo, Path(exp.output_dir), f"robust-compress: {exp.name}", teacher_model=teacher_model)
     try:
-        run_study(exp, stages, shard=(i, n), reporter=rep)
+        run_study(exp, stages, shard=(i, n), reporter=rep, executor=runner)
     finally:
         if hasattr(rep, "close"):
             rep.close()
@@ -306,6 +324,42 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
         from .report import build_report
 
         typer.echo(f"report: {build_report(exp.output_dir)}")
+
+
+@app.command()
+def audit(models: Annotated[list[str], typer.Argument(help="model folders or hub ids; the first is the reference")],
+          config: ConfigOpt = None, set_: SetOpt = None, task: TaskOpt = None, data_dir: DataOpt = None,
+          output: Annotated[Path, typer.Option("--output", "-o", help="audit folder (a study folder + report/)",
+                                               metavar="DIR")] = Path("runs/audit"),
+          bias: Annotated[str | None, typer.Option(help="bias-only model for easy/hard (default: a hypothesis-only "
+                                                        "model trained once from --set model=..., cached)",
+                                                   metavar="DIR")] = None,
+          write_card: Annotated[bool, typer.Option("--write-card", help="rewrite each model folder's README.md "
+                                                                        "card with the audit's numbers")] = False,
+          examples: Annotated[int, typer.Option(help="ID examples to time on (0: no speed)", metavar="N")] = 512,
+          repeats: Annotated[int, typer.Option(help="timed rounds after a warm-up", metavar="N")] = 3,
+          verbose: VerboseOpt = False):
+    """Robustness card of existing models (none trained): ID and OOD accuracy, per heuristic, easy/hard,
+    ECE, collapse, Delta and F_bias against the first, speed-up; HTML + Markdown + JSON report."""
+    from .report import build_report
+    from .stages import audit as run
+
+    _quiet(verbose)
+    cfg = _cfg(config, set_, model=models[0] if models else None, task=task, data_dir=data_dir)
+    result = run(models, cfg, output, bias=bias, write_cards=write_card, speed_examples=examples, repeats=repeats,
+                 progress=_reporter())
+    report = build_report(output, name=output.name)
+    pct = lambda v: "   –  " if v is None else f"{100 * v:5.1f}"
+    typer.echo(f"{'model':32s} {'ID':>6s} {'OOD':>6s} {'Delta':>6s} {'F_bias':>6s} {'ECE':>5s} {'easy':>6s} "
+               f"{'hard':>6s} {'ex/s':>7s} {'speed':>6s}")
+    for r in result["models"]:
+        fb = "–" if r.get("f_bias") is None else f"{r['f_bias']:.2f}"
+        typer.echo(f"{r['name'][:32]:32s} {pct(r.get('acc_id'))} {pct(r.get('acc_ood'))} "
+                   f"{'–' if r.get('delta') is None else format(r['delta'], '.3f'):>6s} {fb:>6s} "
+                   f"{'–' if r.get('ece_id') is None else format(r['ece_id'], '.3f'):>5s} {pct(r.get('easy_acc'))} "
+                   f"{pct(r.get('hard_acc'))} {r.get('examples_per_s', float('nan')):7.1f} "
+                   f"{r.get('speedup', float('nan')):5.2f}x" + ("  collapsed" if r.get("collapsed") else ""))
+    typer.echo(f"report: {report}" + (" (cards rewritten)" if write_card else ""))
 
 
 @app.command()
@@ -389,8 +443,8 @@ def f_bias_cmd(model_summary: Annotated[Path, typer.Argument(help="the model's s
     """F_bias = Delta_model / Delta_teacher from two summary.json files."""
     import math
 
-    from .evaluate import f_bias
     from .io import read_json
+    from .metrics import f_bias
 
     m, t = read_json(model_summary), read_json(teacher_summary)
     for who, s in (("model", m), ("teacher", t)):
@@ -408,6 +462,7 @@ def tasks(data_dir: DataOpt = None):
     from .data.tasks import BUILTIN
 
     root = resolve_data_dir(data_dir)
+    typer.echo(f"data folder: {root.resolve() if root is not None else 'none (pass --data-dir or set $ROBUST_COMPRESS_DATA)'}")
     for name, spec in BUILTIN.items():
         typer.echo(f"{name}: labels {spec.labels}")
         for split, s in spec.splits.items():
@@ -417,9 +472,10 @@ def tasks(data_dir: DataOpt = None):
 
 
 def _print_summary(path: Path, summary: dict | None = None) -> None:
-    from .io import read_json
+    from .schemas import Summary, parse, read
 
-    summary = summary or read_json(Path(path))
+    summary = parse(summary, Summary, path).model_dump() if summary is not None else None
+    summary = summary or read(Path(path), Summary).model_dump()
     for name, s in summary["splits"].items():
         lo, hi = s["ci95"]
         typer.echo(f"{name:16s} {s['role']:4s} acc {100 * s['accuracy']:5.1f}  [{100 * lo:.1f}, {100 * hi:.1f}]  "

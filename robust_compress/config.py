@@ -13,11 +13,20 @@ from pathlib import Path
 from typing import Annotated, Any, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from .compress import METHODS
 from .data.load import DataArgs
-from .io import MAX_BATCH, UserError, line_of, read_yaml, yaml_key_lines
+from .io import MAX_BATCH, UserError, line_of, read_yaml, validation_line, yaml_key_lines
+from .models.labels import canonical
 from .train.extras import Inputs, required_sources
 from .train.loop import TrainArgs
 from .train.losses import REGISTRY
@@ -40,6 +49,25 @@ class RunConfig(DataArgs, TrainArgs):
     inputs: Inputs = Field(default_factory=Inputs, description="sources of per-example loss inputs")
     loss: LossConfig = Field(default_factory=lambda: REGISTRY["ce"].Settings(), description="training objective")
     compression: CompressionConfig | None = Field(None, description="compression method and its settings")
+    label_map: dict[str, str] | None = Field(
+        None, description="a given model's label -> the task's label, where names cannot be matched (LABEL_0.., "
+        "or an index): e.g. {LABEL_0: contradiction, LABEL_1: neutral, LABEL_2: entailment}")
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _label_map(cls, v: Any) -> Any:
+        """YAML reads `{0: contradiction}` with int keys: names or indices, as strings; one target once."""
+        if not isinstance(v, dict):
+            return v
+        out = {str(k).strip(): str(t).strip() for k, t in v.items()}
+        if any(not k or not t for k, t in out.items()):
+            raise ValueError("model and task label names must not be empty")
+        seen: dict[str, str] = {}
+        for k, t in out.items():
+            if canonical(t) in seen:
+                raise ValueError(f"{seen[canonical(t)]!r} and {k!r} both map to {t!r}")
+            seen[canonical(t)] = k
+        return out
 
     @model_validator(mode="after")
     def _inputs_present(self) -> RunConfig:
@@ -67,15 +95,7 @@ def _optional(model: type[BaseModel], name: str, drop: set[str]) -> type[BaseMod
 RunOverrides = _optional(RunConfig, "RunOverrides", {"model", "output_dir", "inputs", "loss", "compression"})
 
 
-def error_lines(e: ValidationError, prefix: str = "") -> str:
-    """pydantic's errors as `key: problem`, joined on one line."""
-    out = []
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-        msg = err["msg"].removeprefix("Value error, ")
-        key = f"{prefix}{loc}" if loc else prefix.rstrip(".")
-        out.append(f"{key}: {msg}" if key else msg)
-    return "; ".join(out)
+error_lines = validation_line  # the one formatter (io.py)
 
 
 def error_where(e: ValidationError, path: str | Path | None, overrides: list[str] | None = None) -> str:
@@ -119,14 +139,31 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def merge(into: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `layer` into `into` (a nested section is merged key by key, not replaced)."""
+    for k, v in layer.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            merge(into[k], v)
+        else:
+            into[k] = v
+    return into
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> RunConfig:
-    """Merge base < YAML file < `key=value` overrides (values parsed as YAML scalars)."""
+                base: dict[str, Any] | None = None, over: dict[str, Any] | None = None) -> RunConfig:
+    """Merge base < YAML file < `over` (the CLI's flags) < `key=value` overrides (values parsed as YAML)."""
     data: dict[str, Any] = dict(base or {})
     if path is not None:
-        data.update(read_yaml(Path(path)))
+        merge(data, read_yaml(Path(path)))
+    merge(data, over or {})
+    flagged = [f"{k}=" for k in _dotted(over or {})]  # set by a flag: the file's line would mislead
     return validate(apply_overrides(data, list(overrides or [])), where=str(path) if path else "config",
-                    overrides=overrides)
+                    overrides=list(overrides or []) + flagged)
+
+
+def _dotted(d: dict[str, Any], prefix: str = "") -> list[str]:
+    return [k for key, v in d.items()
+            for k in (_dotted(v, f"{prefix}{key}.") if isinstance(v, dict) else [f"{prefix}{key}"])]
 
 
 def field_help(dotted: str) -> str:

@@ -36,6 +36,18 @@ class UserError(Exception):
     """A problem with the user's input or files: printed as one line, exit code 2, no traceback."""
 
 
+def validation_line(e, prefix: str = "") -> str:
+    """A pydantic ValidationError as `key: problem`, its errors joined on one line (the one formatter
+    for configs, experiment files, task files and artifact files)."""
+    out = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        msg = err["msg"].removeprefix("Value error, ")
+        key = f"{prefix}{loc}" if loc else prefix.rstrip(".")
+        out.append(f"{key}: {msg}" if key else msg)
+    return "; ".join(out)
+
+
 def os_error_line(e: OSError) -> str:
     """One line for an OS error: the file and the problem (permission denied, disk full, ...)."""
     what = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",
@@ -261,7 +273,9 @@ def check_writable(folder: Path) -> None:
     if not probe.is_dir():
         raise UserError(f"{probe}: not a folder, cannot write {folder} there")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{probe}: permission denied (cannot write {folder})")
+        read_only = hasattr(os, "statvfs") and os.statvfs(probe).f_flag & os.ST_RDONLY
+        raise UserError(f"{probe}: {'read-only file system' if read_only else 'permission denied'} "
+                        f"(cannot write {folder})")
     try:  # root passes os.access everywhere (/proc, a read-only mount): create and remove a probe
         os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".robust-compress-probe."))
     except OSError as e:

@@ -37,10 +37,13 @@ def make_examples(n: int, seed: int = 0) -> list[dict]:
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     """A folder with a tiny random BertForSequenceClassification and a matching tokenizer."""
+    return write_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def write_tiny_model(d: Path) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-    d = tmp_path_factory.mktemp("tiny")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
     tok = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
     tok.save_pretrained(d)
@@ -119,3 +122,72 @@ def tiny_run_config(tiny_dir, tiny_task, out, **kw):
                 "epochs": 1, "seed": 0, "checkpoint_every": 5, "max_length": 32, "cache_dir": str(Path(out).parent / "cache")}
     data = base | kw
     return RunConfig.model_validate(data)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """One local Ray cluster for the session (2 CPUs, a small object store, no dashboard, on the
+    loopback address), its workers single-threaded. Yields the path that, once created, makes the
+    first stage past a checkpoint kill its own worker (study/executors.py: KILL_ONCE_ENV)."""
+    ray = pytest.importorskip("ray")
+    from robust_compress.study.executors import KILL_ONCE_ENV
+
+    kill = tmp_path_factory.mktemp("ray") / "kill-once"
+    env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", KILL_ONCE_ENV: str(kill)}
+    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": env}, log_to_driver=False)
+    yield kill
+    ray.shutdown()
+
+
+# ---------------------------------------------------------------- models saved in another label order
+
+# name -> (label names as saved, the task label each saved row is, label_map that resolves it)
+ORDERS = {
+    "roberta-mnli": (["CONTRADICTION", "NEUTRAL", "ENTAILMENT"], [2, 1, 0], None),
+    "upper-case": (["ENTAILMENT", "NEUTRAL", "CONTRADICTION"], [0, 1, 2], None),
+    "cross-encoder": (["contradiction", "entailment", "neutral"], [2, 0, 1], None),
+    "label-k": (["LABEL_0", "LABEL_1", "LABEL_2"], [1, 2, 0],
+                {"LABEL_0": "neutral", "LABEL_1": "contradiction", "LABEL_2": "entailment"}),
+}
+HEAD = {"bert": "classifier", "distilbert": "classifier", "deberta-v2": "classifier",  # the final layer, by type
+        "roberta": "classifier.out_proj", "electra": "classifier.out_proj", "mpnet": "classifier.out_proj"}
+
+
+def save_reordered(src: Path, dst: Path, names: list[str], rows: list[int], config: dict | None = None) -> Path:
+    """A copy of a saved classifier whose output row j is the original's row `rows[j]`, named `names[j]`:
+    written from the files (safetensors + config.json), without the code under test."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    cfg = json.loads((src / "config.json").read_text())
+    head = HEAD[cfg.get("base_model_type") or cfg["model_type"]]
+    state = load_file(str(src / "model.safetensors"))
+    for p in ("weight", "bias"):
+        state[f"{head}.{p}"] = state[f"{head}.{p}"][rows].contiguous()
+    save_file(state, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    cfg |= {"id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)}}
+    (dst / "config.json").write_text(json.dumps(cfg | (config or {}), indent=2))
+    for f in ("README.md",):
+        (dst / f).unlink(missing_ok=True)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def written(tmp_path_factory, tiny_dir, shared_tiny_task):
+    """One model folder of each kind the tool writes: a teacher, magnitude pruning (with a snapshot),
+    int8 of it, and a hypothesis-only bias model. Tests must not modify them (copy first)."""
+    from robust_compress.stages import compress, finetune, train_bias_model
+
+    root = tmp_path_factory.mktemp("written")
+    cfg = lambda model, out, **kw: tiny_run_config(model, shared_tiny_task, root / out, **kw)
+    teacher = finetune(cfg(tiny_dir, "teacher", max_steps=48, lr=5e-3))
+    mag = compress(cfg(teacher, "mag", max_steps=6, loss={"name": "distil"}, inputs={"teacher": str(teacher)},
+                       compression={"method": "magnitude", "sparsity": 0.5, "prune_end": 0.5, "snapshots": [0.25]}))
+    q = compress(cfg(mag, "mag-int8", compression={"method": "quantize"}))
+    bias = train_bias_model(cfg(tiny_dir, "bias", max_steps=4))
+    return {"root": root, "task": shared_tiny_task, "teacher": teacher, "mag": mag, "int8": q, "bias": bias,
+            "snapshot": root / "mag-snapshots" / "sparsity-0.25"}

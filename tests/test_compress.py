@@ -67,7 +67,18 @@ def test_truncate_and_quantize(tiny_task, tmp_path, teacher):
     assert json.loads((q / "quantization.json").read_text())["scheme"] == "dynamic-int8"
     m = load_model(str(teacher), LABELS).eval()
     x = {"input_ids": torch.tensor([[2, 7, 8, 3, 10, 3]])}
-    torch.testing.assert_close(quantize(m)(**x).logits, m(**x).logits, atol=0.1, rtol=0.1)
+    qm = quantize(m)
+    assert is_quantized(qm)  # every Linear runs with int8 weights ...
+    linears = [mod for mod in qm.modules() if isinstance(mod, torch.nn.Linear)]
+    assert linears and all("Int8" in type(mod.weight).__name__ or "Affine" in type(mod.weight).__name__
+                           for mod in linears), {type(mod.weight).__name__ for mod in linears}
+    got, ref = qm(**x).logits, m(**x).logits
+    assert not torch.equal(got, ref)  # ... so the logits move (a no-op "quantization" keeps them equal) ...
+    torch.testing.assert_close(got, ref, atol=0.1, rtol=0.1)  # ... by little
+    from safetensors import safe_open
+
+    with safe_open(str(q / "model.safetensors"), "pt") as f:  # and the artifact is int8 on disk
+        assert any(f.get_slice(k).get_dtype() == "I8" for k in f.keys())  # noqa: SIM118 -- not iterable
 
 
 def test_evaluate_command_scores_an_int8_folder_as_int8(tiny_task, tmp_path, teacher):

@@ -5,8 +5,8 @@ import pytest
 
 from robust_compress.data.load import load_split
 from robust_compress.data.tasks import BUILTIN, load_task
-from robust_compress.evaluate import collapse_probs
 from robust_compress.io import UserError
+from robust_compress.metrics import collapse_probs
 
 from .conftest import DATA, needs_shared
 

@@ -221,6 +221,26 @@ def test_every_loss_trains_every_family(family, loss, zoo, shared_tiny_task, tmp
     out = compress(cfg)
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["steps"] == 2 and all(np.isfinite(metrics["loss_curve"]))
+    # the loss can train the model: on a batch with its real inputs, its gradient reaches the encoder
+    # (a constant loss, or one detached from the logits, trains nothing; weight decay alone still
+    # moves the weights, so this is checked on the gradient, not on the saved weights)
+    from robust_compress.data.batching import Collator, EncodedSplit
+    from robust_compress.data.load import load_train_split
+    from robust_compress.models.load import load_tokenizer
+    from robust_compress.train.extras import Context, build_extras
+    from robust_compress.train.losses import make_loss
+
+    model = load_model(str(zoo[family]), LABELS, seed=0)
+    examples = load_train_split(cfg.data_args()).examples[:8]
+    ctx = Context(labels=LABELS, alpha=0.5, cache_dir=cfg.cache_dir, max_length=32)
+    data = EncodedSplit(examples, load_tokenizer(str(zoo[family]), model), 32,
+                        extras=build_extras(cfg.loss, cfg.inputs, examples, ctx))
+    batch = Collator(model.config.pad_token_id or 0)([data[i] for i in range(len(data))])
+    fn = make_loss(cfg.loss, hidden_size=model.config.hidden_size, num_labels=3)
+    out_ = model(**model_inputs(model, batch), output_hidden_states=fn.needs_hidden)
+    fn(out_.logits, batch, out_.hidden_states[-1][:, 0] if fn.needs_hidden else None).backward()
+    grads = [p.grad for n, p in model.named_parameters() if "classifier" not in n and p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
 
 
 def test_a_study_on_a_non_bert_teacher_finishes(zoo, tiny_task, tmp_path):

@@ -1,14 +1,11 @@
 """End to end on ../shared: a real pretrained encoder, real MNLI/HANS data, the real CLI."""
 
 import json
-import math
 import os
 import subprocess
 import sys
 
 import pytest
-
-from robust_compress.evaluate import f_bias
 
 from .conftest import DATA, MODELS, ROOT, needs_shared
 
@@ -56,12 +53,19 @@ def test_reload_evaluate_and_f_bias(finetuned, tmp_path):
             "-s", "eval_limit=200", "-s", "eval_sets=[dev_matched,hans]")
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
-    ref = json.loads((finetuned / "summary.json").read_text())["delta"]
-    expected = f_bias(s["delta"], ref)  # undefined (no or reversed gap) is stored as null, not a crash
-    if math.isnan(expected):
+    import pandas as pd
+
+    def delta_by_hand(folder):  # Δ = (acc_ID − acc_OOD) / acc_ID, from the prediction tables themselves
+        acc = {sp: pd.read_parquet(folder / "predictions" / f"{sp}.parquet")["correct"].mean()
+               for sp in ("dev_matched", "hans")}
+        return (acc["dev_matched"] - acc["hans"]) / acc["dev_matched"]
+
+    mine, ref = delta_by_hand(out), json.loads((finetuned / "summary.json").read_text())["delta"]
+    assert s["delta"] == pytest.approx(mine, abs=1e-12)
+    if ref < 0.01 or mine < 0:  # undefined (no or a reversed gap): stored as null, not a crash
         assert s["f_bias"] is None
     else:
-        assert s["f_bias"] == pytest.approx(expected)
+        assert s["f_bias"] == pytest.approx(mine / ref, abs=1e-12)
     assert (out / "predictions" / "hans.parquet").is_file()
     r = cli("f-bias", str(out / "summary.json"), str(finetuned / "summary.json"))
     assert r.returncode == 0 and "F_bias=" in r.stdout
@@ -99,3 +103,34 @@ def test_tokenizer_model_mismatch_is_refused(tmp_path):
     small.resize_token_embeddings(1000)
     with pytest.raises(UserError, match="do not match"):
         load_tokenizer(L3, small)
+
+
+def test_audit_on_shared_data(finetuned, tmp_path):
+    """`audit` on real data: the fine-tuned model and a copy saved in roberta-large-mnli's label order
+    (the same predictions), a hypothesis-only bias model trained for it, the report and the cards."""
+    import shutil
+
+    import pandas as pd
+    from huggingface_hub import ModelCard
+
+    from .conftest import ORDERS, save_reordered
+
+    mine = tmp_path / "mine"
+    shutil.copytree(finetuned, mine)
+    names, rows, _ = ORDERS["roberta-mnli"]
+    other = save_reordered(finetuned, tmp_path / "roberta-order", names, rows)
+    r = cli("audit", str(mine), str(other), "--task", "mnli", "-o", str(tmp_path / "audit"), "--write-card",
+            "-s", "eval_limit=200", "-s", "eval_sets=[dev_matched,hans]", "-s", "max_length=96",
+            "-s", "train_limit=200", "-s", "max_steps=6", "-s", "batch_size=16", "-s", f"model={L3}",
+            "-s", f"cache_dir={tmp_path / 'cache'}", "--examples", "64", "--repeats", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    for split in ("dev_matched", "hans"):
+        a, b = (pd.read_parquet(tmp_path / "audit" / "models" / m / "predictions" / f"{split}.parquet")
+                for m in ("mine", "roberta-order"))
+        assert len(a) == 200 and (a["pred"] == b["pred"]).all()
+        assert (a["p_entailment"] - b["p_entailment"]).abs().max() < 1e-5
+    assert (tmp_path / "audit" / "easy_hard" / "dev_matched.parquet").is_file()
+    md = (tmp_path / "audit" / "report" / "report.md").read_text()
+    assert "hans accuracy by heuristic" in md.lower() or "heuristic" in md
+    card = ModelCard.load(mine / "README.md")
+    assert {e.dataset_split for e in card.data.eval_results} == {"validation_matched", "validation"}

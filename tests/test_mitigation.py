@@ -55,14 +55,12 @@ def test_the_plan_of_a_mitigation_study(tmp_path, tiny_dir, tiny_task):
     assert "mag/ce/seed1" in by and "mag/poe-ov/seed1" in by
     # the debiased teacher: the teacher's recipe with its loss, compressed from, distilled from
     t = by["teacher-poe-hyp"]
-    assert t.config["loss"]["name"] == "poe" and [d.name for d in t.deps] == ["teacher", "bias-hyp"]
+    assert t.config.loss.name == "poe" and [d.name for d in t.deps] == ["teacher", "bias-hyp"]
     c = by["mag@poe-hyp/ce/seed0"]
     assert c.deps[0] is t and "mag@poe-hyp/ce/seed1" not in by  # its own seeds
-    from robust_compress.study.plan import resolve
-
-    cfg = resolve(c, stages[0])
+    cfg = c.resolve()
     assert cfg.model == str(t.path) and cfg.inputs.teacher == str(t.path)
-    tcfg = resolve(t, stages[0])
+    tcfg = t.resolve()
     assert tcfg.inputs.bias_model == str(by["bias-hyp"].path) and tcfg.inputs.teacher == str(stages[0].path)
 
 

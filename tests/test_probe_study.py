@@ -399,3 +399,101 @@ def test_checkpoint_files_get_the_umask_permissions(tmp_path, tiny_dir, tiny_tas
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in ckpt.iterdir() if p.is_file()}
     assert modes and all(m == 0o644 for m in modes.values()), modes
+
+
+def test_a_run_config_given_to_reproduce_points_to_finetune():
+    r = cli("reproduce", "configs/teacher-minilm-l6.yaml", "--dry-run")
+    assert r.returncode == 2 and "finetune -c configs/teacher-minilm-l6.yaml" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_permission_denied_is_one_line_even_when_the_suite_runs_as_root(tmp_path, monkeypatch):
+    """The permission branch used to be skipped as root, and CI runs as root. Now: a read-only file
+    system refuses root too (a real EROFS through the write probe, on a tmpfs mounted read-only), and
+    a folder the user may not write is refused — really for a non-root user, and for root by giving
+    `os.access` a non-root user's answer (root bypasses the permission bits)."""
+    import os
+    import subprocess
+
+    from robust_compress.io import check_writable
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.geteuid() == 0:
+            monkeypatch.setattr(os, "access", lambda path, mode: not str(path).startswith(str(ro)))
+        with pytest.raises(UserError, match="permission denied"):
+            check_writable(ro / "study")
+    finally:
+        ro.chmod(0o755)
+        monkeypatch.undo()
+    mnt = tmp_path / "rofs"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mnt)], capture_output=True,
+                      check=False).returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        with pytest.raises(UserError, match="read-only file system"):
+            check_writable(mnt / "study")
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True, check=False)
+
+
+def test_a_fully_cached_study_says_what_it_reused(finished, tmp_path):
+    """Before: "0/0 stages" on a terminal and nothing at all in a log."""
+    exp, stages = prepare(finished)
+    study = tmp_path / "copy"
+    shutil.copytree(exp.output_dir, study)
+    r = cli("reproduce", str(finished), "--output-dir", str(study), "--no-report")
+    assert r.returncode == 0 and f"{len(stages)} stages: {len(stages)} reused, 0 to run" in r.stdout, r.stdout
+
+
+def test_a_missing_teacher_path_is_fine_tuned_first_from_its_run_config(tmp_path, tiny_dir, tiny_task):
+    """The presets' headers said they train the README teacher when it is missing; they refused."""
+    teacher = tmp_path / "teacher"
+    run = tmp_path / "teacher.yaml"
+    run.write_text(yaml.safe_dump({"model": str(tiny_dir), "task": str(tiny_task), "output_dir": str(teacher),
+                                   "max_steps": 4, "batch_size": 16, "max_length": 32,
+                                   "cache_dir": str(tmp_path / "cache")}))
+    path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce"], uncertainty={"source": "dynamics"},
+                teacher={"model": str(tiny_dir), "path": str(teacher), "config": str(run)})
+    r = cli("reproduce", str(path), "--dry-run")
+    assert r.returncode == 0 and "is missing: the study fine-tunes it first" in r.stdout, r.stderr[-2000:]
+    assert not teacher.exists()
+    r = cli("reproduce", str(path), "--no-report")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (teacher / "model.safetensors").is_file()
+    _, stages = prepare(path)
+    assert all(s.done() for s in stages) and stages[0].external["model"] != "pending"
+    bad = tmp_path / "elsewhere.yaml"
+    bad.write_text(run.read_text().replace(str(teacher), str(tmp_path / "other")))
+    with pytest.raises(UserError, match="writes to"):
+        prepare(_exp(tmp_path, tiny_dir, tiny_task, name="x2", losses=["ce"],
+                     teacher={"model": str(tiny_dir), "path": str(tmp_path / "nowhere"), "config": str(bad)}))
+
+
+def test_artifact_files_are_validated_by_their_writer_and_every_reader(tmp_path, finished):
+    """One schema per artifact file (robust_compress/schemas.py): a writer cannot write a broken one,
+    and a broken one on disk is one line naming the file and the key, wherever it is read."""
+    from robust_compress import schemas
+    from robust_compress.report import build_report
+    from robust_compress.stages.artifact import write_artifact
+
+    with pytest.raises(UserError, match="summary.json: splits: Field required"):
+        write_artifact(tmp_path / "a", files={"summary.json": {"no": "splits"}})
+    assert not (tmp_path / "a").exists()
+    exp, _ = prepare(finished)
+    study = tmp_path / "copy"
+    shutil.copytree(exp.output_dir, study)
+    entry = json.loads((study / "index.json").read_text())[1]  # (paths point at the shared study: copy it)
+    data = json.loads((Path(entry["path"]) / "summary.json").read_text())
+    data["splits"]["dev"]["role"] = "testing"
+    (tmp_path / "summary.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"summary.json: splits.dev.role: Input should be 'id', 'ood' or 'cue'"):
+        schemas.read(tmp_path / "summary.json")
+    index = json.loads((study / "index.json").read_text())
+    index[0]["seed"] = "forty-two"
+    (study / "index.json").write_text(json.dumps(index))
+    with pytest.raises(UserError, match=r"index.json: 0.seed: Input should be a valid integer"):
+        build_report(study)

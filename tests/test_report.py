@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robust_compress.evaluate import bootstrap_ci
 from robust_compress.io import UserError
+from robust_compress.metrics import bootstrap_ci
 from robust_compress.report import build_report
 
 MNLI = ["entailment", "neutral", "contradiction"]

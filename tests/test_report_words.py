@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robust_compress.evaluate import ratio_ci
+from robust_compress.metrics import ratio_ci
 from robust_compress.report.summary import _against, _cost_note
 
 NAN = math.nan

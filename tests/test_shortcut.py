@@ -12,8 +12,8 @@ from robust_compress.data.batching import EncodedSplit
 from robust_compress.data.cue import CueConfig, add_cue, cue_copies, cue_markers
 from robust_compress.data.load import load_split
 from robust_compress.data.tasks import load_task
-from robust_compress.evaluate import easy_hard_metrics, reliance
 from robust_compress.io import UserError
+from robust_compress.metrics import easy_hard_metrics, reliance
 from robust_compress.models.infer import predict_logits
 from robust_compress.models.load import load_model, load_tokenizer, save_model
 from robust_compress.models.overlap import OverlapModel

@@ -14,7 +14,7 @@ import yaml
 
 from robust_compress.data.load import load_split, pair_key
 from robust_compress.data.tasks import BUILTIN
-from robust_compress.evaluate import ood_accuracy, summarize
+from robust_compress.metrics import ood_accuracy, summarize
 
 from .conftest import DATA, needs_shared
 from .test_families import _make
@@ -109,8 +109,8 @@ def test_fever_study_end_to_end_on_a_fixture(tmp_path):
            "losses": ["ce", "rmc"], "uncertainty": {"source": "oneshot", "sparsities": [0.3, 0.6]},
            "bias_model": {"kind": "partial", "model": str(model), "easy_hard_split": "dev"}, "speed": None}
     (tmp_path / "wrong.yaml").write_text(yaml.safe_dump(exp | {"teacher": {"model": str(mnli_head)}}))
-    with pytest.raises(UserError, match=r"a classifier over \['entailment', 'neutral', 'contradiction'\], but task "
-                                        r"'fever' has labels"):
+    with pytest.raises(UserError, match=r"a classifier over \['entailment', 'neutral', 'contradiction'\], but the task "
+                                        r"has labels \['SUPPORTS'.*a model of another task.*label_map"):
         prepare(tmp_path / "wrong.yaml")  # found before any work
     (tmp_path / "fever.yaml").write_text(yaml.safe_dump(exp))
     stages = reproduce(tmp_path / "fever.yaml")

@@ -15,8 +15,8 @@ import torch
 
 from ..compress.magnitude import oneshot_prune
 from ..data.batching import EncodedSplit
-from ..evaluate import softmax
 from ..io import UserError
+from ..metrics import softmax
 from ..models.infer import predict_logits
 from ..train.logit_cache import LogitCache
 

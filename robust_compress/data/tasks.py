@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..io import UserError, read_yaml
+from ..io import UserError, read_yaml, validation_line
 
 
 class HubSource(BaseModel):
@@ -172,9 +172,5 @@ def load_task(name_or_path: str) -> TaskSpec:
         try:
             return TaskSpec.model_validate(raw)
         except ValidationError as e:
-            raise UserError(f"{path}: invalid task spec:\n{_format_validation(e)}") from None
+            raise UserError(f"{path}: invalid task spec: {validation_line(e)}") from None
     raise UserError(f"unknown task {name_or_path!r}: use one of {sorted(BUILTIN)} or a task YAML file")
-
-
-def _format_validation(e: ValidationError) -> str:
-    return "\n".join(f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors())

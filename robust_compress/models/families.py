@@ -47,6 +47,8 @@ class Family:
     layer_idx_attr: str | None = "layer_idx"  # on the attention module, renumbered when layers are dropped
     extra_qk: tuple[str, ...] = ()  # more projections (on the attention module) sliced like q/k when present
     position_bias_arg: int | None = None  # positional arg of the attention module holding a per-head bias
+    classifier_out: str = "classifier"  # from the classifier model: the final Linear (one row per label)
+    classifier_out_of: tuple[tuple[str, str], ...] = ()  # (model type, path) where a type of the family differs
 
 
 _BERT_LAYOUT = {"layers": "encoder.layer", "attention": "attention.self", "query": "query", "key": "key",
@@ -54,7 +56,9 @@ _BERT_LAYOUT = {"layers": "encoder.layer", "attention": "attention.self", "query
                 "ffn_out": "output.dense"}
 
 FAMILIES: dict[str, Family] = {
-    "bert": Family("bert", ("bert", "roberta", "xlm-roberta", "electra", "camembert"), **_BERT_LAYOUT),
+    "bert": Family("bert", ("bert", "roberta", "xlm-roberta", "electra", "camembert"), **_BERT_LAYOUT,
+                   classifier_out_of=tuple((t, "classifier.out_proj") for t in ("roberta", "xlm-roberta", "electra",
+                                                                                  "camembert"))),
     "distilbert": Family("distilbert", ("distilbert",), layers="transformer.layer", attention="attention",
                          query="q_lin", key="k_lin", value="v_lin", attn_out="attention.out_lin",
                          ffn_in="ffn.lin1", ffn_out="ffn.lin2", attn_norm="sa_layer_norm",
@@ -69,7 +73,7 @@ FAMILIES: dict[str, Family] = {
     # each layer's attention; after head pruning each layer keeps its own heads' slice of it
     "mpnet": Family("mpnet", ("mpnet",), layers="encoder.layer", attention="attention.attn", query="q", key="k",
                     value="v", attn_out="attention.attn.o", ffn_in="intermediate.dense", ffn_out="output.dense",
-                    attn_norm="attention.LayerNorm", position_bias_arg=2),
+                    attn_norm="attention.LayerNorm", position_bias_arg=2, classifier_out="classifier.out_proj"),
 }
 
 
@@ -104,6 +108,18 @@ def max_positions(config) -> int | None:
     if base_type in OFFSET_POSITIONS:
         n -= (getattr(config, "pad_token_id", None) or 1) + 1
     return int(n)
+
+
+def classifier_out(model: nn.Module) -> nn.Linear:
+    """The classification head's final Linear, whose output rows are the labels (pruned types too)."""
+    fam = family_of(model)
+    base_type = getattr(model.config, "base_model_type", None) or model.config.model_type
+    path = dict(fam.classifier_out_of).get(base_type, fam.classifier_out)
+    layer = get_path(model, path)
+    rows = layer.weight.shape[0]
+    if rows != model.config.num_labels:
+        raise UserError(f"{path} has {rows} output rows, the config {model.config.num_labels} labels")
+    return layer
 
 
 def get_path(root: nn.Module, path: str) -> nn.Module:

@@ -40,7 +40,6 @@ def device_of(model: torch.nn.Module, device=None) -> torch.device:
     return next(model.parameters()).device
 
 
-
 @torch.no_grad()
 def predict_logits(model, data: EncodedSplit, batch_size: int = 64, bf16: bool = False,
                    device: torch.device | str | None = None, progress=None) -> tuple[np.ndarray, float]:
@@ -68,22 +67,27 @@ def predict_logits(model, data: EncodedSplit, batch_size: int = 64, bf16: bool =
     return out, len(data) / max(time.perf_counter() - t0, 1e-9)
 
 
-def round_robin(runs: dict[str, tuple[Callable[[], None], int]], repeats: int = 3) -> dict[str, float]:
+def round_robin(runs: dict[str, tuple[Callable[[], None], int]], repeats: int = 3, progress=None) -> dict[str, float]:
     """examples/s of each `run()` (one pass over its n examples), the runs taking turns (round-robin,
-    `repeats` rounds after a warm-up round) so machine drift hits all alike; the best round counts."""
+    `repeats` rounds after a warm-up round) so machine drift hits all alike; the best round counts.
+    `progress(k)` is called after each pass with the number of passes done."""
     best = dict.fromkeys(runs, 0.0)
+    passes = 0
     for r in range(repeats + 1):
         for name, (run, n) in runs.items():
             t0 = time.perf_counter()
             run()
             if r:  # round 0 warms caches and allocators
                 best[name] = max(best[name], n / (time.perf_counter() - t0))
+            passes += 1
+            if progress is not None:
+                progress(passes)
     return best
 
 
 @torch.no_grad()
 def throughput(entries: dict[str, tuple[torch.nn.Module, EncodedSplit]], batch_size: int = 64, repeats: int = 3,
-               bf16: bool = False) -> dict[str, float]:
+               bf16: bool = False, progress=None) -> dict[str, float]:
     """Inference examples/s of each (model, its tokenized data), measured side by side (`round_robin`).
     fp32 unless `bf16` (int8 models always take fp32 activations)."""
     runs = {}
@@ -92,7 +96,7 @@ def throughput(entries: dict[str, tuple[torch.nn.Module, EncodedSplit]], batch_s
         collate = Collator(getattr(m.config, "pad_token_id", 0) or 0)
         batches = [collate([data[i] for i in rows]) for rows in sorted_batches(data.lengths, batch_size)]
         runs[name] = (pytorch_pass(m, batches, bf16 and not is_quantized(m)), len(data))
-    return round_robin(runs, repeats)
+    return round_robin(runs, repeats, progress)
 
 
 def pytorch_pass(m: torch.nn.Module, batches: list[dict], bf16: bool) -> Callable[[], None]:

@@ -28,6 +28,7 @@ from transformers import (
 
 from ..io import UserError, file_digest, read_json, write_json
 from .families import dropout_overrides, family_of, max_positions
+from .labels import align, permute_classifier
 from .pruned import register_all
 
 register_all()
@@ -121,13 +122,31 @@ def model_digest(folder: str | Path) -> str:
 
 
 def model_labels(folder: str | Path) -> list[str]:
-    """Label names of a saved classifier, in index order (empty for a bare encoder)."""
-    config = read_json(Path(folder) / "config.json")
+    """Label names of a saved classifier, in index order (empty for a bare encoder). A regression
+    head or an id2label that is not indexed 0..n-1 is refused in one line."""
+    path = Path(folder) / "config.json"
+    config = read_json(path)
     archs = config.get("architectures") or []
     if not any("ForSequenceClassification" in a for a in archs):
         return []
     id2label = config.get("id2label") or {}
-    return [id2label[str(i)] for i in range(len(id2label))]
+    if config.get("problem_type") == "regression" or config.get("num_labels") == 1 or len(id2label) == 1:
+        raise UserError(f"{path}: a regression head (num_labels 1 / problem_type regression); "
+                        "robust-compress needs a classifier over the task's labels")
+    keys = sorted(id2label, key=lambda k: int(k) if str(k).isdigit() else -1)
+    if keys != [str(i) for i in range(len(id2label))]:
+        raise UserError(f"{path}: id2label keys {keys} are not 0..{len(id2label) - 1}: "
+                        "every output row needs exactly one label name")
+    return [str(id2label[str(i)]) for i in range(len(id2label))]
+
+
+def label_order(folder: str | Path, labels: list[str], label_map: dict[str, str] | None = None) -> list[int]:
+    """How a saved classifier's output rows map onto `labels` (identity for a bare encoder, or for
+    a model already in this order); an error naming `label_map` when they cannot be matched."""
+    have = model_labels(folder)
+    if not have:
+        return list(range(len(labels)))
+    return align(have, list(labels), label_map, where=str(folder))
 
 
 @contextlib.contextmanager
@@ -152,19 +171,16 @@ def _quiet_load_report():
 
 
 def load_model(name_or_path: str, labels: list[str], dropout: float | None = None, seed: int = 0,
-               quiet: bool = True) -> PreTrainedModel:
-    """A classifier over `labels`; a fine-tuned model must already have exactly these labels.
-    A new head (and any weight the checkpoint lacks) is initialized from `seed`."""
+               quiet: bool = True, label_map: dict[str, str] | None = None) -> PreTrainedModel:
+    """A classifier over `labels`. A fine-tuned model's classes are matched by name (or `label_map`)
+    and its output rows put in `labels`' order. A new head (and any weight the checkpoint lacks) is
+    initialized from `seed`."""
     folder = resolve_model_dir(name_or_path)
     check_model_dir(folder)
     config = load_arch(folder)
     family_of(config)  # a clear refusal for a family we do not support, before any work
-    have = model_labels(folder)
-    if have and have != list(labels):
-        raise UserError(f"{name_or_path}: model has {len(have)} labels {have}, "
-                        f"but the task has {len(labels)} labels {list(labels)}")
-    kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-              "label2id": {name: i for i, name in enumerate(labels)}}
+    perm = label_order(folder, labels, label_map)
+    kwargs = {"num_labels": len(labels)}
     if dropout is not None:
         kwargs.update(dropout_overrides(config, dropout))
     transformers.set_seed(seed)  # python, numpy and torch: a new head's init is the seed's
@@ -173,6 +189,7 @@ def load_model(name_or_path: str, labels: list[str], dropout: float | None = Non
             model = AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)
     except (OSError, ValueError, RuntimeError) as e:
         raise UserError(f"{folder}: cannot load model ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    permute_classifier(model, perm, list(labels))
     return model
 
 

@@ -25,7 +25,15 @@ from safetensors.torch import save_file
 from transformers import AutoModelForSequenceClassification
 
 from ..io import UserError, read_json, write_json
-from .load import check_model_dir, load_arch, load_model, model_labels, save_tokenizer
+from .labels import permute_classifier
+from .load import (
+    check_model_dir,
+    label_order,
+    load_arch,
+    load_model,
+    resolve_model_dir,
+    save_tokenizer,
+)
 
 QUANT_FILE = "quantization.json"
 SCHEMES = ("dynamic-int8", "dynamic-int8-torch-ao")
@@ -98,23 +106,25 @@ def _load_torchao(folder: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def load_for_inference(folder: str | Path, labels: list[str]) -> torch.nn.Module:
-    """A saved model ready to predict: int8 as saved (or re-applied, for the torch.ao fallback)."""
-    folder = Path(folder)
+def load_for_inference(folder: str | Path, labels: list[str], label_map: dict[str, str] | None = None
+                       ) -> torch.nn.Module:
+    """A saved model (folder or hub id) ready to predict, its outputs in `labels`' order: int8 as
+    saved (or re-applied, for the torch.ao fallback)."""
+    folder = resolve_model_dir(str(folder))
     recipe = folder / QUANT_FILE
     if not recipe.is_file():
-        return load_model(str(folder), labels).eval()
+        return load_model(str(folder), labels, label_map=label_map).eval()
     scheme = read_json(recipe).get("scheme")
     if scheme == "dynamic-int8-torch-ao":
-        return quantize(load_model(str(folder), labels), scheme)
+        return quantize(load_model(str(folder), labels, label_map=label_map), scheme)
     if scheme != "dynamic-int8":
         raise UserError(f"{recipe}: unknown scheme {scheme!r}; have {list(SCHEMES)}")
     check_model_dir(folder)
-    have = model_labels(folder)
-    if have != list(labels):
-        raise UserError(f"{folder}: model has labels {have}, the task has {list(labels)}")
+    perm = label_order(folder, labels, label_map)
     try:
-        return _load_torchao(folder)
+        model = _load_torchao(folder)
     except (RuntimeError, KeyError, ValueError, json.JSONDecodeError) as e:
         raise UserError(f"{folder / INT8_WEIGHTS}: cannot load the int8 weights ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:200]})") from None
+    permute_classifier(model, perm, list(labels))  # int8 rows too: per-row data and scales move together
+    return model

@@ -156,11 +156,11 @@ def runner(model: torch.nn.Module, runtime: str, batches: list[dict[str, torch.T
 
 
 def time_on(entries: dict[str, tuple[torch.nn.Module, EncodedSplit]], runtime: str, batch_size: int = 64,
-            repeats: int = 3, workdir: Path | None = None) -> tuple[dict[str, float], dict[str, str]]:
+            repeats: int = 3, workdir: Path | None = None, progress=None) -> tuple[dict[str, float], dict[str, str]]:
     """(examples/s of each model that `runtime` runs, {name: why not} for the others), timed side by
     side: round-robin, `repeats` rounds after a warm-up round, the best round counts. ONNX exports go
     to `workdir` (one folder per entry, reused by a later call with the same entries), else a temporary
-    folder."""
+    folder. `progress(k)`: after each timed pass."""
     runs, missing = {}, {}
     with tempfile.TemporaryDirectory(prefix="runtime-") as tmp:
         for i, (name, (m, data)) in enumerate(entries.items()):
@@ -170,5 +170,5 @@ def time_on(entries: dict[str, tuple[torch.nn.Module, EncodedSplit]], runtime: s
                 runs[name] = (runner(m, runtime, batches, Path(workdir or tmp) / str(i)), len(data))
             except Unsupported as e:
                 missing[name] = str(e)
-        rates = round_robin(runs, repeats)
+        rates = round_robin(runs, repeats, progress)
     return rates, missing

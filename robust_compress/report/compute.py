@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..evaluate import aggregate, f_bias, run_metrics, teacher_delta_on
+from ..metrics import aggregate, f_bias, run_metrics, teacher_delta_on
 from .load import Run, Study
 
 

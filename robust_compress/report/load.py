@@ -9,10 +9,10 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from .. import schemas
 from ..io import UserError, read_json
 
 REQUIRED = ("id", "gold", "pred", "correct", "confidence")
-INDEX_KEYS = ("name", "path", "group", "method", "loss", "seed", "is_teacher")  # + optional sparsity
 
 
 @dataclass
@@ -61,42 +61,28 @@ def read_parquet(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     return df
 
 
-def _load_run(study: Path, index: Path, i: int, e: Any) -> Run:
-    if not isinstance(e, dict) or (missing := [k for k in INDEX_KEYS if k not in e]):
-        raise UserError(f"{index}: entry {i} must be an object with keys {list(INDEX_KEYS)}"
-                        + (f" (missing {missing})" if isinstance(e, dict) else ""))
-    e = {"sparsity": None} | e
-    if not isinstance(e["is_teacher"], bool) or not (e["sparsity"] is None or isinstance(e["sparsity"], int | float)):
-        raise UserError(f"{index}: entry {i} ({e['name']}): is_teacher must be a bool, sparsity a number or null")
-    folder = study / str(e["path"])
-    summary = read_json(folder / "summary.json")
-    splits = summary.get("splits") if isinstance(summary, dict) else None
-    if not isinstance(splits, dict) or not splits:
-        raise UserError(f"{folder / 'summary.json'}: no 'splits'")
-    roles = {s: (v or {}).get("role") for s, v in splits.items()}
-    if bad := [s for s, r in roles.items() if r not in ("id", "ood", "cue")]:
-        raise UserError(f"{folder / 'summary.json'}: split(s) {bad} lack a role 'id', 'ood' or 'cue'")
+def _load_run(study: Path, e: schemas.IndexEntry) -> Run:
+    folder = study / e.path
+    summary = schemas.read(folder / "summary.json", schemas.Summary)
+    roles = {s: v.role for s, v in summary.splits.items()}
     ids = [s for s, r in roles.items() if r == "id"]
-    id_split = summary.get("id_split") if summary.get("id_split") in ids else (ids[0] if ids else None)
+    id_split = summary.id_split if summary.id_split in ids else (ids[0] if ids else None)
     tables = {}
     for s in roles:
         df = read_parquet(folder / "predictions" / f"{s}.parquet", REQUIRED)
         tables[s] = df.assign(id=df["id"].astype(str), correct=df["correct"].astype(bool))
-    record = read_json(folder / "compression.json")
-    rule = summary.get("delta_ood") or {"splits": [s for s, r in roles.items() if r == "ood"], "combine": "pooled"}
-    if not isinstance(rule, dict) or not set(rule.get("splits", [])) <= set(roles):
+    record = schemas.read(folder / "compression.json", schemas.CompressionRecord).model_dump()
+    rule = summary.delta_ood or {"splits": [s for s, r in roles.items() if r == "ood"], "combine": "pooled"}
+    if not set(rule.get("splits", [])) <= set(roles):
         raise UserError(f"{folder / 'summary.json'}: delta_ood names splits it does not have")
-    return Run(str(e["name"]), str(e["group"]), str(e["method"]), str(e["loss"]), e["sparsity"],
-               int(e["seed"]), e["is_teacher"], roles, id_split, tables, record, rule, meta=dict(e))
+    return Run(e.name, e.group, e.method, e.loss, e.sparsity, e.seed, e.is_teacher, roles, id_split, tables, record,
+               rule, meta=e.model_dump())
 
 
 def load_study(study: Path) -> Study:
     """Every finished run (index.json), the easy/hard partitions, the speed measurement, the agreement."""
     index = study / "index.json"
-    entries = read_json(index)
-    if not isinstance(entries, list) or not entries:
-        raise UserError(f"{index}: expected a non-empty list of runs")
-    runs = [_load_run(study, index, i, e) for i, e in enumerate(entries)]
+    runs = [_load_run(study, e) for e in schemas.read_index(index)]
     if dup := sorted({r.name for r in runs if [x.name for x in runs].count(r.name) > 1}):
         raise UserError(f"{index}: duplicate run name(s) {dup}")
     for r in runs:
@@ -118,12 +104,10 @@ def load_study(study: Path) -> Study:
         easy_hard[p.stem].attrs.update(path=str(p), split=p.stem.split(".")[0])
     speed, harness = {}, {}
     if (study / "speed.json").is_file():
-        s = read_json(study / "speed.json")
-        rates = s.get("examples_per_s") if isinstance(s, dict) else None
-        if not isinstance(rates, dict) or not all(isinstance(v, int | float) for v in rates.values()):
-            raise UserError(f"{study / 'speed.json'}: 'examples_per_s' must map run names to numbers")
-        speed, harness = {k: float(v) for k, v in rates.items()}, s.get("harness", {})
-        runtimes, runtime_missing = _runtimes(study / "speed.json", s.get("runtimes") or {})
+        s = schemas.read(study / "speed.json", schemas.SpeedRecord)
+        speed, harness = dict(s.examples_per_s), s.harness
+        runtimes = {rt: dict(r.examples_per_s) for rt, r in s.runtimes.items()}
+        runtime_missing = {rt: dict(r.missing) for rt, r in s.runtimes.items()}
     else:
         runtimes, runtime_missing = {}, {}
     analysis = {name: read_json(study / "analysis" / f"{name}.json") if (study / "analysis" / f"{name}.json").is_file()
@@ -131,15 +115,3 @@ def load_study(study: Path) -> Study:
     return Study(runs, easy_hard, speed, harness, analysis["agreement"], analysis["uncertainty"],
                  analysis["bias_models"], runtimes, runtime_missing)
 
-
-def _runtimes(path: Path, raw: Any) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, str]]]:
-    """The speed stage's per-runtime rates (absent in studies timed before it had them: none)."""
-    rates, missing = {}, {}
-    for runtime, entry in raw.items() if isinstance(raw, dict) else [(None, None)]:
-        got = entry.get("examples_per_s") if isinstance(entry, dict) else None
-        if not isinstance(got, dict) or not all(isinstance(v, int | float) for v in got.values()):
-            raise UserError(f"{path}: 'runtimes' must map each runtime to {{'examples_per_s': {{run: number}}, "
-                            "'missing': {run: reason}}")
-        rates[runtime] = {k: float(v) for k, v in got.items()}
-        missing[runtime] = {k: str(v) for k, v in (entry.get("missing") or {}).items()}
-    return rates, missing

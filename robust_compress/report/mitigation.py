@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..evaluate import cell_metric, compare, metric_parts, ratio_ci
+from ..metrics import cell_metric, compare, metric_parts, ratio_ci
 from .compute import Rows
 from .figures import _figure
 from .load import Run, Study

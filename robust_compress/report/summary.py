@@ -1,12 +1,12 @@
 """The report's opening summary, in words generated from the numbers: for each compression, what it
 cost against the teacher (Vanilla row), and what each other loss won back against Vanilla, every
-difference with its 95% interval (`evaluate.compare`), so nobody subtracts by hand."""
+difference with its 95% interval (`metrics.compare`), so nobody subtracts by hand."""
 
 from __future__ import annotations
 
 import math
 
-from ..evaluate import compare, metric_parts
+from ..metrics import compare, metric_parts
 from .compute import Rows
 from .load import Run, Study
 from .tables import collapsed

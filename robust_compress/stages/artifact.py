@@ -14,21 +14,24 @@ from typing import Any
 
 import pandas as pd
 
+from .. import schemas
 from ..config import RunConfig
 from ..data.load import Split, load_eval_splits, load_train_split
 from ..data.tasks import TaskSpec, load_task
-from ..evaluate import save_tables
-from ..io import UserError, atomic_dir, check_writable, read_json, write_json, write_yaml
+from ..io import UserError, atomic_dir, check_writable, read_json, write_yaml
 from ..models.families import family_of
 from ..models.load import (
     check_max_length,
     check_model_dir,
+    label_order,
     load_arch,
     resolve_model_dir,
     save_model,
 )
 from ..models.overlap import is_overlap_model
 from ..train.extras import EXTRAS, REGISTRY
+from .card import build_card, write_card
+from .predict import save_tables
 
 
 @dataclass
@@ -46,8 +49,9 @@ def check_output(out: Path, overwrite: bool) -> None:
     check_writable(out.parent)
 
 
-def check_inputs(cfg: RunConfig) -> None:
-    """The loss's input sources exist (a teacher folder, an uncertainty file, ...)."""
+def check_inputs(cfg: RunConfig, labels: list[str]) -> None:
+    """The loss's input sources exist (a teacher folder, an uncertainty file, ...); a given model's
+    classes can be matched to the task's."""
     for name in REGISTRY[cfg.loss.name].needs:
         src = getattr(cfg.inputs, EXTRAS[name].source)
         p = Path(src)
@@ -55,7 +59,9 @@ def check_inputs(cfg: RunConfig) -> None:
             if not p.is_file():
                 raise UserError(f"{p}: file not found (inputs.uncertainty)")
         elif not is_overlap_model(p):
-            check_model_dir(resolve_model_dir(src))
+            folder = resolve_model_dir(src)
+            check_model_dir(folder)
+            label_order(folder, labels, cfg.label_map)
 
 
 def preflight(cfg: RunConfig, overwrite: bool, needs_train: bool = True, method=None) -> Checked:
@@ -71,9 +77,10 @@ def preflight(cfg: RunConfig, overwrite: bool, needs_train: bool = True, method=
     config = load_arch(folder)
     family_of(config)
     check_max_length(config, cfg.max_length, str(folder))
+    label_order(folder, task.labels, cfg.label_map)
     if method is not None:
         method.check(config)
-    check_inputs(cfg)
+    check_inputs(cfg, task.labels)
     return Checked(task, train, evals)
 
 
@@ -103,12 +110,21 @@ def write_artifact(out: Path, *, model=None, tokenizer=None, cfg: RunConfig | No
             write_yaml(tmp / "run_config.yaml", cfg.model_dump(mode="json"))
         if tables is not None:
             save_tables(tmp / "predictions", tables)
+        written = {}
         for name, content in (files or {}).items():
-            content = content(tmp) if callable(content) else content
+            written[name] = content = content(tmp) if callable(content) else content
             if name.endswith(".parquet"):
                 content.to_parquet(tmp / name, index=False)
+            elif name.endswith(".yaml"):
+                write_yaml(tmp / name, content)
             else:
-                (write_yaml if name.endswith(".yaml") else write_json)(tmp / name, content)
+                schemas.write(tmp / name, content)  # validated by its schema where the file has one
+        if (tmp / "config.json").is_file():  # a model folder: its card (results, recipe, version)
+            record = written.get("compression.json") or {}
+            note = ("A pruning snapshot, kept for per-sample uncertainty; not evaluated."
+                    if record.get("method") == "magnitude-snapshot" else None)
+            write_card(tmp, build_card(out.name, written.get("summary.json"), record,
+                                       cfg.model_dump(mode="json") if cfg is not None else None, note=note))
     return out
 
 

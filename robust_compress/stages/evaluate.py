@@ -1,5 +1,5 @@
-"""`evaluate MODEL`: per-example predictions and a summary for any saved model, as it is meant to
-run (an int8 artifact is scored as int8)."""
+"""`evaluate MODEL`: per-example predictions and a summary for any saved model (a folder or a hub
+id), as it is meant to run (an int8 artifact is scored as int8), its classes matched to the task's."""
 
 from __future__ import annotations
 
@@ -7,47 +7,64 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..data.load import load_eval_splits
-from ..data.tasks import load_task
-from ..evaluate import predict_tables, summarize
+from ..data.load import Split, load_eval_splits
+from ..data.tasks import TaskSpec, load_task
 from ..io import UserError, check_fresh_output, check_not_inside
-from ..models.load import check_model_dir, load_tokenizer, model_labels
+from ..metrics import summarize
+from ..models.labels import eval_labels
+from ..models.load import check_model_dir, load_tokenizer, model_labels, resolve_model_dir
 from ..models.quantized import load_for_inference
 from .artifact import load_reference, write_artifact
+from .predict import predict_tables
 from .progress import Reporter
 
 
-def default_output(model_dir: Path) -> Path:
-    """Beside the model, never inside it: evaluating must not change the folder it reads."""
-    model_dir = Path(model_dir)
-    return model_dir.with_name(model_dir.name + "-eval")
+def default_output(model: str | Path) -> Path:
+    """Beside a model folder, never inside it (evaluating must not change the folder it reads);
+    runs/eval/<org>--<name> for a hub id (the cache is not ours)."""
+    p = Path(model).expanduser()
+    return p.with_name(p.name + "-eval") if p.is_dir() else Path("runs") / "eval" / str(model).replace("/", "--")
+
+
+def scoring_labels(folder: Path, task: TaskSpec, splits: dict[str, Split], cfg: RunConfig) -> list[str]:
+    """The labels a saved classifier is scored over (the task's, or a 2-way model's on 2-way sets);
+    one line naming `label_map` when its classes cannot be matched."""
+    check_model_dir(folder)
+    have = model_labels(folder)
+    if not have:
+        return task.labels
+    return eval_labels(have, task.labels, {n: s.labels for n, s in splits.items()}, cfg.label_map, str(folder))
 
 
 def evaluate_folder(model_dir: str | Path, cfg: RunConfig, output: Path | None = None,
                     reference: str | Path | None = None, progress: Reporter | None = None,
-                    overwrite: bool = False, new_head: bool = False) -> dict[str, Any]:
-    """Evaluate a saved model; write predictions/ and summary.json to `output` (default: beside the
-    model, `<model>-eval`). A folder without a classifier head is refused unless `new_head` (it
-    would be scored by a random head)."""
+                    overwrite: bool = False, new_head: bool = False, files: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
+    """Evaluate a saved model (a folder or a hub id); write predictions/, summary.json (and `files`)
+    to `output` (default: `default_output`). An existing non-empty `output` is replaced only with
+    `overwrite`, and never the model's own folder. A folder without a classifier head is refused
+    unless `new_head` (it would be scored by a random head)."""
     rep = progress or Reporter()
-    model_dir = Path(model_dir)
     out = Path(output) if output else default_output(model_dir)
-    check_not_inside(out, model_dir, "model folder")
+    folder = resolve_model_dir(str(model_dir))
+    check_not_inside(out, folder, "model folder")
     check_fresh_output(out, overwrite)
-    check_model_dir(model_dir)
-    if not model_labels(model_dir) and not new_head:
+    check_model_dir(folder)
+    if not model_labels(folder) and not new_head:
         raise UserError(f"{model_dir}: no classifier head (a bare encoder): it would be scored by a random head; "
                         "fine-tune it first, or pass --new-head to score a new (seeded) head on purpose")
     task = load_task(cfg.task)
     splits = load_eval_splits(cfg.data_args(), task)
     ref = load_reference(reference)
-    model = load_for_inference(model_dir, task.labels)
-    tokenizer = load_tokenizer(str(model_dir), model)
+    labels = scoring_labels(folder, task, splits, cfg)
+    model = load_for_inference(folder, labels, cfg.label_map)
+    tokenizer = load_tokenizer(str(folder), model)
     rep.task("evaluate", sum(len(s) for s in splits.values()), "examples")
     tables, speed = predict_tables(model, tokenizer, splits, cfg, progress=rep.update)
     summary = summarize(tables, {n: s.role for n, s in splits.items()}, {n: s.group_by for n, s in splits.items()},
                         ref, rule=task.delta_rule(list(splits)))
     summary["eval_examples_per_s"] = {k: round(v, 1) for k, v in speed.items()}
     write_artifact(out, tables=tables, files={"summary.json": summary,
-                                              "eval_config.yaml": cfg.model_dump(mode="json") | {"model": str(model_dir)}})
+                                              "eval_config.yaml": cfg.model_dump(mode="json") | {"model": str(model_dir)}}
+                   | (files or {}))
     return summary

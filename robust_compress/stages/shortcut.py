@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -13,14 +14,15 @@ from ..config import RunConfig
 from ..data.batching import EncodedSplit
 from ..data.load import folds_of, load_eval_splits, load_split, load_train_split, text_key
 from ..data.tasks import load_task
-from ..evaluate import prediction_table, summarize
-from ..io import UserError, atomic_file, check_writable, write_json
-from ..models.load import load_model, load_tokenizer, model_labels
+from ..io import UserError, atomic_file, check_writable, read_json, write_json
+from ..metrics import summarize
+from ..models.load import load_model, load_tokenizer
 from ..models.overlap import FILE as OVERLAP_FILE
 from ..models.overlap import OverlapModel
-from ..train.extras import BIAS_RECORD, TRAIN_PROBS
+from ..train.extras import BIAS_RECORD, EXTRAS, TRAIN_PROBS, Context, load_per_example
 from ..train.logit_cache import LogitCache
 from .artifact import check_output, write_artifact
+from .predict import prediction_table
 from .progress import Reporter
 from .training import finetune
 
@@ -63,7 +65,7 @@ def compute_uncertainty(cfg: RunConfig, out: Path, models: list[str] | None = No
         bad = [s for s in sparsities if not 0 <= s < 1]
         if bad:
             raise UserError(f"sparsities {bad} must be in [0, 1)")
-        model = load_model(oneshot, model_labels(oneshot))
+        model = load_model(oneshot, load_task(cfg.task).labels, label_map=cfg.label_map)  # scored on gold labels
         tok = load_tokenizer(oneshot, model)
         rep.task("score (one-shot pruned)", len(sparsities), "models")
         df, stats = uncertainty.from_oneshot(model, EncodedSplit(examples, tok, cfg.max_length), examples,
@@ -85,18 +87,87 @@ def compute_uncertainty(cfg: RunConfig, out: Path, models: list[str] | None = No
     return df
 
 
-def train_bias_model(cfg: RunConfig, kind: Literal["partial", "overlap"] = "partial", overwrite: bool = False,
+class BiasKind:
+    """A kind of bias-only model: how it is trained into an artifact, and how a model of it trained
+    without one fold of the training set scores that fold (cross-fitting)."""
+
+    name: ClassVar[str]
+    fold_stages: ClassVar[bool] = False  # cross-fitting trains one model per fold, each a study stage
+
+    def params(self, features: str) -> dict[str, Any]:
+        """Its settings that change the artifact (in a study stage's key)."""
+        return {}
+
+    def train(self, cfg: RunConfig, task, overwrite: bool, progress: Reporter | None, files: dict[str, Any],
+              features: str) -> Path:
+        raise NotImplementedError
+
+    def fold_probs(self, cfg: RunConfig, task, seen: list[dict], held: list[dict], fold_model: str | None,
+                   features: str, cache: LogitCache) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PartialInput(BiasKind):
+    """A transformer fine-tuned on one side of the pair (hypothesis / claim only)."""
+
+    name = "partial"
+    fold_stages = True
+
+    def train(self, cfg, task, overwrite, progress, files, features):
+        return finetune(cfg.model_copy(update={"input_field": task.bias_field}), overwrite=overwrite,
+                        progress=progress, files=files)
+
+    def fold_probs(self, cfg, task, seen, held, fold_model, features, cache):
+        return easy_hard.bias_probs(fold_model, held, cache, cfg.max_length)
+
+
+class Overlap(BiasKind):
+    """A logistic regression on lexical-overlap features (the HANS heuristics)."""
+
+    name = "overlap"
+
+    def params(self, features):
+        return {"features": features}
+
+    def train(self, cfg, task, overwrite, progress, files, features):
+        out = Path(cfg.output_dir)
+        check_output(out, overwrite)
+        args = cfg.data_args()
+        splits = {n: s for n, s in load_eval_splits(args, task).items() if s.role != "cue"}
+        model = OverlapModel.fit(load_train_split(args, task).examples, task.labels, features=features)
+        tables = {n: prediction_table(s, np.log(np.clip(model.predict_proba(s.examples), 1e-12, None)), task.labels)
+                  for n, s in splits.items()}
+        summary = summarize(tables, {n: s.role for n, s in splits.items()},
+                            {n: s.group_by for n, s in splits.items()}, rule=task.delta_rule(list(splits)))
+        write_artifact(out, cfg=cfg, tables=tables, files={OVERLAP_FILE: model.to_json(), "summary.json": summary}
+                       | files)
+        return out
+
+    def fold_probs(self, cfg, task, seen, held, fold_model, features, cache):
+        return OverlapModel.fit(seen, task.labels, features=features).predict_proba(held)
+
+
+BIAS_KINDS: dict[str, BiasKind] = {k.name: k() for k in (PartialInput, Overlap)}
+
+
+def bias_kind(name: str) -> BiasKind:
+    if name not in BIAS_KINDS:
+        raise UserError(f"unknown bias-model kind {name!r}: use {' or '.join(map(repr, BIAS_KINDS))}")
+    return BIAS_KINDS[name]
+
+
+def train_bias_model(cfg: RunConfig, kind: str = "partial", overwrite: bool = False,
                      progress: Reporter | None = None, easy_hard_split: str | None = None,
                      files: dict[str, Any] | None = None, scoring: str | None = None, folds: int = 5,
                      fold_models: list[str] | None = None, features: str = "basic") -> Path:
-    """A bias-only model: `partial` fine-tunes cfg.model on one side of the pair (hypothesis / claim);
-    `overlap` fits a logistic regression on lexical-overlap features (the HANS heuristics).
-    With `easy_hard_split`, the artifact also holds that split's easy/hard partition
-    (`easy_hard.parquet`); with `scoring` (crossfit | insample), the training set's probabilities
-    (`train_probs.parquet`, read by the known-bias losses; cross-fitting a transformer needs its
-    `fold_models`). Both are written before the artifact is complete: no finished bias model lacks them.
-    `features`: the overlap model's feature set (basic | literature)."""
-    if scoring == "crossfit" and kind == "partial" and len(fold_models or []) != folds:
+    """A bias-only model of a kind in `BIAS_KINDS` (`partial`: one side of the pair; `overlap`:
+    lexical-overlap features). With `easy_hard_split`, the artifact also holds that split's easy/hard
+    partition (`easy_hard.parquet`); with `scoring` (crossfit | insample), the training set's
+    probabilities (`train_probs.parquet`, read by the known-bias losses; cross-fitting a kind that
+    trains its folds as stages needs their `fold_models`). Both are written before the artifact is
+    complete: no finished bias model lacks them. `features`: the overlap model's feature set."""
+    spec = bias_kind(kind)
+    if scoring == "crossfit" and spec.fold_stages and len(fold_models or []) != folds:
         raise UserError(f"cross-fitting a {kind} bias model needs its {folds} fold models")
     task = load_task(cfg.task)
     files = dict(files or {})
@@ -111,22 +182,7 @@ def train_bias_model(cfg: RunConfig, kind: Literal["partial", "overlap"] = "part
             return made["table"]
 
         files = {TRAIN_PROBS: probs, BIAS_RECORD: lambda tmp: made["record"]} | files
-    if kind == "partial":
-        return finetune(cfg.model_copy(update={"input_field": task.bias_field}), overwrite=overwrite,
-                        progress=progress, files=files)
-    if kind != "overlap":
-        raise UserError(f"unknown bias-model kind {kind!r}: use 'partial' or 'overlap'")
-    out = Path(cfg.output_dir)
-    check_output(out, overwrite)
-    args = cfg.data_args()
-    splits = {n: s for n, s in load_eval_splits(args, task).items() if s.role != "cue"}
-    model = OverlapModel.fit(load_train_split(args, task).examples, task.labels, features=features)
-    tables = {n: prediction_table(s, np.log(np.clip(model.predict_proba(s.examples), 1e-12, None)), task.labels)
-              for n, s in splits.items()}
-    summary = summarize(tables, {n: s.role for n, s in splits.items()}, {n: s.group_by for n, s in splits.items()},
-                        rule=task.delta_rule(list(splits)))
-    write_artifact(out, cfg=cfg, tables=tables, files={OVERLAP_FILE: model.to_json(), "summary.json": summary} | files)
-    return out
+    return spec.train(cfg, task, overwrite, progress, files, features)
 
 
 def bias_train_probs(cfg: RunConfig, kind: str, model_dir: str, scoring: str = "crossfit", folds: int = 5,
@@ -147,13 +203,12 @@ def bias_train_probs(cfg: RunConfig, kind: str, model_dir: str, scoring: str = "
     if scoring == "crossfit":
         fold = np.array(folds_of(examples, folds, cfg.data_seed))
         out = np.zeros_like(probs["insample"])
+        spec = bias_kind(kind)
         for k in range(folds):
             held = [examples[i] for i in np.flatnonzero(fold == k)]
-            if kind == "overlap":
-                seen = [examples[i] for i in np.flatnonzero(fold != k)]
-                out[fold == k] = OverlapModel.fit(seen, task.labels, features=features).predict_proba(held)
-            else:
-                out[fold == k] = easy_hard.bias_probs(fold_models[k], held, cache, cfg.max_length)
+            seen = [examples[i] for i in np.flatnonzero(fold != k)]
+            out[fold == k] = spec.fold_probs(cfg, task, seen, held, fold_models[k] if fold_models else None,
+                                             features, cache)
         probs["crossfit"] = out
         columns["fold"] = fold
     record: dict[str, Any] = {"kind": kind, "scoring": scoring, "folds": folds if scoring == "crossfit" else None,
@@ -171,8 +226,8 @@ def easy_hard_frame(cfg: RunConfig, bias_model: str, split_name: str) -> pd.Data
     task = load_task(cfg.task)
     split = load_split(task, split_name, cfg.data_dir, cfg.source, limit=cfg.eval_limit, seed=cfg.data_seed)
     cache = LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16)
-    return easy_hard.easy_hard_table(split.examples, easy_hard.bias_probs(bias_model, split.examples, cache,
-                                                                          cfg.max_length))
+    probs = easy_hard.bias_probs(bias_model, split.examples, cache, cfg.max_length, task.labels, cfg.label_map)
+    return easy_hard.easy_hard_table(split.examples, probs)
 
 
 def write_easy_hard(cfg: RunConfig, bias_model: str, split_name: str, out: Path) -> pd.DataFrame:
@@ -180,3 +235,50 @@ def write_easy_hard(cfg: RunConfig, bias_model: str, split_name: str, out: Path)
     df = easy_hard_frame(cfg, bias_model, split_name)
     _write_parquet(df, Path(out))
     return df
+
+
+def bias_model_analysis(cfg: RunConfig, teacher_dir: Path, uncertainty_source: tuple[str, Path] | None,
+                        biases: list[tuple[str, str, str, Path]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """How a study's bias models did: each one's accuracy, how it scored the training set, and its
+    agreement with every uncertainty source the study has (its own, and the teacher's training
+    dynamics when recorded) and with the other bias models. `biases`: (name, kind, stage, folder),
+    the first making the study's main split; `uncertainty_source`: (source, uncertainty file).
+    Returns the per-model record and the first model's agreement with the study's uncertainty."""
+    examples = load_train_split(cfg.data_args().model_copy(update={"cv_fold": None})).examples
+    gold = np.array([e["label"] for e in examples])
+    sources: dict[str, np.ndarray] = {}
+    if uncertainty_source is not None:
+        sources[uncertainty_source[0]] = load_per_example(uncertainty_source[1], "v", examples)
+    if uncertainty_source is None or uncertainty_source[0] != "dynamics":
+        dyn = Path(teacher_dir) / uncertainty.DYNAMICS
+        if dyn.is_file():
+            with contextlib.suppress(UserError):  # a teacher of one epoch, or of other examples: none
+                sources["dynamics"] = uncertainty.from_dynamics(pd.read_parquet(dyn), examples, "loss")["v"].to_numpy()
+    cache = LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16)
+    easy: dict[str, np.ndarray] = {}
+    record: dict[str, dict] = {}
+    for name, kind, stage, path in biases:
+        ctx = Context(labels=load_task(cfg.task).labels, alpha=0.5, cache_dir=cfg.cache_dir,
+                      max_length=cfg.max_length, batch_size=cfg.eval_batch_size, bf16=cfg.bf16)
+        try:  # what the losses read: the stage's own (cross-fitted) probabilities, else in-sample
+            probs = np.stack(EXTRAS["bias_probs"].build(str(path), examples, None, ctx))
+        except UserError:  # it was trained on other data than the compressed runs: score them in-sample
+            probs = easy_hard.bias_probs(str(path), examples, cache, cfg.max_length)
+        easy[name] = easy_hard.easy_mask(probs, gold)
+        summary = read_json(path / "summary.json")
+        p = float(easy[name].mean())
+        record[name] = {"kind": kind, "stage": stage, "path": str(path),
+                        "accuracy": {s: v["accuracy"] for s, v in summary["splits"].items() if v.get("role") != "cue"},
+                        "training_set": read_json(path / BIAS_RECORD) if (path / BIAS_RECORD).is_file() else None,
+                        "train_examples_scored": len(examples), "easy_fraction": p,
+                        "chance": p * p + (1 - p) * (1 - p),
+                        "agreement": {src: easy_hard.agreement(v, easy[name]) for src, v in sources.items()}}
+    for a, rec in record.items():
+        rec["agreement_with_bias_models"] = {b: float((easy[a] == easy[b]).mean()) for b in record if b != a}
+    first = record[biases[0][0]]
+    agree = None
+    if uncertainty_source is not None:
+        agree = {"n": len(examples), "agreement": first["agreement"][uncertainty_source[0]],
+                 "bias_easy_fraction": first["easy_fraction"], "chance": first["chance"],
+                 "uncertainty": str(uncertainty_source[1]), "bias_model": str(biases[0][3])}
+    return record, agree

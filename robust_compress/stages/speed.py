@@ -17,13 +17,14 @@ from typing import Any
 
 import torch
 
+from .. import schemas
 from ..config import RunConfig
 from ..data.batching import EncodedSplit
-from ..data.load import load_split
+from ..data.load import eval_split_names, load_split
 from ..data.tasks import load_task
-from ..io import UserError, write_json
+from ..io import UserError
 from ..models.infer import throughput
-from ..models.load import load_tokenizer, set_threads
+from ..models.load import load_tokenizer, model_labels, resolve_model_dir, set_threads
 from ..models.quantized import load_for_inference
 from ..models.runtimes import time_on
 from .progress import Reporter
@@ -31,27 +32,32 @@ from .progress import Reporter
 
 def measure_speed(models: dict[str, str | Path], cfg: RunConfig, out: Path, n: int = 512, repeats: int = 3,
                   progress: Reporter | None = None, runtimes: list[str] | None = None) -> dict[str, Any]:
-    """examples/s of each model folder on the same `n` examples of the task's first ID split
+    """examples/s of each model (folder or hub id) on the same `n` examples of the task's first ID split
     (each model with its own tokenizer), fp32 (or bf16 autocast if cfg.bf16), batch cfg.eval_batch_size;
     and on each of `runtimes` when given."""
     rep = progress or Reporter()
     task = load_task(cfg.task)
-    ids = [s for s, spec in task.splits.items() if spec.role == "id" and (not cfg.eval_sets or s in cfg.eval_sets)]
+    have = eval_split_names(cfg.data_args(), task)  # the chosen sets the source has (offline: no QQP dev)
+    chosen = [s for s in task.splits if s in have]
+    ids = [s for s in chosen if task.splits[s].role == "id"] or chosen  # (a 2-way model audited on HANS alone)
     if not ids:
-        raise UserError(f"task {task.name!r}: no ID split to time inference on")
+        raise UserError(f"task {task.name!r}: no eval split to time inference on")
     split = load_split(task, ids[0], cfg.data_dir, cfg.source, limit=n, seed=cfg.data_seed)
     set_threads()
     entries = {}
     for name, folder in models.items():
-        model = load_for_inference(folder, task.labels)
+        folder = resolve_model_dir(str(folder))  # timing is the same in any label order: the model's own
+        model = load_for_inference(folder, model_labels(folder) or task.labels)
         tok = load_tokenizer(str(folder), model)
         entries[name] = (model, EncodedSplit(split.examples, tok, cfg.max_length))
-    rep.task("time inference", len(entries) * (repeats + 1) * (1 + len(runtimes or [])), "passes")
-    rates = throughput(entries, cfg.eval_batch_size, repeats, cfg.bf16)
+    phase = len(entries) * (repeats + 1)
+    rep.task("time inference", phase * (1 + len(runtimes or [])), "passes")
+    rates = throughput(entries, cfg.eval_batch_size, repeats, cfg.bf16, progress=rep.update)
     per_runtime = {}
     with tempfile.TemporaryDirectory(prefix="speed-onnx-") as exports:  # one export per model, both onnxruntimes
-        for runtime in runtimes or []:
-            got, missing = time_on(entries, runtime, cfg.eval_batch_size, repeats, workdir=Path(exports))
+        for i, runtime in enumerate(runtimes or [], 1):
+            got, missing = time_on(entries, runtime, cfg.eval_batch_size, repeats, workdir=Path(exports),
+                                   progress=lambda k, done=i * phase: rep.update(done + k))
             per_runtime[runtime] = {"examples_per_s": {k: round(v, 2) for k, v in got.items()}, "missing": missing}
     result = {"examples_per_s": {k: round(v, 2) for k, v in rates.items()},
               "harness": {"split": ids[0], "examples": len(split), "batch_size": cfg.eval_batch_size,
@@ -60,5 +66,5 @@ def measure_speed(models: dict[str, str | Path], cfg: RunConfig, out: Path, n: i
                           "machine": platform.machine(), "cpus": os.cpu_count()}}
     if runtimes:
         result["runtimes"] = per_runtime
-    write_json(Path(out), result)
+    schemas.write(Path(out), result)
     return result

@@ -17,10 +17,10 @@ import pandas as pd
 
 from ..analysis.uncertainty import DYNAMICS
 from ..compress import METHODS, Method, Prepare
-from ..config import RunConfig
+from ..config import RunConfig, load_config
 from ..data.batching import EncodedSplit
-from ..evaluate import predict_tables, summarize
 from ..io import UserError, digest, file_digest
+from ..metrics import summarize
 from ..models.families import encoder_flops
 from ..models.load import (
     count_parameters,
@@ -36,6 +36,7 @@ from ..train.extras import Context, LiveTeacher, build_extras, build_live
 from ..train.loop import check_checkpoint, make_accelerator, total_steps, train
 from ..train.losses import make_loss
 from .artifact import Checked, bytes_on_disk, load_reference, preflight, write_artifact
+from .predict import predict_tables
 from .progress import Reporter
 
 # settings that cannot change what a run trains (where it writes, how often it checkpoints, what it
@@ -89,6 +90,11 @@ def _evaluate(model, tokenizer, cfg: RunConfig, checked: Checked, rep: Reporter)
     return tables, summary
 
 
+def finetune_config(path: str | Path, progress: Reporter | None = None) -> Path:
+    """`finetune -c path`: a run config as it is (a study's missing teacher)."""
+    return finetune(load_config(path), progress=progress)
+
+
 def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progress: Reporter | None = None,
              files: dict[str, Any] | None = None) -> Path:
     """Train (or quantize) `cfg.model` with the configured method and loss, evaluate it, write the
@@ -104,7 +110,7 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
         check_checkpoint(work / "checkpoint", run)  # another run's checkpoint: refused before any work
     set_threads()
     task = checked.task
-    model = load_model(cfg.model, task.labels, dropout=cfg.dropout, seed=cfg.seed)
+    model = load_model(cfg.model, task.labels, dropout=cfg.dropout, seed=cfg.seed, label_map=cfg.label_map)
     tokenizer = load_tokenizer(cfg.model, model)
     parameters_before, _ = count_parameters(model)
     record: dict[str, Any] = {"method": method.name if method else "none",
@@ -116,7 +122,8 @@ def compress(cfg: RunConfig, resume: bool = True, overwrite: bool = False, progr
 
     examples = checked.train.examples
     ctx = Context(labels=task.labels, alpha=task.alpha, cache_dir=cfg.cache_dir, max_length=cfg.max_length,
-                  batch_size=cfg.eval_batch_size, bf16=cfg.bf16, student_vocab=vocab_digest(tokenizer))
+                  batch_size=cfg.eval_batch_size, bf16=cfg.bf16, label_map=cfg.label_map,
+                  student_vocab=vocab_digest(tokenizer))
     extras = build_extras(cfg.loss, cfg.inputs, examples, ctx)
     live = build_live(cfg.loss, cfg.inputs, ctx)
     data = EncodedSplit(examples, tokenizer, cfg.max_length, field=cfg.input_field, extras=extras)

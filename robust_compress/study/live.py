@@ -19,22 +19,22 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..io import read_json
+from .. import schemas
+from ..io import UserError, read_json
+from ..stages.graph import Stage, is_placeholder
 from ..stages.progress import LineReporter, Reporter
-from .plan import Stage, is_stage_ref, is_teacher_ref
 
 DEFAULT_RATES = {"train": 80.0, "infer": 400.0}  # examples/s of a MiniLM-size model on 2 CPU cores, bf16 (measured)
 
 
 def stage_result(stage: Stage) -> str:
-    """A stage's key numbers in one line (accuracy per split, F_bias), from what it wrote."""
-    if stage.kind in ("uncertainty", "speed") or not (stage.path / "summary.json").is_file():
-        return ""
-    s = read_json(stage.path / "summary.json")
-    parts = [f"{name} {100 * v['accuracy']:.1f}" for name, v in s.get("splits", {}).items() if v.get("role") != "cue"]
-    if s.get("f_bias") is not None:
-        parts.append(f"F_bias {s['f_bias']:.2f}")
-    return ", ".join(parts)
+    """A stage's key numbers in one line (its kind says which: accuracy per split, F_bias, ...)."""
+    return stage.result()
+
+
+def title(stage: Stage) -> str:
+    """A stage as people read it: its name, with its kind where the name does not say it."""
+    return stage.name if stage.name.split("-")[0] == stage.kind.split("-")[0] else f"{stage.kind} {stage.name}"
 
 
 def _fmt_time(seconds: float) -> str:
@@ -62,10 +62,14 @@ def relative_cost(model: str) -> float:
 
 
 def _model_of(stage: Stage) -> str:
-    """What a stage runs: its start model (a compression of the teacher, or stacked on one, runs the
-    teacher's architecture)."""
-    model = str(stage.config.get("model", ""))
-    return "teacher" if is_teacher_ref(model) or is_stage_ref(model) else model
+    """What a stage runs: its start model (a compression of the teacher runs the teacher's architecture)."""
+    return stage.config.model_label()
+
+
+def _model_of_record(config: dict[str, Any]) -> str:
+    """The same, from a finished stage's record (its config as the key hashed it)."""
+    model = str(config.get("model", ""))
+    return "teacher" if is_placeholder(model) else model
 
 
 class Estimator:
@@ -77,14 +81,16 @@ class Estimator:
         self.rates: dict[tuple[str, str], float] = {}
         seen: dict[tuple[str, str], list[float]] = {}
         for p in Path(root).glob("artifacts/*/stage.json"):
-            st = read_json(p)
-            model = _model_of(Stage(st.get("kind", ""), "", st.get("config", {})))
-            metrics, summary = p.parent / "train_metrics.json", p.parent / "summary.json"
-            if metrics.is_file():
-                seen.setdefault((model, "train"), []).append(read_json(metrics).get("examples_per_s", 0))
-            if summary.is_file():
-                seen.setdefault((model, "infer"), []).extend((read_json(summary).get("eval_examples_per_s")
-                                                              or {}).values())
+            try:  # an estimate must never stop a study: an unreadable record is skipped
+                model = _model_of_record(schemas.read(p, schemas.StageRecord).config)
+                metrics, summary = p.parent / "train_metrics.json", p.parent / "summary.json"
+                if metrics.is_file():
+                    seen.setdefault((model, "train"), []).append(schemas.read(metrics).examples_per_s)
+                if summary.is_file():
+                    seen.setdefault((model, "infer"), []).extend(
+                        (getattr(schemas.read(summary), "eval_examples_per_s", None) or {}).values())
+            except UserError:
+                continue
         self.rates = {k: statistics.median(v) for k, v in seen.items() if v}
         self.measured = bool(self.rates)
 
@@ -137,7 +143,7 @@ class StudyLog(LineReporter):
 
     def stage_start(self, stage: Stage, k: int, n: int) -> None:
         self.current = stage
-        self._print(f"=== [{k}/{n}] {stage.kind} {stage.name} ({_fmt_time(time.monotonic() - self.start)} elapsed, "
+        self._print(f"=== [{k}/{n}] {title(stage)} ({_fmt_time(time.monotonic() - self.start)} elapsed, "
                     f"about {_fmt_time(self.eta(stage))} left)")
 
     def stage_end(self, stage: Stage, seconds: float) -> None:
@@ -155,11 +161,9 @@ class LiveView(StudyLog):
 
         self.console = Console()
         self.title = title
-        self.results: list[str] = []
         self.header = "starting"
         self.done_n, self.total_n = 0, len(todo)
         self.bar: tuple[str, int, int, str, str] = ("", 0, 0, "", "")
-        self.stage_t0 = time.monotonic()
         self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
         self.live.start()
 
@@ -181,8 +185,7 @@ class LiveView(StudyLog):
         if total:
             grid.add_row(label, f"{done}/{total} {unit}  {info}")
             grid.add_row("", ProgressBar(total=total, completed=done, width=50))
-        body = [grid] + ([""] + self.results[-10:] if self.results else [])
-        return Panel(Group(*body), title=self.title, border_style="cyan")
+        return Panel(Group(grid), title=self.title, border_style="cyan")
 
     def _refresh(self) -> None:
         self.live.update(self._render())
@@ -202,19 +205,22 @@ class LiveView(StudyLog):
         self._refresh()
 
     def note(self, text: str) -> None:
-        self.results.append(f"  · {text}")
+        """Printed above the panel (the terminal keeps every line), under the stage it belongs to."""
+        where = f"{self.current.name}: " if self.current is not None else ""
+        self.console.print(f"  · {where}{text}", markup=False, highlight=False)
         self._refresh()
 
     def stage_start(self, stage: Stage, k: int, n: int) -> None:
-        self.current, self.stage_t0 = stage, time.monotonic()
-        self.header = f"[{k}/{n}] {stage.kind} {stage.name}"
+        self.current = stage
+        self.header = f"[{k}/{n}] {title(stage)}"
         self.bar = ("", 0, 0, "", "")
         self._refresh()
 
     def stage_end(self, stage: Stage, seconds: float) -> None:
         self.done_n += 1
         result = stage_result(stage)
-        self.results.append(f"✓ {stage.name} ({_fmt_time(seconds)})" + (f": {result}" if result else ""))
+        self.console.print(f"✓ {stage.name} ({_fmt_time(seconds)})" + (f": {result}" if result else ""),
+                           markup=False, highlight=False)
         self.current = None
         self._refresh()
 

@@ -9,18 +9,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..compress import METHODS
-from ..config import (
+from ..config import RunOverrides, apply_overrides, error_lines, error_where
+from ..io import MAX_SEED, UserError, read_yaml
+from ..stages.catalog import (
+    BIAS_KINDS,
     LOSS_NAMES,
     METHOD_NAMES,
-    RunOverrides,
-    apply_overrides,
-    error_lines,
-    error_where,
+    RUNTIMES,
+    SOURCES,
+    loss_config,
+    loss_needs,
+    method_config,
 )
-from ..io import MAX_SEED, UserError, read_yaml
-from ..models.runtimes import Runtime
-from ..train.losses import REGISTRY
 
 LossName = Literal[tuple(LOSS_NAMES)]
 MethodName = Literal[tuple(METHOD_NAMES)]
@@ -41,7 +41,15 @@ class _Spec(BaseModel):
 class TeacherSpec(_Spec):
     model: str = Field(description="the pretrained model the teacher is fine-tuned from")
     path: str | None = Field(None, description="use this fine-tuned teacher folder instead of training one")
+    config: str | None = Field(None, description="with `path`: the run config (`finetune -c`) that fine-tunes "
+                                                 "the teacher into `path` when it is missing")
     train: RunOverrides = Field(default_factory=RunOverrides, description="overrides for fine-tuning")
+
+    @model_validator(mode="after")
+    def _config_needs_path(self) -> TeacherSpec:
+        if self.config is not None and self.path is None:
+            raise ValueError("teacher.config fine-tunes the teacher into teacher.path: give both")
+        return self
 
 
 class CompressionSpec(_Spec):
@@ -67,13 +75,12 @@ class CompressionSpec(_Spec):
         return self
 
     def method_config(self):
-        return METHODS[self.method].Config.model_validate({"method": self.method, **self.settings})
+        return method_config(self.method, self.settings)
 
 
 class UncertaintySpec(_Spec):
-    source: Literal["snapshots", "runs", "oneshot", "dynamics"] = Field(
-        "snapshots", description="snapshots of one pruning run, separate pruning runs (the paper), one-shot "
-                                 "pruning, or the teacher's own training dynamics (free; teacher epochs >= 2)")
+    source: Literal[tuple(SOURCES)] = Field(  # type: ignore[valid-type]
+        "snapshots", description=", ".join(f"{n}: {s.summary}" for n, s in SOURCES.items()))
     sparsities: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.7, 0.85])
     stat: Literal["loss", "p_gold"] = Field("loss", description="dynamics: variance of the loss or of p(gold)")
     train: RunOverrides = Field(default_factory=RunOverrides)
@@ -90,8 +97,8 @@ class UncertaintySpec(_Spec):
 
 
 class BiasSpec(_Spec):
-    kind: Literal["partial", "overlap"] = Field("partial", description="hypothesis/claim-only model, or "
-                                                "logistic regression on lexical-overlap features")
+    kind: Literal[tuple(BIAS_KINDS)] = Field(  # type: ignore[valid-type]
+        "partial", description=", ".join(f"{n}: {k.__doc__.splitlines()[0]}" for n, k in BIAS_KINDS.items()))
     model: str | None = None
     train: RunOverrides = Field(default_factory=RunOverrides)
     easy_hard_split: str = "dev_matched"
@@ -114,7 +121,7 @@ class TeacherVariant(_Spec):
 class SpeedSpec(_Spec):
     examples: int = Field(512, ge=8, le=1 << 20, description="ID examples each model is timed on")
     repeats: int = Field(3, ge=1, le=1000, description="timed rounds after a warm-up (best round counts)")
-    runtimes: list[Runtime] | None = Field(
+    runtimes: list[Literal[RUNTIMES]] | None = Field(  # type: ignore[valid-type]
         None, description="also time every model on each of these runtimes (a speed-up column and a Pareto "
                           "figure per runtime); unset: the study's own precision only")
 
@@ -154,20 +161,19 @@ class Experiment(_Spec):
             raise ValueError(f"loss_settings for {unused}: no compression of this study uses "
                              f"{'that loss' if len(unused) == 1 else 'these losses'} (losses: {self.all_losses()})")
         for loss, settings in self.loss_settings.items():
-            _nested(lambda loss=loss, settings=settings: REGISTRY[loss].Settings.model_validate(
-                {"name": loss, **settings}), f"loss_settings.{loss}.")
+            _nested(lambda loss=loss, settings=settings: loss_config(loss, settings), f"loss_settings.{loss}.")
         if self.bias_model is not None and self.bias_models:
             raise ValueError("give `bias_model` (one) or `bias_models` (several, by name), not both")
         biases = self.named_bias_models()
-        needs_bias = [n for n in self.all_losses() if "bias_probs" in REGISTRY[n].needs]
+        needs_bias = [n for n in self.all_losses() if "bias_probs" in loss_needs(n)]
         if needs_bias and not biases:
             raise ValueError(f"losses {needs_bias} need a `bias_model` section")
         for name, t in self.teachers.items():
-            if "bias_probs" in REGISTRY[t.loss].needs and t.bias not in biases:
+            if "bias_probs" in loss_needs(t.loss) and t.bias not in biases:
                 raise ValueError(f"teachers.{name}: loss {t.loss!r} needs `bias`, one of {list(biases)}")
-            if t.bias is not None and "bias_probs" not in REGISTRY[t.loss].needs:
+            if t.bias is not None and "bias_probs" not in loss_needs(t.loss):
                 raise ValueError(f"teachers.{name}: loss {t.loss!r} reads no bias model (drop `bias`)")
-            if any(n in REGISTRY[t.loss].needs for n in ("difficulty", "weight")):
+            if any(n in loss_needs(t.loss) for n in ("difficulty", "weight")):
                 raise ValueError(f"teachers.{name}: loss {t.loss!r} needs inputs a teacher cannot have")
         for c in self.compressions:
             if c.teacher is not None and c.teacher not in self.teachers:
@@ -186,7 +192,7 @@ class Experiment(_Spec):
                 raise ValueError(f"compression {c.name}: a stacked compression takes its {', '.join(given)} from "
                                  f"{c.start!r} (drop them)")
         for c in self.compressions:
-            if "jtt" in (c.losses or self.losses) and "ce" not in (c.losses or self.losses):
+            if c.start is None and "jtt" in (c.losses or self.losses) and "ce" not in (c.losses or self.losses):
                 raise ValueError(f"compression {c.name}: loss 'jtt' needs 'ce' in its losses (its first model)")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct: {self.seeds}")
@@ -208,6 +214,9 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     """Parse and type-check an experiment file, with `key=value` overrides (the planner then validates
     every stage)."""
     raw = apply_overrides(read_yaml(Path(path)), list(overrides or []))
+    if "model" in raw and "teacher" not in raw and "compressions" not in raw:
+        raise UserError(f"{path}: a run config (one training run), not a study: run it with "
+                        f"`robust-compress finetune -c {path}`")
     try:
         return Experiment.model_validate(raw)
     except ValidationError as e:

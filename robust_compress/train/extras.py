@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..data.load import text_key
 from ..io import UserError, read_json
 from ..models.infer import model_inputs
-from ..models.load import load_model, load_tokenizer, model_labels, vocab_digest
+from ..models.load import load_model, load_tokenizer, model_labels, resolve_model_dir, vocab_digest
 from ..models.overlap import is_overlap_model
 from .logit_cache import LogitCache
 from .losses import REGISTRY, LossSettings, difficulty
@@ -51,6 +51,7 @@ class Context:
     max_length: int
     batch_size: int = 64
     bf16: bool = False
+    label_map: dict[str, str] | None = None  # for a given model whose label names need it (LABEL_k)
     student_vocab: str | None = None  # the student tokenizer's vocabulary digest (a live teacher must share it)
 
 
@@ -107,17 +108,23 @@ def load_per_example(path: str | Path, column: str, examples: list[dict]) -> np.
     return np.array([table[e["id"]] for e in examples], dtype=np.float64)
 
 
+def _logits(source: str, examples: list[dict], ctx: Context) -> np.ndarray:
+    """A model's logits in the task's label order (its rows matched by name or `label_map`)."""
+    return LogitCache(ctx.cache_dir, ctx.batch_size, ctx.bf16).get(source, examples, ctx.max_length,
+                                                                    labels=ctx.labels, label_map=ctx.label_map)
+
+
 def _probs(source: str, examples: list[dict], ctx: Context) -> np.ndarray:
-    logits = LogitCache(ctx.cache_dir, ctx.batch_size, ctx.bf16).get(source, examples, ctx.max_length)
+    logits = _logits(source, examples, ctx)
     z = logits.astype(np.float64)
     z = np.exp(z - z.max(1, keepdims=True))
     return z / z.sum(1, keepdims=True)
 
 
 def _teacher_logits(source, examples, settings, ctx):
-    if model_labels(source) != ctx.labels:
-        raise UserError(f"{source}: teacher labels {model_labels(source)} differ from the student's {ctx.labels}")
-    logits = LogitCache(ctx.cache_dir, ctx.batch_size, ctx.bf16).get(source, examples, ctx.max_length)
+    if not is_overlap_model(source) and not model_labels(resolve_model_dir(source)):
+        raise UserError(f"{source}: the teacher is not a fine-tuned classifier (its config names no labels)")
+    logits = _logits(source, examples, ctx)  # refuses labels that cannot be matched to the task's
     return list(torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)))
 
 
@@ -158,18 +165,19 @@ def _stored_bias_probs(source: Path, examples: list[dict]) -> np.ndarray:
 
 
 def _bias_probs(source, examples, settings, ctx):
-    classes = len(model_labels(source)) if not is_overlap_model(source) else None
     stored = Path(source) / TRAIN_PROBS
+    # a stage's own (cross-fitted) training-set probabilities; else a transformer's classes, matched to
+    # the task's in _probs
     p = _stored_bias_probs(Path(source), examples) if stored.is_file() else _probs(source, examples, ctx)
-    if p.shape[1] != len(ctx.labels) or (classes is not None and classes != len(ctx.labels)):
+    if p.shape[1] != len(ctx.labels):
         raise UserError(f"{source}: bias model has {p.shape[1]} classes, the task has {len(ctx.labels)}")
     return list(torch.tensor(p, dtype=torch.float32))
 
 
 def _live_teacher(source, examples, settings, ctx):
-    if model_labels(source) != ctx.labels:
-        raise UserError(f"{source}: teacher labels {model_labels(source)} differ from the student's {ctx.labels}")
-    model = load_model(str(source), ctx.labels)
+    if not model_labels(resolve_model_dir(source)):
+        raise UserError(f"{source}: the teacher is not a fine-tuned classifier (its config names no labels)")
+    model = load_model(str(source), ctx.labels, label_map=ctx.label_map)  # refuses labels it cannot match
     if ctx.student_vocab is not None and vocab_digest(load_tokenizer(str(source), model)) != ctx.student_vocab:
         raise UserError(f"{source}: loss {settings.name!r} runs the teacher on the student's tokens, but its "
                         "tokenizer has another vocabulary (use a teacher sharing the student's tokenizer)")

@@ -18,7 +18,8 @@ from safetensors.numpy import load_file, save_file
 from ..data.batching import EncodedSplit
 from ..io import atomic_file, log, read_yaml
 from ..models.infer import predict_logits
-from ..models.load import load_tokenizer, model_digest, model_labels
+from ..models.labels import is_identity
+from ..models.load import label_order, load_tokenizer, model_digest, model_labels, resolve_model_dir
 from ..models.overlap import OverlapModel, is_overlap_model
 from ..models.quantized import load_for_inference
 
@@ -44,16 +45,23 @@ class LogitCache:
         self.batch_size, self.bf16 = batch_size, bf16
         self.misses = 0  # how many times a model had to run (tests assert on it)
 
-    def key(self, model_dir: str | Path, examples: list[dict], max_length: int) -> str:
+    def key(self, model_dir: str | Path, examples: list[dict], max_length: int, perm: list[int] | None = None
+            ) -> str:
         field = model_input_field(model_dir) or "pair"
-        return f"{model_digest(model_dir)}-{examples_digest(examples)}-L{max_length}-{field}"
+        order = "" if perm is None or is_identity(perm) else "-P" + ".".join(map(str, perm))
+        return f"{model_digest(model_dir)}-{examples_digest(examples)}-L{max_length}-{field}{order}"
 
-    def get(self, model_dir: str | Path, examples: list[dict], max_length: int) -> np.ndarray:
-        """Logits of the model in `model_dir`, tokenized with its own tokenizer (a student's may differ).
-        A lexical-overlap bias model answers with its log-probabilities (no cache: it is instant)."""
+    def get(self, model_dir: str | Path, examples: list[dict], max_length: int, labels: list[str] | None = None,
+            label_map: dict[str, str] | None = None) -> np.ndarray:
+        """Logits of the model in `model_dir` (a folder or hub id), tokenized with its own tokenizer (a
+        student's may differ), in the order of `labels` (default: the model's own order). A
+        lexical-overlap bias model answers with its log-probabilities (no cache: it is instant)."""
         if is_overlap_model(model_dir):
             return np.log(np.clip(OverlapModel.load(Path(model_dir)).predict_proba(examples), 1e-12, None))
-        path = self.root / f"{self.key(model_dir, examples, max_length)}.safetensors"
+        model_dir = resolve_model_dir(str(model_dir))
+        labels = list(labels) if labels is not None else model_labels(model_dir)
+        perm = label_order(model_dir, labels, label_map)
+        path = self.root / f"{self.key(model_dir, examples, max_length, perm)}.safetensors"
         if path.is_file():
             try:
                 return load_file(str(path))["logits"]
@@ -61,7 +69,7 @@ class LogitCache:
                 log.warning(f"{path}: unreadable logit cache entry ({e}); removed, recomputing")
                 path.unlink(missing_ok=True)
         self.misses += 1
-        model = load_for_inference(model_dir, model_labels(model_dir))
+        model = load_for_inference(model_dir, labels, label_map)
         tokenizer = load_tokenizer(str(model_dir), model)
         data = EncodedSplit(examples, tokenizer, max_length, field=model_input_field(model_dir))
         logits, _ = predict_logits(model, data, self.batch_size, bf16=self.bf16)

@@ -9,6 +9,7 @@ CUDA) plus the step, written atomically, so a killed run resumes exactly, on a G
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -97,9 +98,26 @@ def make_accelerator(args: TrainArgs, log_dir: Path | None = None) -> Accelerato
                       dataloader_config=DataLoaderConfiguration(split_batches=True),
                       cpu=not torch.cuda.is_available(), log_with=list(args.trackers) or None,
                       project_dir=str(log_dir) if log_dir else None)
+    if "mlflow" in args.trackers:
+        _mlflow_store(Path(log_dir or "runs/run.logs").parent)
     if args.trackers:
-        acc.init_trackers(Path(log_dir or "runs").name, config=args.model_dump(mode="json"))
+        # TensorBoard's hparams take int/float/str/bool only (None and lists fail): the rest as text
+        config = {k: v if isinstance(v, int | float | str | bool) else json.dumps(v)
+                  for k, v in args.model_dump(mode="json").items()}
+        acc.init_trackers(Path(log_dir or "runs").name, config=config)
     return acc
+
+
+def _mlflow_store(folder: Path) -> None:
+    """$MLFLOW_TRACKING_URI, else a SQLite store beside the runs (MLflow's default is a database in the
+    working directory; a study's runs share one). Set for every run: one process may run several."""
+    import mlflow
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        folder.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+    mlflow.set_tracking_uri(uri)
 
 
 def steps_per_epoch(n_examples: int, args: TrainArgs) -> int:

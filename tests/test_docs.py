@@ -1,0 +1,111 @@
+"""The front door stays true: every relative link in README and docs resolves, every result table is
+what docs/tables.py generates from the committed exports, the README stays short, and its commands
+exist."""
+
+from __future__ import annotations
+
+import re
+import runpy
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_relative_link_resolves(page):
+    text = page.read_text(encoding="utf-8")
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        path = (page.parent / target.split("#")[0]).resolve()
+        assert path.exists(), f"{page.name}: link to {target} does not resolve"
+        anchor = target.split("#")[1] if "#" in target else None
+        if anchor and path.suffix == ".md":
+            heads = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-")
+                     for h in re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), re.MULTILINE)}
+            assert anchor in heads, f"{page.name}: no heading #{anchor} in {target}"
+
+
+def test_every_result_table_is_generated_from_the_exports():
+    tables = runpy.run_path(str(ROOT / "docs" / "tables.py"))
+    assert tables["main"](["--check"]) == 0, "a table in README/docs differs from its export: run python docs/tables.py"
+
+
+def test_a_table_edited_by_hand_is_caught(tmp_path, monkeypatch):
+    tables = runpy.run_path(str(ROOT / "docs" / "tables.py"))
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    edited = text.replace("| 66.1 |", "| 66.2 |", 1)
+    assert edited != text
+    _, changed = tables["refresh"](edited, "README.md")
+    assert changed == ["main-job"]
+
+
+def test_the_readme_is_a_front_door():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 260
+    first_screen = "\n".join(text.splitlines()[:60])
+    assert "## Three commands" in first_screen and "robust-compress reproduce configs/mnli-minilm-quick.yaml" in first_screen
+    assert "your own" in first_screen.lower()
+
+
+def test_the_commands_the_readme_names_exist():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"^\| `([a-z-]+)[ `]", text, re.MULTILINE))
+    out = subprocess.run([sys.executable, "-m", "robust_compress.cli", "--help"], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout
+    for cmd in named:
+        assert re.search(rf"^\s+{cmd}\b", out, re.MULTILINE), f"README names `{cmd}`, the CLI has no such command"
+
+
+def test_the_report_imports_no_torch():
+    """Rendering tables needs numpy, pandas and matplotlib: `import robust_compress.report` loads no
+    torch, transformers, accelerate or torchao (an import-graph property, not a timing)."""
+    code = ("import sys, robust_compress.report\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'accelerate', 'torchao') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip() == "[]"
+
+
+def test_tasks_names_the_data_folder_it_read():
+    from .conftest import DATA
+
+    r = subprocess.run([sys.executable, "-m", "robust_compress.cli", "tasks", "--data-dir", str(DATA)],
+                       capture_output=True, text=True, check=True, cwd=ROOT)
+    assert r.stdout.splitlines()[0] == f"data folder: {DATA.resolve()}"
+
+
+PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_every_preset_dry_runs(preset, monkeypatch):
+    """From a fresh clone: a study preset plans and checks (a missing teacher.path is fine-tuned first
+    from teacher.config); one that needs the hub or a download says so in one line; a run config
+    points to `finetune -c`."""
+    from robust_compress.io import UserError
+    from robust_compress.study.run import prepare
+
+    from .conftest import needs_shared
+
+    if needs_shared.args[0]:
+        pytest.skip("../shared not present")
+    monkeypatch.chdir(ROOT)
+    header = preset.read_text(encoding="utf-8")
+    try:
+        prepare(preset.relative_to(ROOT))
+    except UserError as e:
+        msg = str(e)
+        assert "\n" not in msg
+        if "a run config" in msg:
+            assert f"finetune -c {preset.relative_to(ROOT)}" in msg
+        elif "hub" in msg:
+            assert "hub" in header.lower(), f"{preset.name} needs the hub: its header must say so"
+        else:
+            assert "not found" in msg and ("fetch-all-mpnet" in header or "download" in header.lower()), msg
