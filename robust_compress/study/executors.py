@@ -160,9 +160,13 @@ class WorkerReporter(LineReporter):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def execute(stage: Stage, code: str, cwd: str, lock: str) -> Outcome:
+def execute(stage: Stage, code: str, cwd: str, lock: str, threads: int | None = None) -> Outcome:
     """Run one stage on a worker: under its lock, unless it is done (by anyone, anywhere)."""
     os.chdir(cwd)  # the study's relative paths mean what they meant where it was started
+    if threads:  # a float sum's order depends on the thread count: compute as the driver would
+        import torch
+
+        torch.set_num_threads(threads)
     with file_lock(Path(lock)):
         if stage.done():
             return Outcome(stage.name, ran=False)
@@ -173,9 +177,9 @@ def execute(stage: Stage, code: str, cwd: str, lock: str) -> Outcome:
         return Outcome(stage.name, ran=True, seconds=time.perf_counter() - t0, notes=rep.notes)
 
 
-def _ray_task(stage: Stage, code: str, cwd: str, lock: str, *upstream: Outcome) -> Outcome:
+def _ray_task(stage: Stage, code: str, cwd: str, lock: str, threads: int, *upstream: Outcome) -> Outcome:
     """A Ray task: its upstream stages' outcomes are its arguments, so Ray runs it after them."""
-    return execute(stage, code, cwd, lock)
+    return execute(stage, code, cwd, lock, threads)
 
 
 def _array_task(stage: Stage, code: str, cwd: str, lock: str) -> Outcome:
@@ -184,6 +188,12 @@ def _array_task(stage: Stage, code: str, cwd: str, lock: str) -> Outcome:
         return execute(stage, code, cwd, lock)
     except UserError as e:
         return Outcome(stage.name, ran=False, error=str(e))
+
+
+def _driver_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _report(study: Study, stage: Stage, out: Outcome) -> None:
@@ -211,6 +221,7 @@ class Ray:
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         task = ray.remote(_ray_task)
         code, cwd = code_version(), os.getcwd()
+        threads = _driver_threads()  # Ray would give each worker num_cpus threads: other float sums
         refs: dict[int, Any] = {}
         for s in study.todo:
             if s.done() or study.waits(s, set(refs)):
@@ -218,7 +229,7 @@ class Ray:
             upstream = [refs[id(d)] for d in s.deps if id(d) in refs]
             refs[id(s)] = task.options(num_cpus=self.cpus, num_gpus=1 if gpus and s.spec.trains else 0,
                                        max_retries=self.retries, name=s.name).remote(
-                s, code, cwd, str(study.lock(s)), *upstream)
+                s, code, cwd, str(study.lock(s)), threads, *upstream)
         by_ref = {ref: s for s in study.todo if (ref := refs.get(id(s))) is not None}
         study.rep.note(f"ray: {len(by_ref)} stages submitted ({ray.cluster_resources().get('CPU', 0):.0f} CPUs"
                        + (f", {ray.cluster_resources()['GPU']:.0f} GPUs)" if gpus else ")"))
