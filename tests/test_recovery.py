@@ -33,7 +33,6 @@ from robust_compress.models.load import load_model, load_tokenizer
 from robust_compress.models.runtimes import RUNTIMES
 from robust_compress.report import build_report
 from robust_compress.stages import compress, finetune, measure_speed
-from robust_compress.study.plan import resolve
 from robust_compress.study.run import prepare
 from robust_compress.train.losses import REGISTRY, make_loss
 from robust_compress.train.losses.distil_layers import layer_map
@@ -366,8 +365,9 @@ def test_int8_stacks_on_every_structured_run_and_the_fisher_start_is_one_row(tmp
     assert sorted(stacked) == sorted(f"st-2x-int8/{loss}/seed{s}" for loss in ("distil", "distil_layers")
                                      for s in (0, 1))
     int8 = by["st-2x-int8/distil_layers/seed1"]
-    assert int8.deps[0] is by["st-2x/distil_layers/seed1"] and "loss" not in int8.config
-    cfg = resolve(int8, stages[0])
+    assert int8.deps[0] is by["st-2x/distil_layers/seed1"] and int8.config.loss is None
+    assert int8.config.key_data()["model"] == "<model:st-2x/distil_layers/seed1>"
+    cfg = int8.resolve()
     assert cfg.model == str(by["st-2x/distil_layers/seed1"].path) and cfg.inputs.reference_model is None
     assert by["speed"].params == {"examples": 16, "repeats": 1, "runtimes": ["pytorch-fp32", "onnxruntime-int8"]}
     assert {d.name for d in by["speed"].deps} >= {int8.name, "fisher-2x/ce/seed0"}
