@@ -102,6 +102,9 @@ def study_rows(study: str) -> list[Row]:
 
 
 def render(header: list[str], rows: list[list[str]]) -> str:
+    for r in rows:  # a cell with a pipe in it would shift every later column
+        if len(r) != len(header) or any("|" in c.replace("\\|", "") for c in [*header, *r]):
+            raise ValueError(f"table row {r} does not fit its header {header}")
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                      + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
 

@@ -46,6 +46,14 @@ def test_a_table_edited_by_hand_is_caught(tmp_path, monkeypatch):
     assert changed == ["main-job"]
 
 
+def test_a_table_whose_rows_do_not_fit_its_header_is_refused():
+    tables = runpy.run_path(str(ROOT / "docs" / "tables.py"))
+    with pytest.raises(ValueError, match="does not fit"):
+        tables["render"](["a", "b"], [["1", "2", "3"]])
+    with pytest.raises(ValueError, match="does not fit"):
+        tables["render"](["a", "b | c"], [["1", "2"]])
+
+
 def test_the_readme_is_a_front_door():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 260
