@@ -227,7 +227,8 @@ def test_every_loss_trains_every_family(family, loss, zoo, shared_tiny_task, tmp
     from robust_compress.data.batching import Collator, EncodedSplit
     from robust_compress.data.load import load_train_split
     from robust_compress.models.load import load_tokenizer
-    from robust_compress.train.extras import Context, build_extras
+    from robust_compress.train.extras import Context, LiveTeacher, build_extras, build_live
+    from robust_compress.train.loop import loss_on_batch
     from robust_compress.train.losses import make_loss
 
     model = load_model(str(zoo[family]), LABELS, seed=0)
@@ -235,10 +236,12 @@ def test_every_loss_trains_every_family(family, loss, zoo, shared_tiny_task, tmp
     ctx = Context(labels=LABELS, alpha=0.5, cache_dir=cfg.cache_dir, max_length=32)
     data = EncodedSplit(examples, load_tokenizer(str(zoo[family]), model), 32,
                         extras=build_extras(cfg.loss, cfg.inputs, examples, ctx))
+    live = build_live(cfg.loss, cfg.inputs, ctx)  # the loop's own per-batch inputs (a live teacher)
+    teacher = next((x for x in live.values() if isinstance(x, LiveTeacher)), None)
     batch = Collator(model.config.pad_token_id or 0)([data[i] for i in range(len(data))])
-    fn = make_loss(cfg.loss, hidden_size=model.config.hidden_size, num_labels=3)
-    out_ = model(**model_inputs(model, batch), output_hidden_states=fn.needs_hidden)
-    fn(out_.logits, batch, out_.hidden_states[-1][:, 0] if fn.needs_hidden else None).backward()
+    fn = make_loss(cfg.loss, hidden_size=model.config.hidden_size, num_labels=3,
+                   teacher_hidden_size=teacher.hidden_size if teacher else 0)
+    loss_on_batch(model, fn, batch, live)[1].backward()  # exactly what the loop computes
     grads = [p.grad for n, p in model.named_parameters() if "classifier" not in n and p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
 

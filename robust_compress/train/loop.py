@@ -9,6 +9,7 @@ CUDA) plus the step, written atomically, so a killed run resumes exactly, on a G
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -236,6 +237,20 @@ def _load_checkpoint(ckpt: Path, accelerator: Accelerator, dynamics: list[np.nda
     return step
 
 
+def loss_on_batch(model: torch.nn.Module, loss_fn: torch.nn.Module, batch: dict[str, Any],
+                  live: dict[str, Callable[[dict], Any]] | None = None,
+                  autocast: Callable[[], Any] = contextlib.nullcontext) -> tuple[Any, torch.Tensor]:
+    """The model's output and the loss on one batch: the student's hidden states the loss declares
+    (`needs_hidden`: False, "cls" or "layers") and its live inputs (put into the batch)."""
+    wants = getattr(getattr(loss_fn, "module", loss_fn), "needs_hidden", False)  # accelerate may wrap it
+    out = model(**model_inputs(model, batch), output_hidden_states=bool(wants))
+    hidden = None if not wants else out.hidden_states if wants == "layers" else out.hidden_states[-1][:, 0]
+    if live:
+        with autocast():
+            batch.update({name: fn(batch) for name, fn in live.items()})
+    return out, loss_fn(out.logits, batch, hidden)
+
+
 def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: Loss, work_dir: Path,
           hooks: list[Hook] | None = None, resume: bool = True, accelerator: Accelerator | None = None,
           progress: Progress | None = None, run: dict[str, Any] | None = None,
@@ -279,7 +294,6 @@ def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: 
 
     model.train()
     loss_fn.train()
-    wants_hidden = getattr(accelerator.unwrap_model(loss_fn), "needs_hidden", False)  # False | "cls" | "layers"
     live = live or {}
     losses: list[float] = []
     window: list[float] = []
@@ -294,13 +308,7 @@ def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: 
         micro = 0
         for batch in epoch_loader:
             with accelerator.accumulate(model):
-                out = model(**model_inputs(model, batch), output_hidden_states=bool(wants_hidden))
-                hidden = (None if not wants_hidden else out.hidden_states if wants_hidden == "layers"
-                          else out.hidden_states[-1][:, 0])
-                if live:
-                    with accelerator.autocast():
-                        batch.update({name: fn(batch) for name, fn in live.items()})
-                loss = loss_fn(out.logits, batch, hidden)
+                out, loss = loss_on_batch(model, loss_fn, batch, live, accelerator.autocast)
                 if args.record_dynamics:
                     dynamics.append(_dynamics(out.logits, batch, epoch, accelerator))
                 accelerator.backward(loss)
