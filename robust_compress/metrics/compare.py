@@ -79,7 +79,13 @@ def compare(metric: str, a: list[Parts], b: list[Parts], seeds_a: list[int], see
             n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """Mean difference a - b of a metric, with a 95% interval: over seeds when either side has several
     runs (paired by seed where both have it; against the other side's mean when it has one run), else a
-    paired bootstrap over the examples both runs share."""
+    paired bootstrap. Always on the examples every run shares (a given teacher may have been
+    evaluated on a subset of the study's sets)."""
+    shared = {k: functools.reduce(lambda x, y: x.intersection(y), [p[k].index for p in (*a, *b)]) for k in a[0]}
+    a = [{k: p[k].loc[idx] for k, idx in shared.items()} for p in a]
+    b = [{k: p[k].loc[idx] for k, idx in shared.items()} for p in b]
+    if any(len(idx) == 0 for idx in shared.values()):
+        return math.nan, math.nan, math.nan
     va = [parts_stat(metric, p) for p in a]
     vb = [parts_stat(metric, p) for p in b]
     if len(a) > 1 or len(b) > 1:
@@ -91,13 +97,9 @@ def compare(metric: str, a: list[Parts], b: list[Parts], seeds_a: list[int], see
         if len(a) == 1:
             return diff_ci(va * len(vb), vb)
         return diff_ci(va, vb)
-    pa, pb = a[0], b[0]
     rng = np.random.default_rng(seed)
-    shared = {k: pa[k].index.intersection(pb[k].index) for k in pa}
-    xa = {k: pa[k].loc[idx].to_numpy() for k, idx in shared.items()}
-    xb = {k: pb[k].loc[idx].to_numpy() for k, idx in shared.items()}
-    if any(len(v) == 0 for v in xa.values()):
-        return va[0] - vb[0], math.nan, math.nan
+    xa = {k: v.to_numpy() for k, v in a[0].items()}
+    xb = {k: v.to_numpy() for k, v in b[0].items()}
     diffs = np.empty(n_boot)
     for i in range(n_boot):
         draw = {k: rng.integers(0, len(v), len(v)) for k, v in xa.items()}
