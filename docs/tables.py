@@ -191,7 +191,8 @@ TABLES: dict[str, Callable[[], str]] = {
         ("ECE", pct("ece_id", spread=False)), ("speed-up", speed())]),
     "uncertainty-sources": uncertainty_sources,
     **{name: benchmark_table(name) for name in ("int8-stacked", "onnx", "compressed-speed",
-                                                "teacher-throughput", "rmc-overhead")},
+                                                "teacher-throughput", "rmc-overhead", "structured-recovery",
+                                                "recovery-runtimes")},
 }
 
 
