@@ -106,7 +106,23 @@ class SpeedRecord(_File):
     runtimes: dict[str, RuntimeSpeed] = Field(default_factory=dict)
 
 
+class MetricRow(_File):
+    """One row of metrics_long.csv (metrics.long): a run's (or a seed group's) metric on a split and
+    a group of examples, with its 95 % interval and its spread over seeds where it has them."""
+
+    level: Literal["run", "group"]
+    run: str
+    metric: str
+    split: str = ""
+    group: str = ""
+    value: float
+    lo: float | None = None
+    hi: float | None = None
+    std: float | None = None
+
+
 Index = TypeAdapter(list[IndexEntry])
+MetricsTable = TypeAdapter(list[MetricRow])
 BY_NAME: dict[str, type[_File]] = {"summary.json": Summary, "compression.json": CompressionRecord,
                                    "train_metrics.json": TrainMetrics, "stage.json": StageRecord,
                                    "speed.json": SpeedRecord}
@@ -135,6 +151,19 @@ def read_index(path: str | Path) -> list[IndexEntry]:
         return Index.validate_python(data)
     except ValidationError as e:
         raise UserError(f"{path}: {validation_line(e)}") from None
+
+
+def read_metrics_long(path: str | Path) -> list[MetricRow]:
+    """metrics_long.csv, validated row by row (a bad row: one line naming the file and its line)."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for i, r in enumerate(rows, start=2):
+        out.append(parse({k: (v if v != "" or k in ("split", "group") else None) for k, v in r.items()},
+                         MetricRow, f"{path}:{i}"))
+    return out
 
 
 def checked(name: str, data: Any, where: str | Path) -> Any:

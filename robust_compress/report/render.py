@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 
 from ..io import UserError, atomic_dir, check_fresh_output
+from ..metrics.long import COLUMNS, long_rows
+from ..schemas import MetricsTable
 from .compute import compute, metric_rows
 from .figures import make_figures
 from .load import load_study
@@ -158,6 +160,10 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None, name:
                                                                                            index=False)
         if timed:
             pd.DataFrame([{k: r.get(k) for k in (*ids, *timed)} for r in flat]).to_csv(tmp / "speed.csv", index=False)
+        # metrics_long.csv: the same numbers, one row per (run, metric, split, group), typed
+        long = MetricsTable.validate_python(long_rows([{k: v for k, v in r.items() if k not in timed} for r in flat]))
+        pd.DataFrame([r.model_dump() for r in long], columns=list(COLUMNS)).to_csv(tmp / "metrics_long.csv",
+                                                                                  index=False)
         (tmp / "metrics.json").write_text(json.dumps(
             {"teacher": teacher, "rows": [{k: _clean(v) for k, v in r.items() if k not in timed} for r in flat]},
             indent=1, allow_nan=False) + "\n", encoding="utf-8")
