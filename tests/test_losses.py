@@ -124,3 +124,24 @@ def test_every_loss_declares_settings_inputs_and_formula():
         assert cls.Settings(name=name).name == name
         assert set(cls.needs) <= set(EXTRAS), (name, cls.needs)
         assert "L =" in (cls.__doc__ or ""), f"{name}: its docstring states its formula"
+
+
+def test_train_names_no_study_stage_and_each_loss_prepares_its_own_inputs():
+    """The loss-input table says where each input is read from (an `Inputs` field), not which study
+    stage makes it; RMC and JTT turn the raw values into their inputs themselves."""
+    import dataclasses
+
+    from robust_compress.train.extras import EXTRAS, Extra, Inputs
+
+    assert "stage" not in {f.name for f in dataclasses.fields(Extra)}
+    for name, loss in REGISTRY.items():
+        for need in loss.needs:
+            assert EXTRAS[need].source in Inputs.model_fields, (name, need)
+    v = [torch.tensor(x) for x in (0.0, 0.5, 1.0)]
+    rmc = REGISTRY["rmc"]
+    got = rmc.prepare("difficulty", v, [], rmc.Settings(name="rmc"), 0.2)
+    assert torch.allclose(torch.stack(got), torch.tensor([0.2, 0.6, 1.0]))
+    jtt = REGISTRY["jtt"]
+    probs = [torch.tensor([0.9, 0.1]), torch.tensor([0.2, 0.8])]
+    got = jtt.prepare("weight", probs, [{"label": 0}, {"label": 0}], jtt.Settings(name="jtt", upweight=3.0), 0.5)
+    assert torch.stack(got).tolist() == [1.0, 3.0]

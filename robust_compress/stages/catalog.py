@@ -15,7 +15,7 @@ from .kinds import KINDS
 from .shortcut import BIAS_KINDS
 from .sources import SOURCES
 
-__all__ = ["BIAS_KINDS", "KINDS", "LOSS_NAMES", "METHOD_NAMES", "RUNTIMES", "SOURCES", "input_stage",
+__all__ = ["BIAS_KINDS", "KINDS", "LOSS_NAMES", "METHOD_NAMES", "RUNTIMES", "SOURCES", "input_source",
            "loss_config", "loss_needs", "method_config", "method_reads_training_data", "method_trains"]
 
 
@@ -24,9 +24,9 @@ def loss_needs(loss: str) -> tuple[str, ...]:
     return LOSSES[loss].needs
 
 
-def input_stage(need: str) -> str:
-    """The study stage that provides a per-example input: teacher, uncertainty, vanilla or bias."""
-    return EXTRAS[need].stage
+def input_source(need: str) -> str:
+    """The `Inputs` field a loss input is read from: teacher, uncertainty, reference_model, bias_model."""
+    return EXTRAS[need].source
 
 
 def loss_config(loss: str, settings: dict[str, Any]):

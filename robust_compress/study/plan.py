@@ -20,7 +20,7 @@ from ..io import UserError, check_writable
 from ..stages.catalog import (
     BIAS_KINDS,
     SOURCES,
-    input_stage,
+    input_source,
     loss_config,
     loss_needs,
     method_config,
@@ -166,10 +166,11 @@ def plan(exp: Experiment) -> list[Stage]:
             ref = TeacherRef(src, c.teacher)
             uses_bias = trains and "bias_probs" in loss_needs(loss)
             for bias in (c.bias_models or list(biases)) if uses_bias else [None]:
-                provider = {"teacher": src, "uncertainty": unc, "bias": biases.get(bias),
-                            "vanilla": vanilla.get(c.name)}
-                deps = [src] + [provider[input_stage(n)] for n in loss_needs(loss)
-                                if input_stage(n) != "teacher"] if trains else [src]
+                # the one table of who produces each loss-input source (train/extras.py reads them)
+                producer = {"teacher": src, "uncertainty": unc, "bias_model": biases.get(bias),
+                            "reference_model": vanilla.get(c.name)}
+                deps = [src] + [producer[input_source(n)] for n in loss_needs(loss)
+                                if input_source(n) != "teacher"] if trains else [src]
                 settings = c.method_config()
                 typed = {"compression": compression_config(settings.model_dump(mode="json")), "teacher": ref}
                 if trains:

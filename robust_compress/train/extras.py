@@ -1,9 +1,11 @@
 """Per-example loss inputs: what each is, where it comes from, and how it is built.
 
 A loss lists the inputs it needs (`Loss.needs`); each input here names the `Inputs` field that
-points at its source (a model folder or a file) and the study stage kind that produces it. The
-config check ("loss rmc needs inputs.uncertainty"), the planner (which stage to depend on) and
-the builder below read this one table.
+points at its source (a model folder or a file) and how its raw values are read from it; the loss
+then prepares them itself (`Loss.prepare`: RMC turns uncertainty into difficulty, JTT the first
+model's errors into weights). The config check ("loss rmc needs inputs.uncertainty") and the
+builder below read this one table; which study stage produces each source is the study's business
+(`study/plan.py`).
 
 Most inputs are per-example tensors, built once and carried by the dataset. A *live* input is built
 once as a function of a training batch (a frozen teacher whose hidden states layer distillation
@@ -28,7 +30,7 @@ from ..models.infer import model_inputs
 from ..models.load import load_model, load_tokenizer, model_labels, resolve_model_dir, vocab_digest
 from ..models.overlap import is_overlap_model
 from .logit_cache import LogitCache
-from .losses import REGISTRY, LossSettings, difficulty
+from .losses import REGISTRY, LossSettings
 
 
 class Inputs(BaseModel):
@@ -61,8 +63,7 @@ Builder = Callable[[str, list[dict], LossSettings, Context], list[torch.Tensor]]
 @dataclass(frozen=True)
 class Extra:
     source: str  # field of `Inputs`
-    stage: str  # the study stage kind that produces the source
-    build: Builder
+    build: Builder  # the raw per-example values (the loss's `prepare` makes its input of them)
     live: bool = False  # built as a function of each batch (`Live`), not as per-example tensors
 
 
@@ -128,15 +129,12 @@ def _teacher_logits(source, examples, settings, ctx):
     return list(torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)))
 
 
-def _difficulty(source, examples, settings, ctx):
-    v = load_per_example(source, "v", examples)
-    alpha = getattr(settings, "alpha", None)
-    return list(difficulty(torch.tensor(v), ctx.alpha if alpha is None else alpha).float())
+def _uncertainty(source, examples, settings, ctx):
+    return list(torch.tensor(load_per_example(source, "v", examples)))
 
 
-def _jtt_weight(source, examples, settings, ctx):
-    wrong = _probs(source, examples, ctx).argmax(1) != np.array([e["label"] for e in examples])
-    return list(torch.tensor(np.where(wrong, settings.upweight, 1.0), dtype=torch.float32))
+def _reference_probs(source, examples, settings, ctx):
+    return list(torch.tensor(_probs(source, examples, ctx), dtype=torch.float32))
 
 
 TRAIN_PROBS, BIAS_RECORD = "train_probs.parquet", "bias.json"  # written by stages.shortcut (a bias stage)
@@ -185,11 +183,11 @@ def _live_teacher(source, examples, settings, ctx):
 
 
 EXTRAS: dict[str, Extra] = {
-    "teacher_logits": Extra("teacher", "teacher", _teacher_logits),
-    "teacher_hidden": Extra("teacher", "teacher", _live_teacher, live=True),
-    "difficulty": Extra("uncertainty", "uncertainty", _difficulty),
-    "weight": Extra("reference_model", "vanilla", _jtt_weight),
-    "bias_probs": Extra("bias_model", "bias", _bias_probs),
+    "teacher_logits": Extra("teacher", _teacher_logits),
+    "teacher_hidden": Extra("teacher", _live_teacher, live=True),
+    "difficulty": Extra("uncertainty", _uncertainty),
+    "weight": Extra("reference_model", _reference_probs),
+    "bias_probs": Extra("bias_model", _bias_probs),
 }
 
 
@@ -207,7 +205,8 @@ def _build(settings: LossSettings, inputs: Inputs, examples: list[dict], ctx: Co
         source = getattr(inputs, extra.source)
         if source is None:
             raise UserError(f"loss {settings.name!r} needs inputs.{extra.source}")
-        out[name] = extra.build(source, examples, settings, ctx)
+        raw = extra.build(source, examples, settings, ctx)
+        out[name] = raw if live else REGISTRY[settings.name].prepare(name, raw, examples, settings, ctx.alpha)
     return out
 
 

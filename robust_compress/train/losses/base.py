@@ -39,6 +39,13 @@ class Loss(nn.Module):
         super().__init__()
         self.settings = settings
 
+    @classmethod
+    def prepare(cls, name: str, raw: list[torch.Tensor], examples: list[dict], settings: LossSettings,
+                task_alpha: float) -> list[torch.Tensor]:
+        """One of its per-example inputs, made from the raw values its source gives (train.extras):
+        as they are, unless the loss says otherwise."""
+        return raw
+
     def forward(self, logits: torch.Tensor, batch: dict[str, torch.Tensor],
                 hidden: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError

@@ -1,5 +1,6 @@
 from typing import Literal
 
+import torch
 from pydantic import Field
 
 from .base import Loss, LossSettings, register, weighted_ce
@@ -18,6 +19,12 @@ class JTT(Loss):
     name = "jtt"
     Settings = JTTSettings
     needs = ("weight",)
+
+    @classmethod
+    def prepare(cls, name, raw, examples, settings, task_alpha):
+        # from the first model's probabilities: up-weight the training examples it got wrong
+        wrong = torch.stack(raw).argmax(1) != torch.tensor([e["label"] for e in examples])
+        return list(torch.where(wrong, settings.upweight, 1.0).float())
 
     def forward(self, logits, batch, hidden=None):
         return weighted_ce(logits, batch["labels"], batch["weight"])

@@ -29,6 +29,13 @@ class RMC(Loss):
     Settings = RMCSettings
     needs = ("teacher_logits", "difficulty")
 
+    @classmethod
+    def prepare(cls, name, raw, examples, settings, task_alpha):
+        if name != "difficulty":  # from the per-example uncertainty v
+            return raw
+        alpha = task_alpha if settings.alpha is None else settings.alpha
+        return list(difficulty(torch.stack(raw), alpha).float())
+
     def forward(self, logits, batch, hidden=None):
         target = smoothed_teacher(batch["teacher_logits"], batch["difficulty"])
         return kd_loss(logits, batch["labels"], target, self.settings.lam)
