@@ -50,8 +50,12 @@ def validation_line(e, prefix: str = "") -> str:
 
 def os_error_line(e: OSError) -> str:
     """One line for an OS error: the file and the problem (permission denied, disk full, ...)."""
-    what = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",
-            errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror)
+    what = {
+        errno.ENOSPC: "no space left on device",
+        errno.EACCES: "permission denied",
+        errno.EROFS: "read-only file system",
+        errno.EDQUOT: "disk quota exceeded",
+    }.get(e.errno, e.strerror)
     where = e.filename or "?"
     return f"{where}: {what or type(e).__name__}"
 
@@ -89,18 +93,24 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as e:  # e.object: the line without a byte-order mark
-                raise UserError(f"{path}:{lineno}: not UTF-8 (byte {e.object[e.start]:#04x} at column "
-                                f"{e.start + 1})") from None
+                raise UserError(
+                    f"{path}:{lineno}: not UTF-8 (byte {e.object[e.start]:#04x} at column "
+                    f"{e.start + 1})"
+                ) from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+                raise UserError(
+                    f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})"
+                ) from None
             except RecursionError:  # e.g. 200,000 nested "[": the parser's stack, not a traceback
                 raise UserError(f"{path}:{lineno}: JSON nested too deeply") from None
             if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                raise UserError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
+                )
             row["_line"] = lineno
             rows.append(row)
     return rows
@@ -211,7 +221,9 @@ def disk_errors(where: Path) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        if e.filename is None and e.errno is not None:  # a bare write error: name what was being written
+        if (
+            e.filename is None and e.errno is not None
+        ):  # a bare write error: name what was being written
             raise OSError(e.errno, e.strerror, str(where)) from None
         raise
     except Exception as e:
@@ -225,7 +237,9 @@ def atomic_file(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling path to write; on success it replaces `final`."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp" + final.suffix)
+    fd, tmp = tempfile.mkstemp(
+        dir=final.parent, prefix=f".{final.name}.", suffix=".tmp" + final.suffix
+    )
     os.close(fd)
     try:
         with disk_errors(final):
@@ -274,12 +288,16 @@ def check_writable(folder: Path) -> None:
         raise UserError(f"{probe}: not a folder, cannot write {folder} there")
     if not os.access(probe, os.W_OK | os.X_OK):
         read_only = hasattr(os, "statvfs") and os.statvfs(probe).f_flag & os.ST_RDONLY
-        raise UserError(f"{probe}: {'read-only file system' if read_only else 'permission denied'} "
-                        f"(cannot write {folder})")
+        raise UserError(
+            f"{probe}: {'read-only file system' if read_only else 'permission denied'} "
+            f"(cannot write {folder})"
+        )
     try:  # root passes os.access everywhere (/proc, a read-only mount): create and remove a probe
         os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".robust-compress-probe."))
     except OSError as e:
-        raise UserError(f"{probe}: cannot write {folder} there ({os_error_line(e).split(': ', 1)[-1]})") from None
+        raise UserError(
+            f"{probe}: cannot write {folder} there ({os_error_line(e).split(': ', 1)[-1]})"
+        ) from None
 
 
 def check_not_inside(out: Path, read: Path, what: str) -> None:

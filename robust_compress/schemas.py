@@ -123,9 +123,13 @@ class MetricRow(_File):
 
 Index = TypeAdapter(list[IndexEntry])
 MetricsTable = TypeAdapter(list[MetricRow])
-BY_NAME: dict[str, type[_File]] = {"summary.json": Summary, "compression.json": CompressionRecord,
-                                   "train_metrics.json": TrainMetrics, "stage.json": StageRecord,
-                                   "speed.json": SpeedRecord}
+BY_NAME: dict[str, type[_File]] = {
+    "summary.json": Summary,
+    "compression.json": CompressionRecord,
+    "train_metrics.json": TrainMetrics,
+    "stage.json": StageRecord,
+    "speed.json": SpeedRecord,
+}
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -161,8 +165,13 @@ def read_metrics_long(path: str | Path) -> list[MetricRow]:
         rows = list(csv.DictReader(f))
     out = []
     for i, r in enumerate(rows, start=2):
-        out.append(parse({k: (v if v != "" or k in ("split", "group") else None) for k, v in r.items()},
-                         MetricRow, f"{path}:{i}"))
+        out.append(
+            parse(
+                {k: (v if v != "" or k in ("split", "group") else None) for k, v in r.items()},
+                MetricRow,
+                f"{path}:{i}",
+            )
+        )
     return out
 
 

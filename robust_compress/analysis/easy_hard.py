@@ -10,8 +10,14 @@ from ..metrics import softmax
 from ..train.logit_cache import LogitCache
 
 
-def bias_probs(model_dir: str, examples: list[dict], cache: LogitCache, max_length: int,
-               labels: list[str] | None = None, label_map: dict[str, str] | None = None) -> np.ndarray:
+def bias_probs(
+    model_dir: str,
+    examples: list[dict],
+    cache: LogitCache,
+    max_length: int,
+    labels: list[str] | None = None,
+    label_map: dict[str, str] | None = None,
+) -> np.ndarray:
     """Class probabilities of a bias-only model (partial-input transformer or lexical-overlap model),
     in the order of `labels` (default: the model's own)."""
     return softmax(cache.get(model_dir, examples, max_length, labels, label_map).astype(np.float64))

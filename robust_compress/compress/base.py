@@ -42,13 +42,17 @@ class Prepare:
     data: EncodedSplit | None
     seed: int
     on_snapshot: SnapshotFn | None = None
-    cache_dir: str | None = None  # reusable measurements (latency tables), keyed by what they depend on
+    cache_dir: str | None = (
+        None  # reusable measurements (latency tables), keyed by what they depend on
+    )
 
 
 class Method:
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]]
-    trains: ClassVar[bool] = True  # False: post-training only (quantization, Fisher pruning), no loop, no loss
+    trains: ClassVar[bool] = (
+        True  # False: post-training only (quantization, Fisher pruning), no loop, no loss
+    )
     needs_data: ClassVar[bool | None] = None  # reads the training split (default: when it trains)
 
     @classmethod

@@ -12,7 +12,13 @@ import pandas as pd
 from ..io import atomic_dir, check_fresh_output, check_not_inside, read_json
 from .render import build_report
 
-RUN_FILES = ("summary.json", "compression.json", "run_config.yaml", "train_metrics.json", "stage.json")
+RUN_FILES = (
+    "summary.json",
+    "compression.json",
+    "run_config.yaml",
+    "train_metrics.json",
+    "stage.json",
+)
 
 
 def _compact_parquet(src: Path, dst: Path) -> None:

@@ -11,8 +11,13 @@ from .compute import Rows
 from .load import Run, Study
 from .tables import collapsed
 
-NAMES = {"acc_id": "ID accuracy", "acc_ood": "OOD accuracy", "hard": "hard-example accuracy",
-         "gap": "easy−hard gap", "reliance": "cue reliance"}
+NAMES = {
+    "acc_id": "ID accuracy",
+    "acc_ood": "OOD accuracy",
+    "hard": "hard-example accuracy",
+    "gap": "easy−hard gap",
+    "reliance": "cue reliance",
+}
 BETTER_LOWER = {"gap", "reliance"}  # for these a drop is a gain
 
 
@@ -35,9 +40,11 @@ def summary_lines(study: Study, rows: Rows, easy_splits: list[str]) -> list[str]
     t_runs = [r for r in runs if r.unit == teacher]
     lines = []
     if easy is not None:
-        lines.append(f"Hard / easy examples: {easy_splits[0].replace('.', ', split by ', 1)} (easy = the bias-only "
-                     "model is right). Differences are in points, with 95% intervals (over seeds when a row has "
-                     "several, else a paired bootstrap over the shared examples).")
+        lines.append(
+            f"Hard / easy examples: {easy_splits[0].replace('.', ', split by ', 1)} (easy = the bias-only "
+            "model is right). Differences are in points, with 95% intervals (over seeds when a row has "
+            "several, else a paired bootstrap over the shared examples)."
+        )
     for group in dict.fromkeys(r.group for r in runs if not r.is_teacher):
         members = [r for r in runs if r.group == group]
         losses = list(dict.fromkeys(r.loss for r in members))
@@ -48,8 +55,10 @@ def summary_lines(study: Study, rows: Rows, easy_splits: list[str]) -> list[str]
         n = len(ref_runs)
         if collapsed(groups[ref_unit]):
             share = groups[ref_unit].get(f"top_pred_share.{ref_runs[0].id_split}", math.nan)
-            lines.append(f"{group} ({label}, {n} seed{'s' * (n > 1)}): collapsed — not read (one class on "
-                         f"{100 * share:.0f}% of {ref_runs[0].id_split}).")
+            lines.append(
+                f"{group} ({label}, {n} seed{'s' * (n > 1)}): collapsed — not read (one class on "
+                f"{100 * share:.0f}% of {ref_runs[0].id_split})."
+            )
             continue
         cost: dict[str, tuple[float, float, float]] = {}
         for m in metrics:
@@ -58,8 +67,11 @@ def summary_lines(study: Study, rows: Rows, easy_splits: list[str]) -> list[str]
                 cost[m] = compare(m, a, b, [r.seed for r in ref_runs], [r.seed for r in t_runs])
         if not cost:
             continue
-        lines.append(f"{group} ({label}, {n} seed{'s' * (n > 1)}) vs the teacher: "
-                     + "; ".join(f"{NAMES[m]} {_fmt(*v)}{_cost_note(m, *v)}" for m, v in cost.items()) + ".")
+        lines.append(
+            f"{group} ({label}, {n} seed{'s' * (n > 1)}) vs the teacher: "
+            + "; ".join(f"{NAMES[m]} {_fmt(*v)}{_cost_note(m, *v)}" for m, v in cost.items())
+            + "."
+        )
         for loss in losses:
             if loss == ref_loss:
                 continue
@@ -71,11 +83,20 @@ def summary_lines(study: Study, rows: Rows, easy_splits: list[str]) -> list[str]
             for m in metrics:
                 a, b = _parts(mine, m, easy), _parts(ref_runs, m, easy)
                 if a and b:
-                    parts.append(_against(m, compare(m, a, b, [r.seed for r in mine], [r.seed for r in ref_runs]),
-                                          cost.get(m), label))
+                    parts.append(
+                        _against(
+                            m,
+                            compare(m, a, b, [r.seed for r in mine], [r.seed for r in ref_runs]),
+                            cost.get(m),
+                            label,
+                        )
+                    )
             if parts:
-                lines.append(f"  {loss} at {group} ({len(mine)} seed{'s' * (len(mine) > 1)}), vs {label}: "
-                             + "; ".join(parts) + ".")
+                lines.append(
+                    f"  {loss} at {group} ({len(mine)} seed{'s' * (len(mine) > 1)}), vs {label}: "
+                    + "; ".join(parts)
+                    + "."
+                )
     return lines
 
 
@@ -93,7 +114,9 @@ def _cost_note(m: str, d: float, lo: float, hi: float) -> str:
     return " (a measurable cost)" if worse else " (measurably better)"
 
 
-def _against(m: str, diff: tuple[float, float, float], cost: tuple[float, float, float] | None, label: str) -> str:
+def _against(
+    m: str, diff: tuple[float, float, float], cost: tuple[float, float, float] | None, label: str
+) -> str:
     """A loss against its compression's reference row, in words that respect both intervals: a cost
     whose interval includes 0 is no measurable cost, a recovery whose interval includes 0 no measurable
     recovery, and a change of a lower-is-better metric (gap, reliance) is named better or worse."""
@@ -113,8 +136,11 @@ def _against(m: str, diff: tuple[float, float, float], cost: tuple[float, float,
             return f"adds to the {100 * lost:.1f}-point {NAMES[m]} cost ({shown})"
         if not math.isnan(clo) and not _sig(clo, chi):
             prefix = f"no measurable {NAMES[m]} cost to recover; "
-            return prefix + (f"{NAMES[m]} {shown}, " + ("better" if gain > 0 else "worse") if _sig(lo, hi)
-                             else f"{NAMES[m]} {shown}, CI includes 0")
+            return prefix + (
+                f"{NAMES[m]} {shown}, " + ("better" if gain > 0 else "worse")
+                if _sig(lo, hi)
+                else f"{NAMES[m]} {shown}, CI includes 0"
+            )
     if _sig(lo, hi):
         return f"{NAMES[m]} {shown} ({'better' if gain > 0 else 'worse'})"
     return f"{NAMES[m]} {shown} (CI includes 0)"

@@ -93,9 +93,16 @@ def load_reference(path: str | Path | None) -> dict[str, Any] | None:
     return read_json(p) if p.is_file() else None
 
 
-def write_artifact(out: Path, *, model=None, tokenizer=None, cfg: RunConfig | None = None,
-                   tables: dict[str, pd.DataFrame] | None = None, files: dict[str, Any] | None = None,
-                   save=None) -> Path:
+def write_artifact(
+    out: Path,
+    *,
+    model=None,
+    tokenizer=None,
+    cfg: RunConfig | None = None,
+    tables: dict[str, pd.DataFrame] | None = None,
+    files: dict[str, Any] | None = None,
+    save=None,
+) -> Path:
     """Write a complete artifact folder atomically. `files`: name -> content (JSON, YAML or, for
     `.parquet`, a DataFrame: by suffix), or a function of the folder being written (for what is
     measured on the saved weights). Files are written in order, after the weights, the config and
@@ -121,10 +128,21 @@ def write_artifact(out: Path, *, model=None, tokenizer=None, cfg: RunConfig | No
                 schemas.write(tmp / name, content)  # validated by its schema where the file has one
         if (tmp / "config.json").is_file():  # a model folder: its card (results, recipe, version)
             record = written.get("compression.json") or {}
-            note = ("A pruning snapshot, kept for per-sample uncertainty; not evaluated."
-                    if record.get("method") == "magnitude-snapshot" else None)
-            write_card(tmp, build_card(out.name, written.get("summary.json"), record,
-                                       cfg.model_dump(mode="json") if cfg is not None else None, note=note))
+            note = (
+                "A pruning snapshot, kept for per-sample uncertainty; not evaluated."
+                if record.get("method") == "magnitude-snapshot"
+                else None
+            )
+            write_card(
+                tmp,
+                build_card(
+                    out.name,
+                    written.get("summary.json"),
+                    record,
+                    cfg.model_dump(mode="json") if cfg is not None else None,
+                    note=note,
+                ),
+            )
     return out
 
 

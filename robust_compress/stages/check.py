@@ -26,7 +26,13 @@ class ExternalInputs:
     """The external inputs of one study, each read and digested once. `where` (the experiment file)
     starts every error line."""
 
-    def __init__(self, task: str, teacher_model: str, where: str | Path, label_map: dict[str, str] | None = None):
+    def __init__(
+        self,
+        task: str,
+        teacher_model: str,
+        where: str | Path,
+        label_map: dict[str, str] | None = None,
+    ):
         self.task: TaskSpec = load_task(task)
         self.where, self.label_map = where, label_map
         # the task's resolved spec (a custom task file's alpha, ood_combine, label sets, ...) is an input
@@ -45,7 +51,9 @@ class ExternalInputs:
             check_model_dir(folder)
             family_of(load_arch(folder))
             try:
-                label_order(folder, self.task.labels, label_map if label_map is not None else self.label_map)
+                label_order(
+                    folder, self.task.labels, label_map if label_map is not None else self.label_map
+                )
             except UserError as e:
                 raise UserError(f"{self.where}: {e} (task {self.task.name!r})") from None
             self._models[name] = model_digest(folder)
@@ -98,5 +106,7 @@ def teacher_run_config(config: str | Path, path: str | Path, where: str | Path) 
     """The run config a study fine-tunes its missing teacher with: it must write to `teacher.path`."""
     cfg = load_config(config)
     if Path(cfg.output_dir).expanduser().resolve() != Path(path).expanduser().resolve():
-        raise UserError(f"{where}: teacher.config {config} writes to {cfg.output_dir}, but teacher.path is {path}")
+        raise UserError(
+            f"{where}: teacher.config {config} writes to {cfg.output_dir}, but teacher.path is {path}"
+        )
     return cfg

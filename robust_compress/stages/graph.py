@@ -33,12 +33,22 @@ class Kind:
 
     name: ClassVar[str]
     output_file: ClassVar[str | None] = None  # the one file later stages read (else: the folder)
-    provides: ClassVar[str | None] = None  # the loss-input (`Inputs`) field its artifact fills downstream
-    reads_inputs: ClassVar[bool] = False  # its loss reads upstream artifacts (filled in by `provides`)
+    provides: ClassVar[str | None] = (
+        None  # the loss-input (`Inputs`) field its artifact fills downstream
+    )
+    reads_inputs: ClassVar[bool] = (
+        False  # its loss reads upstream artifacts (filled in by `provides`)
+    )
     trains: ClassVar[bool] = True  # trains a model: an executor gives it a GPU where there is one
-    is_model: ClassVar[bool] = False  # a model the study reports (a row of index.json, timed by speed)
-    sharded: ClassVar[bool] = False  # split across `--shard i/n` (others: run by every shard that needs them)
-    needs_every_model: ClassVar[bool] = False  # waits for every model of the study (any shard runs it last)
+    is_model: ClassVar[bool] = (
+        False  # a model the study reports (a row of index.json, timed by speed)
+    )
+    sharded: ClassVar[bool] = (
+        False  # split across `--shard i/n` (others: run by every shard that needs them)
+    )
+    needs_every_model: ClassVar[bool] = (
+        False  # waits for every model of the study (any shard runs it last)
+    )
 
     def run(self, stage: Stage, cfg: RunConfig, rep: Reporter, files: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -92,7 +102,9 @@ Ref = TeacherRef | StageModel
 
 def is_placeholder(value: object) -> bool:
     """A teacher's or another stage's model placeholder as stage records (stage.json) store it."""
-    return isinstance(value, str) and value.startswith(("<teacher", "<model:")) and value.endswith(">")
+    return (
+        isinstance(value, str) and value.startswith(("<teacher", "<model:")) and value.endswith(">")
+    )
 
 
 @dataclass(eq=False)
@@ -107,7 +119,9 @@ class StageConfig:
     compression: Any = None  # a compression method's config
     loss: Any = None  # a loss's settings
     teacher: TeacherRef | None = None
-    loss_as_written: dict[str, Any] | None = None  # the key hashes the settings as written (1 and 1.0 differ)
+    loss_as_written: dict[str, Any] | None = (
+        None  # the key hashes the settings as written (1 and 1.0 differ)
+    )
 
     def __post_init__(self) -> None:
         if self.run is None:
@@ -129,8 +143,11 @@ class StageConfig:
         if self.teacher is not None:
             data["inputs"] = {"teacher": self.teacher.placeholder}
         if self.loss is not None:
-            data["loss"] = self.loss_as_written if self.loss_as_written is not None else \
-                self.loss.model_dump(mode="json", exclude_unset=True)
+            data["loss"] = (
+                self.loss_as_written
+                if self.loss_as_written is not None
+                else self.loss.model_dump(mode="json", exclude_unset=True)
+            )
         return data
 
     def model_path(self) -> str | None:
@@ -148,11 +165,17 @@ class Stage:
     name: str
     config: StageConfig = field(default_factory=StageConfig)
     deps: list[Stage] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)  # settings of the stage itself (in the key)
+    params: dict[str, Any] = field(
+        default_factory=dict
+    )  # settings of the stage itself (in the key)
     meta: dict[str, Any] = field(default_factory=dict)  # descriptive only (names for the report)
     root: Path = Path(".")
-    external: dict[str, str] = field(default_factory=dict)  # content digests of data and model inputs
-    work: dict[str, float] = field(default_factory=dict)  # examples to train on / to score (for estimates)
+    external: dict[str, str] = field(
+        default_factory=dict
+    )  # content digests of data and model inputs
+    work: dict[str, float] = field(
+        default_factory=dict
+    )  # examples to train on / to score (for estimates)
 
     @property
     def spec(self) -> Kind:
@@ -161,8 +184,14 @@ class Stage:
 
     @property
     def key(self) -> str:
-        return digest(KEY_VERSION, self.kind, self.config.key_data(), self.params, [d.key for d in self.deps],
-                      self.external)[:12]
+        return digest(
+            KEY_VERSION,
+            self.kind,
+            self.config.key_data(),
+            self.params,
+            [d.key for d in self.deps],
+            self.external,
+        )[:12]
 
     @property
     def given(self) -> bool:
@@ -197,9 +226,13 @@ class Stage:
     def done(self) -> bool:
         """Everything the stage produces is there: its artifact is written whole (the record is its
         last file, inside the folder that is renamed into place), and so is every snapshot."""
-        if self.given:  # an input, checked before the study starts, never run (a pending one: made first)
+        if (
+            self.given
+        ):  # an input, checked before the study starts, never run (a pending one: made first)
             return not self.meta.get("pending") and self.path.is_dir()
-        return self.record.is_file() and all((p / "config.json").is_file() for p in self.snapshot_paths())
+        return self.record.is_file() and all(
+            (p / "config.json").is_file() for p in self.snapshot_paths()
+        )
 
     def result(self) -> str:
         """Its key numbers in one line (what the study prints when it ends)."""
@@ -215,8 +248,14 @@ class Stage:
             data["loss"] = c.loss
         inputs = {"teacher": str(c.teacher.path)} if c.teacher is not None else {}
         if self.spec.reads_inputs:  # a loss's inputs: each upstream artifact by what it provides
-            start = c.model.stage if isinstance(c.model, StageModel) else None  # (the start model is none)
-            inputs |= {d.spec.provides: str(d.output) for d in self.deps if d.spec.provides and d is not start}
+            start = (
+                c.model.stage if isinstance(c.model, StageModel) else None
+            )  # (the start model is none)
+            inputs |= {
+                d.spec.provides: str(d.output)
+                for d in self.deps
+                if d.spec.provides and d is not start
+            }
         if inputs:
             data["inputs"] = inputs
         try:
@@ -232,9 +271,17 @@ class Stage:
         t0 = time.perf_counter()
 
         def record(_folder=None) -> dict:
-            return {"name": self.name, "kind": self.kind, "key": self.key, "code_version": code_version,
-                    "device": device, "seconds": round(time.perf_counter() - t0, 1),
-                    "deps": [d.key for d in self.deps], "external": self.external, "params": self.params,
-                    "config": self.config.key_data()}
+            return {
+                "name": self.name,
+                "kind": self.kind,
+                "key": self.key,
+                "code_version": code_version,
+                "device": device,
+                "seconds": round(time.perf_counter() - t0, 1),
+                "deps": [d.key for d in self.deps],
+                "external": self.external,
+                "params": self.params,
+                "config": self.config.key_data(),
+            }
 
         self.spec.run(self, cfg, rep, {"stage.json": record})

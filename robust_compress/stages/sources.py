@@ -75,8 +75,13 @@ class OneShot(Source):
     summary = "one-shot pruning"
 
     def compute(self, stage, cfg, out, rep):
-        compute_uncertainty(cfg, out, oneshot=str(_teacher(stage)), sparsities=stage.params["sparsities"],
-                            progress=rep)
+        compute_uncertainty(
+            cfg,
+            out,
+            oneshot=str(_teacher(stage)),
+            sparsities=stage.params["sparsities"],
+            progress=rep,
+        )
 
 
 class Dynamics(Source):
@@ -91,15 +96,21 @@ class Dynamics(Source):
 
     def check(self, teacher, where):
         if teacher.given and not (Path(teacher.path).expanduser() / "dynamics.parquet").is_file():
-            raise UserError(f"{where}: uncertainty.source dynamics: the given teacher {teacher.meta['given']} "
-                            "recorded no training dynamics (dynamics.parquet)")
+            raise UserError(
+                f"{where}: uncertainty.source dynamics: the given teacher {teacher.meta['given']} "
+                "recorded no training dynamics (dynamics.parquet)"
+            )
         t = given_run_config(teacher.path) if teacher.given else teacher.resolve()
         if not t.max_steps and t.epochs < 2:
-            raise UserError(f"{where}: uncertainty.source dynamics needs the teacher to see each example at least "
-                            f"twice (teacher epochs {t.epochs} < 2)")
+            raise UserError(
+                f"{where}: uncertainty.source dynamics needs the teacher to see each example at least "
+                f"twice (teacher epochs {t.epochs} < 2)"
+            )
 
     def compute(self, stage, cfg, out, rep):
-        compute_uncertainty(cfg, out, dynamics=str(_teacher(stage)), stat=stage.params["stat"], progress=rep)
+        compute_uncertainty(
+            cfg, out, dynamics=str(_teacher(stage)), stat=stage.params["stat"], progress=rep
+        )
 
 
 SOURCES: dict[str, Source] = {s.name: s() for s in (Snapshots, Runs, OneShot, Dynamics)}

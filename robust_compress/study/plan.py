@@ -34,7 +34,11 @@ __all__ = ["KEY_VERSION", "Stage", "check_plan", "plan"]
 
 
 def _base(exp: Experiment) -> dict[str, Any]:
-    return {"task": exp.task} | _overrides(exp.defaults) | ({"trackers": exp.trackers} if exp.trackers else {})
+    return (
+        {"task": exp.task}
+        | _overrides(exp.defaults)
+        | ({"trackers": exp.trackers} if exp.trackers else {})
+    )
 
 
 def _overrides(o) -> dict[str, Any]:
@@ -54,17 +58,40 @@ def _bias_stages(exp: Experiment, base: dict[str, Any], root: Path) -> dict[str,
     out: dict[str, Stage] = {}
     biases = exp.named_bias_models()
     for name, b in biases.items():
-        bcfg = base | {"model": b.model or exp.teacher.model, "seed": exp.seeds[0]} | _overrides(b.train)
+        bcfg = (
+            base
+            | {"model": b.model or exp.teacher.model, "seed": exp.seeds[0]}
+            | _overrides(b.train)
+        )
         label = f"bias-{b.kind}" if len(biases) == 1 else f"bias-{name}"
         kind = BIAS_KINDS[b.kind]
         folds = []
         if kind.fold_stages and b.scoring == "crossfit":
-            folds = [Stage("bias-fold", f"{label}-fold{k}", _config(bcfg | {"cv_fold": k, "cv_folds": b.folds}),
-                           root=root, params={"kind": b.kind}) for k in range(b.folds)]
-        out[name] = Stage("bias", label, _config(bcfg), deps=folds, root=root,
-                          params={"split": b.easy_hard_split, "kind": b.kind, "scoring": b.scoring, "folds": b.folds}
-                          | kind.params(b.features),
-                          meta={"bias": name, "primary": name == next(iter(biases))})
+            folds = [
+                Stage(
+                    "bias-fold",
+                    f"{label}-fold{k}",
+                    _config(bcfg | {"cv_fold": k, "cv_folds": b.folds}),
+                    root=root,
+                    params={"kind": b.kind},
+                )
+                for k in range(b.folds)
+            ]
+        out[name] = Stage(
+            "bias",
+            label,
+            _config(bcfg),
+            deps=folds,
+            root=root,
+            params={
+                "split": b.easy_hard_split,
+                "kind": b.kind,
+                "scoring": b.scoring,
+                "folds": b.folds,
+            }
+            | kind.params(b.features),
+            meta={"bias": name, "primary": name == next(iter(biases))},
+        )
     return out
 
 
@@ -84,11 +111,25 @@ def plan(exp: Experiment) -> list[Stage]:
     stages: list[Stage] = []
 
     # the teacher keeps its training dynamics (free): the `dynamics` uncertainty reads them
-    teacher_cfg = base | {"model": exp.teacher.model, "seed": exp.seeds[0], "record_dynamics": True} | _overrides(
-        exp.teacher.train)
-    teacher = Stage("teacher", "teacher", _config(teacher_cfg), root=root,
-                    meta={"given": exp.teacher.path, "group": "teacher", "method": "teacher", "loss": "ce",
-                          "seed": exp.seeds[0], "is_teacher": True})
+    teacher_cfg = (
+        base
+        | {"model": exp.teacher.model, "seed": exp.seeds[0], "record_dynamics": True}
+        | _overrides(exp.teacher.train)
+    )
+    teacher = Stage(
+        "teacher",
+        "teacher",
+        _config(teacher_cfg),
+        root=root,
+        meta={
+            "given": exp.teacher.path,
+            "group": "teacher",
+            "method": "teacher",
+            "loss": "ce",
+            "seed": exp.seeds[0],
+            "is_teacher": True,
+        },
+    )
     stages.append(teacher)
     the_teacher = TeacherRef(teacher)
 
@@ -105,12 +146,25 @@ def plan(exp: Experiment) -> list[Stage]:
         u = exp.uncertainty
         source = SOURCES[u.source]
         ucfg = base | {"seed": exp.seeds[0]} | _overrides(u.train)
-        runs = [Stage("uncertainty-run", f"uncertainty-pruning{suffix}",
-                      _config(ucfg, model=the_teacher, compression=compression_config(prune)),
-                      deps=[teacher], root=root) for suffix, prune in source.runs(u.sparsities).items()]
+        runs = [
+            Stage(
+                "uncertainty-run",
+                f"uncertainty-pruning{suffix}",
+                _config(ucfg, model=the_teacher, compression=compression_config(prune)),
+                deps=[teacher],
+                root=root,
+            )
+            for suffix, prune in source.runs(u.sparsities).items()
+        ]
         stages.extend(runs)
-        unc = Stage("uncertainty", "uncertainty", _config(ucfg, model=the_teacher), deps=runs or [teacher],
-                    root=root, params={"source": u.source} | source.params(u))
+        unc = Stage(
+            "uncertainty",
+            "uncertainty",
+            _config(ucfg, model=the_teacher),
+            deps=runs or [teacher],
+            root=root,
+            params={"source": u.source} | source.params(u),
+        )
         stages.append(unc)
 
     # debiased teachers: the study's teacher recipe with their own loss (their teacher targets, if
@@ -118,47 +172,91 @@ def plan(exp: Experiment) -> list[Stage]:
     variants: dict[str, Stage] = {}
     for name, t in exp.teachers.items():
         deps = [teacher] + ([biases[t.bias]] if t.bias is not None else [])
-        variants[name] = Stage("teacher", f"teacher-{name}",
-                               _config(teacher_cfg | _overrides(t.train), teacher=the_teacher, **_loss(exp, t.loss)),
-                               deps=deps, root=root,
-                               meta={"group": f"teacher-{name}", "method": "teacher", "loss": label(t.loss, t.bias),
-                                     "loss_name": t.loss, "bias": t.bias, "seed": exp.seeds[0], "variant": name})
+        variants[name] = Stage(
+            "teacher",
+            f"teacher-{name}",
+            _config(teacher_cfg | _overrides(t.train), teacher=the_teacher, **_loss(exp, t.loss)),
+            deps=deps,
+            root=root,
+            meta={
+                "group": f"teacher-{name}",
+                "method": "teacher",
+                "loss": label(t.loss, t.bias),
+                "loss_name": t.loss,
+                "bias": t.bias,
+                "seed": exp.seeds[0],
+                "variant": name,
+            },
+        )
 
     # Seed-major; within a seed, the compressions of the study's teacher before those of a debiased
     # one (whose teacher is trained just before they need it), and every compression's vanilla (ce)
     # run first: a study stopped early still has whole tables for the seeds it reached.
     order = ["ce"] + [loss for loss in exp.all_losses() if loss != "ce"]
     models = [teacher, *variants.values()]
-    all_seeds = list(dict.fromkeys(exp.seeds + [s for c in exp.compressions for s in c.seeds or []]))
-    by_teacher = sorted((c for c in exp.compressions if c.start is None), key=lambda c: c.teacher is not None)
+    all_seeds = list(
+        dict.fromkeys(exp.seeds + [s for c in exp.compressions for s in c.seeds or []])
+    )
+    by_teacher = sorted(
+        (c for c in exp.compressions if c.start is None), key=lambda c: c.teacher is not None
+    )
 
     def stack_on(first: Stage, name: str) -> None:
         """The compressions that start from `name`'s models: one stage per such model, right after it,
         with its seed and loss (a method that trains trains with that loss)."""
         for c in (c for c in exp.compressions if c.start == name):
             settings = c.method_config()
-            typed = {"compression": compression_config(settings.model_dump(mode="json")),
-                     "teacher": first.config.teacher}
+            typed = {
+                "compression": compression_config(settings.model_dump(mode="json")),
+                "teacher": first.config.teacher,
+            }
             if method_trains(c.method):
-                typed |= {"loss": first.config.loss, "loss_as_written": first.config.loss_as_written}
-            cfg = _config(base | {"model": StageModel(first), "seed": first.meta["seed"]} | _overrides(c.train),
-                          **typed)
-            tail = first.name.split("/", 1)[1]  # the loss label and seed of the model it starts from
-            s = Stage("compress", f"{c.name}/{tail}", cfg, deps=[first, *first.deps], root=root,
-                      meta=first.meta | {"group": c.name, "method": c.method, "start": first.name,
-                                         "sparsity": getattr(settings, "sparsity", None)})
+                typed |= {
+                    "loss": first.config.loss,
+                    "loss_as_written": first.config.loss_as_written,
+                }
+            cfg = _config(
+                base
+                | {"model": StageModel(first), "seed": first.meta["seed"]}
+                | _overrides(c.train),
+                **typed,
+            )
+            tail = first.name.split("/", 1)[
+                1
+            ]  # the loss label and seed of the model it starts from
+            s = Stage(
+                "compress",
+                f"{c.name}/{tail}",
+                cfg,
+                deps=[first, *first.deps],
+                root=root,
+                meta=first.meta
+                | {
+                    "group": c.name,
+                    "method": c.method,
+                    "start": first.name,
+                    "sparsity": getattr(settings, "sparsity", None),
+                },
+            )
             stages.append(s)
             models.append(s)
             stack_on(s, c.name)
 
     for seed in all_seeds:
         vanilla: dict[str, Stage] = {}
-        for loss, c in [(loss, c) for debiased in (False, True) for loss in order
-                        for c in by_teacher if (c.teacher is not None) == debiased]:
+        for loss, c in [
+            (loss, c)
+            for debiased in (False, True)
+            for loss in order
+            for c in by_teacher
+            if (c.teacher is not None) == debiased
+        ]:
             trains = method_trains(c.method)
             seeds = c.seeds or exp.seeds
             losses = (c.losses or exp.losses) if trains else ["ce"]  # no training: one row...
-            if seed not in seeds or loss not in losses or (not trains and seed != seeds[0]):  # ...one seed
+            if (
+                seed not in seeds or loss not in losses or (not trains and seed != seeds[0])
+            ):  # ...one seed
                 continue
             src = variants[c.teacher] if c.teacher else teacher
             if src not in stages:  # a debiased teacher, trained just before its first compression
@@ -167,28 +265,68 @@ def plan(exp: Experiment) -> list[Stage]:
             uses_bias = trains and "bias_probs" in loss_needs(loss)
             for bias in (c.bias_models or list(biases)) if uses_bias else [None]:
                 # the one table of who produces each loss-input source (train/extras.py reads them)
-                producer = {"teacher": src, "uncertainty": unc, "bias_model": biases.get(bias),
-                            "reference_model": vanilla.get(c.name)}
-                deps = [src] + [producer[input_source(n)] for n in loss_needs(loss)
-                                if input_source(n) != "teacher"] if trains else [src]
+                producer = {
+                    "teacher": src,
+                    "uncertainty": unc,
+                    "bias_model": biases.get(bias),
+                    "reference_model": vanilla.get(c.name),
+                }
+                deps = (
+                    [src]
+                    + [
+                        producer[input_source(n)]
+                        for n in loss_needs(loss)
+                        if input_source(n) != "teacher"
+                    ]
+                    if trains
+                    else [src]
+                )
                 settings = c.method_config()
-                typed = {"compression": compression_config(settings.model_dump(mode="json")), "teacher": ref}
+                typed = {
+                    "compression": compression_config(settings.model_dump(mode="json")),
+                    "teacher": ref,
+                }
                 if trains:
                     typed |= _loss(exp, loss)
-                cfg = _config(base | {"model": c.model or ref, "seed": seed} | _overrides(c.train), **typed)
-                s = Stage("compress", f"{c.name}/{label(loss, bias)}/seed{seed}", cfg, deps=deps, root=root,
-                          meta={"group": c.name, "method": c.method, "loss": label(loss, bias), "seed": seed,
-                                "sparsity": getattr(settings, "sparsity", None), "loss_name": loss, "bias": bias,
-                                "teacher_variant": c.teacher})
+                cfg = _config(
+                    base | {"model": c.model or ref, "seed": seed} | _overrides(c.train), **typed
+                )
+                s = Stage(
+                    "compress",
+                    f"{c.name}/{label(loss, bias)}/seed{seed}",
+                    cfg,
+                    deps=deps,
+                    root=root,
+                    meta={
+                        "group": c.name,
+                        "method": c.method,
+                        "loss": label(loss, bias),
+                        "seed": seed,
+                        "sparsity": getattr(settings, "sparsity", None),
+                        "loss_name": loss,
+                        "bias": bias,
+                        "teacher_variant": c.teacher,
+                    },
+                )
                 stages.append(s)
                 models.append(s)
                 stack_on(s, c.name)
                 if loss == "ce":
                     vanilla[c.name] = s
-    stages.extend(v for v in variants.values() if v not in stages)  # a debiased teacher nothing compresses
+    stages.extend(
+        v for v in variants.values() if v not in stages
+    )  # a debiased teacher nothing compresses
     if exp.speed is not None:
-        stages.append(Stage("speed", "speed", _config(base, model=the_teacher), deps=models, root=root,
-                            params=exp.speed.params()))
+        stages.append(
+            Stage(
+                "speed",
+                "speed",
+                _config(base, model=the_teacher),
+                deps=models,
+                root=root,
+                params=exp.speed.params(),
+            )
+        )
     return stages
 
 
@@ -205,26 +343,38 @@ def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
     check_writable(Path(exp.output_dir))
     pending = exp.teacher.path is not None and not Path(exp.teacher.path).expanduser().exists()
     if pending and exp.teacher.config is None:
-        raise UserError(f"{where}: teacher.path {exp.teacher.path}: not found; fine-tune it first "
-                        "(`robust-compress finetune -c configs/teacher-*.yaml`), give `teacher.config` to have the "
-                        "study fine-tune it there, or drop teacher.path to train it in the study")
-    ins = ExternalInputs(exp.task, exp.teacher.model if pending else exp.teacher.path or exp.teacher.model, where,
-                         label_map=exp.defaults.label_map)
-    if pending:  # fine-tuned first from its run config; the stages after it are keyed once it exists
+        raise UserError(
+            f"{where}: teacher.path {exp.teacher.path}: not found; fine-tune it first "
+            "(`robust-compress finetune -c configs/teacher-*.yaml`), give `teacher.config` to have the "
+            "study fine-tune it there, or drop teacher.path to train it in the study"
+        )
+    ins = ExternalInputs(
+        exp.task,
+        exp.teacher.model if pending else exp.teacher.path or exp.teacher.model,
+        where,
+        label_map=exp.defaults.label_map,
+    )
+    if (
+        pending
+    ):  # fine-tuned first from its run config; the stages after it are keyed once it exists
         cfg = teacher_run_config(exp.teacher.config, exp.teacher.path, where)
         teacher.meta["pending"] = exp.teacher.config
         teacher.external = {"model": "pending"}
         n_train = ins.data(cfg, needs_train=True)[1]
-        teacher.work = {"train": cfg.max_steps * cfg.batch_size if cfg.max_steps else n_train * cfg.epochs,
-                        "infer": ins.data(cfg, needs_train=False)[2]}
+        teacher.work = {
+            "train": cfg.max_steps * cfg.batch_size if cfg.max_steps else n_train * cfg.epochs,
+            "infer": ins.data(cfg, needs_train=False)[2],
+        }
     elif any(s.kind == "uncertainty" for s in stages):
         SOURCES[exp.uncertainty.source].check(teacher, where)
     have = available_splits(exp.task, exp.defaults.data_dir, exp.defaults.source or "local")
     for name, b in exp.named_bias_models().items():
         if b.easy_hard_split not in have:
             key = "bias_model" if exp.bias_model is not None else f"bias_models.{name}"
-            raise UserError(f"{where}: {key}.easy_hard_split {b.easy_hard_split!r} is not an eval split available "
-                            f"for task {ins.task.name!r} (have {have})")
+            raise UserError(
+                f"{where}: {key}.easy_hard_split {b.easy_hard_split!r} is not an eval split available "
+                f"for task {ins.task.name!r} (have {have})"
+            )
     for s in stages:
         if not (s.given and pending):
             s.spec.check(s, None if s.given else s.resolve(), ins)

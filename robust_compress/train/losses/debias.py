@@ -29,7 +29,9 @@ class Reweight(Loss):
     needs = ("bias_probs",)
 
     def forward(self, logits, batch, hidden=None):
-        return weighted_ce(logits, batch["labels"], 1 - gold_prob(batch["bias_probs"], batch["labels"]))
+        return weighted_ce(
+            logits, batch["labels"], 1 - gold_prob(batch["bias_probs"], batch["labels"])
+        )
 
 
 @register
@@ -41,7 +43,9 @@ class PoE(Loss):
     needs = ("bias_probs",)
 
     def forward(self, logits, batch, hidden=None):
-        combined = F.log_softmax(logits.float(), -1) + torch.log(batch["bias_probs"].float().clamp_min(1e-12))
+        combined = F.log_softmax(logits.float(), -1) + torch.log(
+            batch["bias_probs"].float().clamp_min(1e-12)
+        )
         return F.cross_entropy(combined, batch["labels"])
 
 
@@ -55,5 +59,7 @@ class ConfReg(Loss):
     needs = ("teacher_logits", "bias_probs")
 
     def forward(self, logits, batch, hidden=None):
-        target = smoothed_teacher(batch["teacher_logits"], 1 - gold_prob(batch["bias_probs"], batch["labels"]))
+        target = smoothed_teacher(
+            batch["teacher_logits"], 1 - gold_prob(batch["bias_probs"], batch["labels"])
+        )
         return -(target * F.log_softmax(logits.float(), -1)).sum(-1).mean()

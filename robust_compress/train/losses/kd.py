@@ -42,7 +42,12 @@ class Distil(Loss):
     needs = ("teacher_logits",)
 
     def forward(self, logits, batch, hidden=None):
-        return kd_loss(logits, batch["labels"], smoothed_teacher(batch["teacher_logits"], 1.0), self.settings.lam)
+        return kd_loss(
+            logits,
+            batch["labels"],
+            smoothed_teacher(batch["teacher_logits"], 1.0),
+            self.settings.lam,
+        )
 
 
 @register

@@ -8,7 +8,9 @@ from .base import KDSettings, Loss, kd_loss, register, smoothed_teacher
 
 class RMCSettings(KDSettings):
     name: Literal["rmc"] = "rmc"
-    alpha: float | None = Field(None, ge=0, le=1, description="difficulty floor alpha; default: the task's")
+    alpha: float | None = Field(
+        None, ge=0, le=1, description="difficulty floor alpha; default: the task's"
+    )
 
 
 def difficulty(v: torch.Tensor, alpha: float) -> torch.Tensor:
