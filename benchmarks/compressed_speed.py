@@ -6,7 +6,8 @@ Rows: the dense teacher; structured pruning (heads + FFN neurons) to 67 / 50 / 3
 FLOPs; 20 % of its heads physically removed (importance-ranked); the teacher
 truncated to 3 layers; the pretrained 3-layer student; int8 dynamic quantization; 40 % and 70 %
 magnitude sparsity (one-shot, for the non-zero count: dense kernels run the zeros anyway).
-Timing is `models.infer.throughput`: the harness the study's speed stage uses (round-robin, best round).
+Timing is `models.infer.throughput`: the harness the study's speed stage uses (round-robin, best
+round).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def main() -> None:
     base = rates["dense teacher"]
     base_flops = encoder_flops(teacher)["flops_dense"]
     print(
-        f"{'model':40s} {'ex/s':>8s} {'speed-up':>9s} {'FLOPs ÷':>8s} {'params':>11s} {'non-zero':>11s}"
+        f"{'model':40s} {'ex/s':>8s} {'speed-up':>9s} {'FLOPs ÷':>8s} {'params':>11s} "
+        f"{'non-zero':>11s}"
     )
     for name, (m, _) in rows.items():
         quant = name.startswith("int8")

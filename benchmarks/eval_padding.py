@@ -21,7 +21,8 @@ from robust_compress.models.load import load_model, load_tokenizer, set_threads
 def fixed_padding(
     model, tok, examples, max_length: int, batch_size: int
 ) -> tuple[np.ndarray, float]:
-    """Baseline: every example padded to max_length (tokenized beforehand, like the dynamic path)."""
+    """Baseline: every example padded to max_length (tokenized beforehand, like the dynamic
+    path)."""
     model.eval()
     enc = tok(
         [e["text_a"] for e in examples],
@@ -51,7 +52,8 @@ def main() -> None:
     examples = mnli("dev_matched", args.n).examples
     data = EncodedSplit(examples, tok, 128)
     print(
-        f"model {args.model}, {args.n} MNLI dev-matched examples, batch {args.batch}, max_length 128, "
+        f"model {args.model}, {args.n} MNLI dev-matched examples, batch {args.batch}, "
+        "max_length 128, "
         f"mean length {np.mean(data.lengths):.1f} tokens"
     )
     b = args.batch

@@ -64,7 +64,8 @@ def main() -> None:
     )
 
     def cfg(name, loss_name="ce", loss_extra=None, cold=False, **comp):
-        """cold: a cache of its own, so the run pays for its teacher-logit pass as a single run does."""
+        """cold: a cache of its own, so the run pays for its teacher-logit pass as a single run
+        does."""
         inputs = {"teacher": str(teacher)} | ({"uncertainty": loss_extra} if loss_extra else {})
         run_base = base | ({"cache_dir": str(tmp / f"cache-{name}")} if cold else {})
         return RunConfig(
@@ -105,12 +106,14 @@ def main() -> None:
     t_rmc_dyn = timed(compress, cfg("rmc-dyn", "rmc", str(u_dyn), cold=True, sparsity=0.4))
 
     print(
-        f"{args.n} MNLI train examples, paraphrase-MiniLM-L3-v2 teacher, magnitude 0.4, bf16, 1 epoch"
+        f"{args.n} MNLI train examples, paraphrase-MiniLM-L3-v2 teacher, magnitude 0.4, bf16, "
+        "1 epoch"
     )
     print(f"{'':44s} {'seconds':>8s} {'ratio to vanilla':>17s}")
     print(f"{'vanilla (ce) run':44s} {t_vanilla:8.1f} {1.0:16.2f}x")
     print(
-        f"{'Distil run (teacher logits, no uncertainty)':44s} {t_distil:8.1f} {t_distil / t_vanilla:16.2f}x"
+        f"{'Distil run (teacher logits, no uncertainty)':44s} {t_distil:8.1f} "
+        f"{t_distil / t_vanilla:16.2f}x"
     )
     for name, t in (
         ("RMC, training-dynamics uncertainty (free)", t_dyn_u + t_rmc_dyn),
@@ -121,8 +124,9 @@ def main() -> None:
         print(f"{name:44s} {t:8.1f} {t / t_vanilla:16.2f}x")
     print(f"{'  of which the RMC run itself':44s} {t_rmc:8.1f} {t_rmc / t_vanilla:16.2f}x")
     print(
-        "each RMC and Distil run scores the training set with the teacher itself (a cache of its own); in a "
-        "study that pass and the uncertainty step are shared by every run (losses, seeds, sparsities)"
+        "each RMC and Distil run scores the training set with the teacher itself (a cache of its "
+        "own); in a study that pass and the uncertainty step are shared by every run (losses, "
+        "seeds, sparsities)"
     )
 
     import pandas as pd

@@ -2,14 +2,16 @@
 (training pairs x epochs), with distil alone and with layer distillation, as a small printed curve.
 
     python benchmarks/structured_recovery.py --teacher runs/teacher-minilm-l6
-    python benchmarks/structured_recovery.py --pairs 2000 8000 40999 --epochs 1 3 --eval 0   # larger (hours)
+    # larger (hours):
+    python benchmarks/structured_recovery.py --pairs 2000 8000 40999 --epochs 1 3 --eval 0
 
-The teacher is pruned once to the speed-up on the runtime (a Fisher start: `compress --method fisher`,
-Kwon et al.'s mask search against this machine's latency table for that runtime, with rescaling; no
-training), timed against the teacher; then each (loss, pairs, epochs) recovers from that same start
-with the study's recipe (`stages.compress`: the one loop; lr 5e-5, batch 32, bf16 autocast). `--init
-dense` recovers with gradual structured pruning from the teacher instead (the pruning inside the
-budget). Every row is evaluated on the same dev-matched examples (`--eval 0`: all 9,815).
+The teacher is pruned once to the speed-up on the runtime (a Fisher start: `compress --method
+fisher`, Kwon et al.'s mask search against this machine's latency table for that runtime, with
+rescaling; no training), timed against the teacher; then each (loss, pairs, epochs) recovers from
+that same start with the study's recipe (`stages.compress`: the one loop; lr 5e-5, batch 32, bf16
+autocast). `--init dense` recovers with gradual structured pruning from the teacher instead (the
+pruning inside the budget). Every row is evaluated on the same dev-matched examples (`--eval 0`: all
+9,815).
 
 The default budget (pairs 2,000 and 8,000, one epoch, two losses, 1,000 dev-matched examples) takes
 about 20 minutes on 2 CPU cores with OMP_NUM_THREADS=1; the latency table is cached in --cache.
@@ -117,18 +119,22 @@ def main() -> None:
         rates = speed["runtimes"][args.runtime]["examples_per_s"]
         record = json.loads((start["folder"] / "compression.json").read_text())
         print(
-            f"start: Fisher mask search to {args.speedup}x on {args.runtime} (no training): predicted "
-            f"{record['predicted_speedup']:.2f}x, measured {rates['start'] / rates['teacher']:.2f}x; "
-            f"{record['heads_removed']} heads and {record['ffn_neurons_removed']} FFN neurons removed, "
+            f"start: Fisher mask search to {args.speedup}x on {args.runtime} (no training): "
+            f"predicted {record['predicted_speedup']:.2f}x, "
+            f"measured {rates['start'] / rates['teacher']:.2f}x; "
+            f"{record['heads_removed']} heads and {record['ffn_neurons_removed']} FFN neurons "
+            "removed, "
             f"{record['flops_kept']:.2f} of the FLOPs kept ({start['seconds']:.0f} s)"
         )
         print(
-            f"teacher: dev-m {100 * evaluated['splits']['dev_matched']['accuracy']:.1f} on the same "
+            f"teacher: dev-m {100 * evaluated['splits']['dev_matched']['accuracy']:.1f} "
+            "on the same "
             f"{evaluated['splits']['dev_matched']['n']} examples"
         )
         print(f"{'recovery loss':16s} {'pairs':>7s} {'epochs':>6s} {'dev-m':>6s} {'seconds':>8s}")
         print(
-            f"{'(none: the start)':16s} {0:7d} {0:6.1f} {start['dev_m']:6.1f} {start['seconds']:8.0f}"
+            f"{'(none: the start)':16s} {0:7d} {0:6.1f} {start['dev_m']:6.1f} "
+            f"{start['seconds']:8.0f}"
         )
         for loss in args.losses:
             for epochs in args.epochs:
@@ -155,7 +161,8 @@ def main() -> None:
                             compression={"method": "structured", **target},
                         )
                     print(
-                        f"{loss:16s} {pairs:7d} {epochs:6.1f} {got['dev_m']:6.1f} {got['seconds']:8.0f}",
+                        f"{loss:16s} {pairs:7d} {epochs:6.1f} {got['dev_m']:6.1f} "
+                        f"{got['seconds']:8.0f}",
                         flush=True,
                     )
 

@@ -55,7 +55,8 @@ def main() -> None:
         mnli("dev_matched", args.n_eval).examples,
     )
     print(
-        f"training: {args.n_train} MNLI pairs, batch 32; inference: {args.n_eval} dev-matched pairs, batch 64; "
+        f"training: {args.n_train} MNLI pairs, batch 32; "
+        f"inference: {args.n_eval} dev-matched pairs, batch 64; "
         f"{torch.get_num_threads()} threads"
     )
     for bf16 in (True, False):
@@ -63,7 +64,8 @@ def main() -> None:
         base = rates["MiniLM-L6 (22.7M)"]
         for k, r in rates.items():
             print(
-                f"train {'bf16' if bf16 else 'fp32'}  {k:22s} {r:7.1f} ex/s  {r / base:5.2f}x MiniLM"
+                f"train {'bf16' if bf16 else 'fp32'}  {k:22s} {r:7.1f} ex/s  "
+                f"{r / base:5.2f}x MiniLM"
             )
     models = {k: load_model(p, LABELS).eval() for k, p in teachers.items()}
     mp = models["MPNet-base (109.5M)"]
@@ -83,7 +85,8 @@ def main() -> None:
         for k, (m, _) in entries.items():
             flops = encoder_flops(mp)["flops_dense"] / encoder_flops(m)["flops_dense"]
             print(
-                f"infer {'bf16' if bf16 else 'fp32'}  {k:22s} {rates[k]:7.1f} ex/s  {rates[k] / base:5.2f}x MPNet  "
+                f"infer {'bf16' if bf16 else 'fp32'}  {k:22s} {rates[k]:7.1f} ex/s  "
+                f"{rates[k] / base:5.2f}x MPNet  "
                 f"(MPNet FLOPs / its FLOPs {flops:5.2f}x)"
             )
 

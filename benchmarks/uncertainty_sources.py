@@ -47,7 +47,8 @@ def main() -> None:
     )
     for name, v in sources.items():
         print(
-            f"{name:10s} agreement with the hypothesis-only split: {100 * agreement(v.loc[ids].to_numpy(), easy):.1f}%"
+            f"{name:10s} agreement with the hypothesis-only split: "
+            f"{100 * agreement(v.loc[ids].to_numpy(), easy):.1f}%"
         )
     for a, b in itertools.combinations(sources, 2):
         rho = np.corrcoef(sources[a].loc[ids].rank(), sources[b].loc[ids].rank())[0, 1]

@@ -1,5 +1,5 @@
-"""The result tables of README.md and docs/*.md, generated from what is committed: each study's export
-(docs/results/<study>/report/metrics.csv, speed.csv, analysis/) and the benchmark records
+"""The result tables of README.md and docs/*.md, generated from what is committed: each study's
+export (docs/results/<study>/report/metrics.csv, speed.csv, analysis/) and the benchmark records
 (docs/results/benchmarks/*.json). A table lives between `<!-- table:NAME -->` and `<!-- /table -->`.
 
     python docs/tables.py           # rewrite every table in place
@@ -40,7 +40,8 @@ def _spread(r: Row, k: str, scale: float, fmt: str) -> str:
 
 
 def pct(k: str, d: int = 1, spread: bool = True, mark_constant: str | None = None) -> Cell:
-    """100 × a metric (mean ± std over seeds); ‡ where the model predicts one class on ≥ 90 % of a split."""
+    """100 × a metric (mean ± std over seeds); ‡ where the model predicts one class on ≥ 90 % of a
+    split."""
 
     def cell(r: Row) -> str:
         v = _v(r, k)
@@ -67,7 +68,8 @@ def num(k: str, d: int = 2, spread: bool = True, scale: float = 1.0, suffix: str
 
 
 def speed(k: str = "speedup") -> Cell:
-    """A measured speed-up; within 5 % of 1 it is timing noise and reads ≈ 1× (as in the reports)."""
+    """A measured speed-up; within 5 % of 1 it is timing noise and reads ≈ 1× (as in the
+    reports)."""
 
     def cell(r: Row) -> str:
         v = _v(r, k)
@@ -167,7 +169,8 @@ def benchmark_table(name: str) -> Callable[[], str]:
 
 
 def uncertainty_sources() -> str:
-    """Vanilla and RMC with each uncertainty source, one study per source on the same data and seeds."""
+    """Vanilla and RMC with each uncertainty source, one study per source on the same data and
+    seeds."""
     rows = []
     cost = {"dynamics": "none", "snapshots": "1 pruning run", "runs": "5 pruning runs"}
     name = {
@@ -235,7 +238,8 @@ def mpnet_teacher() -> str:
                 [
                     label,
                     f"**{100 * _v(r, f'acc.{split}'):.1f}**",
-                    f"[{100 * _v(r, f'acc.{split}.ci_lo'):.1f}, {100 * _v(r, f'acc.{split}.ci_hi'):.1f}]",
+                    f"[{100 * _v(r, f'acc.{split}.ci_lo'):.1f}, "
+                    f"{100 * _v(r, f'acc.{split}.ci_hi'):.1f}]",
                     f"{_v(r, f'ece.{split}'):.3f}",
                     f"{_v(r, f'conf.{split}'):.3f}",
                 ]

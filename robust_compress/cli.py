@@ -222,8 +222,8 @@ def evaluate(
     ] = False,
     verbose: VerboseOpt = False,
 ):
-    """Write per-example predictions and a summary (accuracy + CI, per heuristic, ECE, Delta, F_bias)
-    to -o (default: <model>-eval beside the model)."""
+    """Write per-example predictions and a summary (accuracy + CI, per heuristic, ECE, Delta,
+    F_bias) to -o (default: <model>-eval beside the model)."""
     from .config import load_config
     from .io import read_yaml
     from .stages import evaluate_folder
@@ -303,7 +303,8 @@ def uncertainty(
         progress=_reporter(),
     )
     typer.echo(
-        f"{len(df)} examples, v mean {df['v'].mean():.4f} max {df['v'].max():.4f}; written: {output}"
+        f"{len(df)} examples, v mean {df['v'].mean():.4f} max {df['v'].max():.4f}; written: "
+        f"{output}"
     )
 
 
@@ -361,7 +362,8 @@ def easy_hard(
     cfg = _cfg(config, set_, model=bias, task=task, data_dir=data_dir)
     df = write_easy_hard(cfg, bias, split, output)
     typer.echo(
-        f"{split}: {int(df['easy'].sum())} easy / {int((~df['easy']).sum())} hard; written: {output}"
+        f"{split}: {int(df['easy'].sum())} easy / {int((~df['easy']).sum())} hard; written: "
+        f"{output}"
     )
     for m in models or []:
         pred = m / "predictions" / f"{split}.parquet"
@@ -429,7 +431,8 @@ def reproduce(
     ] = None,
     verbose: VerboseOpt = False,
 ):
-    """Run a whole study: teacher, uncertainty, bias model, every compression x loss x seed, report."""
+    """Run a whole study: teacher, uncertainty, bias model, every compression x loss x seed,
+    report."""
     import shutil
 
     from .study.executors import make_executor
@@ -459,18 +462,20 @@ def reproduce(
         for p in stale:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         typer.echo(
-            f"removed {len(stale)} partial checkpoint(s) / temporary folder(s) no stage of this plan owns"
+            f"removed {len(stale)} partial checkpoint(s) / temporary folder(s) no stage of this "
+            "plan owns"
         )
     elif stale:
         typer.echo(
-            f"{len(stale)} partial checkpoint(s) / temporary folder(s) ({size_of(stale) / 2**20:.0f} MiB) in "
-            f"{Path(exp.output_dir) / 'artifacts'} belong to no stage of this plan (runs killed under other "
-            "settings): --clean removes them"
+            f"{len(stale)} partial checkpoint(s) / temporary folder(s) "
+            f"({size_of(stale) / 2**20:.0f} MiB) in {Path(exp.output_dir) / 'artifacts'} belong "
+            "to no stage of this plan (runs killed under other settings): --clean removes them"
         )
     pending = stages[0].meta.get("pending")
     if pending and not dry_run:
         typer.echo(
-            f"teacher.path {exp.teacher.path} is missing: fine-tuning it first with `finetune -c {pending}`"
+            f"teacher.path {exp.teacher.path} is missing: fine-tuning it first with "
+            f"`finetune -c {pending}`"
         )
         make_pending_teacher(exp, stages, _reporter())
         exp, stages = prepare(experiment, output_dir, set_)
@@ -543,8 +548,9 @@ def audit(
     repeats: Annotated[int, typer.Option(help="timed rounds after a warm-up", metavar="N")] = 3,
     verbose: VerboseOpt = False,
 ):
-    """Robustness card of existing models (none trained): ID and OOD accuracy, per heuristic, easy/hard,
-    ECE, collapse, Delta and F_bias against the first, speed-up; HTML + Markdown + JSON report."""
+    """Robustness card of existing models (none trained): ID and OOD accuracy, per heuristic,
+    easy/hard, ECE, collapse, Delta and F_bias against the first, speed-up; HTML + Markdown + JSON
+    report."""
     from .report import build_report
     from .stages import audit as run
 
@@ -561,18 +567,22 @@ def audit(
         progress=_reporter(),
     )
     report = build_report(output, name=output.name)
-    pct = lambda v: "   –  " if v is None else f"{100 * v:5.1f}"
+
+    def pct(v):
+        return "   –  " if v is None else f"{100 * v:5.1f}"
+
     typer.echo(
-        f"{'model':32s} {'ID':>6s} {'OOD':>6s} {'Delta':>6s} {'F_bias':>6s} {'ECE':>5s} {'easy':>6s} "
-        f"{'hard':>6s} {'ex/s':>7s} {'speed':>6s}"
+        f"{'model':32s} {'ID':>6s} {'OOD':>6s} {'Delta':>6s} {'F_bias':>6s} {'ECE':>5s} "
+        f"{'easy':>6s} {'hard':>6s} {'ex/s':>7s} {'speed':>6s}"
     )
     for r in result["models"]:
         fb = "–" if r.get("f_bias") is None else f"{r['f_bias']:.2f}"
         typer.echo(
             f"{r['name'][:32]:32s} {pct(r.get('acc_id'))} {pct(r.get('acc_ood'))} "
             f"{'–' if r.get('delta') is None else format(r['delta'], '.3f'):>6s} {fb:>6s} "
-            f"{'–' if r.get('ece_id') is None else format(r['ece_id'], '.3f'):>5s} {pct(r.get('easy_acc'))} "
-            f"{pct(r.get('hard_acc'))} {r.get('examples_per_s', float('nan')):7.1f} "
+            f"{'–' if r.get('ece_id') is None else format(r['ece_id'], '.3f'):>5s} "
+            f"{pct(r.get('easy_acc'))} {pct(r.get('hard_acc'))} "
+            f"{r.get('examples_per_s', float('nan')):7.1f} "
             f"{r.get('speedup', float('nan')):5.2f}x"
             + ("  collapsed" if r.get("collapsed") else "")
         )
@@ -604,7 +614,8 @@ def export(
         if name in rec:
             r = rec[name]
             typer.echo(
-                f"onnxruntime {name}: {r['examples_per_s']:.1f} ex/s ({r['speedup_vs_torch']:.2f}x PyTorch), "
+                f"onnxruntime {name}: {r['examples_per_s']:.1f} ex/s "
+                f"({r['speedup_vs_torch']:.2f}x PyTorch), "
                 f"max |logit diff| {r['max_abs_logit_diff']:.2e}, same prediction on "
                 f"{100 * r['prediction_agreement']:.1f}%, {r['bytes'] / 2**20:.1f} MiB: {r['file']}"
             )
@@ -634,8 +645,8 @@ def speed(
     output: OutOpt = None,
     verbose: VerboseOpt = False,
 ):
-    """Time saved models side by side on this machine (the speed stage's harness): examples/s and the
-    speed-up over the first, on the chosen runtimes too."""
+    """Time saved models side by side on this machine (the speed stage's harness): examples/s and
+    the speed-up over the first, on the chosen runtimes too."""
     from .models.runtimes import RUNTIMES
     from .stages import measure_speed
 
@@ -680,8 +691,9 @@ def report_cmd(
     ] = None,
     overwrite: OverwriteOpt = False,
 ):
-    """Rebuild the HTML + Markdown report of a study from its saved predictions (default: its report/
-    folder, which the tool owns and replaces; an existing -o or --export folder needs --overwrite)."""
+    """Rebuild the HTML + Markdown report of a study from its saved predictions (default: its
+    report/ folder, which the tool owns and replaces; an existing -o or --export folder needs
+    --overwrite)."""
     from .report import build_report, export_study
 
     typer.echo(f"report: {build_report(study, output, overwrite=overwrite)}")
@@ -716,9 +728,12 @@ def tasks(data_dir: DataOpt = None):
     from .data.tasks import BUILTIN
 
     root = resolve_data_dir(data_dir)
-    typer.echo(
-        f"data folder: {root.resolve() if root is not None else 'none (pass --data-dir or set $ROBUST_COMPRESS_DATA)'}"
+    shown = (
+        root.resolve()
+        if root is not None
+        else "none (pass --data-dir or set $ROBUST_COMPRESS_DATA)"
     )
+    typer.echo(f"data folder: {shown}")
     for name, spec in BUILTIN.items():
         typer.echo(f"{name}: labels {spec.labels}")
         for split, s in spec.splits.items():
@@ -739,8 +754,8 @@ def _print_summary(path: Path, summary: dict | None = None) -> None:
     for name, s in summary["splits"].items():
         lo, hi = s["ci95"]
         typer.echo(
-            f"{name:16s} {s['role']:4s} acc {100 * s['accuracy']:5.1f}  [{100 * lo:.1f}, {100 * hi:.1f}]  "
-            f"ECE {s['ece']:.3f}  n={s['n']}"
+            f"{name:16s} {s['role']:4s} acc {100 * s['accuracy']:5.1f}  "
+            f"[{100 * lo:.1f}, {100 * hi:.1f}]  ECE {s['ece']:.3f}  n={s['n']}"
         )
         for key, cells in s.items():
             if key.startswith("by_") and not key.endswith("_only") and key != "by_gold":

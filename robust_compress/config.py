@@ -32,7 +32,8 @@ from .train.loop import TrainArgs
 from .train.losses import REGISTRY
 
 LossConfig = Annotated[
-    tuple(c.Settings for c in REGISTRY.values()), Field(discriminator="name")
+    Union[tuple(c.Settings for c in REGISTRY.values())],  # noqa: UP007
+    Field(discriminator="name"),
 ]
 CompressionConfig = Annotated[
     Union[tuple(m.Config for m in METHODS.values())],  # noqa: UP007
@@ -63,14 +64,16 @@ class RunConfig(DataArgs, TrainArgs):
     )
     label_map: dict[str, str] | None = Field(
         None,
-        description="a given model's label -> the task's label, where names cannot be matched (LABEL_0.., "
-        "or an index): e.g. {LABEL_0: contradiction, LABEL_1: neutral, LABEL_2: entailment}",
+        description="a given model's label -> the task's label, where names cannot be matched "
+        "(LABEL_0.., or an index): e.g. {LABEL_0: contradiction, LABEL_1: neutral, "
+        "LABEL_2: entailment}",
     )
 
     @field_validator("label_map", mode="before")
     @classmethod
     def _label_map(cls, v: Any) -> Any:
-        """YAML reads `{0: contradiction}` with int keys: names or indices, as strings; one target once."""
+        """YAML reads `{0: contradiction}` with int keys: names or indices, as strings; one target
+        once."""
         if not isinstance(v, dict):
             return v
         out = {str(k).strip(): str(t).strip() for k, t in v.items()}
@@ -100,7 +103,8 @@ class RunConfig(DataArgs, TrainArgs):
 
 
 def _optional(model: type[BaseModel], name: str, drop: set[str]) -> type[BaseModel]:
-    """A model with the same fields, every one optional (None = not set): typed partial overrides."""
+    """A model with the same fields, every one optional (None = not set): typed partial
+    overrides."""
     fields = {
         k: (f.annotation | None, Field(None, description=f.description))
         for k, f in model.model_fields.items()
@@ -122,8 +126,8 @@ error_lines = validation_line  # the one formatter (io.py)
 def error_where(
     e: ValidationError, path: str | Path | None, overrides: list[str] | None = None
 ) -> str:
-    """`file:line` of the first error's key in the YAML file (the file alone when the key came from an
-    override or is not in the file; "config" when there is no file)."""
+    """`file:line` of the first error's key in the YAML file (the file alone when the key came from
+    an override or is not in the file; "config" when there is no file)."""
     if path is None:
         return "config"
     loc = tuple(p for p in e.errors()[0]["loc"] if not str(p).startswith("function-"))
@@ -180,7 +184,8 @@ def load_config(
     base: dict[str, Any] | None = None,
     over: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Merge base < YAML file < `over` (the CLI's flags) < `key=value` overrides (values parsed as YAML)."""
+    """Merge base < YAML file < `over` (the CLI's flags) < `key=value` overrides (values parsed as
+    YAML)."""
     data: dict[str, Any] = dict(base or {})
     if path is not None:
         merge(data, read_yaml(Path(path)))
@@ -202,7 +207,8 @@ def _dotted(d: dict[str, Any], prefix: str = "") -> list[str]:
 
 
 def field_help(dotted: str) -> str:
-    """The description of a RunConfig field (CLI help is taken from the config, so they cannot drift)."""
+    """The description of a RunConfig field (CLI help is taken from the config, so they cannot
+    drift)."""
     model: Any = RunConfig
     *parents, last = dotted.split(".")
     for p in parents:

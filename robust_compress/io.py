@@ -37,8 +37,8 @@ class UserError(Exception):
 
 
 def validation_line(e, prefix: str = "") -> str:
-    """A pydantic ValidationError as `key: problem`, its errors joined on one line (the one formatter
-    for configs, experiment files, task files and artifact files)."""
+    """A pydantic ValidationError as `key: problem`, its errors joined on one line (the one
+    formatter for configs, experiment files, task files and artifact files)."""
     out = []
     for err in e.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
@@ -155,8 +155,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def yaml_key_lines(path: Path) -> dict[tuple, int]:
-    """1-based line of every key (and list item) of a YAML mapping, by its path: ("defaults", "lr") or
-    ("compressions", 0). Read with the safe composer (no object is constructed); {} if unreadable."""
+    """1-based line of every key (and list item) of a YAML mapping, by its path: ("defaults", "lr")
+    or ("compressions", 0). Read with the safe composer (no object is constructed); {} if
+    unreadable."""
     try:
         root = yaml.compose(read_text(path), Loader=yaml.SafeLoader)
     except (yaml.YAMLError, UserError):
@@ -179,7 +180,8 @@ def yaml_key_lines(path: Path) -> dict[tuple, int]:
 
 
 def line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
-    """The line of the deepest prefix of `loc` that the file has (a missing key: its parent's line)."""
+    """The line of the deepest prefix of `loc` that the file has (a missing key: its parent's
+    line)."""
     loc = tuple(int(p) if isinstance(p, str) and p.isdigit() else p for p in loc)
     for n in range(len(loc), 0, -1):
         if loc[:n] in lines:
@@ -202,7 +204,8 @@ def write_yaml(path: Path, data: Any) -> None:
 
 def _disk_full(e: BaseException, where: Path) -> bool:
     """Writers below us (torch's zip writer, safetensors, pyarrow) report a full disk in their own
-    words ("unexpected pos", "failed writing"): read it from the message or from the free space left."""
+    words ("unexpected pos", "failed writing"): read it from the message or from the free space
+    left."""
     text = str(e).lower()
     if any(w in text for w in ("no space left", "errno 28", "file too large", "disk quota")):
         return True
@@ -279,7 +282,8 @@ def atomic_dir(final: Path, overwrite: bool = True) -> Iterator[Path]:
 
 
 def check_writable(folder: Path) -> None:
-    """Fail now, not after hours of training, if `folder` (or the nearest existing parent) is not writable."""
+    """Fail now, not after hours of training, if `folder` (or the nearest existing parent) is not
+    writable."""
     folder = Path(folder).absolute()
     probe = folder
     while not probe.exists():
@@ -301,7 +305,8 @@ def check_writable(folder: Path) -> None:
 
 
 def check_not_inside(out: Path, read: Path, what: str) -> None:
-    """An output that is the folder being read, holds it, or lies in it would change or delete it."""
+    """An output that is the folder being read, holds it, or lies in it would change or delete
+    it."""
     o, r = Path(out).resolve(), Path(read).resolve()
     if o == r or r.is_relative_to(o) or o.is_relative_to(r):
         raise UserError(f"{out}: is or overlaps the {what} being read ({read}); write elsewhere")

@@ -1,6 +1,6 @@
-"""The artifact files, typed: each is one pydantic model that its writer validates before writing and
-every reader validates when reading, so a file is never parsed by hand in two places and a broken one
-is one line naming the file and the key.
+"""The artifact files, typed: each is one pydantic model that its writer validates before writing
+and every reader validates when reading, so a file is never parsed by hand in two places and a
+broken one is one line naming the file and the key.
 
 Models allow extra keys: a file written by a newer version (or an older one's extra fields) still
 reads; the keys listed here are the ones the code relies on.
@@ -21,7 +21,8 @@ class _File(BaseModel):
 
 
 class SplitSummary(_File):
-    """One split of a model's summary (summary.json → splits): `by_<column>` breakdowns ride along."""
+    """One split of a model's summary (summary.json → splits): `by_<column>` breakdowns ride
+    along."""
 
     role: Literal["id", "ood", "cue"]
     n: int | None = Field(None, ge=0)
@@ -91,7 +92,8 @@ class IndexEntry(_File):
 
 
 class RuntimeSpeed(_File):
-    """speed.json → runtimes → one runtime: examples/s of every model it runs, and why not the others."""
+    """speed.json → runtimes → one runtime: examples/s of every model it runs, and why not the
+    others."""
 
     examples_per_s: dict[str, float]
     missing: dict[str, str] = Field(default_factory=dict)

@@ -149,12 +149,15 @@ def write_tiny_task(tmp_path: Path) -> Path:
                 )
     spec = tmp_path / "task.yaml"
     spec.write_text(
-        "name: tiny\ntext_a: a\ntext_b: b\nlabels: [entailment, neutral, contradiction]\nalpha: 0.5\n"
+        "name: tiny\ntext_a: a\ntext_b: b\nlabels: [entailment, neutral, contradiction]\n"
+        "alpha: 0.5\n"
         "splits:\n"
         f"  train: {{role: train, local: [{d}/train.jsonl], id_column: uid}}\n"
         f"  dev: {{role: id, local: [{d}/dev.jsonl], id_column: uid}}\n"
-        f"  ood: {{role: ood, local: [{d}/ood.jsonl], id_column: uid, labels: [entailment, non-entailment],\n"
-        "        collapse: {entailment: entailment, neutral: non-entailment, contradiction: non-entailment},\n"
+        f"  ood: {{role: ood, local: [{d}/ood.jsonl], id_column: uid, "
+        "labels: [entailment, non-entailment],\n"
+        "        collapse: {entailment: entailment, neutral: non-entailment, "
+        "contradiction: non-entailment},\n"
         "        group_by: [kind]}\n"
     )
     return spec
@@ -206,7 +209,7 @@ def ray_cluster(tmp_path_factory):
     ray.shutdown()
 
 
-# ---------------------------------------------------------------- models saved in another label order
+# -------------------------------------------------------------- models saved in another label order
 
 # name -> (label names as saved, the task label each saved row is, label_map that resolves it)
 ORDERS = {
@@ -232,8 +235,8 @@ HEAD = {
 def save_reordered(
     src: Path, dst: Path, names: list[str], rows: list[int], config: dict | None = None
 ) -> Path:
-    """A copy of a saved classifier whose output row j is the original's row `rows[j]`, named `names[j]`:
-    written from the files (safetensors + config.json), without the code under test."""
+    """A copy of a saved classifier whose output row j is the original's row `rows[j]`, named
+    `names[j]`: written from the files (safetensors + config.json), without the code under test."""
     import json
     import shutil
 
@@ -258,12 +261,16 @@ def save_reordered(
 
 @pytest.fixture(scope="session")
 def written(tmp_path_factory, tiny_dir, shared_tiny_task):
-    """One model folder of each kind the tool writes: a teacher, magnitude pruning (with a snapshot),
-    int8 of it, and a hypothesis-only bias model. Tests must not modify them (copy first)."""
+    """One model folder of each kind the tool writes: a teacher, magnitude pruning (with a
+    snapshot), int8 of it, and a hypothesis-only bias model. Tests must not modify them (copy
+    first)."""
     from robust_compress.stages import compress, finetune, train_bias_model
 
     root = tmp_path_factory.mktemp("written")
-    cfg = lambda model, out, **kw: tiny_run_config(model, shared_tiny_task, root / out, **kw)
+
+    def cfg(model, out, **kw):
+        return tiny_run_config(model, shared_tiny_task, root / out, **kw)
+
     teacher = finetune(cfg(tiny_dir, "teacher", max_steps=48, lr=5e-3))
     mag = compress(
         cfg(

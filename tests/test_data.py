@@ -89,7 +89,8 @@ def test_custom_task_from_yaml(tmp_path):
 def test_bad_task_yaml_names_key(tmp_path):
     spec = tmp_path / "task.yaml"
     spec.write_text(
-        "name: t\ntext_a: a\ntext_b: b\nlabels: [x, y]\nsplits:\n  dev: {role: id, local: [f.jsonl]}\n"
+        "name: t\ntext_a: a\ntext_b: b\nlabels: [x, y]\n"
+        "splits:\n  dev: {role: id, local: [f.jsonl]}\n"
     )
     with pytest.raises(UserError, match="exactly one split must have role 'train'"):
         load_task(str(spec))

@@ -90,7 +90,8 @@ def test_the_report_imports_no_torch():
     torch, transformers, accelerate or torchao (an import-graph property, not a timing)."""
     code = (
         "import sys, robust_compress.report\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'accelerate', 'torchao') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'transformers', 'accelerate', 'torchao') "
+        "if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
@@ -117,9 +118,9 @@ PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
 @pytest.mark.integration
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
 def test_every_preset_dry_runs(preset, monkeypatch):
-    """From a fresh clone: a study preset plans and checks (a missing teacher.path is fine-tuned first
-    from teacher.config); one that needs the hub or a download says so in one line; a run config
-    points to `finetune -c`."""
+    """From a fresh clone: a study preset plans and checks (a missing teacher.path is fine-tuned
+    first from teacher.config); one that needs the hub or a download says so in one line; a run
+    config points to `finetune -c`."""
     from robust_compress.io import UserError
     from robust_compress.study.run import prepare
 

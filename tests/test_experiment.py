@@ -70,7 +70,8 @@ def test_paper_uncertainty_source_runs_one_pruning_per_sparsity(tmp_path, tiny_d
 
 
 def test_quantization_trains_nothing_so_it_gets_one_row(tmp_path, tiny_dir, tiny_task):
-    """int8 has no training: one run (first seed, no loss variants), however many seeds and losses."""
+    """int8 has no training: one run (first seed, no loss variants), however many seeds and
+    losses."""
     _, stages = prepare(
         _exp(
             tmp_path,
@@ -291,7 +292,8 @@ def test_sigkilled_study_resumes_to_identical_results(tmp_path, tiny_dir, tiny_t
 
 
 def test_shards_partition_the_compressed_runs(tmp_path, tiny_dir, tiny_task, monkeypatch):
-    """--shard i/n: each compressed run is done by exactly one shard; shared prerequisites by any."""
+    """--shard i/n: each compressed run is done by exactly one shard; shared prerequisites by
+    any."""
     from robust_compress.study import run
 
     path = _exp(
@@ -373,8 +375,8 @@ def test_full_tiny_study_with_rmc_bias_speed_and_report(tmp_path, tiny_dir, tiny
 
 def test_concurrent_shards_run_each_stage_once(tmp_path, tiny_dir, tiny_task):
     """Two shards started at once share the prerequisites through stage locks: every stage runs in
-    exactly one process, a JTT run waits for its vanilla model in the other shard, and the study ends
-    complete."""
+    exactly one process, a JTT run waits for its vanilla model in the other shard, and the study
+    ends complete."""
     path = _exp(
         tmp_path,
         tiny_dir,
@@ -413,7 +415,8 @@ def test_concurrent_shards_run_each_stage_once(tmp_path, tiny_dir, tiny_task):
 
 
 def test_stage_settings_outside_the_run_config_are_in_the_key(tmp_path, tiny_dir, tiny_task):
-    """The bias model's kind, the uncertainty source and its sparsities change what a stage makes."""
+    """The bias model's kind, the uncertainty source and its sparsities change what a stage
+    makes."""
 
     def keys(**over):
         return {s.name: s.key for s in prepare(_exp(tmp_path, tiny_dir, tiny_task, **over))[1]}
@@ -431,7 +434,8 @@ def test_stage_settings_outside_the_run_config_are_in_the_key(tmp_path, tiny_dir
 
 
 def test_an_explicit_null_override_unsets_the_default(tmp_path, tiny_dir, tiny_task):
-    """`train: {train_limit: null}` for the teacher means the whole training split, not the default."""
+    """`train: {train_limit: null}` for the teacher means the whole training split, not the
+    default."""
     _, stages = prepare(
         _exp(
             tmp_path,
@@ -527,7 +531,8 @@ def test_a_resumed_phase_eta_counts_only_the_steps_done_in_this_process(monkeypa
 def test_stage_records_name_the_code_the_study_started_with(
     tmp_path, tiny_dir, tiny_task, monkeypatch
 ):
-    """A tree updated while a study runs (git pull in its clone) must not relabel the stages it runs."""
+    """A tree updated while a study runs (git pull in its clone) must not relabel the stages it
+    runs."""
     from robust_compress.study import run
 
     path = _exp(

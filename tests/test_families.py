@@ -145,12 +145,13 @@ def _logits(model, batch):
 
 
 def _gate(model, heads: dict[int, list[int]], neurons: dict[int, list[int]]):
-    """The dense twin: zero the chosen heads' / neurons' inputs of the attention-out / FFN-out projections."""
+    """The dense twin: zero the chosen heads' / neurons' inputs of the attention-out / FFN-out
+    projections."""
     fam = family_of(model)
     handles = []
     for layer, block in enumerate(blocks(model)):
         size = head_size(block, fam)
-        for site, idx, width in (
+        for site, idx, _width in (
             (fam.attn_out, [i * size + j for i in heads.get(layer, []) for j in range(size)], None),
             (fam.ffn_out, neurons.get(layer, []), None),
         ):
@@ -204,9 +205,10 @@ def test_pruned_model_equals_its_masked_dense_twin_and_reloads(family, zoo, tmp_
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_method_runs_end_to_end(family, zoo, tiny_task, tmp_path):
     base = zoo[family]
-    run = lambda name, model, **kw: tiny_run_config(
-        model, tiny_task, tmp_path / name, max_steps=6, **kw
-    )
+
+    def run(name, model, **kw):
+        return tiny_run_config(model, tiny_task, tmp_path / name, max_steps=6, **kw)
+
     teacher = finetune(run("teacher", base))
     assert (teacher / "summary.json").is_file()
 
@@ -328,7 +330,8 @@ def test_every_loss_trains_every_family(family, loss, zoo, shared_tiny_task, tmp
     out = compress(cfg)
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["steps"] == 2 and all(np.isfinite(metrics["loss_curve"]))
-    # the loss can train the model: on a batch with its real inputs, its gradient reaches the encoder
+    # the loss can train the model: on a batch with its real inputs, its gradient reaches the
+    # encoder
     # (a constant loss, or one detached from the logits, trains nothing; weight decay alone still
     # moves the weights, so this is checked on the gradient, not on the saved weights)
     from robust_compress.data.batching import Collator, EncodedSplit

@@ -1,4 +1,5 @@
-"""Structured pruning (models.pruned surgery, compress.structured importance) on tiny random BERTs."""
+"""Structured pruning (models.pruned surgery, compress.structured importance) on tiny random
+BERTs."""
 
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def logits(model, batch) -> torch.Tensor:
 
 
 def gate_heads(model, heads: dict[int, list[int]]) -> list:
-    """Dense-model reference: zero the chosen heads' slices at the input of attention.output.dense."""
+    """Dense-model reference: zero the chosen heads' slices at the input of
+    attention.output.dense."""
     handles = []
     for layer, idx in heads.items():
 
@@ -98,7 +100,8 @@ def test_parameter_count_shrinks_exactly():
     model = tiny_model()
     before = n_params(model)
     prune_heads(model, {0: [0, 2], 1: [3]})
-    # each head: Q, K, V lose HEAD_DIM rows (weights + bias); the output dense loses HEAD_DIM columns
+    # each head: Q, K, V lose HEAD_DIM rows (weights + bias); the output dense loses HEAD_DIM
+    # columns
     per_head = 3 * (HEAD_DIM * HIDDEN + HEAD_DIM) + HIDDEN * HEAD_DIM
     assert before - n_params(model) == 3 * per_head
     before = n_params(model)

@@ -67,7 +67,8 @@ def test_real_model_learns(finetuned):
     assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3 - 0.05, curve
     s = json.loads((finetuned / "summary.json").read_text())
     assert s["splits"]["dev_matched"]["n"] == 400
-    # chance is 1/3 and the sd of a 400-example estimate ~2.4 points: 40 is ~3 sd above chance (measured: 44.8)
+    # chance is 1/3 and the sd of a 400-example estimate ~2.4 points: 40 is ~3 sd above chance
+    # (measured: 44.8)
     assert s["splits"]["dev_matched"]["accuracy"] > 0.40
     hans = s["splits"]["hans"]
     assert hans["n"] == 400 and len(hans["by_heuristic"]) == 6
@@ -162,8 +163,9 @@ def test_tokenizer_model_mismatch_is_refused(tmp_path):
 
 
 def test_audit_on_shared_data(finetuned, tmp_path):
-    """`audit` on real data: the fine-tuned model and a copy saved in roberta-large-mnli's label order
-    (the same predictions), a hypothesis-only bias model trained for it, the report and the cards."""
+    """`audit` on real data: the fine-tuned model and a copy saved in roberta-large-mnli's label
+    order (the same predictions), a hypothesis-only bias model trained for it, the report and the
+    cards."""
     import shutil
 
     import pandas as pd

@@ -1,5 +1,6 @@
-"""Bring your own model: label names and orders matched to the task's, the classifier's rows permuted
-at load, so a model saved in any order predicts exactly what the original does, everywhere."""
+"""Bring your own model: label names and orders matched to the task's, the classifier's rows
+permuted at load, so a model saved in any order predicts exactly what the original does,
+everywhere."""
 
 from __future__ import annotations
 
@@ -146,8 +147,8 @@ def _pruned(zoo_dir, tmp_path):
 @pytest.mark.parametrize("pruned", [False, True], ids=["dense", "pruned"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_loads_in_the_task_order(family, pruned, zoo, tmp_path):  # noqa: F811
-    """The adapter names the final layer (a bias shift moves exactly the logits), and a copy saved in
-    roberta-large-mnli's order loads to the original's logits, named in the task's order."""
+    """The adapter names the final layer (a bias shift moves exactly the logits), and a copy saved
+    in roberta-large-mnli's order loads to the original's logits, named in the task's order."""
     src = _pruned(zoo[family], tmp_path) if pruned else zoo[family]
     original = load_model(str(src), LABELS).eval()
     assert original.config.model_type.startswith("pruned_") == pruned
@@ -165,7 +166,7 @@ def test_every_family_loads_in_the_task_order(family, pruned, zoo, tmp_path):  #
     )
 
 
-# ---------------------------------------------------------------- evaluate, compress, teacher logits, int8
+# --------------------------------------------------------- evaluate, compress, teacher logits, int8
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +224,9 @@ def _same_tables(a, b, atol=1e-6):
 def test_a_model_in_another_order_evaluates_compresses_and_teaches_like_the_original(
     order, trained, tmp_path
 ):
-    """evaluate, the teacher's logits (cached, in the task's order), and a magnitude + Distil run that
-    starts from the copy and learns from it: the original's numbers (the run: its weights too)."""
+    """evaluate, the teacher's logits (cached, in the task's order), and a magnitude + Distil run
+    that starts from the copy and learns from it: the original's numbers (the run: its weights
+    too)."""
     label_map = ORDERS[order][2]
     copy, task = trained["copies"][order], trained["task"]
     cfg = tiny_run_config(copy, task, tmp_path / "x", label_map=label_map)
@@ -328,7 +330,7 @@ def test_a_two_way_entailment_model_scores_hans_like_sets_and_is_refused_on_thre
         compress(tiny_run_config(tmp_path / "two", task, tmp_path / "c", max_steps=1))
 
 
-# ---------------------------------------------------------------- a study's check, and the command line
+# ------------------------------------------------------------ a study's check, and the command line
 
 
 def test_a_study_checks_a_given_teacher_in_another_order(trained, tmp_path):
@@ -387,7 +389,7 @@ def test_bad_labels_are_one_line_on_the_command_line(bad, match, trained, tmp_pa
     )
 
 
-# ---------------------------------------------------------------- hub ids from a local cache, offline
+# -------------------------------------------------------------- hub ids from a local cache, offline
 
 
 def make_hub_cache(src, cache, repo_id, commit="0123456789abcdef0123456789abcdef01234567"):

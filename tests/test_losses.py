@@ -41,7 +41,7 @@ def test_kd_equals_formula_by_hand():
             math.exp(z / T) / sum(math.exp(w / T) for w in LOGITS[i].tolist())
             for z in LOGITS[i].tolist()
         ]
-        kl = sum(t * math.log(t / s) for t, s in zip(pt, pst))
+        kl = sum(t * math.log(t / s) for t, s in zip(pt, pst, strict=True))
         expected += ((1 - lam) * ce + lam * T * T * kl) / 2
     assert abs(loss.item() - expected) < 1e-5
 
@@ -102,7 +102,8 @@ def test_kd_loss_zero_when_student_matches_teacher_and_lam_one():
 
 
 def test_learned_mixin_plus_h_equals_formula_by_hand():
-    """Clark et al. (2019): g = softplus(w.h + b); L = CE(y, softmax(log p_S + g log p_b)) + w_H H(softmax(g log p_b))."""
+    """Clark et al. (2019): g = softplus(w.h + b);
+    L = CE(y, softmax(log p_S + g log p_b)) + w_H H(softmax(g log p_b))."""
     bias = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.2, 0.6]])
     hidden = torch.tensor([[0.5, -1.0, 2.0, 0.0], [1.0, 1.0, -0.5, 0.3]])
     loss_fn = make_loss(LossConfig(name="learned_mixin", entropy_weight=0.3), hidden_size=4)
@@ -112,12 +113,12 @@ def test_learned_mixin_plus_h_equals_formula_by_hand():
     got = loss_fn(LOGITS, _batch(bias_probs=bias), hidden)
     expected = 0.0
     for i in range(2):
-        z = sum(w * h for w, h in zip([0.2, -0.1, 0.4, 0.5], hidden[i].tolist())) + 0.1
+        z = sum(w * h for w, h in zip([0.2, -0.1, 0.4, 0.5], hidden[i].tolist(), strict=True)) + 0.1
         g = math.log1p(math.exp(z))
         ls = [
             x - math.log(sum(math.exp(y) for y in LOGITS[i].tolist())) for x in LOGITS[i].tolist()
         ]
-        comb = [a + g * math.log(b) for a, b in zip(ls, bias[i].tolist())]
+        comb = [a + g * math.log(b) for a, b in zip(ls, bias[i].tolist(), strict=True)]
         ce = -(comb[LABELS[i]] - math.log(sum(math.exp(c) for c in comb)))
         sb = [g * math.log(b) for b in bias[i].tolist()]
         p = [math.exp(x) / sum(math.exp(y) for y in sb) for x in sb]

@@ -1,4 +1,5 @@
-"""Magnitude pruning: schedule, exact sparsity, frozen embeddings, snapshots, rewind, and the real loop."""
+"""Magnitude pruning: schedule, exact sparsity, frozen embeddings, snapshots, rewind, and the real
+loop."""
 
 from __future__ import annotations
 
@@ -166,7 +167,9 @@ def test_masks_nested_for_same_weights_and_recomputed_from_originals():
     MagnitudePruning(comp(sparsity=0.3, schedule="oneshot")).on_train_begin(low, 10)
     MagnitudePruning(comp(sparsity=0.6, schedule="oneshot")).on_train_begin(high, 10)
     assert zeros(low) == round(0.3 * N_PRUNABLE) and zeros(high) == round(0.6 * N_PRUNABLE)
-    for (name, z_low), z_high in zip(zero_masks(low).items(), zero_masks(high).values()):
+    for (name, z_low), z_high in zip(
+        zero_masks(low).items(), zero_masks(high).values(), strict=True
+    ):
         assert torch.all(z_high[z_low]), name  # every weight pruned at 0.3 is pruned at 0.6
 
     # Masks are recomputed from |weight_orig|, not stacked: a pruned weight that becomes large
@@ -244,7 +247,8 @@ def test_check_sparsity_accepts_range_and_snapshots_must_be_reachable():
 
 
 class ToySplit(torch.utils.data.Dataset):
-    """EncodedSplit-shaped examples: the label is a function of the first token, so it is learnable."""
+    """EncodedSplit-shaped examples: the label is a function of the first token, so it is
+    learnable."""
 
     def __init__(self, n: int, seed: int = 0):
         gen = torch.Generator().manual_seed(seed)
@@ -280,7 +284,8 @@ class CrashAt(Hook):
 
 
 def test_real_train_loop_resumes_from_masked_checkpoint(tmp_path):
-    """A run killed mid-pruning resumes (weight_orig/weight_mask keys) and ends like an uninterrupted one."""
+    """A run killed mid-pruning resumes (weight_orig/weight_mask keys) and ends like an
+    uninterrupted one."""
     compression = comp(sparsity=0.7, prune_end=0.5, prune_every=2)
     cfg = RunConfig(
         model="tiny",

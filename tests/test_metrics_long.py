@@ -55,7 +55,8 @@ def test_the_long_table_is_the_wide_table(report):
         for k, v in r.items()
         if k not in ID_COLUMNS and isinstance(v, int | float) and not math.isnan(v)
     }
-    # a spread or interval without its value (none today) would be the one thing the long table drops
+    # a spread or interval without its value (none today) would be the one thing the long table
+    # drops
     assert back == {k: v for k, v in want.items() if (k[0], k[1], _value_key(k[2])) in want}
     if (report / "metrics_long.csv").exists():
         written = read_metrics_long(report / "metrics_long.csv")

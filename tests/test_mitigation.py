@@ -1,6 +1,6 @@
-"""Issue 18's machinery: bias models that are cached stages (cross-fitted by default), several of them
-in one study, debiased teachers compressed in the same study, and known-bias losses that read their
-bias probabilities."""
+"""Issue 18's machinery: bias models that are cached stages (cross-fitted by default), several of
+them in one study, debiased teachers compressed in the same study, and known-bias losses that read
+their bias probabilities."""
 
 from __future__ import annotations
 

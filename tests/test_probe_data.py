@@ -42,7 +42,7 @@ def _jsonl(path, rows, prefix: str = ""):
     )
 
 
-# ---------------------------------------------------------------- 1. CSV/TSV read as CSV, not as lines
+# ------------------------------------------------------------- 1. CSV/TSV read as CSV, not as lines
 
 
 def test_csv_keeps_quoted_newlines_u2028_form_feeds_and_reports_physical_lines(tmp_path):
@@ -98,7 +98,7 @@ def test_csv_not_utf8_still_names_file_and_line(tmp_path):
         load_split(task, "train")
 
 
-# ---------------------------------------------------------------- 2. a byte-order mark is read, not refused
+# -------------------------------------------------------- 2. a byte-order mark is read, not refused
 
 
 def test_jsonl_with_a_bom_is_read(tmp_path):
@@ -163,7 +163,7 @@ def test_a_hans_row_without_its_heuristic_is_refused(tmp_path, bad):
         load_split(MNLI, "hans", tmp_path)
 
 
-# ---------------------------------------------------------------- 5. missing default eval splits are said
+# ---------------------------------------------------------- 5. missing default eval splits are said
 
 
 def _mnli_files(root, names):
@@ -220,7 +220,7 @@ def test_offline_qqp_without_dev_warns_and_keeps_heldout(tmp_path, caplog):
     assert len(lines) == 1 and "'dev'" in lines[0] and "qqp/dev.jsonl" in lines[0]
 
 
-# ---------------------------------------------------------------- 6. a tokenizer that is not the model's
+# ----------------------------------------------------------- 6. a tokenizer that is not the model's
 
 
 def _bert_tokenizer(vocab: list[str]):

@@ -55,8 +55,8 @@ def _keys(path):
 
 
 def test_the_task_files_content_is_in_every_key(tmp_path, tiny_dir, tiny_task):
-    """Changing `alpha` or `ood_combine` in a custom task YAML changes the result of RMC and of Δ: every
-    stage must rerun (before: every stage stayed [done])."""
+    """Changing `alpha` or `ood_combine` in a custom task YAML changes the result of RMC and of Δ:
+    every stage must rerun (before: every stage stayed [done])."""
     before = _keys(_exp(tmp_path, tiny_dir, tiny_task))
     text = tiny_task.read_text()
     tiny_task.write_text(text.replace("alpha: 0.5", "alpha: 0.3"))
@@ -109,7 +109,8 @@ def test_every_finished_stage_has_its_record_and_outputs(finished):
 
 
 def test_a_stage_without_its_record_is_not_done(finished, tmp_path):
-    """A stage folder lacking stage.json (a kill between the artifact and its record, before) is rerun."""
+    """A stage folder lacking stage.json (a kill between the artifact and its record, before) is
+    rerun."""
     exp, _ = prepare(finished)
     study = tmp_path / "copy"
     shutil.copytree(exp.output_dir, study)
@@ -139,9 +140,9 @@ def test_leftovers_of_a_killed_final_write_are_removed(finished, tmp_path):
 
 
 def test_resume_refuses_another_runs_checkpoint_and_keeps_it(tmp_path, tiny_dir, tiny_task):
-    """Before: rerunning into the same -o with other settings 'resumed from step 2' of the other run and
-    its run_config.yaml claimed settings for steps it did not run; with another --model a healthy
-    checkpoint was deleted as 'unreadable'."""
+    """Before: rerunning into the same -o with other settings 'resumed from step 2' of the other run
+    and its run_config.yaml claimed settings for steps it did not run; with another --model a
+    healthy checkpoint was deleted as 'unreadable'."""
     base = [
         "finetune",
         "--model",
@@ -184,8 +185,8 @@ def test_resume_refuses_another_runs_checkpoint_and_keeps_it(tmp_path, tiny_dir,
 
 
 def test_a_corrupt_rng_state_is_not_swallowed(tmp_path, tiny_dir, tiny_task):
-    """Before: accelerate logged 'Could not load random states' at info level and the run resumed with
-    other dropout masks: exit 0, weights unlike an uninterrupted run's."""
+    """Before: accelerate logged 'Could not load random states' at info level and the run resumed
+    with other dropout masks: exit 0, weights unlike an uninterrupted run's."""
     base = [
         "finetune",
         "--model",
@@ -214,7 +215,7 @@ def test_a_corrupt_rng_state_is_not_swallowed(tmp_path, tiny_dir, tiny_task):
     assert not (tmp_path / "out").exists()
 
 
-# ---------------------------------------------------------------- settings that cannot be trained on
+# --------------------------------------------------------------- settings that cannot be trained on
 
 
 @pytest.mark.parametrize(
@@ -401,7 +402,7 @@ def test_evaluate_refuses_a_bare_encoder(tmp_path, tiny_dir, tiny_task):
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-# ---------------------------------------------------------------- a full disk: one line, nothing half-written
+# ------------------------------------------------------ a full disk: one line, nothing half-written
 
 
 @pytest.fixture
@@ -557,9 +558,9 @@ def test_a_run_config_given_to_reproduce_points_to_finetune():
 
 def test_permission_denied_is_one_line_even_when_the_suite_runs_as_root(tmp_path, monkeypatch):
     """The permission branch used to be skipped as root, and CI runs as root. Now: a read-only file
-    system refuses root too (a real EROFS through the write probe, on a tmpfs mounted read-only), and
-    a folder the user may not write is refused — really for a non-root user, and for root by giving
-    `os.access` a non-root user's answer (root bypasses the permission bits)."""
+    system refuses root too (a real EROFS through the write probe, on a tmpfs mounted read-only),
+    and a folder the user may not write is refused — really for a non-root user, and for root by
+    giving `os.access` a non-root user's answer (root bypasses the permission bits)."""
     import os
     import subprocess
 
@@ -662,8 +663,8 @@ def test_a_missing_teacher_path_is_fine_tuned_first_from_its_run_config(
 
 
 def test_artifact_files_are_validated_by_their_writer_and_every_reader(tmp_path, finished):
-    """One schema per artifact file (robust_compress/schemas.py): a writer cannot write a broken one,
-    and a broken one on disk is one line naming the file and the key, wherever it is read."""
+    """One schema per artifact file (robust_compress/schemas.py): a writer cannot write a broken
+    one, and a broken one on disk is one line naming the file and the key, wherever it is read."""
     from robust_compress import schemas
     from robust_compress.report import build_report
     from robust_compress.stages.artifact import write_artifact

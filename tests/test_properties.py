@@ -1,5 +1,5 @@
-"""Properties that must hold for every input, checked with hypothesis: head selection, pruning counts,
-override merging and the mapping of a 3-way model onto a 2-way set."""
+"""Properties that must hold for every input, checked with hypothesis: head selection, pruning
+counts, override merging and the mapping of a 3-way model onto a 2-way set."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def test_select_heads_removes_exactly_the_budget_and_keeps_one_per_layer(layers,
     assert all(exists[layer, h] for layer, h in picked)  # only heads that exist
     for layer in range(layers):  # every layer keeps at least one head
         assert int(exists[layer].sum()) - len(chosen.get(layer, [])) >= 1
-    # least important first: a kept head that could have gone is never less important than a removed one
+    # least important first: a kept head that could have gone is never less important than a removed
+    # one
     kept = [(layer, h) for layer, h in exists.nonzero().tolist() if (layer, h) not in picked]
     left = {layer: int(exists[layer].sum()) - len(chosen.get(layer, [])) for layer in range(layers)}
     for kl, kh in kept:

@@ -43,7 +43,8 @@ from .test_families import FAMILIES, _batch, _gate, _logits, _make
 
 @pytest.fixture(scope="module")
 def family_models(tmp_path_factory):
-    """A tiny random classifier of every family (test_families' recipe), and a BERT with another vocabulary."""
+    """A tiny random classifier of every family (test_families' recipe), and a BERT with another
+    vocabulary."""
     root = tmp_path_factory.mktemp("families")
     return {f: _make(root, f) for f in FAMILIES} | {
         "bert-shuffled": _make(root, "bert", shuffle_vocab=True)
@@ -87,8 +88,12 @@ def test_layer_distillation_equals_its_formula_by_hand():
         torch.tensor([0.0, 0.5, 0.0]),
     )  # d_T = 3
     mapped = [h @ w.T + b for h in s_layers]
-    near = lambda h: h + 0.01 * torch.randn(h.shape, generator=g)
-    # teacher layer 1 resembles student layer 1, teacher layer 3 student layer 2, teacher layer 2 nothing
+
+    def near(h):
+        return h + 0.01 * torch.randn(h.shape, generator=g)
+
+    # teacher layer 1 resembles student layer 1, teacher layer 3 student layer 2, teacher layer 2
+    # nothing
     t_layers = [
         torch.randn(2, 2, 3, generator=g),
         near(mapped[1]),
@@ -113,7 +118,9 @@ def test_layer_distillation_equals_its_formula_by_hand():
             total += ((1 - lam) * -math.log(ps[labels[i]]) + lam * kl) / 2
         return total
 
-    L = lambda i, j: _mse(mapped[i + 1].tolist(), t_layers[j + 1].tolist(), mask)
+    def L(i, j):
+        return _mse(mapped[i + 1].tolist(), t_layers[j + 1].tolist(), mask)
+
     for how, chosen in (("search", None), ("uniform", [1, 2])):
         loss_fn = make_loss(
             REGISTRY["distil_layers"].Settings(name="distil_layers", lam=lam, mu=mu, layer_map=how),
@@ -144,7 +151,8 @@ def test_layer_distillation_equals_its_formula_by_hand():
         teacher_hidden_size=3,
     )(logits, batch, tuple(s_layers))
     torch.testing.assert_close(no_layers, distil)
-    # equal sizes: the map starts as the identity (a pruned student lives in its teacher's hidden space)
+    # equal sizes: the map starts as the identity (a pruned student lives in its teacher's hidden
+    # space)
     same = make_loss(REGISTRY["distil_layers"].Settings(name="distil_layers"), hidden_size=3)
     torch.testing.assert_close(same.map.weight, torch.eye(3))
     assert layer_map(torch.zeros(3, 6), "uniform") == [1, 3, 5]
@@ -200,7 +208,8 @@ def test_the_mask_search_keeps_the_budget_exactly_and_the_most_importance(fracti
     assert (nh == 12 or total + costs.head > budget) and (
         nn_ == 30 or total + costs.neuron > budget
     )  # nothing fits
-    # no other feasible choice (each layer's best unit kept, any k heads, any f neurons) keeps more importance
+    # no other feasible choice (each layer's best unit kept, any k heads, any f neurons) keeps more
+    # importance
     best_h = sorted(
         (float(t[u]) for t in heads for u in range(4) if u != int(t.argmax())), reverse=True
     )
@@ -224,7 +233,8 @@ def test_the_mask_search_keeps_the_budget_exactly_and_the_most_importance(fracti
 
 
 def _norm_inputs(model, batches):
-    """The input of layer 0's attention LayerNorm (output + residual of the first pruned sub-layer)."""
+    """The input of layer 0's attention LayerNorm (output + residual of the first pruned
+    sub-layer)."""
     fam = family_of(model)
     got = []
     handle = get_path(blocks(model)[0], fam.attn_norm).register_forward_pre_hook(
@@ -238,7 +248,7 @@ def _norm_inputs(model, batches):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_fisher_pruning_meets_the_flops_budget_equals_its_masked_twin_and_rescaling_lowers_the_error(
+def test_fisher_pruning_meets_flops_budget_equals_masked_twin_and_rescaling_lowers_error(
     family, family_models
 ):
     model = load_model(str(family_models[family]), LABELS).eval()
@@ -278,7 +288,10 @@ def test_fisher_pruning_meets_the_flops_budget_equals_its_masked_twin_and_rescal
     assert r["sublayers"] == 2 * len(blocks(model)) and r["error_after"] < r["error_before"]
     batches = train_batches(data, 32, 2, 0)  # what the fit saw
     dense, before, after = (_norm_inputs(m, batches) for m in (model, plain.eval(), scaled.eval()))
-    err = lambda got: sum(float(((g - d) ** 2).sum()) for g, d in zip(got, dense, strict=True))
+
+    def err(got):
+        return sum(float(((g - d) ** 2).sum()) for g, d in zip(got, dense, strict=True))
+
     assert err(after) <= err(before) * (
         1 + 1e-6
     )  # least squares on the first sub-layer: never worse
@@ -448,7 +461,7 @@ def test_a_runtime_speed_target_prunes_against_that_runtimes_table(
         StructuredConfig(target_flops=0.5, target_runtime="pytorch-fp32")
 
 
-# ---------------------------------------------------------------- every runtime: speed stage and report
+# ------------------------------------------------------------ every runtime: speed stage and report
 
 
 def test_the_speed_stage_times_every_runtime_and_records_what_one_cannot_run(
@@ -557,7 +570,7 @@ def test_the_report_has_a_speed_up_column_and_a_pareto_figure_per_runtime(tmp_pa
     )
 
 
-# ---------------------------------------------------------------- the study: stacking, one Fisher row, keys
+# -------------------------------------------------------- the study: stacking, one Fisher row, keys
 
 
 def test_int8_stacks_on_every_structured_run_and_the_fisher_start_is_one_row(

@@ -315,7 +315,8 @@ def _chromium() -> str | None:
 
 @pytest.mark.skipif(_chromium() is None, reason="chromium not installed (.ci/run installs it)")
 def test_html_renders_in_headless_chromium_with_every_figure_loaded(report, tmp_path):
-    """Load the page in a real browser; a probe script counts images that decoded (naturalWidth > 0)."""
+    """Load the page in a real browser; a probe script counts images that decoded
+    (naturalWidth > 0)."""
     import re
     import subprocess
 
@@ -369,11 +370,14 @@ def test_export_is_weights_free_and_regenerates_same_numbers(study, report, tmp_
     assert not list(dest.rglob("*.safetensors"))
     a = json.loads((report / "metrics.json").read_text())
     b = json.loads((dest / "report" / "metrics.json").read_text())
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "path"} for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "path"} for r in rows]
+
     # the export stores probabilities as float32: numbers agree far below report precision
     ra, rb = strip(a["rows"]), strip(b["rows"])
     assert len(ra) == len(rb)
-    for x, y in zip(ra, rb):
+    for x, y in zip(ra, rb, strict=True):
         assert x.keys() == y.keys()
         for k in x:
             if isinstance(x[k], float):
@@ -383,8 +387,9 @@ def test_export_is_weights_free_and_regenerates_same_numbers(study, report, tmp_
 
 
 def test_a_second_named_split_of_one_dev_set(study, tmp_path):
-    """`easy_hard/<split>.<name>.parquet` (a second bias model's split, e.g. lexical overlap) gets its own
-    metrics, table and figure beside the study's split, computed on the same prediction table."""
+    """`easy_hard/<split>.<name>.parquet` (a second bias model's split, e.g. lexical overlap) gets
+    its own metrics, table and figure beside the study's split, computed on the same prediction
+    table."""
     import shutil
 
     from robust_compress.report import build_report
@@ -407,8 +412,8 @@ def test_a_second_named_split_of_one_dev_set(study, tmp_path):
 
 
 def test_f_bias_pairs_the_teacher_with_the_runs_examples(study, tmp_path):
-    """A compressed run scored on a subset (a study's eval_limit) is compared with the teacher's Δ on
-    that same subset, not on the teacher's full sets."""
+    """A compressed run scored on a subset (a study's eval_limit) is compared with the teacher's Δ
+    on that same subset, not on the teacher's full sets."""
     import shutil
 
     from robust_compress.report import build_report
@@ -432,7 +437,10 @@ def test_f_bias_pairs_the_teacher_with_the_runs_examples(study, tmp_path):
     dev, hans = _preds(s2, run, "dev_matched"), _preds(s2, run, "hans")
     tdev, thans = _preds(s2, teacher, "dev_matched"), _preds(s2, teacher, "hans")
     tdev, thans = tdev[tdev["id"].isin(dev["id"])], thans[thans["id"].isin(hans["id"])]
-    delta = lambda a, b: (a["correct"].mean() - b["correct"].mean()) / a["correct"].mean()
+
+    def delta(a, b):
+        return (a["correct"].mean() - b["correct"].mean()) / a["correct"].mean()
+
     assert len(tdev) == len(dev) < 100
     assert got["f_bias"] == pytest.approx(delta(dev, hans) / delta(tdev, thans), abs=1e-12)
     full_t = delta(_preds(s2, teacher, "dev_matched"), _preds(s2, teacher, "hans"))
@@ -460,7 +468,8 @@ def test_summary_says_what_compression_cost_and_what_each_loss_won_back(study, r
         if x.startswith("    - rmc at magnitude-0.40 (2 seeds), vs Vanilla:")
     )
     assert f"ID accuracy {gain:+.1f}" in line
-    # the gap: the fixture's Vanilla widens it against the teacher, so the line says what RMC recovered
+    # the gap: the fixture's Vanilla widens it against the teacher, so the line says what RMC
+    # recovered
     gap_cost = van["eh.dev_matched.gap"] - teacher["eh.dev_matched.gap"]
     cost_line = next(
         x for x in md.splitlines() if "magnitude-0.40 (Vanilla, 2 seeds) vs the teacher" in x
@@ -471,9 +480,8 @@ def test_summary_says_what_compression_cost_and_what_each_loss_won_back(study, r
             r"easy−hard gap [+-][\d.]+ \[([+-][\d.]+), ([+-][\d.]+)\]", cost_line
         ).groups()
     )
-    if (
-        lo > 0
-    ):  # a measurable cost: the RMC line says how much of it RMC recovered (or that it recovered none)
+    # a measurable cost: the RMC line says how much of it RMC recovered (or that it recovered none)
+    if lo > 0:
         assert f"the {100 * gap_cost:.1f}-point easy−hard gap cost" in line
     else:  # no measurable cost: never "recovers x of the cost"
         assert "no measurable easy−hard gap cost to recover" in line and "gap cost (" not in line

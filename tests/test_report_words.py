@@ -1,5 +1,6 @@
-"""The report's words respect the intervals: no cost is claimed where the cost's interval includes 0,
-no recovery where the recovery's does, and a lower-is-better change is named better or worse."""
+"""The report's words respect the intervals: no cost is claimed where the cost's interval
+includes 0, no recovery where the recovery's does, and a lower-is-better change is named better or
+worse."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ NAN = math.nan
 @pytest.mark.parametrize(
     "metric,diff,cost,expect,never",
     [
-        # the probe's case: a 2.9-point gap cost whose interval includes 0, and a 0.9 "recovery" likewise
+        # the probe's case: a 2.9-point gap cost whose interval includes 0, and a 0.9 "recovery"
+        # likewise
         (
             "gap",
             (-0.009, -0.03, 0.012),

@@ -31,7 +31,8 @@ def test_loss_variance_by_hand():
 
 
 def test_uncertainty_from_snapshots_equals_variance_by_hand(tiny_dir, tiny_task, tmp_path):
-    """Snapshots of a tiny model at several sparsities: v_i equals the variance of l_i computed here."""
+    """Snapshots of a tiny model at several sparsities: v_i equals the variance of l_i computed
+    here."""
     base = load_model(str(tiny_dir), LABELS).eval()
     tok = load_tokenizer(str(tiny_dir))
     snap_dir = tmp_path / "snaps"

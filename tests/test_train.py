@@ -82,12 +82,13 @@ def test_resumed_run_equals_uninterrupted(tiny_dir, tiny_tokenizer, tmp_path):
     c = load_model(str(tiny_dir), LABELS)  # a fresh process would start from the base model
     result = train(c, data, cfg, make_loss(cfg.loss), tmp_path / "b")
     assert result.steps == 20
-    for (k, va), vc in zip(a.state_dict().items(), c.state_dict().values()):
+    for (k, va), vc in zip(a.state_dict().items(), c.state_dict().values(), strict=True):
         torch.testing.assert_close(va, vc, rtol=0, atol=0, msg=k)
 
 
 def test_two_processes_match_one(tiny_dir, tmp_path):
-    """gloo, 2 CPU processes, global batch split in halves: same weights as 1 process (dropout off)."""
+    """gloo, 2 CPU processes, global batch split in halves: same weights as 1 process (dropout
+    off)."""
     outs = {}
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     for n in (1, 2):

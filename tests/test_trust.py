@@ -132,8 +132,8 @@ class Recorder(torch.nn.Module):
 
 
 def test_every_epoch_sees_its_own_batch_order(tiny_dir, tiny_tokenizer, tmp_path):
-    """accelerate's prepared loader owns the sampler's epoch; the loop must set it, or epoch 1 repeats
-    epoch 0 exactly. Each epoch must follow the sampler's order for that epoch."""
+    """accelerate's prepared loader owns the sampler's epoch; the loop must set it, or epoch 1
+    repeats epoch 0 exactly. Each epoch must follow the sampler's order for that epoch."""
     data = EncodedSplit(make_examples(64), tiny_tokenizer, 64)
     args = TrainArgs(batch_size=16, epochs=3, lr=1e-3, seed=5, checkpoint_every=100)
     rec = Recorder()
@@ -146,7 +146,7 @@ def test_every_epoch_sees_its_own_batch_order(tiny_dir, tiny_tokenizer, tmp_path
         assert seen == list(sampler)
 
 
-# ---------------------------------------------------------------- one clear line, exit 2, nothing half-written
+# ----------------------------------------------------- one clear line, exit 2, nothing half-written
 
 
 def _mnli_dir(tmp_path: Path, train_bytes: bytes) -> Path:
@@ -182,7 +182,8 @@ def test_non_utf8_data_names_file_and_line(tmp_path, tiny_dir):
 def test_a_non_utf8_dev_csv_and_a_missing_column_are_found_before_training(
     tmp_path, tiny_dir, tiny_task, monkeypatch
 ):
-    """A broken ID dev file used to surface only after training; now it stops the run before step 1."""
+    """A broken ID dev file used to surface only after training; now it stops the run
+    before step 1."""
     from robust_compress.stages import finetune
 
     from .conftest import tiny_run_config
@@ -283,7 +284,8 @@ def test_corrupt_checkpoint_is_one_line_and_removed(tiny_dir, tiny_tokenizer, tm
     "err,text", [(errno.ENOSPC, "no space left on device"), (errno.EACCES, "permission denied")]
 )
 def test_os_errors_are_one_line_exit_2(monkeypatch, capsys, err, text):
-    """Disk full or permission denied anywhere in a command: the file and the problem, no traceback."""
+    """Disk full or permission denied anywhere in a command: the file and the problem, no
+    traceback."""
     from robust_compress import cli as cli_mod
 
     def boom(*a, **k):
@@ -334,7 +336,8 @@ def test_artifacts_are_group_readable(tiny_dir, tiny_task, tmp_path):
 
 
 def test_layers_import_one_way():
-    """The import-linter layers contract in pyproject.toml (no upward import, no cycle between layers)."""
+    """The import-linter layers contract in pyproject.toml (no upward import, no cycle between
+    layers)."""
     exe = Path(sys.executable).with_name("lint-imports")
     r = subprocess.run(
         [str(exe)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300

@@ -107,7 +107,8 @@ def from_oneshot(
     bf16: bool = False,
     progress=None,
 ) -> tuple[pd.DataFrame, list[dict]]:
-    """The cheap signal: the *unretrained* model one-shot magnitude-pruned (globally) to each sparsity."""
+    """The cheap signal: the *unretrained* model one-shot magnitude-pruned (globally) to each
+    sparsity."""
     labels = np.array([e["label"] for e in examples])
     losses, stats = [], []
     for s in sparsities:

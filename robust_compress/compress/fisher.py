@@ -4,19 +4,19 @@ Framework for Transformers"), and the start `structured` recovers from with `ini
 1. Importance: the diagonal empirical Fisher information of a mask variable on every head and FFN
    neuron, I_u = E_x (dL(x)/dm_u)^2 at m = 1, from per-example gradients (per-example gates: one
    backward per batch) of the cross-entropy with the gold labels, on `samples` training examples, no
-   dropout. Removing a set Z of units costs about 1/2 sum_{u in Z} I_u of loss (second order, diagonal),
-   so heads and neurons are ranked on one scale.
+   dropout. Removing a set Z of units costs about 1/2 sum_{u in Z} I_u of loss (second order,
+   diagonal), so heads and neurons are ranked on one scale.
 2. Mask search to a budget: each layer keeps its most important head and neuron (the surgery needs
    one of each); the rest are ranked globally, and for every count of heads kept the neurons fill
    what the budget leaves; the count keeping the most importance wins. The budget is a fraction of
-   the encoder's FLOPs, or of its latency on a runtime (`compress.latency`): the cost kept is at most
-   the budget and within one neuron's cost of it.
+   the encoder's FLOPs, or of its latency on a runtime (`compress.latency`): the cost kept is at
+   most the budget and within one neuron's cost of it.
 3. Mask rescaling: layer by layer, in order, the kept heads (then neurons) of each sub-layer get one
-   scale each: the least-squares fit of the pruned sub-layer's output plus residual (the input of the
-   LayerNorm it ends in) to the dense model's, on the pruned model's own inputs so later layers make
-   up for earlier ones. The last FFN is fitted on the first token only (all the classifier reads).
-   An unsolvable system or a scale outside [-10, 10] leaves that sub-layer as it was. Scales fold
-   into the output projection's columns: the result is a plain pruned model.
+   scale each: the least-squares fit of the pruned sub-layer's output plus residual (the input of
+   the LayerNorm it ends in) to the dense model's, on the pruned model's own inputs so later layers
+   make up for earlier ones. The last FFN is fitted on the first token only (all the classifier
+   reads). An unsolvable system or a scale outside [-10, 10] leaves that sub-layer as it was. Scales
+   fold into the output projection's columns: the result is a plain pruned model.
 Units are removed physically (`models.pruned`) for every family (`models.families`).
 """
 
@@ -90,7 +90,8 @@ class FisherConfig(MethodConfig):
 
 
 def fisher_importance(model, batches: list[dict]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per layer, E_x (dL/dm)^2 of each head's and each FFN neuron's mask (the diagonal empirical Fisher)."""
+    """Per layer, E_x (dL/dm)^2 of each head's and each FFN neuron's mask (the diagonal empirical
+    Fisher)."""
     fam = family_of(model)
     bl = blocks(model)
     sites = [(get_path(b, fam.attn_out), n_heads(b, fam)) for b in bl] + [
@@ -101,7 +102,8 @@ def fisher_importance(model, batches: list[dict]) -> tuple[list[torch.Tensor], l
 
 
 def _ranked(importance: list[torch.Tensor]) -> tuple[list[int], list[tuple[float, int, int]]]:
-    """Each layer's most important unit (always kept), and every other unit, most important first."""
+    """Each layer's most important unit (always kept), and every other unit, most important
+    first."""
     base = [int(torch.argmax(t)) for t in importance]
     rest = sorted(
         (
@@ -117,16 +119,16 @@ def _ranked(importance: list[torch.Tensor]) -> tuple[list[int], list[tuple[float
 def search(
     head_imp: list[torch.Tensor], neuron_imp: list[torch.Tensor], costs: Costs, budget: float
 ) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
-    """Heads and neurons to REMOVE per layer (current numbering): the most Fisher importance kept at a
-    cost of at most `budget` (one head and one neuron per layer always stay)."""
+    """Heads and neurons to REMOVE per layer (current numbering): the most Fisher importance kept at
+    a cost of at most `budget` (one head and one neuron per layer always stay)."""
     layers = len(head_imp)
     base_h, rest_h = _ranked(head_imp)
     base_n, rest_n = _ranked(neuron_imp)
     floor = costs.total(layers, layers)
     if budget < floor:
         raise UserError(
-            f"fisher: a budget of {budget / costs.dense:.3f} of the dense cost is below what one head and "
-            f"one neuron per layer cost ({floor / costs.dense:.3f})"
+            f"fisher: a budget of {budget / costs.dense:.3f} of the dense cost is below what one "
+            f"head and one neuron per layer cost ({floor / costs.dense:.3f})"
         )
     kept_h = np.concatenate([[0.0], np.cumsum([v for v, _, _ in rest_h])])
     kept_n = np.concatenate([[0.0], np.cumsum([v for v, _, _ in rest_n])])
@@ -186,7 +188,8 @@ def _capture(out: dict, key: str, stop: bool = False):
 
 
 def _tokens(batch: dict, first_only: bool) -> torch.Tensor:
-    """[batch, length] bool: the tokens a fit uses (the first one only where nothing else is read)."""
+    """[batch, length] bool: the tokens a fit uses (the first one only where nothing else is
+    read)."""
     mask = batch["attention_mask"].bool()
     if first_only:
         mask = torch.zeros_like(mask)
@@ -269,10 +272,10 @@ def rescale(pruned, dense, batches: list[dict]) -> dict[str, Any]:
 
 
 def _normal_equations(z: torch.Tensor, w: torch.Tensor, ww: torch.Tensor | None):
-    """C^T C for the units' contributions C[n, u] = W_u z_nu (their outputs, summed by the projection),
-    the contributions themselves when small (heads: C is [tokens, heads, d]; None for neurons, where
-    C^T C = (Z^T Z) * (W^T W) and C^T r = sum_n z_n * (W^T r_n) avoid a [tokens, neurons, d] tensor),
-    and the projection's output without its bias (sum_u C[n, u])."""
+    """C^T C for the units' contributions C[n, u] = W_u z_nu (their outputs, summed by the
+    projection), the contributions themselves when small (heads: C is [tokens, heads, d]; None for
+    neurons, where C^T C = (Z^T Z) * (W^T W) and C^T r = sum_n z_n * (W^T r_n) avoid a [tokens,
+    neurons, d] tensor), and the projection's output without its bias (sum_u C[n, u])."""
     if ww is None:
         c = torch.einsum("nuk,duk->nud", z, w)
         return torch.einsum("nud,nvd->uv", c, c), c, c.sum(1)
@@ -281,7 +284,8 @@ def _normal_equations(z: torch.Tensor, w: torch.Tensor, ww: torch.Tensor | None)
 
 
 def _solve(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor | None:
-    """argmin_m |C m - r|^2 from C^T C and C^T r (lightly damped); None when not a usable scaling."""
+    """argmin_m |C m - r|^2 from C^T C and C^T r (lightly damped); None when not a usable
+    scaling."""
     k = len(rhs)
     damp = 1e-9 * float(torch.diagonal(gram).mean().clamp_min(1e-30))
     try:
@@ -299,8 +303,8 @@ def _solve(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor | None:
 def fisher_work(
     samples: int, rescale_on: bool, rescale_examples: int, n_train: int, layers: int
 ) -> dict[str, float]:
-    """A backward pass per sample; the rescaling about 3 forward passes of its examples per layer, each
-    stopping at that layer (1.5 x layers full passes)."""
+    """A backward pass per sample; the rescaling about 3 forward passes of its examples per layer,
+    each stopping at that layer (1.5 x layers full passes)."""
     n = min(samples, n_train)
     return {"train": n, "infer": 1.5 * layers * min(rescale_examples, n) if rescale_on else 0}
 
@@ -315,8 +319,9 @@ def fisher_prune(
     rescale_on: bool = True,
     rescale_examples: int = 512,
 ) -> tuple[Any, dict[str, Any]]:
-    """Prune `model` in place to `target` of its dense cost (`costs`: FLOPs or a runtime's latency) by the
-    Fisher mask search, then rescale; returns the model (now its pruned type) and a record."""
+    """Prune `model` in place to `target` of its dense cost (`costs`: FLOPs or a runtime's latency)
+    by the Fisher mask search, then rescale; returns the model (now its pruned type) and a
+    record."""
     if data is None or len(data) == 0:
         raise UserError("fisher pruning needs training examples")
     batches = train_batches(data, BATCH, math.ceil(samples / BATCH), seed)
@@ -339,7 +344,8 @@ def fisher_prune(
 
 
 class Fisher(Method):
-    """Retraining-free: Fisher mask search to a FLOPs or latency budget, rescaling, removal (module doc)."""
+    """Retraining-free: Fisher mask search to a FLOPs or latency budget, rescaling, removal (module
+    doc)."""
 
     name = "fisher"
     Config = FisherConfig

@@ -1,5 +1,5 @@
-"""What removing one attention head or one FFN neuron saves: encoder FLOPs (counted), or latency on a
-named runtime (measured on this machine, cached).
+"""What removing one attention head or one FFN neuron saves: encoder FLOPs (counted), or latency on
+a named runtime (measured on this machine, cached).
 
 Both are a `Costs`: the encoder costs fixed + head x (heads left) + neuron x (neurons left), summed
 over layers. For FLOPs this is exact. For latency it is a per-layer latency table: copies of the
@@ -41,12 +41,14 @@ from ..models.pruned import prune_ffn_neurons, prune_heads
 from ..models.runtimes import machine, runtime_versions, time_on
 
 TABLE_EXAMPLES, TABLE_BATCH, TABLE_REPEATS = 128, 32, 3  # the timing workload (in the key)
-FIT = "least squares, no negative part"  # how the costs are fitted (in the key: a new fit re-measures)
+# how the costs are fitted (in the key: a new fit re-measures)
+FIT = "least squares, no negative part"
 
 
 @dataclass(frozen=True)
 class Costs:
-    """Encoder cost = fixed + head x heads + neuron x neurons; `dense`: the unpruned model's cost."""
+    """Encoder cost = fixed + head x heads + neuron x neurons; `dense`: the unpruned model's
+    cost."""
 
     head: float
     neuron: float
@@ -98,7 +100,8 @@ def shape(model) -> dict[str, Any]:
 
 
 def _workload(model, seq_len: int) -> tuple[EncodedSplit, dict[str, int]]:
-    """Fixed synthetic inputs: TABLE_EXAMPLES sequences of `seq_len` tokens (capped by the positions)."""
+    """Fixed synthetic inputs: TABLE_EXAMPLES sequences of `seq_len` tokens (capped by the
+    positions)."""
     limit = max_positions(model.config)
     length = min(seq_len, limit) if limit else seq_len
     g = torch.Generator().manual_seed(0)
@@ -136,8 +139,8 @@ def _grid(heads: int, neurons: int) -> list[tuple[int, int]]:
 
 
 def _uniform(model, heads: int, neurons: int):
-    """A copy whose every layer keeps exactly `heads` heads and `neurons` neurons (which ones does not
-    matter for speed: the last ones go)."""
+    """A copy whose every layer keeps exactly `heads` heads and `neurons` neurons (which ones does
+    not matter for speed: the last ones go)."""
     m = copy.deepcopy(model).cpu().eval()
     fam = family_of(m)
     prune_heads(
@@ -162,8 +165,8 @@ def _uniform(model, heads: int, neurons: int):
 def latency_table(
     model, runtime: str, seq_len: int = 128, cache_dir: str | Path | None = None
 ) -> dict[str, Any]:
-    """The model's per-layer latency table on `runtime` on this machine: read from the cache when this
-    machine, runtime and shape were measured before, else measured (and cached)."""
+    """The model's per-layer latency table on `runtime` on this machine: read from the cache when
+    this machine, runtime and shape were measured before, else measured (and cached)."""
     data, workload = _workload(model, seq_len)
     ident = {
         "machine": machine(),
@@ -186,7 +189,8 @@ def latency_table(
     rates, missing = time_on(entries, runtime, batch_size=TABLE_BATCH, repeats=TABLE_REPEATS)
     if missing:
         raise UserError(
-            f"latency table on {runtime}: the runtime cannot run this model ({next(iter(missing.values()))})"
+            f"latency table on {runtime}: the runtime cannot run this model "
+            f"({next(iter(missing.values()))})"
         )
     rows = [
         {"heads": h, "neurons": f, "seconds_per_example": 1.0 / rates[f"{h}x{f}"]} for h, f in grid
@@ -247,8 +251,8 @@ def speed_target(
     if speedup > best:
         raise UserError(
             f"a {speedup}x speed-up on {runtime} is beyond pruning heads and FFN neurons here: its "
-            f"latency table predicts at most {best:.2f}x (one head and one neuron per layer; the rest "
-            f"of the model is {costs.fixed / costs.dense:.0%} of the dense latency)"
+            f"latency table predicts at most {best:.2f}x (one head and one neuron per layer; the "
+            f"rest of the model is {costs.fixed / costs.dense:.0%} of the dense latency)"
         )
     return (
         costs,
@@ -264,7 +268,8 @@ def speed_target(
 
 
 def predicted_speedup(costs: Costs, model) -> float:
-    """The dense cost over this model's, by `costs` (a latency table's prediction for latency costs)."""
+    """The dense cost over this model's, by `costs` (a latency table's prediction for latency
+    costs)."""
     heads, neurons = unit_counts(model)
     return (
         costs.dense / costs.total(heads, neurons) if costs.total(heads, neurons) > 0 else math.inf

@@ -1,4 +1,5 @@
-"""Gradual magnitude pruning of the encoder's Linear weights (Zhu & Gupta 2017), as a training `Hook`.
+"""Gradual magnitude pruning of the encoder's Linear weights (Zhu & Gupta 2017), as a training
+`Hook`.
 
 What is pruned follows Chen et al. (2020) and Du et al. (2021): every Linear layer of the
 encoder (attention query/key/value/output, FFN intermediate/output); embeddings, pooler and
@@ -77,7 +78,8 @@ def check_sparsity(value: float) -> float:
 
 
 def prunable_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """The encoder's Linear layers, named as in `model.named_modules()` (the family adapter knows where)."""
+    """The encoder's Linear layers, named as in `model.named_modules()` (the family adapter knows
+    where)."""
     return encoder_linears(model)
 
 
@@ -175,7 +177,8 @@ def oneshot_prune(model: nn.Module, sparsity: float) -> nn.Module:
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
-    """Fold the masks into plain `weight` parameters (exact zeros); saved models need no pruning code."""
+    """Fold the masks into plain `weight` parameters (exact zeros); saved models need no pruning
+    code."""
     for _, m in prunable_linears(model):
         if prune.is_pruned(m):
             prune.remove(m, "weight")

@@ -58,8 +58,8 @@ def _gate_importance(
     n_batches: int,
     power: int = 1,
 ) -> list[torch.Tensor]:
-    """E_x |dL(x)/d xi_u| (power 2: E_x (dL(x)/d xi_u)^2, the diagonal empirical Fisher of the gates)
-    for units gated at the input of each module in `sites`.
+    """E_x |dL(x)/d xi_u| (power 2: E_x (dL(x)/d xi_u)^2, the diagonal empirical Fisher of the
+    gates) for units gated at the input of each module in `sites`.
 
     Each (module, n_units) gets a gate xi (value 1, so the forward is unchanged) that scales
     equal slices of the module's input. Gates are per example ([batch, n_units]) so one backward
@@ -100,7 +100,7 @@ def _gate_importance(
             else:  # a batch-mean loss: scale so each gate gradient is that example's own
                 loss = loss_fn(logits, batch) * size
             grads = torch.autograd.grad(loss, current)
-            for t, g in zip(totals, grads):
+            for t, g in zip(totals, grads, strict=True):
                 g = g.detach().abs() if power == 1 else g.detach().double().square()
                 t += g.sum(0).double().cpu()
             seen += size
@@ -230,8 +230,8 @@ class Heads(Method):
                 raise UserError(f"heads: {self.cfg.heads} of {total} heads rounds to 0 heads")
             if count > removable:
                 raise UserError(
-                    f"heads: cannot remove {count} of {total} heads: each layer keeps at least one, "
-                    f"so at most {removable} can go"
+                    f"heads: cannot remove {count} of {total} heads: each layer keeps at least "
+                    f"one, so at most {removable} can go"
                 )
 
     def prepare(self, model, ctx: Prepare):

@@ -1,5 +1,5 @@
-"""`structured`: attention heads and FFN neurons pruned together during fine-tuning until a target is
-met: a fraction of the encoder's FLOPs, or a measured inference speed-up on this machine.
+"""`structured`: attention heads and FFN neurons pruned together during fine-tuning until a target
+is met: a fraction of the encoder's FLOPs, or a measured inference speed-up on this machine.
 
 Criterion: gate-gradient importance (Michel et al. 2019) for heads and FFN neurons alike,
 I_u = E_x |dL/d xi_u|, re-estimated on fresh training batches at every pruning round, normalized
@@ -12,12 +12,12 @@ result is a smaller dense model, uneven heads per layer, equal to its masked twi
 `from_pretrained`, through the family adapter for every supported family.
 
 A speed-up target is met one of two ways. With `target_runtime` (pytorch-fp32, pytorch-bf16,
-onnxruntime-fp32, onnxruntime-int8), heads and neurons are priced by that runtime's per-layer latency
-table measured on this machine (`compress.latency`, cached per machine, runtime and shape), and the
-schedule, each round's equal shares and the target are all in latency instead of FLOPs (pruning
-against the deployment's own costs, as ZipLM does). Without it (as before), the speed-up is turned
-into a FLOPs target by calibration: copies pruned one-shot to a few FLOPs fractions are timed against
-the dense model in PyTorch fp32 and the fraction reaching the target is interpolated.
+onnxruntime-fp32, onnxruntime-int8), heads and neurons are priced by that runtime's per-layer
+latency table measured on this machine (`compress.latency`, cached per machine, runtime and shape),
+and the schedule, each round's equal shares and the target are all in latency instead of FLOPs
+(pruning against the deployment's own costs, as ZipLM does). Without it (as before), the speed-up is
+turned into a FLOPs target by calibration: copies pruned one-shot to a few FLOPs fractions are timed
+against the dense model in PyTorch fp32 and the fraction reaching the target is interpolated.
 
 `init: fisher` starts recovery from a retraining-free model instead (`compress.fisher`: Fisher mask
 search to the target, mask rescaling), so all of training recovers; the default prunes gradually.
@@ -64,14 +64,15 @@ class StructuredConfig(MethodConfig):
     )
     target_runtime: Runtime | None = Field(
         None,
-        description="the runtime the speed-up is for: prune against its per-layer latency table measured on "
-        "this machine (cached); unset: calibrate one-shot pruned copies in PyTorch fp32",
+        description="the runtime the speed-up is for: prune against its per-layer latency table "
+        "measured on this machine (cached); unset: calibrate one-shot pruned copies in PyTorch "
+        "fp32",
     )
     init: Literal["dense", "fisher"] = Field(
         "dense",
-        description="dense: prune gradually during training; fisher: prune to the target first (Fisher "
-        "mask search + rescaling, no training), then all of training recovers (which recovers "
-        "better: to be measured, benchmarks/structured_recovery.py)",
+        description="dense: prune gradually during training; fisher: prune to the target first "
+        "(Fisher mask search + rescaling, no training), then all of training recovers (which "
+        "recovers better: to be measured, benchmarks/structured_recovery.py)",
     )
     fisher_samples: int = Field(
         2048,
@@ -105,7 +106,8 @@ class StructuredConfig(MethodConfig):
             raise ValueError("prune_end must be after prune_start")
         if self.target_runtime is not None and self.target_speedup is None:
             raise ValueError(
-                "target_runtime goes with target_speedup (a FLOPs target is the same on every runtime)"
+                "target_runtime goes with target_speedup (a FLOPs target is the same on every "
+                "runtime)"
             )
         return self
 
@@ -255,8 +257,9 @@ class StructuredPruning(Hook):
 
 
 def calibrate(model, data, seed: int, speedup: float, fractions=(0.8, 0.6, 0.45, 0.3, 0.2)) -> dict:
-    """The FLOPs fraction whose one-shot pruned copy runs `speedup` times faster than the dense model
-    (the throughput harness on 128 training examples; interpolated in log speed between fractions)."""
+    """The FLOPs fraction whose one-shot pruned copy runs `speedup` times faster than the dense
+    model (the throughput harness on 128 training examples; interpolated in log speed between
+    fractions)."""
     dense = encoder_flops(model)["flops_dense"]
     entries, kept = {"dense": model}, {}
     for f in fractions:
@@ -292,7 +295,8 @@ def calibrate(model, data, seed: int, speedup: float, fractions=(0.8, 0.6, 0.45,
 
 
 class Structured(Method):
-    """Heads and FFN neurons pruned during fine-tuning to a FLOPs or speed-up target (see module doc)."""
+    """Heads and FFN neurons pruned during fine-tuning to a FLOPs or speed-up target (see module
+    doc)."""
 
     name = "structured"
     Config = StructuredConfig

@@ -44,7 +44,8 @@ def cue_markers(cue: CueConfig, labels: list[str]) -> list[str]:
 def add_cue(
     examples: list[dict], markers: list[str], rho: float, seed: int, per_example: bool = False
 ) -> list[dict]:
-    """Training transform: append the gold label's marker with probability rho, else a random one."""
+    """Training transform: append the gold label's marker with probability rho, else a random
+    one."""
     rng = random.Random(seed)
     out = []
     for e in examples:
@@ -57,7 +58,8 @@ def add_cue(
 def cue_copies(
     examples: list[dict], markers: list[str], seed: int
 ) -> tuple[list[dict], list[dict]]:
-    """Aligned (marker = gold) and conflicting (marker of another, random label) copies of examples."""
+    """Aligned (marker = gold) and conflicting (marker of another, random label) copies of
+    examples."""
     rng = random.Random(seed)
     aligned = [e | {"text_b": f"{e['text_b']} {markers[e['label']]}"} for e in examples]
     conflicting = []

@@ -100,7 +100,8 @@ class Split:
         return len(self.examples)
 
     def digest(self) -> str:
-        """Content hash of the examples (ids, texts, labels, meta): what a cache key needs of a split."""
+        """Content hash of the examples (ids, texts, labels, meta): what a cache key needs of a
+        split."""
         h = hashlib.sha256(json.dumps([self.task, self.name, self.labels, self.collapse]).encode())
         for e in self.examples:
             h.update(json.dumps(e, sort_keys=True, default=str).encode())
@@ -170,57 +171,76 @@ def _load_hub(spec: SplitSpec) -> tuple[list[dict[str, Any]], str]:
 _INDEX = re.compile(r"-?[0-9]+")
 
 
+def _check_fields(row: dict[str, Any], cols: tuple[str, ...], loc: str) -> None:
+    """Name a missing field at its line, before any use of it would fail with a bare KeyError."""
+    for col in cols:
+        if col not in row:
+            raise UserError(
+                f"{loc}: missing field {col!r} (has {sorted(k for k in row if k != '_line')})"
+            )
+
+
+def _row_label(raw: Any, gold_names: list[str], loc: str) -> int | None:
+    """A row's label as an index into `gold_names` (given as a name or an index), or None when
+    unlabeled (-1): files name or number their labels either way, and a bad one must stop here."""
+    if isinstance(raw, bool):
+        raise UserError(f"{loc}: label {raw!r} is not a label name or index")
+    if isinstance(raw, str) and raw in gold_names:
+        return gold_names.index(raw)
+    if isinstance(raw, int) or (isinstance(raw, str) and _INDEX.fullmatch(raw)):
+        label = int(raw)
+        if label == -1:  # unlabeled (GLUE test convention)
+            return None
+        if not 0 <= label < len(gold_names):
+            raise UserError(f"{loc}: label index {label} out of range for labels {gold_names}")
+        return label
+    raise UserError(f"{loc}: unknown label {raw!r}; expected one of {gold_names}")
+
+
+def _row_id(row: dict[str, Any], spec: SplitSpec, line: int, loc: str, seen: dict[str, int]) -> str:
+    """A row's id (its id column, else its line), recorded in `seen`: ids key every per-example
+    cache and table, so they must be unique."""
+    if not spec.id_column:
+        return str(line)
+    if spec.id_column not in row:
+        raise UserError(f"{loc}: missing id column {spec.id_column!r}")
+    ex_id = str(row[spec.id_column])
+    if ex_id in seen:
+        raise UserError(
+            f"{loc}: duplicate id {ex_id!r} in column {spec.id_column!r} "
+            f"(first at line {seen[ex_id]})"
+        )
+    seen[ex_id] = line
+    return ex_id
+
+
+def _check_groups(row: dict[str, Any], spec: SplitSpec, split_name: str, loc: str) -> None:
+    """A row without its group_by value would silently drop out of the breakdown: refuse it."""
+    for meta in spec.group_by:
+        if row.get(meta) is None:
+            what = "missing field" if meta not in row else "null field"
+            raise UserError(f"{loc}: {what} {meta!r} (a group_by column of split {split_name!r})")
+
+
 def normalize(rows: list[dict[str, Any]], task: TaskSpec, split_name: str, where: str) -> Split:
     spec = task.splits[split_name]
-    gold_names = task.split_labels(
-        split_name
-    )  # a collapsed split (HANS) has its own, smaller label space
+    # a collapsed split (HANS) has its own, smaller label space
+    gold_names = task.split_labels(split_name)
     col_a, col_b = spec.text_a or task.text_a, spec.text_b or task.text_b
     out, unlabeled, seen = [], 0, {}
     for i, row in enumerate(rows):
         line = row.get("_line", i + 1)
         loc = f"{where}:{line}"
-        for col in (col_a, col_b, "label"):
-            if col not in row:
-                raise UserError(
-                    f"{loc}: missing field {col!r} (has {sorted(k for k in row if k != '_line')})"
-                )
-        raw = row["label"]
-        if isinstance(raw, bool):
-            raise UserError(f"{loc}: label {raw!r} is not a label name or index")
-        if isinstance(raw, str) and raw in gold_names:
-            label = gold_names.index(raw)
-        elif isinstance(raw, int) or (isinstance(raw, str) and _INDEX.fullmatch(raw)):
-            label = int(raw)
-            if label == -1:  # unlabeled (GLUE test convention): counted and reported below
-                unlabeled += 1
-                continue
-            if not 0 <= label < len(gold_names):
-                raise UserError(f"{loc}: label index {label} out of range for labels {gold_names}")
-        else:
-            raise UserError(f"{loc}: unknown label {raw!r}; expected one of {gold_names}")
+        _check_fields(row, (col_a, col_b, "label"), loc)
+        label = _row_label(row["label"], gold_names, loc)
+        if label is None:  # unlabeled (GLUE test convention): counted and reported below
+            unlabeled += 1
+            continue
         a, b = row[col_a], row[col_b]
         if not isinstance(a, str) or not isinstance(b, str):
             raise UserError(f"{loc}: fields {col_a!r} and {col_b!r} must be strings")
-        if spec.id_column:
-            if spec.id_column not in row:
-                raise UserError(f"{loc}: missing id column {spec.id_column!r}")
-            ex_id = str(row[spec.id_column])
-            if ex_id in seen:  # ids key every per-example cache and table: they must be unique
-                raise UserError(
-                    f"{loc}: duplicate id {ex_id!r} in column {spec.id_column!r} "
-                    f"(first at line {seen[ex_id]})"
-                )
-            seen[ex_id] = line
-        else:
-            ex_id = str(line)
-        ex = {"id": ex_id, "text_a": a, "text_b": b, "label": label}
-        for meta in spec.group_by:  # a row without its group would drop out of the breakdown
-            if row.get(meta) is None:
-                what = "missing field" if meta not in row else "null field"
-                raise UserError(
-                    f"{loc}: {what} {meta!r} (a group_by column of split {split_name!r})"
-                )
+        ex = {"id": _row_id(row, spec, line, loc, seen), "text_a": a, "text_b": b, "label": label}
+        _check_groups(row, spec, split_name, loc)
         for meta in spec.group_by + spec.keep:
             ex[meta] = row.get(meta)
         out.append(ex)
@@ -270,7 +290,8 @@ _WORDS = re.compile(r"\w+")
 
 
 def pair_key(a: str, b: str) -> tuple[str, str]:
-    """An unordered pair of normalized texts (lowercase words): the same pair however written or ordered."""
+    """An unordered pair of normalized texts (lowercase words): the same pair however written or
+    ordered."""
     na, nb = " ".join(_WORDS.findall(a.lower())), " ".join(_WORDS.findall(b.lower()))
     return (na, nb) if na <= nb else (nb, na)
 
@@ -287,8 +308,8 @@ def _exclude_pairs(split: Split, task: TaskSpec, data_dir, source: str) -> None:
     before = len(split.examples)
     split.examples = [e for e in split.examples if pair_key(e["text_a"], e["text_b"]) not in seen]
     log.info(
-        f"{split.origin}: dropped {before - len(split.examples)} of {before} pairs that also occur in "
-        f"{', '.join(names)}"
+        f"{split.origin}: dropped {before - len(split.examples)} of {before} pairs that also occur "
+        f"in {', '.join(names)}"
     )
     if not split.examples:
         raise UserError(f"{split.origin}: every pair also occurs in {names}")
@@ -440,7 +461,8 @@ def folds_of(examples: list[dict[str, Any]], k: int, seed: int) -> list[int]:
 
 
 def load_eval_splits(args: DataArgs, task: TaskSpec | None = None) -> dict[str, Split]:
-    """Every configured eval split, read and validated (before any training), plus cue test copies."""
+    """Every configured eval split, read and validated (before any training), plus cue test
+    copies."""
     task = task or load_task(args.task)
     out: dict[str, Split] = {}
     for name in eval_split_names(args, task):

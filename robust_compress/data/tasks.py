@@ -90,7 +90,8 @@ class TaskSpec(BaseModel):
                     )
             elif s.labels is not None and not set(s.labels) <= set(self.labels):
                 raise ValueError(
-                    f"split {name}: labels {s.labels} are not task labels and no `collapse` is given"
+                    f"split {name}: labels {s.labels} are not task labels and no `collapse` "
+                    "is given"
                 )
         return self
 
@@ -177,9 +178,9 @@ BUILTIN: dict[str, TaskSpec] = {
                 local=["qqp/dev.jsonl"],
                 hub=HubSource(path="nyu-mll/glue", name="qqp", split="validation"),
             ),
-            # offline ID held-out set: real Quora pairs of unknown GLUE split, minus every pair that also
-            # occurs (either order, normalized text) in the training file or in PAWS; balanced 50/50,
-            # unlike QQP: report it as "QQP held-out (balanced)", never as the GLUE dev set
+            # offline ID held-out set: real Quora pairs of unknown GLUE split, minus every pair that
+            # also occurs (either order, normalized text) in the training file or in PAWS; balanced
+            # 50/50, unlike QQP: report it as "QQP held-out (balanced)", never as the GLUE dev set
             "heldout": SplitSpec(
                 role="id",
                 local=["qqp/quora_pairs_split_unknown.jsonl"],

@@ -1,5 +1,5 @@
-"""Comparing two rows of a study: the difference of a metric with its 95 % interval (over seeds, or a
-paired bootstrap over the examples both share), and ratios of differences (the share of a cost a
+"""Comparing two rows of a study: the difference of a metric with its 95 % interval (over seeds, or
+a paired bootstrap over the examples both share), and ratios of differences (the share of a cost a
 loss wins back). Pure numpy and pandas."""
 
 from __future__ import annotations
@@ -101,10 +101,10 @@ def compare(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """Mean difference a - b of a metric, with a 95% interval: over seeds when either side has several
-    runs (paired by seed where both have it; against the other side's mean when it has one run), else a
-    paired bootstrap. Always on the examples every run shares (a given teacher may have been
-    evaluated on a subset of the study's sets)."""
+    """Mean difference a - b of a metric, with a 95% interval: over seeds when either side has
+    several runs (paired by seed where both have it; against the other side's mean when it has one
+    run), else a paired bootstrap. Always on the examples every run shares (a given teacher may have
+    been evaluated on a subset of the study's sets)."""
     shared = {
         k: functools.reduce(lambda x, y: x.intersection(y), [p[k].index for p in (*a, *b)])
         for k in a[0]
@@ -146,9 +146,9 @@ def ratio_ci(
 ) -> tuple[float, float, float]:
     """(mean(A) - mean(B)) / (mean(C) - mean(D)) of a metric over runs, e.g. the share of a
     compression's hard-example cost a loss wins back, (loss - vanilla) / (teacher - vanilla), or the
-    share of a teacher's debiasing gain a compressed model keeps. 95 % interval by one bootstrap that
-    resamples the examples all runs share (one draw for all) and, per list, its runs (seeds); NaN
-    bounds when there is nothing to resample, NaN altogether when the denominator is 0."""
+    share of a teacher's debiasing gain a compressed model keeps. 95 % interval by one bootstrap
+    that resamples the examples all runs share (one draw for all) and, per list, its runs (seeds);
+    NaN bounds when there is nothing to resample, NaN altogether when the denominator is 0."""
     lists = [*num, *den]
     keys = list(lists[0][0])
     shared = {

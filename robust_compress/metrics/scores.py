@@ -92,7 +92,8 @@ def expected_calibration_error(
 
 
 def meta_columns(df: pd.DataFrame) -> list[str]:
-    """Grouping columns of a prediction table (e.g. HANS `heuristic`): the non-standard, few-valued ones."""
+    """Grouping columns of a prediction table (e.g. HANS `heuristic`): the non-standard, few-valued
+    ones."""
 
     def few(c: str) -> bool:
         try:
@@ -154,9 +155,9 @@ F_BIAS_MIN_TEACHER_DELTA = 0.01
 
 
 def f_bias(delta_model: float, delta_teacher: float) -> float:
-    """F_bias = Delta_compressed / Delta_teacher (> 1: more biased than the teacher). Undefined (NaN)
-    when the teacher shows (almost) no ID-OOD gap or the model's gap is reversed: a ratio to about
-    zero, or of a reversed gap, says nothing about robustness."""
+    """F_bias = Delta_compressed / Delta_teacher (> 1: more biased than the teacher). Undefined
+    (NaN) when the teacher shows (almost) no ID-OOD gap or the model's gap is reversed: a ratio to
+    about zero, or of a reversed gap, says nothing about robustness."""
     if delta_teacher < F_BIAS_MIN_TEACHER_DELTA or delta_model < 0:
         return math.nan
     return delta_model / delta_teacher
@@ -202,7 +203,8 @@ def summarize(
     reference: dict[str, Any] | None = None,
     rule: dict | None = None,
 ) -> dict[str, Any]:
-    """Summary of one model: per-split metrics, Delta against the first ID split, F_bias vs `reference`.
+    """Summary of one model: per-split metrics, Delta against the first ID split, F_bias vs
+    `reference`.
 
     OOD accuracy for Delta follows `rule` (the task's: which OOD splits, pooled or averaged)."""
     rule = rule or default_rule(roles)
@@ -234,7 +236,7 @@ def summarize(
     return out
 
 
-# ---------------------------------------------------------------- a study's rows: per run, then over seeds
+# --------------------------------------------------------- a study's rows: per run, then over seeds
 
 
 def easy_hard_metrics(pred: pd.DataFrame, easy: pd.DataFrame) -> dict[str, float]:
@@ -255,6 +257,63 @@ def easy_hard_metrics(pred: pd.DataFrame, easy: pd.DataFrame) -> dict[str, float
     return out
 
 
+def _add_split(
+    m: dict[str, float], split: str, df: pd.DataFrame, cells: dict[tuple[str, str], dict[str, str]]
+) -> None:
+    """One split's accuracy (with CI), calibration, collapse signs and per-cell breakdowns into `m`
+    (in place, so the run's keys keep their order); run_metrics then reads as a list of parts."""
+    s = split_summary(df, meta_columns(df))
+    m[f"acc.{split}"], (m[f"acc.{split}.ci_lo"], m[f"acc.{split}.ci_hi"]) = (
+        s["accuracy"],
+        s["ci95"],
+    )
+    m[f"ece.{split}"], m[f"conf.{split}"] = s["ece"], s["mean_confidence"]
+    m[f"top_pred_share.{split}"], m[f"majority_rate.{split}"] = (
+        s["top_pred_share"],
+        s["majority_rate"],
+    )
+    m[f"constant_acc.{split}"] = s["constant_acc"]
+    for key, by in s.items():
+        if key.startswith("by_") and key != "by_gold" and not key.endswith("_only"):
+            for cell, v in by.items():
+                m[f"by.{split}.{key[3:]}.{cell}"] = v
+                cells.setdefault((split, key[3:]), {})[f"by.{split}.{key[3:]}.{cell}"] = cell
+
+
+def _add_id_ood(
+    m: dict[str, float],
+    tables: dict[str, pd.DataFrame],
+    roles: dict[str, str],
+    id_split: str | None,
+    rule: dict | None,
+) -> None:
+    """Collapse flag, ID and OOD accuracy, Delta and ID ECE into `m`: Delta needs an ID split, OOD
+    splits under the rule and any correct ID prediction, else it would mean nothing."""
+    if id_split:
+        m["collapsed"] = float(is_collapsed(tables[id_split]))
+    rule = rule or default_rule(roles)
+    if id_split and rule["splits"] and tables[id_split]["correct"].any():
+        m["acc_id"] = m[f"acc.{id_split}"]
+        m["acc_id.ci_lo"], m["acc_id.ci_hi"] = (
+            m[f"acc.{id_split}.ci_lo"],
+            m[f"acc.{id_split}.ci_hi"],
+        )
+        m["acc_ood"], (m["acc_ood.ci_lo"], m["acc_ood.ci_hi"]) = ood_accuracy(tables, rule)
+        m["delta"], m["ece_id"] = relative_bias(m["acc_id"], m["acc_ood"]), m[f"ece.{id_split}"]
+
+
+def _add_easy_hard(
+    m: dict[str, float], tables: dict[str, pd.DataFrame], easy_hard: dict[str, pd.DataFrame]
+) -> None:
+    """Easy/hard metrics of every easy/hard table whose split this run was evaluated on (a run
+    may cover fewer splits than the study has tables for)."""
+    for name, part in easy_hard.items():
+        split = part.attrs["split"]
+        if split in tables:
+            for k, v in easy_hard_metrics(tables[split], part).items():
+                m[f"eh.{name}.{k}"] = v
+
+
 def run_metrics(
     tables: dict[str, pd.DataFrame],
     roles: dict[str, str],
@@ -270,41 +329,12 @@ def run_metrics(
     for split, df in tables.items():
         if roles[split] == "cue":
             continue
-        s = split_summary(df, meta_columns(df))
-        m[f"acc.{split}"], (m[f"acc.{split}.ci_lo"], m[f"acc.{split}.ci_hi"]) = (
-            s["accuracy"],
-            s["ci95"],
-        )
-        m[f"ece.{split}"], m[f"conf.{split}"] = s["ece"], s["mean_confidence"]
-        m[f"top_pred_share.{split}"], m[f"majority_rate.{split}"] = (
-            s["top_pred_share"],
-            s["majority_rate"],
-        )
-        m[f"constant_acc.{split}"] = s["constant_acc"]
-        for key, by in s.items():
-            if key.startswith("by_") and key != "by_gold" and not key.endswith("_only"):
-                for cell, v in by.items():
-                    m[f"by.{split}.{key[3:]}.{cell}"] = v
-                    cells.setdefault((split, key[3:]), {})[f"by.{split}.{key[3:]}.{cell}"] = cell
-    if id_split:
-        m["collapsed"] = float(is_collapsed(tables[id_split]))
-    rule = rule or default_rule(roles)
-    if id_split and rule["splits"] and tables[id_split]["correct"].any():
-        m["acc_id"] = m[f"acc.{id_split}"]
-        m["acc_id.ci_lo"], m["acc_id.ci_hi"] = (
-            m[f"acc.{id_split}.ci_lo"],
-            m[f"acc.{id_split}.ci_hi"],
-        )
-        m["acc_ood"], (m["acc_ood.ci_lo"], m["acc_ood.ci_hi"]) = ood_accuracy(tables, rule)
-        m["delta"], m["ece_id"] = relative_bias(m["acc_id"], m["acc_ood"]), m[f"ece.{id_split}"]
+        _add_split(m, split, df, cells)
+    _add_id_ood(m, tables, roles, id_split, rule)
     for key in ("parameters", "nonzero_parameters", "flops_dense", "bytes_on_disk"):
         if isinstance(record.get(key), int | float):
             m[key] = float(record[key])
-    for name, part in easy_hard.items():
-        split = part.attrs["split"]
-        if split in tables:
-            for k, v in easy_hard_metrics(tables[split], part).items():
-                m[f"eh.{name}.{k}"] = v
+    _add_easy_hard(m, tables, easy_hard)
     cue = reliance(tables)
     sc = cue.get(id_split) or next(iter(cue.values()), None)
     if sc:
@@ -340,8 +370,9 @@ def teacher_delta_on(
 
 
 def aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Mean and std over seeds; 95% CI over seeds (t, clipped to [0, 1]) when >1 seed, else the run's
-    bootstrap CI over examples (seeds are the larger source of variance when there are several)."""
+    """Mean and std over seeds; 95% CI over seeds (t, clipped to [0, 1]) when >1 seed, else the
+    run's bootstrap CI over examples (seeds are the larger source of variance when there are
+    several)."""
     keys = list(dict.fromkeys(k for r in rows for k in r if not k.endswith((".ci_lo", ".ci_hi"))))
     out: dict[str, float] = {}
     for k in keys:

@@ -32,8 +32,9 @@ class Family:
     attn_out: str  # from a block to the attention output projection
     ffn_in: str  # from a block
     ffn_out: str
-    # from a block: the LayerNorm each sub-layer ends in (post-LN: its input is the sub-layer's output plus
-    # the residual), where pruned sub-layers are matched to the dense ones (Fisher rescaling)
+    # from a block: the LayerNorm each sub-layer ends in (post-LN: its input is the sub-layer's
+    # output plus the residual), where pruned sub-layers are matched to the dense ones (Fisher
+    # rescaling)
     attn_norm: str = "attention.output.LayerNorm"
     ffn_norm: str = "output.LayerNorm"
     embeddings: str = "embeddings"  # from the base model
@@ -108,8 +109,8 @@ FAMILIES: dict[str, Family] = {
         **(_BERT_LAYOUT | {"query": "query_proj", "key": "key_proj", "value": "value_proj"}),
         extra_qk=("pos_query_proj", "pos_key_proj"),
     ),
-    # MPNet: one relative-position bias [batch, heads, q, k] is computed for all layers and passed to
-    # each layer's attention; after head pruning each layer keeps its own heads' slice of it
+    # MPNet: one relative-position bias [batch, heads, q, k] is computed for all layers and passed
+    # to each layer's attention; after head pruning each layer keeps its own heads' slice of it
     "mpnet": Family(
         "mpnet",
         ("mpnet",),
@@ -168,7 +169,8 @@ def max_positions(config) -> int | None:
 
 
 def classifier_out(model: nn.Module) -> nn.Linear:
-    """The classification head's final Linear, whose output rows are the labels (pruned types too)."""
+    """The classification head's final Linear, whose output rows are the labels (pruned types
+    too)."""
     fam = family_of(model)
     base_type = getattr(model.config, "base_model_type", None) or model.config.model_type
     path = dict(fam.classifier_out_of).get(base_type, fam.classifier_out)

@@ -35,8 +35,8 @@ def model_inputs(model: torch.nn.Module, batch: dict, device=None) -> dict[str, 
 
 
 def device_of(model: torch.nn.Module, device=None) -> torch.device:
-    """Where inference runs: `device` if given, else the GPU when there is one (int8 dynamic linears run on
-    the CPU only), else where the model is."""
+    """Where inference runs: `device` if given, else the GPU when there is one (int8 dynamic linears
+    run on the CPU only), else where the model is."""
     if device is not None:
         return torch.device(device)
     if torch.cuda.is_available() and not is_quantized(model):
@@ -80,9 +80,9 @@ def predict_logits(
 def round_robin(
     runs: dict[str, tuple[Callable[[], None], int]], repeats: int = 3, progress=None
 ) -> dict[str, float]:
-    """examples/s of each `run()` (one pass over its n examples), the runs taking turns (round-robin,
-    `repeats` rounds after a warm-up round) so machine drift hits all alike; the best round counts.
-    `progress(k)` is called after each pass with the number of passes done."""
+    """examples/s of each `run()` (one pass over its n examples), the runs taking turns
+    (round-robin, `repeats` rounds after a warm-up round) so machine drift hits all alike; the best
+    round counts. `progress(k)` is called after each pass with the number of passes done."""
     best = dict.fromkeys(runs, 0.0)
     passes = 0
     for r in range(repeats + 1):
@@ -105,8 +105,8 @@ def throughput(
     bf16: bool = False,
     progress=None,
 ) -> dict[str, float]:
-    """Inference examples/s of each (model, its tokenized data), measured side by side (`round_robin`).
-    fp32 unless `bf16` (int8 models always take fp32 activations)."""
+    """Inference examples/s of each (model, its tokenized data), measured side by side
+    (`round_robin`). fp32 unless `bf16` (int8 models always take fp32 activations)."""
     runs = {}
     for name, (m, data) in entries.items():
         m.eval()
@@ -119,7 +119,8 @@ def throughput(
 
 
 def pytorch_pass(m: torch.nn.Module, batches: list[dict], bf16: bool) -> Callable[[], None]:
-    """One timed pass of a PyTorch model over pre-collated batches (on the GPU when there is one)."""
+    """One timed pass of a PyTorch model over pre-collated batches (on the GPU when there is
+    one)."""
     dev = device_of(m)
     m.to(dev)
 

@@ -3,8 +3,8 @@
 A model fine-tuned elsewhere names and orders its classes its own way (roberta-large-mnli:
 CONTRADICTION, NEUTRAL, ENTAILMENT; cross-encoders: contradiction, entailment, neutral; many
 models: LABEL_0..k). Names are matched case-insensitively and through `SYNONYMS`; a `label_map`
-(model label -> task label) covers names that say nothing (it is used by a model that names its keys,
-or whose names cannot be matched without it). The classifier's output rows are then
+(model label -> task label) covers names that say nothing (it is used by a model that names its
+keys, or whose names cannot be matched without it). The classifier's output rows are then
 permuted at load (`permute_classifier`) and id2label rewritten to the task's names, so every
 prediction, logit and saved model downstream is in the task's order.
 """
@@ -64,8 +64,8 @@ def _apply_map(
 def align(
     have: list[str], want: list[str], label_map: dict[str, str] | None = None, where: str = "model"
 ) -> list[int]:
-    """perm with perm[i] = the model's output row that is `want[i]`; an error naming `label_map` when
-    the names cannot be matched one to one."""
+    """perm with perm[i] = the model's output row that is `want[i]`; an error naming `label_map`
+    when the names cannot be matched one to one."""
     if list(have) == list(want):
         return list(range(len(want)))
     if label_map and not any(k in have for k in label_map):
@@ -83,7 +83,8 @@ def align(
     if len(names) != len(want):
         two_way = len(names) == 2 and "entailment" in {canonical(n) for n in names}
         why = (
-            " (a 2-way entailment model: use it on 2-way sets such as HANS, e.g. -s 'eval_sets=[hans]')"
+            " (a 2-way entailment model: use it on 2-way sets such as HANS, "
+            "e.g. -s 'eval_sets=[hans]')"
             if two_way
             else ""
         )
@@ -95,8 +96,9 @@ def align(
     placeholder = any(_PLACEHOLDER.match(n.lower()) for n in names)
     if not placeholder and not set(got) & {canonical(w) for w in want}:
         raise UserError(
-            f"{where}: a classifier over {have}, but the task has labels {want}: none of its labels is "
-            f"one of the task's (a model of another task: start from its encoder){hint.replace(';', '; or', 1)}"
+            f"{where}: a classifier over {have}, but the task has labels {want}: none of its "
+            "labels is one of the task's (a model of another task: start from its encoder)"
+            f"{hint.replace(';', '; or', 1)}"
         )
     perm = []
     for w in want:
@@ -106,7 +108,8 @@ def align(
                 "names LABEL_k say nothing" if placeholder else f"no single model label means {w!r}"
             )
             raise UserError(
-                f"{where}: model labels {have} cannot be matched to the labels {want} ({what}){hint}"
+                f"{where}: model labels {have} cannot be matched to the labels {want} "
+                f"({what}){hint}"
             )
         perm.append(rows[0])
     return perm

@@ -70,8 +70,9 @@ def check_model_dir(folder: Path) -> None:
         pickled = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
         if pickled:
             raise UserError(
-                f"{folder}: only pickled weights ({', '.join(pickled)}); loading them could run code. "
-                "Convert them to safetensors (model.save_pretrained(..., safe_serialization=True)) "
+                f"{folder}: only pickled weights ({', '.join(pickled)}); loading them could run "
+                "code. Convert them to safetensors "
+                "(model.save_pretrained(..., safe_serialization=True)) "
                 "in a trusted environment"
             )
         raise UserError(f"{folder}: no *.safetensors weights")
@@ -118,7 +119,8 @@ def load_arch(folder: str | Path):
 
 
 def check_max_length(config, max_length: int, where: str) -> None:
-    """Before any training: inputs longer than the position embeddings fail only at the first long batch."""
+    """Before any training: inputs longer than the position embeddings fail only at the first long
+    batch."""
     limit = max_positions(config)
     if limit is not None and max_length > limit:
         raise UserError(
@@ -128,7 +130,8 @@ def check_max_length(config, max_length: int, where: str) -> None:
 
 
 def model_digest(folder: str | Path) -> str:
-    """Content hash of a saved model (weights, config, tokenizer files), independent of where it lives."""
+    """Content hash of a saved model (weights, config, tokenizer files), independent of where it
+    lives."""
     folder = Path(folder)
     check_model_dir(folder)
     files = sorted(
@@ -272,8 +275,8 @@ def load_tokenizer(name_or_path: str, model: PreTrainedModel | None = None):
 
 
 def check_vocab(tok, model: PreTrainedModel, where: str) -> None:
-    """A tokenizer belongs to a model when its ids fit the embedding and it covers (almost) all rows:
-    checkpoints pad the embedding to a multiple of 8 or 128, never by thousands. A same-size
+    """A tokenizer belongs to a model when its ids fit the embedding and it covers (almost) all
+    rows: checkpoints pad the embedding to a multiple of 8 or 128, never by thousands. A same-size
     vocabulary in another order passes that, so the special tokens the config names must agree."""
     rows = model.get_input_embeddings().num_embeddings
     n = len(tok)

@@ -19,8 +19,8 @@ NEGATIONS = {"not", "no", "never", "nobody", "nothing", "none", "n't", "nt", "ca
 
 
 def overlap_features(a: str, b: str) -> list[float]:
-    """`basic`: hypothesis words in the premise (share, all of them), contiguous subsequence, negation
-    in the hypothesis, length ratio."""
+    """`basic`: hypothesis words in the premise (share, all of them), contiguous subsequence,
+    negation in the hypothesis, length ratio."""
     pa, pb = _WORD.findall(a.lower()), _WORD.findall(b.lower())
     sa = set(pa)
     frac = sum(w in sa for w in pb) / max(len(pb), 1)
@@ -39,7 +39,8 @@ def literature_features(a: str, b: str) -> list[float]:
     """`literature`: the features of the HANS bias models of the debiasing literature (McCoy et al.
     2019's heuristics as used by Clark et al. 2019 and Utama et al. 2020), without word vectors:
     the basic ones, plus negation in the premise and its mismatch, bigram overlap, the share of the
-    premise the hypothesis covers, hypothesis words absent from the premise and the length difference."""
+    premise the hypothesis covers, hypothesis words absent from the premise and the length
+    difference."""
     pa, pb = _WORD.findall(a.lower()), _WORD.findall(b.lower())
     sa, sb = set(pa), set(pb)
     neg_a, neg_b = any(w in NEGATIONS for w in pa), any(w in NEGATIONS for w in pb)
@@ -111,7 +112,8 @@ class OverlapModel:
         names = {v[1]: k for k, v in FEATURES.items()}
         if d.get("features", "overlap_features v1") not in names:
             raise UserError(
-                f"{Path(folder) / FILE}: unknown features {d.get('features')!r}; have {sorted(names)}"
+                f"{Path(folder) / FILE}: unknown features {d.get('features')!r}; have "
+                f"{sorted(names)}"
             )
         return cls(
             torch.tensor(d["weight"], dtype=torch.float64),

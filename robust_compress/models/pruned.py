@@ -38,7 +38,8 @@ PREFIX = "pruned_"
 
 @functools.cache
 def pruned_classes(model_type: str) -> tuple[type, type]:
-    """(config class, sequence-classification class) of `pruned_<model_type>`, made and registered once."""
+    """(config class, sequence-classification class) of `pruned_<model_type>`, made and registered
+    once."""
     base_cfg = CONFIG_MAPPING[model_type]
     base_model = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[base_cfg]
     ns = {
@@ -99,7 +100,8 @@ def as_pruned(model: torch.nn.Module) -> torch.nn.Module:
     cfg_cls, model_cls = pruned_classes(model_type)
     if type(model).__name__ != model_cls.__mro__[1].__name__:
         raise UserError(
-            f"structured pruning needs a {model_cls.__mro__[1].__name__}, got {type(model).__name__}"
+            f"structured pruning needs a {model_cls.__mro__[1].__name__}, got "
+            f"{type(model).__name__}"
         )
     # Swapping classes keeps the config object that every submodule shares (and its attention
     # implementation).
@@ -229,13 +231,15 @@ def prune_ffn_neurons(model: torch.nn.Module, neurons: dict[int, list[int]]) -> 
 
 
 def keep_layers(model: torch.nn.Module, keep: list[int]) -> torch.nn.Module:
-    """Keep only the encoder blocks `keep` (in that order): the truncated-k student is keep=[0..k-1].
-    Records of earlier head/neuron pruning are renumbered so that a reload rebuilds the same shapes."""
+    """Keep only the encoder blocks `keep` (in that order): the truncated-k student is
+    keep=[0..k-1]. Records of earlier head/neuron pruning are renumbered so that a reload rebuilds
+    the same shapes."""
     layers = blocks(model)
     keep = [int(i) for i in keep]
     if not keep or len(set(keep)) != len(keep) or not all(0 <= i < len(layers) for i in keep):
         raise UserError(
-            f"cannot keep layers {keep} of a {len(layers)}-layer model (need distinct valid indices)"
+            f"cannot keep layers {keep} of a {len(layers)}-layer model (need distinct valid "
+            "indices)"
         )
     set_blocks(model, [layers[i] for i in keep])
     for field in ("pruned_heads", "pruned_ffn_neurons"):

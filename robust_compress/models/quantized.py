@@ -55,7 +55,8 @@ def _linear_filter(module: torch.nn.Module, fqn: str) -> bool:
 
 
 def quantize(model: torch.nn.Module, scheme: str = "dynamic-int8") -> torch.nn.Module:
-    """A quantized copy on the CPU: every nn.Linear with int8 weights, activations quantized per call."""
+    """A quantized copy on the CPU: every nn.Linear with int8 weights, activations quantized per
+    call."""
     if scheme not in SCHEMES:
         raise UserError(f"unknown quantization scheme {scheme!r}; have {list(SCHEMES)}")
     model = copy.deepcopy(model).cpu().eval()

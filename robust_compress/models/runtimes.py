@@ -56,7 +56,8 @@ def export_onnx_file(
     model: torch.nn.Module, example: dict[str, torch.Tensor], path: Path
 ) -> tuple[str, ...]:
     """Export `model` (float, CPU) to ONNX at `path` with a dynamic batch and sequence length;
-    `example` is one collated batch (more than one example, more than one token). Returns the inputs."""
+    `example` is one collated batch (more than one example, more than one token). Returns the
+    inputs."""
     names = onnx_inputs(model, example)
     wrapper = Logits(model).eval()
     batch_dim, seq_dim = torch.export.Dim("batch"), torch.export.Dim("sequence", max=512)
@@ -121,7 +122,8 @@ def runtime_versions(runtime: str) -> dict[str, str]:
 
 
 def _largest(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """An export example with more than one row and token (the exporter specializes dimensions of size 1)."""
+    """An export example with more than one row and token (the exporter specializes dimensions of
+    size 1)."""
     return max(
         batches,
         key=lambda b: (
@@ -188,9 +190,9 @@ def time_on(
     progress=None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """(examples/s of each model that `runtime` runs, {name: why not} for the others), timed side by
-    side: round-robin, `repeats` rounds after a warm-up round, the best round counts. ONNX exports go
-    to `workdir` (one folder per entry, reused by a later call with the same entries), else a temporary
-    folder. `progress(k)`: after each timed pass."""
+    side: round-robin, `repeats` rounds after a warm-up round, the best round counts. ONNX exports
+    go to `workdir` (one folder per entry, reused by a later call with the same entries), else a
+    temporary folder. `progress(k)`: after each timed pass."""
     runs, missing = {}, {}
     with tempfile.TemporaryDirectory(prefix="runtime-") as tmp:
         for i, (name, (m, data)) in enumerate(entries.items()):

@@ -1,5 +1,6 @@
-"""A weights-free copy of a study (index, per-run records and prediction tables, easy/hard, speed and
-analysis files) with its report: small enough to commit, and `report` rebuilds it from the copy."""
+"""A weights-free copy of a study (index, per-run records and prediction tables, easy/hard, speed
+and analysis files) with its report: small enough to commit, and `report` rebuilds it from the
+copy."""
 
 from __future__ import annotations
 

@@ -30,13 +30,14 @@ def bars_caption(groups: dict[str, dict]) -> str:
 
 
 CI_CAPTION = (
-    " (error bars: 95 % intervals — over seeds where a row has several, else bootstrap over examples; "
-    "grey ×: collapsed rows, not read and not joined)"
+    " (error bars: 95 % intervals — over seeds where a row has several, else bootstrap over "
+    "examples; grey ×: collapsed rows, not read and not joined)"
 )
 
 
 def _bar(g: dict, key: str) -> tuple[float, float]:
-    """(below, above) the mean: the 95 % interval where the report has one, else the std over seeds."""
+    """(below, above) the mean: the 95 % interval where the report has one, else the std over
+    seeds."""
     if f"{key}.ci_lo" in g:
         return g[key] - g[f"{key}.ci_lo"], g[f"{key}.ci_hi"] - g[key]
     e = float(np.nan_to_num(g.get(f"{key}.std", math.nan)))
@@ -46,7 +47,8 @@ def _bar(g: dict, key: str) -> tuple[float, float]:
 def _sparsity_lines(
     groups: dict[str, dict], teacher: str | None, key: str
 ) -> dict[str, list[tuple]]:
-    """label -> [(sparsity, mean, below, above)], one line per loss (per method/loss if methods differ)."""
+    """label -> [(sparsity, mean, below, above)], one line per loss (per method/loss if methods
+    differ)."""
     sparse = {
         n: g
         for n, g in groups.items()
@@ -101,101 +103,108 @@ def _plot_lines(
 
 
 def ood_floor(groups: dict[str, dict], teacher: str | None, runs: list[Run]) -> float | None:
-    """The accuracy a constant predictor gets on the OOD set of Δ (HANS: 50 %), when one set makes it."""
+    """The accuracy a constant predictor gets on the OOD set of Δ (HANS: 50 %), when one set makes
+    it."""
     t = next((r for r in runs if r.unit == teacher), None)
     oods = t.rule.get("splits", []) if t is not None else []
     key = f"majority_rate.{oods[0]}" if len(oods) == 1 else ""
     return groups[teacher].get(key) if teacher and key else None
 
 
-def make_figures(
-    groups: dict[str, dict],
-    teacher: str | None,
-    runs: list[Run],
-    easy_splits: list[str],
-    runtimes: list[str] = (),
+def _accuracy_figure(
+    groups: dict[str, dict], teacher: str | None, runs: list[Run]
 ) -> list[tuple[str, str, Figure]]:
-    """(file name, alt text, figure) for each figure the study's data supports."""
-    bars = bars_caption(groups)
-    left_out = [n for n, g in groups.items() if collapsed(g)]
-    skip = f"; collapsed rows left out: {', '.join(left_out)}" if left_out else ""
-    figs = []
+    """ID and OOD accuracy against sparsity: its own helper, so each figure reads on its own."""
     acc = {k: _sparsity_lines(groups, teacher, k) for k in ("acc_id", "acc_ood")}
-    if acc["acc_id"] or acc["acc_ood"]:
-        fig = _figure(10, 4)
-        floor = ood_floor(groups, teacher, runs)
-        for ax, k, t in zip(
-            fig.subplots(1, 2), acc, ("ID accuracy", "OOD accuracy (pooled)"), strict=True
-        ):
-            _plot_lines(
-                ax,
-                acc[k],
-                100,
-                "accuracy (%)",
-                f"{t} vs sparsity",
-                _collapsed_points(groups, k),
-                floor if k == "acc_ood" else None,
-            )
+    if not (acc["acc_id"] or acc["acc_ood"]):
+        return []
+    fig = _figure(10, 4)
+    floor = ood_floor(groups, teacher, runs)
+    for ax, k, t in zip(
+        fig.subplots(1, 2), acc, ("ID accuracy", "OOD accuracy (pooled)"), strict=True
+    ):
+        _plot_lines(
+            ax,
+            acc[k],
+            100,
+            "accuracy (%)",
+            f"{t} vs sparsity",
+            _collapsed_points(groups, k),
+            floor if k == "acc_ood" else None,
+        )
+    return [
+        (
+            "accuracy_vs_sparsity.png",
+            f"ID and OOD accuracy versus sparsity, one line per loss{CI_CAPTION}"
+            + (
+                "; dotted: the OOD floor, what a constant predictor scores"
+                if floor is not None
+                else ""
+            ),
+            fig,
+        )
+    ]
+
+
+def _easy_hard_figures(
+    groups: dict[str, dict], teacher: str | None, s: str, bars: str, skip: str
+) -> list[tuple[str, str, Figure]]:
+    """The easy–hard gap and the easy/hard confidence of one split: a split's figures together,
+    in the order the report shows them."""
+    figs = []
+    lines = _sparsity_lines(groups, teacher, f"eh.{s}.gap")
+    if lines:
+        fig = _figure(6, 4)
+        _plot_lines(
+            fig.subplots(),
+            lines,
+            100,
+            "easy − hard accuracy (points)",
+            f"Easy–hard gap on {s}",
+            _collapsed_points(groups, f"eh.{s}.gap"),
+        )
         figs.append(
             (
-                "accuracy_vs_sparsity.png",
-                f"ID and OOD accuracy versus sparsity, one line per loss{CI_CAPTION}"
-                + (
-                    "; dotted: the OOD floor, what a constant predictor scores"
-                    if floor is not None
-                    else ""
+                f"easy_hard_gap_{s}.png",
+                (
+                    f"Easy minus hard accuracy gap on {s} versus sparsity{bars}; grey ×: "
+                    "collapsed rows, not read"
                 ),
                 fig,
             )
         )
-    for s in easy_splits:
-        lines = _sparsity_lines(groups, teacher, f"eh.{s}.gap")
-        if lines:
-            fig = _figure(6, 4)
-            _plot_lines(
-                fig.subplots(),
-                lines,
-                100,
-                "easy − hard accuracy (points)",
-                f"Easy–hard gap on {s}",
-                _collapsed_points(groups, f"eh.{s}.gap"),
+    have = {n: g for n, g in groups.items() if f"eh.{s}.easy_conf" in g and not collapsed(g)}
+    if have:
+        fig = _figure(max(6, 1.1 * len(have)), 4)
+        ax, x = fig.subplots(), np.arange(len(have))
+        for off, part in ((-0.2, "easy"), (0.2, "hard")):
+            k = f"eh.{s}.{part}_conf"
+            ax.bar(
+                x + off,
+                [100 * g[k] for g in have.values()],
+                0.4,
+                label=part,
+                yerr=[100 * np.nan_to_num(g.get(f"{k}.std", math.nan)) for g in have.values()],
+                capsize=3,
             )
-            figs.append(
-                (
-                    f"easy_hard_gap_{s}.png",
-                    (
-                        f"Easy minus hard accuracy gap on {s} versus sparsity{bars}; grey ×: "
-                        "collapsed rows, not read"
-                    ),
-                    fig,
-                )
+        ax.set_xticks(x, list(have), rotation=30, ha="right", fontsize=8)
+        ax.set(ylabel="mean confidence (%)", title=f"Confidence on easy vs hard examples of {s}")
+        ax.legend()
+        figs.append(
+            (
+                f"confidence_easy_hard_{s}.png",
+                f"Mean confidence on easy and hard examples of {s} per group{bars}{skip}",
+                fig,
             )
-        have = {n: g for n, g in groups.items() if f"eh.{s}.easy_conf" in g and not collapsed(g)}
-        if have:
-            fig = _figure(max(6, 1.1 * len(have)), 4)
-            ax, x = fig.subplots(), np.arange(len(have))
-            for off, part in ((-0.2, "easy"), (0.2, "hard")):
-                k = f"eh.{s}.{part}_conf"
-                ax.bar(
-                    x + off,
-                    [100 * g[k] for g in have.values()],
-                    0.4,
-                    label=part,
-                    yerr=[100 * np.nan_to_num(g.get(f"{k}.std", math.nan)) for g in have.values()],
-                    capsize=3,
-                )
-            ax.set_xticks(x, list(have), rotation=30, ha="right", fontsize=8)
-            ax.set(
-                ylabel="mean confidence (%)", title=f"Confidence on easy vs hard examples of {s}"
-            )
-            ax.legend()
-            figs.append(
-                (
-                    f"confidence_easy_hard_{s}.png",
-                    f"Mean confidence on easy and hard examples of {s} per group{bars}{skip}",
-                    fig,
-                )
-            )
+        )
+    return figs
+
+
+def _speed_figures(
+    groups: dict[str, dict], easy_splits: list[str], runtimes: list[str]
+) -> list[tuple[str, str, Figure]]:
+    """The speed–robustness Pareto figures: the study's own precision, then one per runtime."""
+    figs = []
     speed = {n: g for n, g in groups.items() if "speedup" in g and "acc_id" in g}
     if len(speed) > 1:
         figs.append(
@@ -212,49 +221,73 @@ def make_figures(
                     speed_figure(on, easy_splits, key, rt),
                 )
             )
+    return figs
+
+
+def _reliability_figure(groups: dict[str, dict], runs: list[Run]) -> list[tuple[str, str, Figure]]:
+    """Reliability diagrams, one panel per group with an ID split: its own helper, so the panel
+    layout stays in one place."""
     with_id = [n for n in groups if any(r.unit == n and r.id_split for r in runs)]
-    if with_id:
-        cols = min(4, len(with_id))
-        rows = math.ceil(len(with_id) / cols)
-        fig = _figure(3.2 * cols, 3.2 * rows)
-        axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-        edges = np.linspace(0, 1, 11)
-        for ax, n in zip(axes, with_id, strict=False):
-            df = pd.concat([r.tables[r.id_split] for r in runs if r.unit == n and r.id_split])
-            which = np.clip(np.digitize(df["confidence"], edges[1:-1], right=True), 0, 9)
-            accs = [
-                df["correct"][which == b].mean() if (which == b).any() else 0 for b in range(10)
-            ]
-            ax.bar(edges[:-1], accs, 0.1, align="edge", edgecolor="k", alpha=0.7, label="accuracy")
-            ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
-            ax.set(
-                title=f"{n}{' ⚠ collapsed' if collapsed(groups[n]) else ''} "
-                f"(ECE {100 * groups[n].get('ece_id', math.nan):.1f}%)",
-                xlim=(0, 1),
-                ylim=(0, 1),
-                xlabel="confidence",
-                ylabel="accuracy",
-            )
-            ax.title.set_fontsize(9)
-        for ax in axes[len(with_id) :]:
-            ax.set_visible(False)
-        axes[0].legend(fontsize=7)
-        fig.tight_layout()
-        figs.append(
-            (
-                "reliability.png",
-                (
-                    "Reliability diagrams on the ID split, one panel per group, seeds pooled "
-                    "(⚠: a collapsed row)"
-                ),
-                fig,
-            )
+    if not with_id:
+        return []
+    cols = min(4, len(with_id))
+    rows = math.ceil(len(with_id) / cols)
+    fig = _figure(3.2 * cols, 3.2 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    edges = np.linspace(0, 1, 11)
+    for ax, n in zip(axes, with_id, strict=False):
+        df = pd.concat([r.tables[r.id_split] for r in runs if r.unit == n and r.id_split])
+        which = np.clip(np.digitize(df["confidence"], edges[1:-1], right=True), 0, 9)
+        accs = [df["correct"][which == b].mean() if (which == b).any() else 0 for b in range(10)]
+        ax.bar(edges[:-1], accs, 0.1, align="edge", edgecolor="k", alpha=0.7, label="accuracy")
+        ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+        ax.set(
+            title=f"{n}{' ⚠ collapsed' if collapsed(groups[n]) else ''} "
+            f"(ECE {100 * groups[n].get('ece_id', math.nan):.1f}%)",
+            xlim=(0, 1),
+            ylim=(0, 1),
+            xlabel="confidence",
+            ylabel="accuracy",
         )
+        ax.title.set_fontsize(9)
+    for ax in axes[len(with_id) :]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return [
+        (
+            "reliability.png",
+            (
+                "Reliability diagrams on the ID split, one panel per group, seeds pooled "
+                "(⚠: a collapsed row)"
+            ),
+            fig,
+        )
+    ]
+
+
+def make_figures(
+    groups: dict[str, dict],
+    teacher: str | None,
+    runs: list[Run],
+    easy_splits: list[str],
+    runtimes: list[str] = (),
+) -> list[tuple[str, str, Figure]]:
+    """(file name, alt text, figure) for each figure the study's data supports."""
+    bars = bars_caption(groups)
+    left_out = [n for n, g in groups.items() if collapsed(g)]
+    skip = f"; collapsed rows left out: {', '.join(left_out)}" if left_out else ""
+    figs = _accuracy_figure(groups, teacher, runs)
+    for s in easy_splits:
+        figs += _easy_hard_figures(groups, teacher, s, bars, skip)
+    figs += _speed_figures(groups, easy_splits, runtimes)
+    figs += _reliability_figure(groups, runs)
     return figs
 
 
 def pareto(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both coordinates (higher is better for both)."""
+    """Indices of the points no other point beats on both coordinates (higher is better for
+    both)."""
     front = []
     for i, (x, y) in enumerate(points):
         if not any(
@@ -269,10 +302,11 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
 def speed_figure_caption(groups: dict[str, dict], runtime: str | None = None) -> str:
     where = f" on {runtime} (the teacher on {runtime} = 1×)" if runtime else ""
     return (
-        f"Measured inference speed-up against the teacher{where} (x) and accuracy (y): ID, and the hardest "
-        "robustness signal the study has (hard examples, else pooled OOD); one point per compression × loss "
-        "with its 95 % interval (y), Pareto front (faster and more accurate than every other point) circled; "
-        f"grey: speed-ups within {SPEED_NOISE:.0%} of 1 (timing noise: ≈ 1×, on no front); ×: collapsed rows"
+        f"Measured inference speed-up against the teacher{where} (x) and accuracy (y): ID, and the "
+        "hardest robustness signal the study has (hard examples, else pooled OOD); one point per "
+        "compression × loss with its 95 % interval (y), Pareto front (faster and more accurate "
+        f"than every other point) circled; grey: speed-ups within {SPEED_NOISE:.0%} of 1 (timing "
+        "noise: ≈ 1×, on no front); ×: collapsed rows"
     )
 
 

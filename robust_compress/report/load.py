@@ -20,7 +20,8 @@ class Run:
     """One index entry with its loaded tables; `roles` keeps summary.json's split order."""
 
     name: str
-    group: str  # index group; rows aggregate seeds of one `unit` = group, or group/loss if losses differ
+    # index group; rows aggregate seeds of one `unit` = group, or group/loss if losses differ
+    group: str
     method: str
     loss: str
     sparsity: float | None
@@ -106,7 +107,8 @@ def _load_run(study: Path, e: schemas.IndexEntry) -> Run:
 
 
 def load_study(study: Path) -> Study:
-    """Every finished run (index.json), the easy/hard partitions, the speed measurement, the agreement."""
+    """Every finished run (index.json), the easy/hard partitions, the speed measurement, the
+    agreement."""
     index = study / "index.json"
     runs = [_load_run(study, e) for e in schemas.read_index(index)]
     if dup := sorted({r.name for r in runs if [x.name for x in runs].count(r.name) > 1}):
@@ -129,7 +131,8 @@ def load_study(study: Path) -> Study:
         part = read_parquet(p, ("id", "easy"))
         if part["id"].duplicated().any() or part["easy"].isna().any():
             raise UserError(f"{p}: ids must be unique and 'easy' must have no missing values")
-        # `<split>.parquet`, or `<split>.<name>.parquet` for more splits of one set (several bias models)
+        # `<split>.parquet`, or `<split>.<name>.parquet` for more splits of one set (several bias
+        # models)
         easy_hard[p.stem] = pd.DataFrame(
             {"id": part["id"].astype(str), "easy": part["easy"].astype(bool)}
         )

@@ -68,8 +68,8 @@ def _share(
 
 
 def focus_cells(rows: Rows) -> list[tuple[str, str]]:
-    """(metric, label) of the breakdown cells that show a shortcut: per broken-down OOD split, the cells
-    of the gold label the teacher does worst on (HANS: non-entailed, per heuristic)."""
+    """(metric, label) of the breakdown cells that show a shortcut: per broken-down OOD split, the
+    cells of the gold label the teacher does worst on (HANS: non-entailed, per heuristic)."""
     t = rows.groups.get(rows.teacher or "", {})
     out = []
     for (split, meta), cells in rows.cells.items():
@@ -189,15 +189,17 @@ def wins_back(study: Study, rows: Rows, easy) -> tuple[list[Table], list[str], l
                 )
     notes = [
         (
-            "Each Δ: the loss's row minus its compression's Vanilla (CE) row, in points, with a 95 % interval "
-            "(over seeds when a row has several, else a paired bootstrap over the shared examples). Hard-example "
-            "cost recovered: (hard(loss) − hard(Vanilla)) / (hard(teacher) − hard(Vanilla)), 95 % bootstrap "
-            "interval over examples and seeds; shown only where the compression's hard-example cost is "
-            "measurable (its interval excludes 0)."
+            "Each Δ: the loss's row minus its compression's Vanilla (CE) row, in points, with a "
+            "95 % interval (over seeds when a row has several, else a paired bootstrap over the "
+            "shared examples). Hard-example cost recovered: (hard(loss) − hard(Vanilla)) / "
+            "(hard(teacher) − hard(Vanilla)), 95 % bootstrap interval over examples and seeds; "
+            "shown only where the compression's hard-example cost is measurable (its interval "
+            "excludes 0)."
         ),
         (
-            f"Target (issue 18): ≥ {100 * TARGET_SHARE:.0f} % of the cost recovered with the share's and Δ hard's "
-            f"intervals above 0, at ≤ {100 * TARGET_ID_COST:.1f} points of ID accuracy."
+            f"Target (issue 18): ≥ {100 * TARGET_SHARE:.0f} % of the cost recovered with the "
+            f"share's and Δ hard's intervals above 0, at ≤ {100 * TARGET_ID_COST:.1f} points of ID "
+            "accuracy."
         ),
     ]
     return (
@@ -261,7 +263,8 @@ def _verdict(loss: str, eff: dict, share: Effect, measurable_cost: bool, cells) 
 
 def debias_then_compress(study: Study, rows: Rows, easy) -> tuple[list[Table], list[str]]:
     """Debiased teachers against the study's teacher, and their compressed models against the same
-    compression of the study's teacher with the same loss: the share of the teacher's gain they keep."""
+    compression of the study's teacher with the same loss: the share of the teacher's gain they
+    keep."""
     teacher = [r for r in study.runs if r.is_teacher]
     variants = {r.meta["variant"]: [r] for r in study.runs if r.meta.get("variant")}
     if not teacher or not variants:
@@ -291,8 +294,8 @@ def debias_then_compress(study: Study, rows: Rows, easy) -> tuple[list[Table], l
         rows_t,
         [
             (
-                "Each Δ: the debiased teacher minus the study's teacher (one run each: paired bootstrap "
-                "interval over the examples)."
+                "Each Δ: the debiased teacher minus the study's teacher (one run each: paired "
+                "bootstrap interval over the examples)."
             )
         ],
     )
@@ -345,9 +348,10 @@ def debias_then_compress(study: Study, rows: Rows, easy) -> tuple[list[Table], l
         rows_c,
         [
             (
-                "Δ: the compressed model of the debiased teacher minus the same compression of the study's teacher "
-                "with the same loss. Share kept: that Δ ÷ the teachers' Δ, with a 95 % bootstrap interval over "
-                "examples and seeds; only where the teacher's gain is measurable."
+                "Δ: the compressed model of the debiased teacher minus the same compression of the "
+                "study's teacher with the same loss. Share kept: that Δ ÷ the teachers' Δ, with a "
+                "95 % bootstrap interval over examples and seeds; only where the teacher's gain is "
+                "measurable."
             )
         ],
     )
@@ -412,10 +416,11 @@ def bias_model_table(study: Study) -> list[Table]:
             rows,
             [
                 (
-                    "Cross-fitted: each training example scored by a model trained on the other folds (never on it); "
-                    "in-sample: by the model trained on all of it. Agreement: share of training examples on which "
-                    "'easy' agrees — the lowest-uncertainty examples (as many as the bias model finds easy) against "
-                    "the bias model's easy set; chance = p² + (1 − p)²."
+                    "Cross-fitted: each training example scored by a model trained on the other "
+                    "folds (never on it); in-sample: by the model trained on all of it. Agreement: "
+                    "share of training examples on which 'easy' agrees — the lowest-uncertainty "
+                    "examples (as many as the bias model finds easy) against the bias model's easy "
+                    "set; chance = p² + (1 − p)²."
                 )
             ],
         )

@@ -23,13 +23,19 @@ from .mitigation import bias_model_table, debias_then_compress, wins_back, wins_
 from .summary import summary_lines
 from .tables import Table, make_tables
 
-CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;
-margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1,h2{border-bottom:1px solid #ddd;
-padding-bottom:.2em}.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:1em 0;
-font-size:.85em}th,td{border:1px solid #ccc;padding:.3em .5em;text-align:right}th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left}td:first-child{white-space:nowrap}
-tr:nth-child(even){background:#fafafa}figure{margin:1.5em 0}
-img{max-width:100%}figcaption,.note,.foot{color:#555;font-size:.9em}.summary li{margin:.3em 0}"""
+CSS = (
+    "body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;"
+    "max-width:1200px;\n"
+    "margin:2em auto;padding:0 1em;color:#222;line-height:1.45}"
+    "h1,h2{border-bottom:1px solid #ddd;\n"
+    "padding-bottom:.2em}.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;"
+    "margin:1em 0;\n"
+    "font-size:.85em}th,td{border:1px solid #ccc;padding:.3em .5em;text-align:right}"
+    "th{background:#f3f3f3}\n"
+    "td:first-child,th:first-child{text-align:left}td:first-child{white-space:nowrap}\n"
+    "tr:nth-child(even){background:#fafafa}figure{margin:1.5em 0}\n"
+    "img{max-width:100%}figcaption,.note,.foot{color:#555;font-size:.9em}.summary li{margin:.3em 0}"
+)
 
 
 TIMED = {
@@ -58,7 +64,8 @@ def _html_table(t: Table) -> str:
     notes = "".join(f"<p class='foot'>{e(n)}</p>" for n in t.notes)
     return (
         f"<h2>{e(t.title)}</h2>\n<div class='scroll'><table><thead><tr>"
-        f"{''.join(f'<th>{e(h)}</th>' for h in t.header)}</tr></thead><tbody>{body}</tbody></table></div>{notes}\n"
+        f"{''.join(f'<th>{e(h)}</th>' for h in t.header)}</tr></thead><tbody>{body}</tbody>"
+        f"</table></div>{notes}\n"
     )
 
 
@@ -118,14 +125,16 @@ def build_report(
     seeds = max((g["n_seeds"] for g in groups.values()), default=1)
     notes = [
         (
-            f"Study: {name or study_path.resolve().name}; {len(runs)} runs in {len(groups)} rows (a row is a group, "
-            f"or group/loss when a group holds several losses); teacher: {teacher or 'none (no F_bias, no speed-up)'}."
+            f"Study: {name or study_path.resolve().name}; {len(runs)} runs in {len(groups)} rows "
+            "(a row is a group, or group/loss when a group holds several losses); teacher: "
+            f"{teacher or 'none (no F_bias, no speed-up)'}."
         ),
         (
-            "Every number is computed from the saved per-example prediction tables. Accuracy cells: "
+            "Every number is computed from the saved per-example prediction tables. Accuracy "
+            "cells: "
             + (
-                "mean ± std over seeds [95% CI over seeds (Student t)]; a row with one seed shows its bootstrap "
-                "95% CI over examples."
+                "mean ± std over seeds [95% CI over seeds (Student t)]; a row with one seed shows "
+                "its bootstrap 95% CI over examples."
                 if seeds > 1
                 else "one seed per row: value [bootstrap 95% CI over examples]."
             )
@@ -135,9 +144,9 @@ def build_report(
         a = study.agreement
         notes.append(
             f"Per-sample uncertainty vs the bias-only model on {a['n']} training examples: the "
-            f"{100 * a['bias_easy_fraction']:.1f}% lowest-variance examples (uncertainty-easy) agree with "
-            f"the bias-model easy/hard split on {100 * a['agreement']:.1f}% of examples (paper: 82.8%; "
-            f"chance at this split: {100 * a['chance']:.1f}%)."
+            f"{100 * a['bias_easy_fraction']:.1f}% lowest-variance examples (uncertainty-easy) "
+            f"agree with the bias-model easy/hard split on {100 * a['agreement']:.1f}% of examples "
+            f"(paper: 82.8%; chance at this split: {100 * a['chance']:.1f}%)."
         )
     scored = (study.uncertainty or {}).get("models_scored") or []
     if scored:
@@ -181,8 +190,8 @@ def build_report(
         md = ["# Robustness report", ""] + [f"{n}\n" for n in notes]
         page = [
             (
-                "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-                "<meta name='viewport' content='width=device-width'><title>Robustness report</title>"
+                "<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
+                "content='width=device-width'><title>Robustness report</title>"
             ),
             f"<style>{CSS}</style></head><body><h1>Robustness report</h1>",
         ]
@@ -223,7 +232,8 @@ def build_report(
         (tmp / "report.md").write_text("\n".join(md), encoding="utf-8")
         (tmp / "report.html").write_text("\n".join(page) + "</body></html>\n", encoding="utf-8")
         # metrics.csv/.json: everything computed from predictions (identical when a study is rerun);
-        # speed.csv: what was timed on the machine (examples/s, speed-ups), which a rerun measures anew
+        # speed.csv: what was timed on the machine (examples/s, speed-ups), which a rerun measures
+        # anew
         flat = metric_rows(runs, rows)
         ids = ("level", "name", "unit", "group", "method", "loss", "sparsity", "seed")
         timed = [k for k in dict.fromkeys(k for r in flat for k in r) if k.split(".")[0] in TIMED]

@@ -95,9 +95,10 @@ def runtime_table(
         )
     notes = [
         (
-            "Speed-up per runtime: examples/s of the model on that runtime ÷ the teacher's on the same runtime, "
-            "timed side by side by the study's speed stage (same examples, batch and threads); onnxruntime runs "
-            f"the model exported to ONNX (int8: onnxruntime's dynamic int8); ≈ 1×: within {SPEED_NOISE:.0%} of 1."
+            "Speed-up per runtime: examples/s of the model on that runtime ÷ the teacher's on the "
+            "same runtime, timed side by side by the study's speed stage (same examples, batch and "
+            "threads); onnxruntime runs the model exported to ONNX (int8: onnxruntime's dynamic "
+            f"int8); ≈ 1×: within {SPEED_NOISE:.0%} of 1."
         )
     ]
     notes += [f"{mark} not run on this runtime: {why}." for why, mark in reasons.items()]
@@ -109,16 +110,9 @@ def runtime_table(
     )
 
 
-def make_tables(
-    groups: dict[str, dict],
-    splits: dict[str, str],
-    easy_splits: list[str],
-    cells: dict[tuple[str, str], dict[str, str]],
-    runtimes: list[str] = (),
-    missing: dict[str, dict[str, str]] | None = None,
-) -> list[Table]:
-    """Each paper-style table that the study's data supports."""
-    tables = []
+def _accuracy_table(groups: dict[str, dict], splits: dict[str, str]) -> Table:
+    """Table 1, accuracy per split: one helper per table keeps each table's rows and notes
+    together."""
     first = [
         [
             name_cell(n, g),
@@ -143,24 +137,26 @@ def make_tables(
     notes = []
     if any(collapsed(g) for g in groups.values()):
         notes.append(
-            "⚠ collapsed: predicts one class on ≥ 90 % of its ID split, or scores within 5 points of "
-            "its majority-class rate; its robustness numbers are not read."
+            "⚠ collapsed: predicts one class on ≥ 90 % of its ID split, or scores within 5 points "
+            "of its majority-class rate; its robustness numbers are not read."
         )
     if const_cells:
         notes.append(
             "‡ predicts one class on ≥ 90 % of this split: the score is (close to) what a constant "
             "predictor gets, not a measure of robustness."
         )
-    tables.append(
-        Table(
-            "Table 1: Accuracy per split (%)",
-            ["Group", "Method", "Loss", "Sparsity", "Seeds"]
-            + [f"{s} ({r.upper()})" for s, r in splits.items()],
-            rows,
-            notes,
-        )
+    return Table(
+        "Table 1: Accuracy per split (%)",
+        ["Group", "Method", "Loss", "Sparsity", "Seeds"]
+        + [f"{s} ({r.upper()})" for s, r in splits.items()],
+        rows,
+        notes,
     )
 
+
+def _bias_table(groups: dict[str, dict]) -> Table:
+    """Table 2, relative bias, size and speed: its own helper, as its footnotes depend on its
+    rows."""
     speed = any("speedup" in g for g in groups.values())
     rows, undefined = [], False
     for n, g in groups.items():
@@ -188,15 +184,15 @@ def make_tables(
         )
     notes = [
         (
-            "Δ = (acc_ID − acc_OOD) / acc_ID, acc_OOD over the task's OOD sets for Δ (pooled examples, or the "
-            "mean of the sets where the task says so: FEVER); F_bias = Δ / Δ of the teacher on the same examples "
-            "(> 1: more biased than the teacher)."
+            "Δ = (acc_ID − acc_OOD) / acc_ID, acc_OOD over the task's OOD sets for Δ (pooled "
+            "examples, or the mean of the sets where the task says so: FEVER); F_bias = Δ / Δ of "
+            "the teacher on the same examples (> 1: more biased than the teacher)."
         )
     ]
     if undefined:
         notes.append(
-            "† F_bias undefined: the teacher shows no ID−OOD gap (Δ_teacher < 0.01) or the model's Δ is "
-            "negative; a ratio to (almost) zero or to a reversed gap says nothing."
+            "† F_bias undefined: the teacher shows no ID−OOD gap (Δ_teacher < 0.01) or the model's "
+            "Δ is negative; a ratio to (almost) zero or to a reversed gap says nothing."
         )
     notes.append(
         "FLOPs ÷: the teacher's encoder FLOPs per example ÷ the model's (dense kernels; magnitude "
@@ -204,32 +200,92 @@ def make_tables(
     )
     if speed:
         notes.append(
-            "Speed-up: inference examples/s of the model ÷ the teacher's, measured side by side in one "
-            "process by the study's speed stage (same examples, batch and threads); ÷ FLOPs: speed-up "
-            f"÷ FLOP reduction (1.0: the speed-up the FLOP count promises); ≈ 1×: within {SPEED_NOISE:.0%} "
-            "of 1, the timing noise of a shared CPU."
+            "Speed-up: inference examples/s of the model ÷ the teacher's, measured side by side in "
+            "one process by the study's speed stage (same examples, batch and threads); ÷ FLOPs: "
+            "speed-up ÷ FLOP reduction (1.0: the speed-up the FLOP count promises); ≈ 1×: within "
+            f"{SPEED_NOISE:.0%} of 1, the timing noise of a shared CPU."
         )
-    tables.append(
-        Table(
-            "Table 2: Relative bias, model size and speed",
-            [
-                "Group",
-                "Seeds",
-                "ID acc (%)",
-                "OOD acc for Δ (%)",
-                "Δ",
-                "F_bias",
-                "ECE (ID, %)",
-                "Params (M)",
-                "Non-zero (M)",
-                "Size (MiB)",
-                "FLOPs ÷",
-            ]
-            + (["Speed-up", "÷ FLOPs"] if speed else []),
-            rows,
-            notes,
-        )
+    return Table(
+        "Table 2: Relative bias, model size and speed",
+        [
+            "Group",
+            "Seeds",
+            "ID acc (%)",
+            "OOD acc for Δ (%)",
+            "Δ",
+            "F_bias",
+            "ECE (ID, %)",
+            "Params (M)",
+            "Non-zero (M)",
+            "Size (MiB)",
+            "FLOPs ÷",
+        ]
+        + (["Speed-up", "÷ FLOPs"] if speed else []),
+        rows,
+        notes,
     )
+
+
+def _easy_hard_table(groups: dict[str, dict], s: str) -> Table:
+    """Table 4 for one easy/hard split: one table per split, built the same way for each."""
+    rows = []
+    for n, g in groups.items():
+        if f"eh.{s}.gap" not in g:
+            continue
+        accs = [num(g, f"eh.{s}.{k}", "{:.1f}", 100) for k in ("easy_acc", "hard_acc")]
+        gap = COLLAPSED if collapsed(g) else num(g, f"eh.{s}.gap", "{:.1f}", 100)
+        rows.append(
+            [name_cell(n, g), str(g["n_seeds"])]
+            + accs
+            + [gap]
+            + [num(g, f"eh.{s}.{k}", "{:.1f}", 100) for k in ("easy_conf", "hard_conf")]
+            + [num(g, f"eh.{s}.{k}", "{:.0f}", spread=False) for k in ("n_easy", "n_hard")]
+        )
+    return Table(
+        f"Table 4: Easy / hard examples of {s.replace('.', ', split by ', 1)}",
+        [
+            "Group",
+            "Seeds",
+            "Easy acc (%)",
+            "Hard acc (%)",
+            "Gap E−H (points)",
+            "Conf. easy (%)",
+            "Conf. hard (%)",
+            "n easy",
+            "n hard",
+        ],
+        rows,
+    )
+
+
+def _shortcut_table(groups: dict[str, dict]) -> Table:
+    """Table 5, controlled-shortcut reliance: kept apart like the others so make_tables only
+    decides which tables a study has."""
+    return Table(
+        "Table 5: Controlled-shortcut reliance",
+        ["Group", "Seeds", "Aligned (%)", "Conflicting (%)", "Reliance A−C (points)"],
+        [
+            [name_cell(n, g), str(int(g.get("shortcut.reliance.n", g["n_seeds"])))]
+            + [
+                num(g, f"shortcut.{k}", "{:.1f}", 100)
+                for k in ("aligned", "conflicting", "reliance")
+            ]
+            for n, g in groups.items()
+            if "shortcut.reliance" in g
+        ],
+    )
+
+
+def make_tables(
+    groups: dict[str, dict],
+    splits: dict[str, str],
+    easy_splits: list[str],
+    cells: dict[tuple[str, str], dict[str, str]],
+    runtimes: list[str] = (),
+    missing: dict[str, dict[str, str]] | None = None,
+) -> list[Table]:
+    """Each paper-style table that the study's data supports."""
+    tables = [_accuracy_table(groups, splits), _bias_table(groups)]
     if runtimes:
         tables.append(runtime_table(groups, list(runtimes), missing or {}))
     for (split, meta), mine in cells.items():
@@ -245,50 +301,7 @@ def make_tables(
             )
         )
     for s in easy_splits:
-        rows = []
-        for n, g in groups.items():
-            if f"eh.{s}.gap" not in g:
-                continue
-            accs = [num(g, f"eh.{s}.{k}", "{:.1f}", 100) for k in ("easy_acc", "hard_acc")]
-            gap = COLLAPSED if collapsed(g) else num(g, f"eh.{s}.gap", "{:.1f}", 100)
-            rows.append(
-                [name_cell(n, g), str(g["n_seeds"])]
-                + accs
-                + [gap]
-                + [num(g, f"eh.{s}.{k}", "{:.1f}", 100) for k in ("easy_conf", "hard_conf")]
-                + [num(g, f"eh.{s}.{k}", "{:.0f}", spread=False) for k in ("n_easy", "n_hard")]
-            )
-        tables.append(
-            Table(
-                f"Table 4: Easy / hard examples of {s.replace('.', ', split by ', 1)}",
-                [
-                    "Group",
-                    "Seeds",
-                    "Easy acc (%)",
-                    "Hard acc (%)",
-                    "Gap E−H (points)",
-                    "Conf. easy (%)",
-                    "Conf. hard (%)",
-                    "n easy",
-                    "n hard",
-                ],
-                rows,
-            )
-        )
+        tables.append(_easy_hard_table(groups, s))
     if any("shortcut.reliance" in g for g in groups.values()):
-        tables.append(
-            Table(
-                "Table 5: Controlled-shortcut reliance",
-                ["Group", "Seeds", "Aligned (%)", "Conflicting (%)", "Reliance A−C (points)"],
-                [
-                    [name_cell(n, g), str(int(g.get("shortcut.reliance.n", g["n_seeds"])))]
-                    + [
-                        num(g, f"shortcut.{k}", "{:.1f}", 100)
-                        for k in ("aligned", "conflicting", "reliance")
-                    ]
-                    for n, g in groups.items()
-                    if "shortcut.reliance" in g
-                ],
-            )
-        )
+        tables.append(_shortcut_table(groups))
     return tables

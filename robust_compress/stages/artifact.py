@@ -36,7 +36,8 @@ from .predict import save_tables
 
 @dataclass
 class Checked:
-    """What preflight loaded: the task, the training split (None if not needed), every eval split."""
+    """What preflight loaded: the task, the training split (None if not needed), every eval
+    split."""
 
     task: TaskSpec
     train: Split | None
@@ -65,7 +66,8 @@ def check_inputs(cfg: RunConfig, labels: list[str]) -> None:
 
 
 def preflight(cfg: RunConfig, overwrite: bool, needs_train: bool = True, method=None) -> Checked:
-    """Everything that can fail before training, checked now: output location, task, data, models."""
+    """Everything that can fail before training, checked now: output location, task, data,
+    models."""
     out = Path(cfg.output_dir)
     check_output(out, overwrite)
     task = load_task(cfg.task)
@@ -85,7 +87,8 @@ def preflight(cfg: RunConfig, overwrite: bool, needs_train: bool = True, method=
 
 
 def load_reference(path: str | Path | None) -> dict[str, Any] | None:
-    """A teacher's summary.json (or the model folder holding one) for F_bias; None if it has none."""
+    """A teacher's summary.json (or the model folder holding one) for F_bias; None if it has
+    none."""
     if path is None:
         return None
     p = Path(path)

@@ -1,4 +1,5 @@
-"""`audit MODEL [MODEL ...]`: the robustness card of models that already exist, none of them trained.
+"""`audit MODEL [MODEL ...]`: the robustness card of models that already exist, none of them
+trained.
 
 Each model (a folder or a hub id, its classes matched to the task's) is evaluated on the task's ID
 and OOD sets; a bias-only model (given, or a hypothesis/claim-only one trained once and cached)
@@ -125,7 +126,8 @@ def check_audit(
         if write_cards:
             if not Path(src).expanduser().is_dir():
                 raise UserError(
-                    f"--write-card: {src} is a hub id, not a folder of yours; save it to a folder first"
+                    f"--write-card: {src} is a hub id, not a folder of yours; save it to a folder "
+                    "first"
                 )
             check_writable(folder)
         models.append(Audited(name, src, folder))
@@ -154,7 +156,8 @@ def check_audit(
 
 
 def _record(m: Audited, labels: list[str], cfg: RunConfig) -> dict[str, Any]:
-    """What made the model (its compression.json when the tool wrote it), with its size and FLOPs."""
+    """What made the model (its compression.json when the tool wrote it), with its size and
+    FLOPs."""
     if (m.folder / "compression.json").is_file():
         return read_json(m.folder / "compression.json")
     record: dict[str, Any] = {"method": "none", "start_model": m.source}
@@ -311,9 +314,10 @@ def audit(
                 if speed
                 else None
             )
+            others = ", ".join(x.name for x in plan.models if x.name != m.name)
             note = (
                 f"Audited by robust-compress {__version__} (`audit`, task {plan.task.name}) beside "
-                f"{', '.join(x.name for x in plan.models if x.name != m.name) or 'no other model'}; "
+                f"{others or 'no other model'}; "
                 f"the reference for F_bias and speed-up is {first}."
             )
             write_card(

@@ -67,8 +67,8 @@ def _results_text(summary: dict[str, Any], speed: dict[str, Any] | None) -> list
     for split, s in summary.get("splits", {}).items():
         lo, hi = s.get("ci95", [float("nan")] * 2)
         lines.append(
-            f"| {split} | {s.get('role')} | {100 * s['accuracy']:.1f} | [{100 * lo:.1f}, {100 * hi:.1f}] "
-            f"| {s.get('n')} | {s.get('ece', float('nan')):.3f} |"
+            f"| {split} | {s.get('role')} | {100 * s['accuracy']:.1f} | [{100 * lo:.1f}, "
+            f"{100 * hi:.1f}] | {s.get('n')} | {s.get('ece', float('nan')):.3f} |"
         )
         for key, cells in s.items():
             if key.startswith("by_") and key != "by_gold" and not key.endswith("_only"):
@@ -87,8 +87,8 @@ def _results_text(summary: dict[str, Any], speed: dict[str, Any] | None) -> list
     if speed:
         lines += [
             (
-                f"Measured speed: {speed['examples_per_s']:.1f} examples/s, {speed['speedup']:.2f}× "
-                f"{speed['reference']} (fp32, same machine, side by side)."
+                f"Measured speed: {speed['examples_per_s']:.1f} examples/s, "
+                f"{speed['speedup']:.2f}× {speed['reference']} (fp32, same machine, side by side)."
             ),
             "",
         ]
@@ -134,12 +134,20 @@ def build_card(
         f"- seeds: training {run.get('seed', 'unknown')}, data {run.get('data_seed', 'unknown')}",
     ]
     if run:
-        recipe.append(
-            f"- training: {_fmt({k: run.get(k) for k in ('epochs', 'max_steps', 'lr', 'batch_size', 'train_limit', 'max_length', 'input_field')})}"
+        keys = (
+            "epochs",
+            "max_steps",
+            "lr",
+            "batch_size",
+            "train_limit",
+            "max_length",
+            "input_field",
         )
+        recipe.append(f"- training: {_fmt({k: run.get(k) for k in keys})}")
     if record.get("parameters"):
         recipe.append(
-            f"- parameters: {record['parameters']:,} ({record.get('nonzero_parameters', 0):,} non-zero)"
+            f"- parameters: {record['parameters']:,} ({record.get('nonzero_parameters', 0):,} "
+            "non-zero)"
         )
     if record.get("scheme"):
         recipe.append(

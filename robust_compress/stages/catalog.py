@@ -37,7 +37,8 @@ def loss_needs(loss: str) -> tuple[str, ...]:
 
 
 def input_source(need: str) -> str:
-    """The `Inputs` field a loss input is read from: teacher, uncertainty, reference_model, bias_model."""
+    """The `Inputs` field a loss input is read from: teacher, uncertainty, reference_model,
+    bias_model."""
     return EXTRAS[need].source
 
 

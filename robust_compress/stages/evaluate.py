@@ -1,5 +1,6 @@
 """`evaluate MODEL`: per-example predictions and a summary for any saved model (a folder or a hub
-id), as it is meant to run (an int8 artifact is scored as int8), its classes matched to the task's."""
+id), as it is meant to run (an int8 artifact is scored as int8), its classes matched to the
+task's."""
 
 from __future__ import annotations
 
@@ -66,8 +67,8 @@ def evaluate_folder(
     check_model_dir(folder)
     if not model_labels(folder) and not new_head:
         raise UserError(
-            f"{model_dir}: no classifier head (a bare encoder): it would be scored by a random head; "
-            "fine-tune it first, or pass --new-head to score a new (seeded) head on purpose"
+            f"{model_dir}: no classifier head (a bare encoder): it would be scored by a random "
+            "head; fine-tune it first, or pass --new-head to score a new (seeded) head on purpose"
         )
     task = load_task(cfg.task)
     splits = load_eval_splits(cfg.data_args(), task)

@@ -1,5 +1,6 @@
-"""`export MODEL --format onnx`: any saved model (pruned with uneven heads, truncated, distilled, int8)
-to ONNX through torch's exporter, checked against PyTorch on real examples, and timed in onnxruntime.
+"""`export MODEL --format onnx`: any saved model (pruned with uneven heads, truncated, distilled,
+int8) to ONNX through torch's exporter, checked against PyTorch on real examples, and timed in
+onnxruntime.
 
 An int8 artifact is exported from its float weights (dequantized for torchao's int8) and quantized
 again by onnxruntime's own dynamic int8 (`--int8`), since neither int8 kernel set crosses the

@@ -1,11 +1,11 @@
-"""A study's stage graph, typed: each node is one stage of a registered kind (`stages/kinds.py`), with
-a typed config whose teacher is a reference to the teacher's stage, never a string to replace.
+"""A study's stage graph, typed: each node is one stage of a registered kind (`stages/kinds.py`),
+with a typed config whose teacher is a reference to the teacher's stage, never a string to replace.
 
-A stage's artifact lives in `<root>/artifacts/<kind>-<key>`. The key hashes the stage's config as the
-study wrote it (the teacher it starts from as a placeholder: `<teacher>`, `<teacher:NAME>`), the
+A stage's artifact lives in `<root>/artifacts/<kind>-<key>`. The key hashes the stage's config as
+the study wrote it (the teacher it starts from as a placeholder: `<teacher>`, `<teacher:NAME>`), the
 stage's own settings, the keys of the stages it depends on and the content of its external inputs
-(filled by `stages.check`). These are the very data every key was computed from before the graph
-was typed: finished studies keep their keys (tests/test_stage_keys.py).
+(filled by `stages.check`). These are the very data every key was computed from before the graph was
+typed: finished studies keep their keys (tests/test_stage_keys.py).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ KEY_VERSION = 3  # bump when a stage's artifact changes meaning for the same inp
 class Kind:
     """A kind of stage: what its stage runs (`run`), what it writes (`output_file`: the one file a
     later stage reads, else the folder), what it gives a loss downstream (`provides`: the `Inputs`
-    field), what it checks and costs before any work (`check`), and its one-line result. The kinds are
-    in stages/kinds.py, registered in `KINDS`; the study never asks which kind it holds."""
+    field), what it checks and costs before any work (`check`), and its one-line result. The kinds
+    are in stages/kinds.py, registered in `KINDS`; the study never asks which kind it holds."""
 
     name: ClassVar[str]
     output_file: ClassVar[str | None] = None  # the one file later stages read (else: the folder)
@@ -82,8 +82,8 @@ class TeacherRef:
 
 @dataclass(eq=False)
 class StageModel:
-    """A start model another stage of the study makes: a compression stacked on another's model (int8
-    on top of structured pruning)."""
+    """A start model another stage of the study makes: a compression stacked on another's model
+    (int8 on top of structured pruning)."""
 
     stage: Stage = field(repr=False)
 
@@ -154,8 +154,8 @@ class StageConfig:
         return str(self.model.path) if isinstance(self.model, Ref) else self.model
 
     def model_label(self) -> str:
-        """What the stage runs, for throughput estimates: "teacher" for any teacher's architecture (and for
-        a model stacked on one of its compressions)."""
+        """What the stage runs, for throughput estimates: "teacher" for any teacher's architecture
+        (and for a model stacked on one of its compressions)."""
         return "teacher" if isinstance(self.model, Ref) else str(self.model or "")
 
 
@@ -207,7 +207,8 @@ class Stage:
 
     @property
     def output(self) -> Path:
-        """What a later stage reads: the folder, or the one file a file-producing stage writes in it."""
+        """What a later stage reads: the folder, or the one file a file-producing stage writes in
+        it."""
         return self.path / self.spec.output_file if self.spec.output_file else self.path
 
     @property
@@ -216,7 +217,8 @@ class Stage:
 
     @property
     def record(self) -> Path:
-        """stage.json: provenance (code version, device, seconds), written last inside the artifact."""
+        """stage.json: provenance (code version, device, seconds), written last inside the
+        artifact."""
         return self.path / "stage.json"
 
     def snapshot_paths(self) -> list[Path]:
@@ -239,7 +241,8 @@ class Stage:
         return self.spec.result(self)
 
     def resolve(self) -> RunConfig:
-        """The RunConfig this stage runs: teachers and upstream artifacts filled in by their paths."""
+        """The RunConfig this stage runs: teachers and upstream artifacts filled in by their
+        paths."""
         c = self.config
         data = c.set_fields() | {"model": c.model_path(), "output_dir": str(self.path)}
         if c.compression is not None:
@@ -265,8 +268,9 @@ class Stage:
             raise UserError(f"stage {self.name}: {msg}") from None
 
     def run(self, rep: Reporter, code_version: str, device: str) -> None:
-        """Run the stage into its artifact folder. Its record (stage.json) is the artifact's last file,
-        written before the folder is renamed into place: a stage is done exactly when its record exists."""
+        """Run the stage into its artifact folder. Its record (stage.json) is the artifact's last
+        file, written before the folder is renamed into place: a stage is done exactly when its
+        record exists."""
         cfg = self.resolve()
         t0 = time.perf_counter()
 

@@ -34,8 +34,8 @@ def summary_line(stage: Stage) -> str:
 
 
 class ModelStage(Kind):
-    """A stage that trains (or quantizes) and evaluates a model: its data, start model and method are
-    checked, and its summary is its result."""
+    """A stage that trains (or quantizes) and evaluates a model: its data, start model and method
+    are checked, and its summary is its result."""
 
     def result(self, stage: Stage) -> str:
         return summary_line(stage)
@@ -65,7 +65,8 @@ class ModelStage(Kind):
 
 
 class Teacher(ModelStage):
-    """The study's teacher, fine-tuned (a debiased one: with its own loss); or a folder the user gave."""
+    """The study's teacher, fine-tuned (a debiased one: with its own loss); or a folder the user
+    gave."""
 
     name = "teacher"
     provides = "teacher"
@@ -92,7 +93,8 @@ class BiasFold(ModelStage):
 
 
 class Bias(ModelStage):
-    """A bias model, its easy/hard split of an eval set and its (cross-fitted) training-set scores."""
+    """A bias model, its easy/hard split of an eval set and its (cross-fitted) training-set
+    scores."""
 
     name = "bias"
     provides = "bias_model"

@@ -107,8 +107,8 @@ def compute_uncertainty(
         st["top_pred"] = labels[st["top_pred"]]
         if st["top_pred_share"] >= 0.9:
             rep.note(
-                f"scoring model {st['model']} predicts {st['top_pred']!r} on {100 * st['top_pred_share']:.0f}% "
-                "of the training set (collapsed)"
+                f"scoring model {st['model']} predicts {st['top_pred']!r} on "
+                f"{100 * st['top_pred_share']:.0f}% of the training set (collapsed)"
             )
     write_json(
         out.with_suffix(".json"),
@@ -242,11 +242,11 @@ def train_bias_model(
     features: str = "basic",
 ) -> Path:
     """A bias-only model of a kind in `BIAS_KINDS` (`partial`: one side of the pair; `overlap`:
-    lexical-overlap features). With `easy_hard_split`, the artifact also holds that split's easy/hard
-    partition (`easy_hard.parquet`); with `scoring` (crossfit | insample), the training set's
-    probabilities (`train_probs.parquet`, read by the known-bias losses; cross-fitting a kind that
-    trains its folds as stages needs their `fold_models`). Both are written before the artifact is
-    complete: no finished bias model lacks them. `features`: the overlap model's feature set."""
+    lexical-overlap features). With `easy_hard_split`, the artifact also holds that split's
+    easy/hard partition (`easy_hard.parquet`); with `scoring` (crossfit | insample), the training
+    set's probabilities (`train_probs.parquet`, read by the known-bias losses; cross-fitting a kind
+    that trains its folds as stages needs their `fold_models`). Both are written before the artifact
+    is complete: no finished bias model lacks them. `features`: the overlap model's feature set."""
     spec = bias_kind(kind)
     if scoring == "crossfit" and spec.fold_stages and len(fold_models or []) != folds:
         raise UserError(f"cross-fitting a {kind} bias model needs its {folds} fold models")
@@ -278,10 +278,11 @@ def bias_train_probs(
     fold_models: list[str] | None = None,
     features: str = "basic",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A bias model's probabilities on its training split: in-sample (the model trained on all of it)
-    and, cross-fitted, out-of-fold: each example scored by the fold model that never saw it (Clark et
-    al. 2019's caveat: an in-sample bias model is over-confident on its own training examples).
-    Returns the table (id, text key, fold, label, insample_p<j>, crossfit_p<j>) and a record."""
+    """A bias model's probabilities on its training split: in-sample (the model trained on all of
+    it) and, cross-fitted, out-of-fold: each example scored by the fold model that never saw it
+    (Clark et al. 2019's caveat: an in-sample bias model is over-confident on its own training
+    examples). Returns the table (id, text key, fold, label, insample_p<j>, crossfit_p<j>) and a
+    record."""
     task = load_task(cfg.task)
     args = cfg.data_args().model_copy(update={"cv_fold": None})
     examples = load_train_split(args, task).examples

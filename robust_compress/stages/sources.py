@@ -1,6 +1,6 @@
 """Where a study's per-sample uncertainty comes from, one class per source behind one registry
-(`SOURCES`). A source says which pruning runs of the teacher it needs (each a cached stage), which of
-its settings change the result (in the key), how many models score the training set (for the time
+(`SOURCES`). A source says which pruning runs of the teacher it needs (each a cached stage), which
+of its settings change the result (in the key), how many models score the training set (for the time
 estimate) and how it computes v_i. Adding a source: one class here and one line in `SOURCES` (a new
 setting: a field of the experiment's `uncertainty` section)."""
 
@@ -24,7 +24,8 @@ class Source:
     summary: ClassVar[str]  # for the experiment's help text
 
     def runs(self, sparsities: list[float]) -> dict[str, dict[str, Any]]:
-        """The pruning runs of the teacher it scores with: stage-name suffix -> compression settings."""
+        """The pruning runs of the teacher it scores with: stage-name suffix -> compression
+        settings."""
         return {}
 
     def params(self, settings) -> dict[str, Any]:
@@ -103,8 +104,8 @@ class Dynamics(Source):
         t = given_run_config(teacher.path) if teacher.given else teacher.resolve()
         if not t.max_steps and t.epochs < 2:
             raise UserError(
-                f"{where}: uncertainty.source dynamics needs the teacher to see each example at least "
-                f"twice (teacher epochs {t.epochs} < 2)"
+                f"{where}: uncertainty.source dynamics needs the teacher to see each example at "
+                f"least twice (teacher epochs {t.epochs} < 2)"
             )
 
     def compute(self, stage, cfg, out, rep):

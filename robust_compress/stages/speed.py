@@ -1,6 +1,7 @@
 """The speed stage: inference examples/s of every model of a study and of its dense teacher,
-measured side by side in one process with the harness `benchmarks/` uses (`models.infer.throughput`),
-so a speed-up is a ratio of two numbers taken under the same conditions.
+measured side by side in one process with the harness `benchmarks/` uses
+(`models.infer.throughput`), so a speed-up is a ratio of two numbers taken under the same
+conditions.
 
 `examples_per_s` is the study's own precision (fp32, or bf16 autocast with int8 models on fp32
 activations), as always. With `runtimes`, every model is also timed on each named runtime
@@ -39,9 +40,9 @@ def measure_speed(
     progress: Reporter | None = None,
     runtimes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """examples/s of each model (folder or hub id) on the same `n` examples of the task's first ID split
-    (each model with its own tokenizer), fp32 (or bf16 autocast if cfg.bf16), batch cfg.eval_batch_size;
-    and on each of `runtimes` when given."""
+    """examples/s of each model (folder or hub id) on the same `n` examples of the task's first ID
+    split (each model with its own tokenizer), fp32 (or bf16 autocast if cfg.bf16), batch
+    cfg.eval_batch_size; and on each of `runtimes` when given."""
     rep = progress or Reporter()
     task = load_task(cfg.task)
     have = eval_split_names(

@@ -69,8 +69,8 @@ def _content(path: str) -> str:
 
 
 def run_identity(cfg: RunConfig, checked: Checked) -> dict[str, Any]:
-    """What makes a run this run, recorded in its checkpoints: the settings, and the content (not the
-    paths) of the start model, the loss inputs, the task spec and the training examples."""
+    """What makes a run this run, recorded in its checkpoints: the settings, and the content (not
+    the paths) of the start model, the loss inputs, the task spec and the training examples."""
     ident = cfg.model_dump(mode="json", exclude=NOT_IN_RUN)
     ident["model content"] = _content(str(resolve_model_dir(cfg.model)))
     for name, source in cfg.inputs.model_dump().items():
@@ -245,7 +245,11 @@ def compress(
                 "p_gold": d[:, 3],
             }
         )
-        save = lambda tmp: frame.to_parquet(tmp / DYNAMICS, index=False)
+
+        def save_dynamics(tmp: Path) -> None:
+            frame.to_parquet(tmp / DYNAMICS, index=False)
+
+        save = save_dynamics
     write_artifact(
         out,
         model=model,
@@ -274,9 +278,9 @@ def _post_training(
     rep: Reporter,
     files: dict[str, Any] | None,
 ) -> Path:
-    """A method that does not train (int8, retraining-free pruning) applied to the start model. int8 is
-    saved as int8 (torchao) or as float weights + recipe (the torch.ao fallback), and every loader
-    (`load_for_inference`) gives the int8 model back; anything else is saved as a model."""
+    """A method that does not train (int8, retraining-free pruning) applied to the start model. int8
+    is saved as int8 (torchao) or as float weights + recipe (the torch.ao fallback), and every
+    loader (`load_for_inference`) gives the int8 model back; anything else is saved as a model."""
     data = None
     if method.reads_training_data():
         data = EncodedSplit(

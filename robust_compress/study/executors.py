@@ -87,8 +87,8 @@ def clear_leftovers(stage: Stage) -> None:
 
 @dataclass
 class Study:
-    """What an executor is handed: the plan, this shard's stages to run, where to report, how to run a
-    stage here and how to refresh the study's index."""
+    """What an executor is handed: the plan, this shard's stages to run, where to report, how to run
+    a stage here and how to refresh the study's index."""
 
     exp: Any
     stages: list[Stage]
@@ -101,7 +101,8 @@ class Study:
         return Path(self.exp.output_dir) / "locks" / f"{stage.path.name}.lock"
 
     def waits(self, stage: Stage, coming: set[int] = frozenset()) -> bool:
-        """The speed stage needs every model: skipped while one is neither done nor coming in this run."""
+        """The speed stage needs every model: skipped while one is neither done nor coming in this
+        run."""
         if stage.spec.needs_every_model and not all(
             d.done() or id(d) in coming for d in stage.deps
         ):
@@ -151,7 +152,8 @@ class Outcome:
 
 
 class WorkerReporter(LineReporter):
-    """A remote stage's progress as plain lines (the worker's log); its notes go back to the driver."""
+    """A remote stage's progress as plain lines (the worker's log); its notes go back to the
+    driver."""
 
     def __init__(self, stage: Stage):
         super().__init__(sys.stderr, every=30.0)
@@ -200,7 +202,8 @@ def _ray_task(
 
 
 def _array_task(stage: Stage, code: str, cwd: str, lock: str) -> Outcome:
-    """A submitit job: a bad input comes back as its one line (a traceback would be read as a crash)."""
+    """A submitit job: a bad input comes back as its one line (a traceback would be read as a
+    crash)."""
     try:
         return execute(stage, code, cwd, lock)
     except UserError as e:

@@ -60,8 +60,8 @@ MINILM_L6_COST = 6 * (4 * 384 * 384 + 2 * 384 * 1536)  # the model DEFAULT_RATES
 
 def relative_cost(model: str) -> float:
     """Per-token encoder FLOPs of a model folder over a MiniLM-L6's, from its config.json (layers x
-    (4 h^2 + 2 h ffn)): scales the default rates, so an unmeasured BERT-base is not timed as a MiniLM.
-    1 where it cannot be read (a hub id offline)."""
+    (4 h^2 + 2 h ffn)): scales the default rates, so an unmeasured BERT-base is not timed as a
+    MiniLM. 1 where it cannot be read (a hub id offline)."""
     try:
         c = read_json(Path(model).expanduser() / "config.json")
         h = c.get("hidden_size") or c["dim"]
@@ -73,7 +73,8 @@ def relative_cost(model: str) -> float:
 
 
 def _model_of(stage: Stage) -> str:
-    """What a stage runs: its start model (a compression of the teacher runs the teacher's architecture)."""
+    """What a stage runs: its start model (a compression of the teacher runs the teacher's
+    architecture)."""
     return stage.config.model_label()
 
 
@@ -244,7 +245,8 @@ class LiveView(StudyLog):
         self._refresh()
 
     def note(self, text: str) -> None:
-        """Printed above the panel (the terminal keeps every line), under the stage it belongs to."""
+        """Printed above the panel (the terminal keeps every line), under the stage it belongs
+        to."""
         where = f"{self.current.name}: " if self.current is not None else ""
         self.console.print(f"  · {where}{text}", markup=False, highlight=False)
         self._refresh()
@@ -286,7 +288,8 @@ def dry_run_estimate(todo: list[Stage], root: Path, teacher_model: str = "") -> 
     how = (
         "throughputs measured in earlier runs of this study"
         if est.measured
-        else f"no earlier run to measure from: a MiniLM-size model's {DEFAULT_RATES['train']:.0f} training and "
-        f"{DEFAULT_RATES['infer']:.0f} scoring examples/s assumed, scaled by each model's size"
+        else f"no earlier run to measure from: a MiniLM-size model's "
+        f"{DEFAULT_RATES['train']:.0f} training and {DEFAULT_RATES['infer']:.0f} scoring "
+        "examples/s assumed, scaled by each model's size"
     )
     return f"{len(todo)} stages to run, about {_fmt_time(est.total(todo))} on this machine ({how})"

@@ -24,9 +24,9 @@ def run_stage(stage: Stage, rep: Reporter) -> None:
 
 
 def stale_leftovers(exp: Experiment, stages: list[Stage]) -> list[Path]:
-    """Partial checkpoints and temporary folders in the study's artifacts/ that no stage of this plan
-    owns (a run killed under settings since changed): dead weight, never results. A stage of this plan
-    keeps its own, to resume from."""
+    """Partial checkpoints and temporary folders in the study's artifacts/ that no stage of this
+    plan owns (a run killed under settings since changed): dead weight, never results. A stage of
+    this plan keeps its own, to resume from."""
     root = Path(exp.output_dir) / "artifacts"
     owned = {s.path.name for s in stages}
     out = []
@@ -66,8 +66,8 @@ def describe(stages: list[Stage]) -> str:
 
 
 def easy_hard_name(bias: Stage) -> str:
-    """The study's easy/hard file of a bias model: the first one's is `<split>.parquet` (the report's
-    main split), another's `<split>.<name>.parquet`."""
+    """The study's easy/hard file of a bias model: the first one's is `<split>.parquet` (the
+    report's main split), another's `<split>.<name>.parquet`."""
     split = bias.params["split"]
     return (
         f"{split}.parquet"
@@ -106,7 +106,8 @@ def write_analysis(exp: Experiment, stages: list[Stage]) -> None:
     """analysis/uncertainty.json (how the scoring models did), analysis/agreement.json (how far
     uncertainty-easy agrees with the first bias model's easy/hard split on the training set; paper:
     82.8 %) and analysis/bias_models.json (each bias model: its accuracy, how it scored the training
-    set, and its agreement with every uncertainty source the study has and with the other bias models)."""
+    set, and its agreement with every uncertainty source the study has and with the other bias
+    models)."""
     out = Path(exp.output_dir) / "analysis"
     unc = next((s for s in stages if s.kind == "uncertainty" and s.done()), None)
     biases = [s for s in stages if s.kind == "bias" and s.done()]
@@ -166,10 +167,10 @@ def run_study(
     reporter=None,
     executor=None,
 ) -> list[Stage]:
-    """Run this shard's missing stages through `executor` (default: local, one after another). Shards
-    may run at once (one per GPU, or several on one): a lock per stage makes a second comer wait, then
-    find the stage done and move on. `reporter` (study/live.py) gets `stage_start(stage, k, n)`,
-    `stage_end(stage, seconds)`, and is the stages' Reporter."""
+    """Run this shard's missing stages through `executor` (default: local, one after another).
+    Shards may run at once (one per GPU, or several on one): a lock per stage makes a second comer
+    wait, then find the stage done and move on. `reporter` (study/live.py) gets `stage_start(stage,
+    k, n)`, `stage_end(stage, seconds)`, and is the stages' Reporter."""
     code_version()  # fixed now: a tree updated while the study runs must not relabel its stages
     Path(exp.output_dir).mkdir(parents=True, exist_ok=True)
     study = Study(
@@ -187,8 +188,8 @@ def run_study(
 
 
 def make_pending_teacher(exp: Experiment, stages: list[Stage], rep: Reporter | None = None) -> bool:
-    """A teacher.path that does not exist yet is fine-tuned first from teacher.config (the stages after
-    it are keyed by its content, so the study is planned again afterwards). True if it ran."""
+    """A teacher.path that does not exist yet is fine-tuned first from teacher.config (the stages
+    after it are keyed by its content, so the study is planned again afterwards). True if it ran."""
     teacher = stages[0]
     if not teacher.meta.get("pending"):
         return False

@@ -157,12 +157,13 @@ class SpeedSpec(_Spec):
     )
     runtimes: list[Literal[RUNTIMES]] | None = Field(  # type: ignore[valid-type]
         None,
-        description="also time every model on each of these runtimes (a speed-up column and a Pareto "
-        "figure per runtime); unset: the study's own precision only",
+        description="also time every model on each of these runtimes (a speed-up column and a "
+        "Pareto figure per runtime); unset: the study's own precision only",
     )
 
     def params(self) -> dict[str, Any]:
-        """The stage's settings (its key): `runtimes` only when set, so studies without it keep their keys."""
+        """The stage's settings (its key): `runtimes` only when set, so studies without it keep
+        their keys."""
         return self.model_dump(exclude=set() if self.runtimes else {"runtimes"})
 
 
@@ -206,17 +207,33 @@ class Experiment(_Spec):
         names = [c.name for c in self.compressions]
         if len(set(names)) != len(names):
             raise ValueError(f"compression names must be unique: {names}")
+        self._check_loss_settings()
+        biases = self._check_bias_models()
+        self._check_teachers(biases)
+        self._check_compressions(names, biases)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct: {self.seeds}")
+        return self
+
+    def _check_loss_settings(self) -> None:
+        """Settings only for losses the study uses, each valid for its loss: a typo'd loss name
+        would otherwise be ignored without a word."""
         unused = sorted(set(self.loss_settings) - set(self.all_losses()))
         if unused:
             raise ValueError(
                 f"loss_settings for {unused}: no compression of this study uses "
-                f"{'that loss' if len(unused) == 1 else 'these losses'} (losses: {self.all_losses()})"
+                f"{'that loss' if len(unused) == 1 else 'these losses'} (losses: "
+                f"{self.all_losses()})"
             )
         for loss, settings in self.loss_settings.items():
             _nested(
                 lambda loss=loss, settings=settings: loss_config(loss, settings),
                 f"loss_settings.{loss}.",
             )
+
+    def _check_bias_models(self) -> dict[str, BiasSpec]:
+        """One way of naming bias models, and one wherever a loss reads it; returns them by name
+        for the checks that follow."""
         if self.bias_model is not None and self.bias_models:
             raise ValueError(
                 "give `bias_model` (one) or `bias_models` (several, by name), not both"
@@ -225,6 +242,11 @@ class Experiment(_Spec):
         needs_bias = [n for n in self.all_losses() if "bias_probs" in loss_needs(n)]
         if needs_bias and not biases:
             raise ValueError(f"losses {needs_bias} need a `bias_model` section")
+        return biases
+
+    def _check_teachers(self, biases: dict[str, BiasSpec]) -> None:
+        """A debiased teacher's loss must get the inputs it reads, and only ones a teacher can
+        have."""
         for name, t in self.teachers.items():
             if "bias_probs" in loss_needs(t.loss) and t.bias not in biases:
                 raise ValueError(
@@ -238,6 +260,10 @@ class Experiment(_Spec):
                 raise ValueError(
                     f"teachers.{name}: loss {t.loss!r} needs inputs a teacher cannot have"
                 )
+
+    def _check_compressions(self, names: list[str], biases: dict[str, BiasSpec]) -> None:
+        """Every compression names teachers and bias models the study has, stacks on an earlier
+        one, and runs 'jtt' only beside 'ce' (its first model)."""
         for c in self.compressions:
             if c.teacher is not None and c.teacher not in self.teachers:
                 raise ValueError(
@@ -248,6 +274,20 @@ class Experiment(_Spec):
                 raise ValueError(
                     f"compression {c.name}: bias_models {unknown} are not in {list(biases)}"
                 )
+        self._check_stacked(names)
+        for c in self.compressions:
+            if (
+                c.start is None
+                and "jtt" in (c.losses or self.losses)
+                and "ce" not in (c.losses or self.losses)
+            ):
+                raise ValueError(
+                    f"compression {c.name}: loss 'jtt' needs 'ce' in its losses (its first model)"
+                )
+
+    def _check_stacked(self, names: list[str]) -> None:
+        """A stacked compression starts from an earlier one and inherits its model, losses, seeds,
+        teacher and bias models: giving them again would be ignored."""
         for i, c in enumerate(self.compressions):
             if c.start is None:
                 continue
@@ -263,21 +303,9 @@ class Experiment(_Spec):
             ]
             if given:
                 raise ValueError(
-                    f"compression {c.name}: a stacked compression takes its {', '.join(given)} from "
-                    f"{c.start!r} (drop them)"
+                    f"compression {c.name}: a stacked compression takes its {', '.join(given)} "
+                    f"from {c.start!r} (drop them)"
                 )
-        for c in self.compressions:
-            if (
-                c.start is None
-                and "jtt" in (c.losses or self.losses)
-                and "ce" not in (c.losses or self.losses)
-            ):
-                raise ValueError(
-                    f"compression {c.name}: loss 'jtt' needs 'ce' in its losses (its first model)"
-                )
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct: {self.seeds}")
-        return self
 
     def named_bias_models(self) -> dict[str, BiasSpec]:
         """Every bias model by name (a lone `bias_model` is called "bias")."""
@@ -295,8 +323,8 @@ class Experiment(_Spec):
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
-    """Parse and type-check an experiment file, with `key=value` overrides (the planner then validates
-    every stage)."""
+    """Parse and type-check an experiment file, with `key=value` overrides (the planner then
+    validates every stage)."""
     raw = apply_overrides(read_yaml(Path(path)), list(overrides or []))
     if "model" in raw and "teacher" not in raw and "compressions" not in raw:
         raise UserError(

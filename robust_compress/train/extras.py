@@ -53,7 +53,8 @@ class Inputs(BaseModel):
 
 @dataclass(frozen=True)
 class Context:
-    """What a builder may need besides the source: the run's caching and tokenization, and the task."""
+    """What a builder may need besides the source: the run's caching and tokenization, and the
+    task."""
 
     labels: list[str]
     alpha: float  # the task's RMC difficulty floor
@@ -161,8 +162,8 @@ TRAIN_PROBS, BIAS_RECORD = (
 
 
 def _stored_bias_probs(source: Path, examples: list[dict]) -> np.ndarray:
-    """A bias stage's own training-set probabilities (cross-fitted by default), looked up by id; each
-    must have been computed on the very text this run trains on (same data, same cue)."""
+    """A bias stage's own training-set probabilities (cross-fitted by default), looked up by id;
+    each must have been computed on the very text this run trains on (same data, same cue)."""
     scoring = read_json(source / BIAS_RECORD)["scoring"]
     try:
         df = pd.read_parquet(source / TRAIN_PROBS)
@@ -189,16 +190,16 @@ def _stored_bias_probs(source: Path, examples: list[dict]) -> np.ndarray:
     ]
     if stale:
         raise UserError(
-            f"{source / TRAIN_PROBS}: the bias model scored other texts for {len(stale)} of these ids "
-            f"(first: {stale[0]}): other data or a cue drawn per position (use cue.per_example)"
+            f"{source / TRAIN_PROBS}: the bias model scored other texts for {len(stale)} of these "
+            f"ids (first: {stale[0]}): other data or a cue drawn per position (use cue.per_example)"
         )
     return df[cols].to_numpy(np.float64)[idx]
 
 
 def _bias_probs(source, examples, settings, ctx):
     stored = Path(source) / TRAIN_PROBS
-    # a stage's own (cross-fitted) training-set probabilities; else a transformer's classes, matched to
-    # the task's in _probs
+    # a stage's own (cross-fitted) training-set probabilities; else a transformer's classes, matched
+    # to the task's in _probs
     p = (
         _stored_bias_probs(Path(source), examples)
         if stored.is_file()

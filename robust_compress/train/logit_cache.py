@@ -64,8 +64,8 @@ class LogitCache:
         labels: list[str] | None = None,
         label_map: dict[str, str] | None = None,
     ) -> np.ndarray:
-        """Logits of the model in `model_dir` (a folder or hub id), tokenized with its own tokenizer (a
-        student's may differ), in the order of `labels` (default: the model's own order). A
+        """Logits of the model in `model_dir` (a folder or hub id), tokenized with its own tokenizer
+        (a student's may differ), in the order of `labels` (default: the model's own order). A
         lexical-overlap bias model answers with its log-probabilities (no cache: it is instant)."""
         if is_overlap_model(model_dir):
             return np.log(

@@ -25,7 +25,8 @@ class LossSettings(BaseModel):
 
 
 class Loss(nn.Module):
-    """loss(logits, batch, hidden) -> scalar; `batch` holds `labels` and the declared per-example inputs."""
+    """loss(logits, batch, hidden) -> scalar; `batch` holds `labels` and the declared per-example
+    inputs."""
 
     name: ClassVar[str]
     Settings: ClassVar[type[LossSettings]]

@@ -22,7 +22,8 @@ class ConfRegSettings(LossSettings):
 
 @register
 class Reweight(Loss):
-    """Example reweighting (Clark et al. 2019): w_i = 1 - p_bias(y_i), L = sum_i w_i CE_i / sum_i w_i."""
+    """Example reweighting (Clark et al. 2019):
+    w_i = 1 - p_bias(y_i), L = sum_i w_i CE_i / sum_i w_i."""
 
     name = "reweight"
     Settings = ReweightSettings
@@ -36,7 +37,8 @@ class Reweight(Loss):
 
 @register
 class PoE(Loss):
-    """Product of experts: L = CE(y, softmax(log p_S + log p_bias)); the model alone is used at test time."""
+    """Product of experts: L = CE(y, softmax(log p_S + log p_bias)); the model alone is used at
+    test time."""
 
     name = "poe"
     Settings = PoESettings

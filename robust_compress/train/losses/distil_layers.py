@@ -23,9 +23,9 @@ class DistilLayersSettings(KDSettings):
 
 
 def layer_map(mse: torch.Tensor, how: str) -> list[int]:
-    """Teacher layer (0-based) for each student layer from the [student, teacher] MSE matrix: `search`
-    takes, student layers in order, the lowest-MSE teacher layer at or after the previous one's;
-    `uniform` spreads the student's layers evenly over the teacher's, ending at its last."""
+    """Teacher layer (0-based) for each student layer from the [student, teacher] MSE matrix:
+    `search` takes, student layers in order, the lowest-MSE teacher layer at or after the previous
+    one's; `uniform` spreads the student's layers evenly over the teacher's, ending at its last."""
     n_s, n_t = mse.shape
     if how == "uniform":
         return [round((i + 1) * n_t / n_s) - 1 for i in range(n_s)]
@@ -41,11 +41,11 @@ class DistilLayers(Loss):
     """Distil plus layer distillation (CoFi, Xia et al. 2022):
     L = (1 - lam) CE(y, p_S) + lam KL(p_T || p_S) + mu sum_i MSE(W h_S^i, h_T^t(i)),
     h^i: the output hidden states of layer i (padding excluded; MSE averaged over tokens and the
-    teacher's hidden units), W: one learned linear map from the student's hidden size to the teacher's
-    (this loss's own parameters, trained and checkpointed with the model, not saved with it; the identity
-    at the start when the sizes agree, as for a pruned teacher), t(i): `layer_map` (chosen per batch,
-    no gradient through the choice). The teacher's hidden states come from a live teacher forward per
-    batch (frozen, eval mode); its logits from the cache, as for distil."""
+    teacher's hidden units), W: one learned linear map from the student's hidden size to the
+    teacher's (this loss's own parameters, trained and checkpointed with the model, not saved with
+    it; the identity at the start when the sizes agree, as for a pruned teacher), t(i): `layer_map`
+    (chosen per batch, no gradient through the choice). The teacher's hidden states come from a live
+    teacher forward per batch (frozen, eval mode); its logits from the cache, as for distil."""
 
     name = "distil_layers"
     Settings = DistilLayersSettings
@@ -77,7 +77,8 @@ class DistilLayers(Loss):
         )
 
     def layer_loss(self, student, teacher, attention_mask) -> torch.Tensor:
-        """sum_i MSE(W h_S^i, h_T^t(i)) over the student's layers (inputs: the layers' outputs, no embeddings)."""
+        """sum_i MSE(W h_S^i, h_T^t(i)) over the student's layers (inputs: the layers' outputs, no
+        embeddings)."""
         mask = attention_mask.float()[..., None]
         denom = mask.sum() * teacher[0].shape[-1]
         with torch.autocast(

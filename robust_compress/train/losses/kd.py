@@ -21,7 +21,8 @@ class SmoothSettings(KDSettings):
 
 @register
 class KD(Loss):
-    """Hinton et al. (2015): L = (1 - lam) CE(y, p_S) + lam T^2 KL(softmax(z_T / T) || softmax(z_S / T))."""
+    """Hinton et al. (2015):
+    L = (1 - lam) CE(y, p_S) + lam T^2 KL(softmax(z_T / T) || softmax(z_S / T))."""
 
     name = "kd"
     Settings = KDLossSettings

@@ -14,7 +14,8 @@ class RMCSettings(KDSettings):
 
 
 def difficulty(v: torch.Tensor, alpha: float) -> torch.Tensor:
-    """d_i = alpha + (1 - alpha)(v_i - V_min)/(V_max - V_min), in [alpha, 1]; all 1 if v is constant."""
+    """d_i = alpha + (1 - alpha)(v_i - V_min)/(V_max - V_min), in [alpha, 1];
+    all 1 if v is constant."""
     v = v.float()
     span = v.max() - v.min()
     if span <= 0:
@@ -25,7 +26,8 @@ def difficulty(v: torch.Tensor, alpha: float) -> torch.Tensor:
 @register
 class RMC(Loss):
     """Du et al. (2023): per-example smoothing of the teacher by its uncertainty,
-    s_ij ∝ p_T,ij^{d_i} with d_i from `difficulty(v, alpha)`, L = (1 - lam) CE(y, p_S) + lam KL(s_i || p_S,i)."""
+    s_ij ∝ p_T,ij^{d_i} with d_i from `difficulty(v, alpha)`,
+    L = (1 - lam) CE(y, p_S) + lam KL(s_i || p_S,i)."""
 
     name = "rmc"
     Settings = RMCSettings
