@@ -6,7 +6,8 @@ Rows: the dense teacher; structured pruning (heads + FFN neurons) to 67 / 50 / 3
 FLOPs; 20 % of its heads physically removed (importance-ranked); the teacher
 truncated to 3 layers; the pretrained 3-layer student; int8 dynamic quantization; 40 % and 70 %
 magnitude sparsity (one-shot, for the non-zero count: dense kernels run the zeros anyway).
-Timing is `models.infer.throughput`: the harness the study's speed stage uses (round-robin, best round).
+Timing is `models.infer.throughput`: the harness the study's speed stage uses (round-robin, best
+round).
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ def main() -> None:
     student = str(MODELS / "paraphrase-MiniLM-L3-v2")
     student_data = EncodedSplit(mnli("dev_matched", args.n).examples, load_tokenizer(student), 128)
     structured = {}
-    for f in (0.67, 0.5, 0.33):  # heads + FFN neurons together, one importance round (no fine-tuning)
+    for f in (
+        0.67,
+        0.5,
+        0.33,
+    ):  # heads + FFN neurons together, one importance round (no fine-tuning)
         m = copy.deepcopy(teacher)
         hook = StructuredPruning(StructuredConfig(target_flops=f), Prepare(data=train, seed=0), f)
         hook.on_train_begin(m, 1)
@@ -62,18 +67,25 @@ def main() -> None:
         "magnitude 40% (dense kernels)": (oneshot_prune(copy.deepcopy(teacher), 0.4), data),
         "magnitude 70% (dense kernels)": (oneshot_prune(copy.deepcopy(teacher), 0.7), data),
     }
-    print(f"{args.n} MNLI dev-matched examples, batch 64, length-sorted dynamic padding, "
-          f"{torch.get_num_threads()} threads, fp32; round-robin, best of 3 rounds")
+    print(
+        f"{args.n} MNLI dev-matched examples, batch 64, length-sorted dynamic padding, "
+        f"{torch.get_num_threads()} threads, fp32; round-robin, best of 3 rounds"
+    )
     rates = throughput(rows)
     base = rates["dense teacher"]
     base_flops = encoder_flops(teacher)["flops_dense"]
-    print(f"{'model':40s} {'ex/s':>8s} {'speed-up':>9s} {'FLOPs ÷':>8s} {'params':>11s} {'non-zero':>11s}")
+    print(
+        f"{'model':40s} {'ex/s':>8s} {'speed-up':>9s} {'FLOPs ÷':>8s} {'params':>11s} "
+        f"{'non-zero':>11s}"
+    )
     for name, (m, _) in rows.items():
         quant = name.startswith("int8")
         total, nonzero = count_parameters(teacher if quant else m)
         flops = encoder_flops(teacher if quant else m)["flops_dense"]
-        print(f"{name:40s} {rates[name]:8.1f} {rates[name] / base:8.2f}x {base_flops / flops:7.2f}x "
-              f"{total:11,d} {nonzero:11,d}")
+        print(
+            f"{name:40s} {rates[name]:8.1f} {rates[name] / base:8.2f}x {base_flops / flops:7.2f}x "
+            f"{total:11,d} {nonzero:11,d}"
+        )
 
 
 if __name__ == "__main__":

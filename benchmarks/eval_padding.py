@@ -1,6 +1,6 @@
 """Evaluation examples/s: length-sorted batches padded per batch vs fixed padding to max_length.
 
-    python benchmarks/eval_padding.py [--model all-MiniLM-L6-v2] [--n 1024]
+python benchmarks/eval_padding.py [--model all-MiniLM-L6-v2] [--n 1024]
 """
 
 from __future__ import annotations
@@ -18,15 +18,24 @@ from robust_compress.models.load import load_model, load_tokenizer, set_threads
 
 
 @torch.no_grad()
-def fixed_padding(model, tok, examples, max_length: int, batch_size: int) -> tuple[np.ndarray, float]:
-    """Baseline: every example padded to max_length (tokenized beforehand, like the dynamic path)."""
+def fixed_padding(
+    model, tok, examples, max_length: int, batch_size: int
+) -> tuple[np.ndarray, float]:
+    """Baseline: every example padded to max_length (tokenized beforehand, like the dynamic
+    path)."""
     model.eval()
-    enc = tok([e["text_a"] for e in examples], [e["text_b"] for e in examples], truncation=True,
-              max_length=max_length, padding="max_length", return_tensors="pt")
+    enc = tok(
+        [e["text_a"] for e in examples],
+        [e["text_b"] for e in examples],
+        truncation=True,
+        max_length=max_length,
+        padding="max_length",
+        return_tensors="pt",
+    )
     out = []
     t0 = time.perf_counter()
     for i in range(0, len(examples), batch_size):
-        out.append(model(**{k: v[i:i + batch_size] for k, v in enc.items()}).logits.numpy())
+        out.append(model(**{k: v[i : i + batch_size] for k, v in enc.items()}).logits.numpy())
     return np.concatenate(out), len(examples) / (time.perf_counter() - t0)
 
 
@@ -42,8 +51,11 @@ def main() -> None:
     model, tok = load_model(path, labels), load_tokenizer(path)
     examples = mnli("dev_matched", args.n).examples
     data = EncodedSplit(examples, tok, 128)
-    print(f"model {args.model}, {args.n} MNLI dev-matched examples, batch {args.batch}, max_length 128, "
-          f"mean length {np.mean(data.lengths):.1f} tokens")
+    print(
+        f"model {args.model}, {args.n} MNLI dev-matched examples, batch {args.batch}, "
+        "max_length 128, "
+        f"mean length {np.mean(data.lengths):.1f} tokens"
+    )
     b = args.batch
     predict_logits(model, EncodedSplit(examples[:b], tok, 128), b)  # untimed warm-up
     fixed, r_fixed = fixed_padding(model, tok, examples, 128, b)

@@ -26,13 +26,25 @@ from tests.conftest import write_tiny_model, write_tiny_task
 
 
 def study(tmp: Path, model: Path, task: Path, name: str) -> Path:
-    exp = {"name": "tiny", "task": str(task), "output_dir": str(tmp / name), "seeds": [0],
-           "defaults": {"batch_size": 16, "lr": 2e-3, "max_length": 32, "checkpoint_every": 5,
-                        "cache_dir": str(tmp / f"cache-{name}")},
-           "teacher": {"model": str(model), "train": {"epochs": 4}},
-           "compressions": [{"name": "mag-0.5", "method": "magnitude", "settings": {"sparsity": 0.5}}],
-           "losses": ["ce", "rmc"], "uncertainty": {"source": "snapshots", "sparsities": [0.3, 0.6]},
-           "bias_model": {"kind": "overlap", "easy_hard_split": "dev"}, "speed": None}
+    exp = {
+        "name": "tiny",
+        "task": str(task),
+        "output_dir": str(tmp / name),
+        "seeds": [0],
+        "defaults": {
+            "batch_size": 16,
+            "lr": 2e-3,
+            "max_length": 32,
+            "checkpoint_every": 5,
+            "cache_dir": str(tmp / f"cache-{name}"),
+        },
+        "teacher": {"model": str(model), "train": {"epochs": 4}},
+        "compressions": [{"name": "mag-0.5", "method": "magnitude", "settings": {"sparsity": 0.5}}],
+        "losses": ["ce", "rmc"],
+        "uncertainty": {"source": "snapshots", "sparsities": [0.3, 0.6]},
+        "bias_model": {"kind": "overlap", "easy_hard_split": "dev"},
+        "speed": None,
+    }
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(exp))
     return path
@@ -55,8 +67,13 @@ def main() -> None:
         reproduce(study(tmp, model, task, "local"))
         local = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ray.init(num_cpus=args.cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
+        ray.init(
+            num_cpus=args.cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}},
+        )
         start = time.perf_counter() - t0
         t0 = time.perf_counter()
         reproduce(study(tmp, model, task, "ray"), executor=Ray())

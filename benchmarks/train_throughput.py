@@ -42,11 +42,20 @@ class _DS(torch.utils.data.Dataset):
 def hf_trainer(path: str, data: EncodedSplit, bf16: bool, labels) -> float:
     model = load_model(path, labels)
     with tempfile.TemporaryDirectory() as d:
-        args = TrainingArguments(output_dir=d, per_device_train_batch_size=32, num_train_epochs=1,
-                                 learning_rate=5e-5, train_sampling_strategy="group_by_length", bf16=bf16,
-                                 use_cpu=True,
-                                 report_to=[], save_strategy="no", logging_strategy="no",
-                                 dataloader_num_workers=0, disable_tqdm=True)
+        args = TrainingArguments(
+            output_dir=d,
+            per_device_train_batch_size=32,
+            num_train_epochs=1,
+            learning_rate=5e-5,
+            train_sampling_strategy="group_by_length",
+            bf16=bf16,
+            use_cpu=True,
+            report_to=[],
+            save_strategy="no",
+            logging_strategy="no",
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
         tr = Trainer(model=model, args=args, train_dataset=_DS(data), data_collator=Collator(0))
         t0 = time.perf_counter()
         tr.train()
@@ -63,10 +72,14 @@ def main() -> None:
     split = mnli("train", args.n)
     labels = ["entailment", "neutral", "contradiction"]
     data = EncodedSplit(split.examples, load_tokenizer(path), 128)
-    print(f"model {args.model}, {args.n} MNLI train examples, batch 32, max_length 128, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"model {args.model}, {args.n} MNLI train examples, batch 32, max_length 128, "
+        f"{torch.get_num_threads()} threads"
+    )
     warm = EncodedSplit(split.examples[:64], load_tokenizer(path), 128)
-    ours(path, warm, False, labels)  # untimed: thread pools and allocator warm up before either is measured
+    ours(
+        path, warm, False, labels
+    )  # untimed: thread pools and allocator warm up before either is measured
     hf = hf_trainer(path, data, False, labels)
     o = ours(path, data, False, labels)
     ob = ours(path, data, True, labels)

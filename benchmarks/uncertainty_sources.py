@@ -33,13 +33,23 @@ def main() -> None:
     cfg = RunConfig.model_validate(read_yaml(bias / "run_config.yaml") | {"input_field": None})
     examples = load_train_split(cfg.data_args()).examples
     ids = [e["id"] for e in examples]
-    probs = bias_probs(str(bias), examples, LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16), cfg.max_length)
+    probs = bias_probs(
+        str(bias),
+        examples,
+        LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16),
+        cfg.max_length,
+    )
     easy = easy_mask(probs, np.array([e["label"] for e in examples]))
     p = easy.mean()
-    print(f"{len(ids)} training examples; bias-model easy: {100 * p:.1f}% (chance agreement "
-          f"{100 * (p * p + (1 - p) ** 2):.1f}%)")
+    print(
+        f"{len(ids)} training examples; bias-model easy: {100 * p:.1f}% (chance agreement "
+        f"{100 * (p * p + (1 - p) ** 2):.1f}%)"
+    )
     for name, v in sources.items():
-        print(f"{name:10s} agreement with the hypothesis-only split: {100 * agreement(v.loc[ids].to_numpy(), easy):.1f}%")
+        print(
+            f"{name:10s} agreement with the hypothesis-only split: "
+            f"{100 * agreement(v.loc[ids].to_numpy(), easy):.1f}%"
+        )
     for a, b in itertools.combinations(sources, 2):
         rho = np.corrcoef(sources[a].loc[ids].rank(), sources[b].loc[ids].rank())[0, 1]
         print(f"Spearman rank correlation of v, {a} vs {b}: {rho:.3f}")

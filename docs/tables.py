@@ -1,5 +1,5 @@
-"""The result tables of README.md and docs/*.md, generated from what is committed: each study's export
-(docs/results/<study>/report/metrics.csv, speed.csv, analysis/) and the benchmark records
+"""The result tables of README.md and docs/*.md, generated from what is committed: each study's
+export (docs/results/<study>/report/metrics.csv, speed.csv, analysis/) and the benchmark records
 (docs/results/benchmarks/*.json). A table lives between `<!-- table:NAME -->` and `<!-- /table -->`.
 
     python docs/tables.py           # rewrite every table in place
@@ -40,7 +40,9 @@ def _spread(r: Row, k: str, scale: float, fmt: str) -> str:
 
 
 def pct(k: str, d: int = 1, spread: bool = True, mark_constant: str | None = None) -> Cell:
-    """100 × a metric (mean ± std over seeds); ‡ where the model predicts one class on ≥ 90 % of a split."""
+    """100 × a metric (mean ± std over seeds); ‡ where the model predicts one class on ≥ 90 % of a
+    split."""
+
     def cell(r: Row) -> str:
         v = _v(r, k)
         if math.isnan(v):
@@ -49,6 +51,7 @@ def pct(k: str, d: int = 1, spread: bool = True, mark_constant: str | None = Non
         if mark_constant and _v(r, f"top_pred_share.{mark_constant}") >= 0.9:
             s += " ‡"
         return s
+
     return cell
 
 
@@ -57,15 +60,21 @@ def num(k: str, d: int = 2, spread: bool = True, scale: float = 1.0, suffix: str
         v = _v(r, k)
         if math.isnan(v):
             return "–"
-        return f"{scale * v:.{d}f}" + (_spread(r, k, scale, f"{{:.{d}f}}") if spread else "") + suffix
+        return (
+            f"{scale * v:.{d}f}" + (_spread(r, k, scale, f"{{:.{d}f}}") if spread else "") + suffix
+        )
+
     return cell
 
 
 def speed(k: str = "speedup") -> Cell:
-    """A measured speed-up; within 5 % of 1 it is timing noise and reads ≈ 1× (as in the reports)."""
+    """A measured speed-up; within 5 % of 1 it is timing noise and reads ≈ 1× (as in the
+    reports)."""
+
     def cell(r: Row) -> str:
         v = _v(r, k)
         return "–" if math.isnan(v) else ("≈ 1×" if abs(v - 1) < 0.05 else f"{v:.2f}×")
+
     return cell
 
 
@@ -81,11 +90,21 @@ def field(k: str) -> Cell:
     return lambda r: str(r.get(k))
 
 
-HANS_NE = joined(*(pct(f"by.hans.heuristic.{h}/non-entailment", 1, spread=False)
-                   for h in ("lexical_overlap", "subsequence", "constituent")))
-HANS_NE_INT = joined(*(pct(f"by.hans.heuristic.{h}/non-entailment", 0) for h in
-                       ("lexical_overlap", "subsequence", "constituent")))
-EASY_HARD = joined(pct("eh.dev_matched.easy_acc", spread=False), pct("eh.dev_matched.hard_acc", spread=False))
+HANS_NE = joined(
+    *(
+        pct(f"by.hans.heuristic.{h}/non-entailment", 1, spread=False)
+        for h in ("lexical_overlap", "subsequence", "constituent")
+    )
+)
+HANS_NE_INT = joined(
+    *(
+        pct(f"by.hans.heuristic.{h}/non-entailment", 0)
+        for h in ("lexical_overlap", "subsequence", "constituent")
+    )
+)
+EASY_HARD = joined(
+    pct("eh.dev_matched.easy_acc", spread=False), pct("eh.dev_matched.hard_acc", spread=False)
+)
 EASY_HARD_SD = joined(pct("eh.dev_matched.easy_acc"), pct("eh.dev_matched.hard_acc"))
 
 
@@ -96,7 +115,9 @@ def study_rows(study: str) -> list[Row]:
     m = m[m["level"] == "group"]
     if (report / "speed.csv").is_file():
         s = pd.read_csv(report / "speed.csv")
-        s = s[s["level"] == "group"].drop(columns=["level", "unit", "group", "method", "loss", "sparsity", "seed"])
+        s = s[s["level"] == "group"].drop(
+            columns=["level", "unit", "group", "method", "loss", "sparsity", "seed"]
+        )
         m = m.merge(s, on="name", how="left")
     return [{k: v for k, v in r.items()} for r in m.to_dict("records")]
 
@@ -105,94 +126,215 @@ def render(header: list[str], rows: list[list[str]]) -> str:
     for r in rows:  # a cell with a pipe in it would shift every later column
         if len(r) != len(header) or any("|" in c.replace("\\|", "") for c in [*header, *r]):
             raise ValueError(f"table row {r} does not fit its header {header}")
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                     + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+    return (
+        "\n".join(
+            ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(r) + " |" for r in rows]
+        )
+        + "\n"
+    )
 
 
-def study_table(study: str, columns: list[tuple[str, Cell]], only: list[str] | None = None,
-                labels: dict[str, str] | None = None) -> Callable[[], str]:
+def study_table(
+    study: str,
+    columns: list[tuple[str, Cell]],
+    only: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> Callable[[], str]:
     def build() -> str:
         rows = {r["name"]: r for r in study_rows(study)}
         names = only or list(rows)
-        return render([h for h, _ in columns],
-                      [[(labels or {}).get(n, n) if h == "model / loss" else c(rows[n]) for h, c in columns]
-                       for n in names])
+        return render(
+            [h for h, _ in columns],
+            [
+                [
+                    (labels or {}).get(n, n) if h == "model / loss" else c(rows[n])
+                    for h, c in columns
+                ]
+                for n in names
+            ],
+        )
+
     return build
 
 
 def benchmark_table(name: str) -> Callable[[], str]:
     """A benchmark's printed table, recorded as JSON with its command, commit and machine."""
+
     def build() -> str:
         rec = json.loads((RESULTS / "benchmarks" / f"{name}.json").read_text())
         return render(rec["header"], rec["rows"])
+
     return build
 
 
 def uncertainty_sources() -> str:
-    """Vanilla and RMC with each uncertainty source, one study per source on the same data and seeds."""
+    """Vanilla and RMC with each uncertainty source, one study per source on the same data and
+    seeds."""
     rows = []
     cost = {"dynamics": "none", "snapshots": "1 pruning run", "runs": "5 pruning runs"}
-    name = {"dynamics": "RMC, training dynamics", "snapshots": "RMC, snapshots (default)",
-            "runs": "RMC, 5 separate runs (paper)"}
+    name = {
+        "dynamics": "RMC, training dynamics",
+        "snapshots": "RMC, snapshots (default)",
+        "runs": "RMC, 5 separate runs (paper)",
+    }
     for src in ("dynamics", "snapshots", "runs"):
         rs = {r["name"]: r for r in study_rows(f"mnli-uncertainty-{src}")}
-        agree = json.loads((RESULTS / f"mnli-uncertainty-{src}" / "analysis" / "agreement.json").read_text())
+        agree = json.loads(
+            (RESULTS / f"mnli-uncertainty-{src}" / "analysis" / "agreement.json").read_text()
+        )
         if src == "dynamics":
             v = rs["magnitude-0.40/ce"]
-            rows.append(["Vanilla (no RMC)", "—", "—", pct("acc.dev_matched")(v), pct("acc.hans")(v),
-                         EASY_HARD(v), pct("eh.dev_matched.gap")(v), pct("ece_id")(v)])
+            rows.append(
+                [
+                    "Vanilla (no RMC)",
+                    "—",
+                    "—",
+                    pct("acc.dev_matched")(v),
+                    pct("acc.hans")(v),
+                    EASY_HARD(v),
+                    pct("eh.dev_matched.gap")(v),
+                    pct("ece_id")(v),
+                ]
+            )
         r = rs["magnitude-0.40/rmc"]
-        rows.append([name[src], cost[src], f"{100 * agree['agreement']:.1f} %", pct("acc.dev_matched")(r),
-                     pct("acc.hans")(r), EASY_HARD(r), pct("eh.dev_matched.gap")(r), pct("ece_id")(r)])
-    return render(["uncertainty source", "extra cost", "agrees with hyp.-only split", "dev-m", "HANS",
-                   "easy / hard", "E−H", "ECE"], rows)
+        rows.append(
+            [
+                name[src],
+                cost[src],
+                f"{100 * agree['agreement']:.1f} %",
+                pct("acc.dev_matched")(r),
+                pct("acc.hans")(r),
+                EASY_HARD(r),
+                pct("eh.dev_matched.gap")(r),
+                pct("ece_id")(r),
+            ]
+        )
+    return render(
+        [
+            "uncertainty source",
+            "extra cost",
+            "agrees with hyp.-only split",
+            "dev-m",
+            "HANS",
+            "easy / hard",
+            "E−H",
+            "ECE",
+        ],
+        rows,
+    )
 
 
 def mpnet_teacher() -> str:
     r = {x["name"]: x for x in study_rows("mnli-mpnet-rmc-cpu")}["teacher"]
     rows = []
-    for split, label in (("dev_matched", "MNLI dev-matched"), ("dev_mismatched", "MNLI dev-mismatched"),
-                         ("hans", "HANS")):
+    for split, label in (
+        ("dev_matched", "MNLI dev-matched"),
+        ("dev_mismatched", "MNLI dev-mismatched"),
+        ("hans", "HANS"),
+    ):
         if f"acc.{split}" in r and not math.isnan(_v(r, f"acc.{split}")):
-            rows.append([label, f"**{100 * _v(r, f'acc.{split}'):.1f}**",
-                         f"[{100 * _v(r, f'acc.{split}.ci_lo'):.1f}, {100 * _v(r, f'acc.{split}.ci_hi'):.1f}]",
-                         f"{_v(r, f'ece.{split}'):.3f}", f"{_v(r, f'conf.{split}'):.3f}"])
+            rows.append(
+                [
+                    label,
+                    f"**{100 * _v(r, f'acc.{split}'):.1f}**",
+                    f"[{100 * _v(r, f'acc.{split}.ci_lo'):.1f}, "
+                    f"{100 * _v(r, f'acc.{split}.ci_hi'):.1f}]",
+                    f"{_v(r, f'ece.{split}'):.3f}",
+                    f"{_v(r, f'conf.{split}'):.3f}",
+                ]
+            )
     return render(["set", "accuracy", "95 % CI", "ECE", "mean confidence"], rows)
 
 
-MPNET_COLUMNS = [("model / loss", None), ("dev-m", pct("acc.dev_matched")), ("HANS", pct("acc.hans", mark_constant="hans")),
-                 ("HANS non-entailed: lex / sub / const", HANS_NE), ("Δ", num("delta", 3)), ("F_bias", num("f_bias")),
-                 ("easy / hard", EASY_HARD), ("E−H", pct("eh.dev_matched.gap")), ("ECE", pct("ece_id")),
-                 ("non-zero params (M)", num("nonzero_parameters", 1, scale=1e-6)),
-                 ("FLOPs ÷", num("flops_reduction", suffix="×"))]
+MPNET_COLUMNS = [
+    ("model / loss", None),
+    ("dev-m", pct("acc.dev_matched")),
+    ("HANS", pct("acc.hans", mark_constant="hans")),
+    ("HANS non-entailed: lex / sub / const", HANS_NE),
+    ("Δ", num("delta", 3)),
+    ("F_bias", num("f_bias")),
+    ("easy / hard", EASY_HARD),
+    ("E−H", pct("eh.dev_matched.gap")),
+    ("ECE", pct("ece_id")),
+    ("non-zero params (M)", num("nonzero_parameters", 1, scale=1e-6)),
+    ("FLOPs ÷", num("flops_reduction", suffix="×")),
+]
 
 TABLES: dict[str, Callable[[], str]] = {
-    "main-job": study_table("mnli-minilm-quick", [
-        ("model / loss", None), ("dev-m", pct("acc.dev_matched")), ("HANS", pct("acc.hans", mark_constant="hans")),
-        ("HANS non-ent. (lex / sub / con)", HANS_NE), ("F_bias", num("f_bias")), ("easy / hard", EASY_HARD),
-        ("E−H", pct("eh.dev_matched.gap")), ("reliance", pct("shortcut.reliance")), ("ECE", pct("ece_id"))]),
+    "main-job": study_table(
+        "mnli-minilm-quick",
+        [
+            ("model / loss", None),
+            ("dev-m", pct("acc.dev_matched")),
+            ("HANS", pct("acc.hans", mark_constant="hans")),
+            ("HANS non-ent. (lex / sub / con)", HANS_NE),
+            ("F_bias", num("f_bias")),
+            ("easy / hard", EASY_HARD),
+            ("E−H", pct("eh.dev_matched.gap")),
+            ("reliance", pct("shortcut.reliance")),
+            ("ECE", pct("ece_id")),
+        ],
+    ),
     "mpnet-teacher": mpnet_teacher,
     "mpnet-gpu": study_table("mnli-mpnet-gpu", MPNET_COLUMNS),
     "mpnet-rmc-cpu": study_table("mnli-mpnet-rmc-cpu", MPNET_COLUMNS),
-    "structured": study_table("mnli-minilm-structured", [
-        ("model / loss", None), ("seeds", field("n_seeds")), ("dev-m", pct("acc.dev_matched")),
-        ("dev-mm", pct("acc.dev_mismatched")), ("HANS", pct("acc.hans")),
-        ("HANS non-ent. (lex / sub / con)", HANS_NE_INT), ("F_bias", num("f_bias")), ("easy / hard", EASY_HARD_SD),
-        ("E−H", pct("eh.dev_matched.gap")), ("ECE", pct("ece_id")),
-        ("params", num("parameters", 1, spread=False, scale=1e-6, suffix="M")),
-        ("MiB", num("bytes_on_disk", 0, spread=False, scale=2**-20)), ("FLOPs ÷", num("flops_reduction", spread=False)),
-        ("speed-up", speed()), ("÷ FLOPs", num("speedup_per_flops", spread=False))]),
-    "qqp": study_table("qqp-minilm-cpu", [
-        ("model / loss", None), ("seeds", field("n_seeds")), ("held-out (bal.)", pct("acc.heldout")),
-        ("PAWS-QQP", pct("acc.paws_qqp", mark_constant="paws_qqp")), ("PAWS-Wiki", pct("acc.paws_wiki")),
-        ("OOD pooled", pct("acc_ood")), ("F_bias", num("f_bias", spread=False)),
-        ("easy / hard", joined(pct("eh.heldout.easy_acc", spread=False), pct("eh.heldout.hard_acc", spread=False))),
-        ("E−H", pct("eh.heldout.gap", spread=False)), ("reliance", pct("shortcut.reliance", spread=False)),
-        ("ECE", pct("ece_id", spread=False)), ("speed-up", speed())]),
+    "structured": study_table(
+        "mnli-minilm-structured",
+        [
+            ("model / loss", None),
+            ("seeds", field("n_seeds")),
+            ("dev-m", pct("acc.dev_matched")),
+            ("dev-mm", pct("acc.dev_mismatched")),
+            ("HANS", pct("acc.hans")),
+            ("HANS non-ent. (lex / sub / con)", HANS_NE_INT),
+            ("F_bias", num("f_bias")),
+            ("easy / hard", EASY_HARD_SD),
+            ("E−H", pct("eh.dev_matched.gap")),
+            ("ECE", pct("ece_id")),
+            ("params", num("parameters", 1, spread=False, scale=1e-6, suffix="M")),
+            ("MiB", num("bytes_on_disk", 0, spread=False, scale=2**-20)),
+            ("FLOPs ÷", num("flops_reduction", spread=False)),
+            ("speed-up", speed()),
+            ("÷ FLOPs", num("speedup_per_flops", spread=False)),
+        ],
+    ),
+    "qqp": study_table(
+        "qqp-minilm-cpu",
+        [
+            ("model / loss", None),
+            ("seeds", field("n_seeds")),
+            ("held-out (bal.)", pct("acc.heldout")),
+            ("PAWS-QQP", pct("acc.paws_qqp", mark_constant="paws_qqp")),
+            ("PAWS-Wiki", pct("acc.paws_wiki")),
+            ("OOD pooled", pct("acc_ood")),
+            ("F_bias", num("f_bias", spread=False)),
+            (
+                "easy / hard",
+                joined(
+                    pct("eh.heldout.easy_acc", spread=False),
+                    pct("eh.heldout.hard_acc", spread=False),
+                ),
+            ),
+            ("E−H", pct("eh.heldout.gap", spread=False)),
+            ("reliance", pct("shortcut.reliance", spread=False)),
+            ("ECE", pct("ece_id", spread=False)),
+            ("speed-up", speed()),
+        ],
+    ),
     "uncertainty-sources": uncertainty_sources,
-    **{name: benchmark_table(name) for name in ("int8-stacked", "onnx", "compressed-speed",
-                                                "teacher-throughput", "rmc-overhead", "structured-recovery",
-                                                "recovery-runtimes")},
+    **{
+        name: benchmark_table(name)
+        for name in (
+            "int8-stacked",
+            "onnx",
+            "compressed-speed",
+            "teacher-throughput",
+            "rmc-overhead",
+            "structured-recovery",
+            "recovery-runtimes",
+        )
+    },
 }
 
 

@@ -16,14 +16,28 @@ import typer
 from . import __version__
 from .io import UserError, os_error_line
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  context_settings={"help_option_names": ["-h", "--help"]},
-                  help="Compress BERT-family NLU models and measure the OOD robustness it costs.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Compress BERT-family NLU models and measure the OOD robustness it costs.",
+)
 
 # flag -> RunConfig field it sets (dotted); the help text comes from that field
-FLAGS = {"model": "model", "task": "task", "data_dir": "data_dir", "output": "output_dir",
-         "teacher": "inputs.teacher", "sparsity": "compression.sparsity", "heads": "compression.heads",
-         "layers": "compression.layers", "loss": "loss.name", "method": "compression.method"}
+FLAGS = {
+    "model": "model",
+    "task": "task",
+    "data_dir": "data_dir",
+    "output": "output_dir",
+    "teacher": "inputs.teacher",
+    "sparsity": "compression.sparsity",
+    "heads": "compression.heads",
+    "layers": "compression.layers",
+    "loss": "loss.name",
+    "method": "compression.method",
+}
 
 
 def _help(flag: str) -> str:
@@ -40,15 +54,23 @@ def _opt(flag: str, *names: str):
     return typer.Option(*names, help=_help(flag), show_default=False)
 
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config", metavar="FILE")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override: key=value (dotted keys)",
-                                                  metavar="KEY=VALUE")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML run config", metavar="FILE")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="override: key=value (dotted keys)", metavar="KEY=VALUE"),
+]
 ModelOpt = Annotated[str | None, _opt("model")]
 TaskOpt = Annotated[str | None, _opt("task")]
 DataOpt = Annotated[str | None, _opt("data_dir")]
 OutOpt = Annotated[str | None, _opt("output", "--output", "-o")]
-ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="continue from the last checkpoint")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace an existing output folder")]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume/--no-resume", help="continue from the last checkpoint")
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="replace an existing output folder")
+]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="also show library messages")]
 
 
@@ -103,15 +125,32 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="print the version and the code version, then exit")] = False):
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="print the version and the code version, then exit",
+        ),
+    ] = False,
+):
     """Compress BERT-family NLU models and measure the OOD robustness it costs."""
 
 
 @app.command()
-def finetune(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None, task: TaskOpt = None,
-             data_dir: DataOpt = None, output: OutOpt = None, resume: ResumeOpt = True,
-             overwrite: OverwriteOpt = False, verbose: VerboseOpt = False):
+def finetune(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    task: TaskOpt = None,
+    data_dir: DataOpt = None,
+    output: OutOpt = None,
+    resume: ResumeOpt = True,
+    overwrite: OverwriteOpt = False,
+    verbose: VerboseOpt = False,
+):
     """Fine-tune a model on a task (the teacher), then evaluate it on every ID and OOD set."""
     from .stages import finetune as run
 
@@ -122,37 +161,69 @@ def finetune(config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = No
 
 
 @app.command()
-def compress(method: Annotated[str | None, _opt("method")] = None,
-             config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None, task: TaskOpt = None,
-             data_dir: DataOpt = None, output: OutOpt = None,
-             teacher: Annotated[str | None, _opt("teacher")] = None,
-             sparsity: Annotated[float | None, _opt("sparsity")] = None,
-             heads: Annotated[float | None, _opt("heads")] = None,
-             layers: Annotated[int | None, _opt("layers")] = None,
-             loss: Annotated[str | None, _opt("loss")] = None,
-             resume: ResumeOpt = True, overwrite: OverwriteOpt = False, verbose: VerboseOpt = False):
+def compress(
+    method: Annotated[str | None, _opt("method")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    task: TaskOpt = None,
+    data_dir: DataOpt = None,
+    output: OutOpt = None,
+    teacher: Annotated[str | None, _opt("teacher")] = None,
+    sparsity: Annotated[float | None, _opt("sparsity")] = None,
+    heads: Annotated[float | None, _opt("heads")] = None,
+    layers: Annotated[int | None, _opt("layers")] = None,
+    loss: Annotated[str | None, _opt("loss")] = None,
+    resume: ResumeOpt = True,
+    overwrite: OverwriteOpt = False,
+    verbose: VerboseOpt = False,
+):
     """Compress a model (prune, distill, truncate or quantize) with any loss, then evaluate it."""
     from .stages import compress as run
 
     _quiet(verbose)
-    cfg = _cfg(config, set_, method=method, model=model, task=task, data_dir=data_dir, output=output,
-               teacher=teacher, sparsity=sparsity, heads=heads, layers=layers, loss=loss)
+    cfg = _cfg(
+        config,
+        set_,
+        method=method,
+        model=model,
+        task=task,
+        data_dir=data_dir,
+        output=output,
+        teacher=teacher,
+        sparsity=sparsity,
+        heads=heads,
+        layers=layers,
+        loss=loss,
+    )
     out = run(cfg, resume=resume, overwrite=overwrite, progress=_reporter())
     _print_summary(out / "summary.json")
 
 
 @app.command()
-def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder or hub id")],
-             config: ConfigOpt = None, set_: SetOpt = None, task: TaskOpt = None, data_dir: DataOpt = None,
-             output: OutOpt = None,
-             reference: Annotated[Path | None, typer.Option(help="teacher summary.json (or folder) for F_bias",
-                                                            metavar="PATH")] = None,
-             overwrite: OverwriteOpt = False,
-             new_head: Annotated[bool, typer.Option("--new-head", help="score a folder that has no classifier "
-                                                    "head with a new (seeded, random) one")] = False,
-             verbose: VerboseOpt = False):
-    """Write per-example predictions and a summary (accuracy + CI, per heuristic, ECE, Delta, F_bias)
-    to -o (default: <model>-eval beside the model)."""
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="saved model folder or hub id")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    task: TaskOpt = None,
+    data_dir: DataOpt = None,
+    output: OutOpt = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(help="teacher summary.json (or folder) for F_bias", metavar="PATH"),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    new_head: Annotated[
+        bool,
+        typer.Option(
+            "--new-head",
+            help="score a folder that has no classifier head with a new (seeded, random) one",
+        ),
+    ] = False,
+    verbose: VerboseOpt = False,
+):
+    """Write per-example predictions and a summary (accuracy + CI, per heuristic, ECE, Delta,
+    F_bias) to -o (default: <model>-eval beside the model)."""
     from .config import load_config
     from .io import read_yaml
     from .stages import evaluate_folder
@@ -162,47 +233,96 @@ def evaluate(model_dir: Annotated[Path, typer.Argument(help="saved model folder 
     saved = model_dir / "run_config.yaml"
     base: dict[str, Any] = {}
     if saved.is_file() and config is None:  # evaluate as trained: task, lengths, eval sets
-        base = {k: v for k, v in read_yaml(saved).items()
-                if k in ("task", "max_length", "data_dir", "source", "input_field", "cue", "eval_sets")}
-    cfg = load_config(config, list(set_ or []), base=base | {"model": str(model_dir)}
-                      | {k: v for k, v in {"task": task, "data_dir": data_dir}.items() if v is not None})
+        base = {
+            k: v
+            for k, v in read_yaml(saved).items()
+            if k in ("task", "max_length", "data_dir", "source", "input_field", "cue", "eval_sets")
+        }
+    cfg = load_config(
+        config,
+        list(set_ or []),
+        base=base
+        | {"model": str(model_dir)}
+        | {k: v for k, v in {"task": task, "data_dir": data_dir}.items() if v is not None},
+    )
     out = Path(output) if output else default_output(model_dir)
-    summary = evaluate_folder(model_dir, cfg, out, reference, progress=_reporter(), overwrite=overwrite,
-                              new_head=new_head)
+    summary = evaluate_folder(
+        model_dir, cfg, out, reference, progress=_reporter(), overwrite=overwrite, new_head=new_head
+    )
     _print_summary(out / "summary.json", summary)
 
 
 @app.command()
-def uncertainty(output: Annotated[Path, typer.Option("--output", "-o", help="parquet file: id, v", metavar="FILE")],
-                config: ConfigOpt = None, set_: SetOpt = None, task: TaskOpt = None, data_dir: DataOpt = None,
-                models: Annotated[list[str] | None, typer.Option(help="model folders of different sparsities",
-                                                                 metavar="DIR")] = None,
-                snapshots: Annotated[str | None, typer.Option(help="snapshot folder of one pruning run",
-                                                              metavar="DIR")] = None,
-                oneshot: Annotated[str | None, typer.Option(help="one model, one-shot pruned (cheapest)",
-                                                            metavar="DIR")] = None,
-                sparsities: Annotated[list[float] | None, typer.Option(help="for --oneshot", metavar="S")] = None,
-                dynamics: Annotated[str | None, typer.Option(help="a teacher folder with training dynamics (free)",
-                                                             metavar="DIR")] = None,
-                stat: Annotated[str, typer.Option(help="for --dynamics: loss | p_gold")] = "loss",
-                verbose: VerboseOpt = False):
+def uncertainty(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="parquet file: id, v", metavar="FILE")
+    ],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    task: TaskOpt = None,
+    data_dir: DataOpt = None,
+    models: Annotated[
+        list[str] | None, typer.Option(help="model folders of different sparsities", metavar="DIR")
+    ] = None,
+    snapshots: Annotated[
+        str | None, typer.Option(help="snapshot folder of one pruning run", metavar="DIR")
+    ] = None,
+    oneshot: Annotated[
+        str | None, typer.Option(help="one model, one-shot pruned (cheapest)", metavar="DIR")
+    ] = None,
+    sparsities: Annotated[
+        list[float] | None, typer.Option(help="for --oneshot", metavar="S")
+    ] = None,
+    dynamics: Annotated[
+        str | None,
+        typer.Option(help="a teacher folder with training dynamics (free)", metavar="DIR"),
+    ] = None,
+    stat: Annotated[str, typer.Option(help="for --dynamics: loss | p_gold")] = "loss",
+    verbose: VerboseOpt = False,
+):
     """Per-training-example loss variance across models of different sparsities (RMC step 1)."""
     from .stages import compute_uncertainty
 
     _quiet(verbose)
-    cfg = _cfg(config, set_, model=models[0] if models else (oneshot or dynamics or "none"), task=task,
-               data_dir=data_dir)
-    df = compute_uncertainty(cfg, output, models=models, snapshots=snapshots, oneshot=oneshot, sparsities=sparsities,
-                             dynamics=dynamics, stat=stat, progress=_reporter())
-    typer.echo(f"{len(df)} examples, v mean {df['v'].mean():.4f} max {df['v'].max():.4f}; written: {output}")
+    cfg = _cfg(
+        config,
+        set_,
+        model=models[0] if models else (oneshot or dynamics or "none"),
+        task=task,
+        data_dir=data_dir,
+    )
+    df = compute_uncertainty(
+        cfg,
+        output,
+        models=models,
+        snapshots=snapshots,
+        oneshot=oneshot,
+        sparsities=sparsities,
+        dynamics=dynamics,
+        stat=stat,
+        progress=_reporter(),
+    )
+    typer.echo(
+        f"{len(df)} examples, v mean {df['v'].mean():.4f} max {df['v'].max():.4f}; written: "
+        f"{output}"
+    )
 
 
 @app.command("bias-model")
-def bias_model(kind: Annotated[str, typer.Option(help="partial (hypothesis/claim only) | overlap")] = "partial",
-               features: Annotated[str, typer.Option(help="overlap: basic | literature")] = "basic",
-               config: ConfigOpt = None, set_: SetOpt = None, model: ModelOpt = None, task: TaskOpt = None,
-               data_dir: DataOpt = None, output: OutOpt = None, overwrite: OverwriteOpt = False,
-               verbose: VerboseOpt = False):
+def bias_model(
+    kind: Annotated[
+        str, typer.Option(help="partial (hypothesis/claim only) | overlap")
+    ] = "partial",
+    features: Annotated[str, typer.Option(help="overlap: basic | literature")] = "basic",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    task: TaskOpt = None,
+    data_dir: DataOpt = None,
+    output: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    verbose: VerboseOpt = False,
+):
     """Train a bias-only model (used for easy/hard splits and the debiasing losses)."""
     from .stages import train_bias_model
     from .stages.shortcut import BIAS_KINDS
@@ -218,12 +338,21 @@ def bias_model(kind: Annotated[str, typer.Option(help="partial (hypothesis/claim
 
 
 @app.command("easy-hard")
-def easy_hard(bias: Annotated[str, typer.Option(help="bias-only model folder", metavar="DIR")],
-              output: Annotated[Path, typer.Option("--output", "-o", help="parquet file: id, easy", metavar="FILE")],
-              split: Annotated[str, typer.Option(help="eval split to partition")] = "dev_matched",
-              config: ConfigOpt = None, set_: SetOpt = None, task: TaskOpt = None, data_dir: DataOpt = None,
-              models: Annotated[list[Path] | None, typer.Option("--model", help="evaluated model folders to score",
-                                                                metavar="DIR")] = None):
+def easy_hard(
+    bias: Annotated[str, typer.Option(help="bias-only model folder", metavar="DIR")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="parquet file: id, easy", metavar="FILE")
+    ],
+    split: Annotated[str, typer.Option(help="eval split to partition")] = "dev_matched",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    task: TaskOpt = None,
+    data_dir: DataOpt = None,
+    models: Annotated[
+        list[Path] | None,
+        typer.Option("--model", help="evaluated model folders to score", metavar="DIR"),
+    ] = None,
+):
     """Split an ID dev set into easy/hard with a bias-only model; score models on each part."""
     import pandas as pd
 
@@ -232,7 +361,10 @@ def easy_hard(bias: Annotated[str, typer.Option(help="bias-only model folder", m
 
     cfg = _cfg(config, set_, model=bias, task=task, data_dir=data_dir)
     df = write_easy_hard(cfg, bias, split, output)
-    typer.echo(f"{split}: {int(df['easy'].sum())} easy / {int((~df['easy']).sum())} hard; written: {output}")
+    typer.echo(
+        f"{split}: {int(df['easy'].sum())} easy / {int((~df['easy']).sum())} hard; written: "
+        f"{output}"
+    )
     for m in models or []:
         pred = m / "predictions" / f"{split}.parquet"
         if not pred.is_file():
@@ -240,32 +372,67 @@ def easy_hard(bias: Annotated[str, typer.Option(help="bias-only model folder", m
         r = easy_hard_metrics(pd.read_parquet(pred), df)
         if not r:
             raise UserError(f"{pred}: shares no example id with the easy/hard split")
-        typer.echo(f"{m!s:40s} easy {100 * r['easy_acc']:5.1f}  hard {100 * r['hard_acc']:5.1f}  "
-                   f"gap {100 * r['gap']:5.1f}  conf easy {r['easy_conf']:.3f} hard {r['hard_conf']:.3f}")
+        typer.echo(
+            f"{m!s:40s} easy {100 * r['easy_acc']:5.1f}  hard {100 * r['hard_acc']:5.1f}  "
+            f"gap {100 * r['gap']:5.1f}  conf easy {r['easy_conf']:.3f} hard {r['hard_conf']:.3f}"
+        )
 
 
 @app.command()
-def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")],
-              dry_run: Annotated[bool, typer.Option("--dry-run", help="check everything, show the plan, run nothing"
-                                                    )] = False,
-              shard: Annotated[str, typer.Option(help="i/n: run every n-th compressed run, starting at i",
-                                                 metavar="I/N")] = "0/1",
-              report: Annotated[bool, typer.Option("--report/--no-report", help="write the report at the end")] = True,
-              output_dir: Annotated[Path | None, typer.Option(help="study folder instead of the YAML's output_dir",
-                                                              metavar="DIR")] = None,
-              set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="KEY=VALUE",
-                                                             help="override an experiment key (dotted), e.g. "
-                                                                  "uncertainty.source=runs")] = None,
-              clean: Annotated[bool, typer.Option("--clean", help="remove partial checkpoints and temporary "
-                                                  "folders that no stage of this plan owns")] = False,
-              executor: Annotated[str, typer.Option(help="who runs the stages: local (one after another, here) "
-                                                    "| ray (a Ray cluster) | submitit (Slurm job arrays)")] = "local",
-              address: Annotated[str | None, typer.Option(help="ray: the cluster to join (auto: the running one; "
-                                                          "default: start one here)")] = None,
-              slurm_partition: Annotated[str | None, typer.Option(help="submitit: the Slurm partition")] = None,
-              slurm_gpus: Annotated[int | None, typer.Option(help="submitit: GPUs per job", metavar="N")] = None,
-              verbose: VerboseOpt = False):
-    """Run a whole study: teacher, uncertainty, bias model, every compression x loss x seed, report."""
+def reproduce(
+    experiment: Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="check everything, show the plan, run nothing")
+    ] = False,
+    shard: Annotated[
+        str, typer.Option(help="i/n: run every n-th compressed run, starting at i", metavar="I/N")
+    ] = "0/1",
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="write the report at the end")
+    ] = True,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(help="study folder instead of the YAML's output_dir", metavar="DIR"),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            metavar="KEY=VALUE",
+            help="override an experiment key (dotted), e.g. uncertainty.source=runs",
+        ),
+    ] = None,
+    clean: Annotated[
+        bool,
+        typer.Option(
+            "--clean",
+            help="remove partial checkpoints and temporary folders that no stage of this plan owns",
+        ),
+    ] = False,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="who runs the stages: local (one after another, here) "
+            "| ray (a Ray cluster) | submitit (Slurm job arrays)"
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="ray: the cluster to join (auto: the running one; default: start one here)"
+        ),
+    ] = None,
+    slurm_partition: Annotated[
+        str | None, typer.Option(help="submitit: the Slurm partition")
+    ] = None,
+    slurm_gpus: Annotated[
+        int | None, typer.Option(help="submitit: GPUs per job", metavar="N")
+    ] = None,
+    verbose: VerboseOpt = False,
+):
+    """Run a whole study: teacher, uncertainty, bias model, every compression x loss x seed,
+    report."""
     import shutil
 
     from .study.executors import make_executor
@@ -285,36 +452,55 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
         assert 0 <= i < n
     except (ValueError, AssertionError):
         raise UserError(f"--shard {shard!r}: expected i/n with 0 <= i < n") from None
-    runner = make_executor(executor, address=address, slurm_partition=slurm_partition, slurm_gpus=slurm_gpus)
+    runner = make_executor(
+        executor, address=address, slurm_partition=slurm_partition, slurm_gpus=slurm_gpus
+    )
     _quiet(verbose)
     exp, stages = prepare(experiment, output_dir, set_)
     stale = stale_leftovers(exp, stages)
     if stale and clean and not dry_run:
         for p in stale:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        typer.echo(f"removed {len(stale)} partial checkpoint(s) / temporary folder(s) no stage of this plan owns")
+        typer.echo(
+            f"removed {len(stale)} partial checkpoint(s) / temporary folder(s) no stage of this "
+            "plan owns"
+        )
     elif stale:
-        typer.echo(f"{len(stale)} partial checkpoint(s) / temporary folder(s) ({size_of(stale) / 2**20:.0f} MiB) in "
-                   f"{Path(exp.output_dir) / 'artifacts'} belong to no stage of this plan (runs killed under other "
-                   "settings): --clean removes them")
+        typer.echo(
+            f"{len(stale)} partial checkpoint(s) / temporary folder(s) "
+            f"({size_of(stale) / 2**20:.0f} MiB) in {Path(exp.output_dir) / 'artifacts'} belong "
+            "to no stage of this plan (runs killed under other settings): --clean removes them"
+        )
     pending = stages[0].meta.get("pending")
     if pending and not dry_run:
-        typer.echo(f"teacher.path {exp.teacher.path} is missing: fine-tuning it first with `finetune -c {pending}`")
+        typer.echo(
+            f"teacher.path {exp.teacher.path} is missing: fine-tuning it first with "
+            f"`finetune -c {pending}`"
+        )
         make_pending_teacher(exp, stages, _reporter())
         exp, stages = prepare(experiment, output_dir, set_)
     todo = my_stages(stages, (i, n))
     teacher_model = str(stages[0].meta.get("given") or stages[0].config.model or "")
     if dry_run:
         if pending:
-            typer.echo(f"teacher.path {exp.teacher.path} is missing: the study fine-tunes it first with "
-                       f"`finetune -c {pending}`; the keys below are provisional until it exists")
+            typer.echo(
+                f"teacher.path {exp.teacher.path} is missing: the study fine-tunes it first with "
+                f"`finetune -c {pending}`; the keys below are provisional until it exists"
+            )
         typer.echo(describe(stages))
-        typer.echo(f"{len(stages)} stages; {dry_run_estimate(todo, Path(exp.output_dir), teacher_model)}; "
-                   "nothing written (dry run)")
+        typer.echo(
+            f"{len(stages)} stages; {dry_run_estimate(todo, Path(exp.output_dir), teacher_model)}; "
+            "nothing written (dry run)"
+        )
         return
     reused = sum(s.done() for s in stages)
-    typer.echo(f"{len(stages)} stages: {reused} reused, {len(todo)} to run" + (" (this shard)" if n > 1 else ""))
-    rep = reporter_for(todo, Path(exp.output_dir), f"robust-compress: {exp.name}", teacher_model=teacher_model)
+    typer.echo(
+        f"{len(stages)} stages: {reused} reused, {len(todo)} to run"
+        + (" (this shard)" if n > 1 else "")
+    )
+    rep = reporter_for(
+        todo, Path(exp.output_dir), f"robust-compress: {exp.name}", teacher_model=teacher_model
+    )
     try:
         run_study(exp, stages, shard=(i, n), reporter=rep, executor=runner)
     finally:
@@ -327,48 +513,95 @@ def reproduce(experiment: Annotated[Path, typer.Argument(help="experiment YAML (
 
 
 @app.command()
-def audit(models: Annotated[list[str], typer.Argument(help="model folders or hub ids; the first is the reference")],
-          config: ConfigOpt = None, set_: SetOpt = None, task: TaskOpt = None, data_dir: DataOpt = None,
-          output: Annotated[Path, typer.Option("--output", "-o", help="audit folder (a study folder + report/)",
-                                               metavar="DIR")] = Path("runs/audit"),
-          bias: Annotated[str | None, typer.Option(help="bias-only model for easy/hard (default: a hypothesis-only "
-                                                        "model trained once from --set model=..., cached)",
-                                                   metavar="DIR")] = None,
-          write_card: Annotated[bool, typer.Option("--write-card", help="rewrite each model folder's README.md "
-                                                                        "card with the audit's numbers")] = False,
-          examples: Annotated[int, typer.Option(help="ID examples to time on (0: no speed)", metavar="N")] = 512,
-          repeats: Annotated[int, typer.Option(help="timed rounds after a warm-up", metavar="N")] = 3,
-          verbose: VerboseOpt = False):
-    """Robustness card of existing models (none trained): ID and OOD accuracy, per heuristic, easy/hard,
-    ECE, collapse, Delta and F_bias against the first, speed-up; HTML + Markdown + JSON report."""
+def audit(
+    models: Annotated[
+        list[str], typer.Argument(help="model folders or hub ids; the first is the reference")
+    ],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    task: TaskOpt = None,
+    data_dir: DataOpt = None,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="audit folder (a study folder + report/)", metavar="DIR"
+        ),
+    ] = Path("runs/audit"),
+    bias: Annotated[
+        str | None,
+        typer.Option(
+            help="bias-only model for easy/hard (default: a hypothesis-only "
+            "model trained once from --set model=..., cached)",
+            metavar="DIR",
+        ),
+    ] = None,
+    write_card: Annotated[
+        bool,
+        typer.Option(
+            "--write-card",
+            help="rewrite each model folder's README.md card with the audit's numbers",
+        ),
+    ] = False,
+    examples: Annotated[
+        int, typer.Option(help="ID examples to time on (0: no speed)", metavar="N")
+    ] = 512,
+    repeats: Annotated[int, typer.Option(help="timed rounds after a warm-up", metavar="N")] = 3,
+    verbose: VerboseOpt = False,
+):
+    """Robustness card of existing models (none trained): ID and OOD accuracy, per heuristic,
+    easy/hard, ECE, collapse, Delta and F_bias against the first, speed-up; HTML + Markdown + JSON
+    report."""
     from .report import build_report
     from .stages import audit as run
 
     _quiet(verbose)
     cfg = _cfg(config, set_, model=models[0] if models else None, task=task, data_dir=data_dir)
-    result = run(models, cfg, output, bias=bias, write_cards=write_card, speed_examples=examples, repeats=repeats,
-                 progress=_reporter())
+    result = run(
+        models,
+        cfg,
+        output,
+        bias=bias,
+        write_cards=write_card,
+        speed_examples=examples,
+        repeats=repeats,
+        progress=_reporter(),
+    )
     report = build_report(output, name=output.name)
-    pct = lambda v: "   –  " if v is None else f"{100 * v:5.1f}"
-    typer.echo(f"{'model':32s} {'ID':>6s} {'OOD':>6s} {'Delta':>6s} {'F_bias':>6s} {'ECE':>5s} {'easy':>6s} "
-               f"{'hard':>6s} {'ex/s':>7s} {'speed':>6s}")
+
+    def pct(v):
+        return "   –  " if v is None else f"{100 * v:5.1f}"
+
+    typer.echo(
+        f"{'model':32s} {'ID':>6s} {'OOD':>6s} {'Delta':>6s} {'F_bias':>6s} {'ECE':>5s} "
+        f"{'easy':>6s} {'hard':>6s} {'ex/s':>7s} {'speed':>6s}"
+    )
     for r in result["models"]:
         fb = "–" if r.get("f_bias") is None else f"{r['f_bias']:.2f}"
-        typer.echo(f"{r['name'][:32]:32s} {pct(r.get('acc_id'))} {pct(r.get('acc_ood'))} "
-                   f"{'–' if r.get('delta') is None else format(r['delta'], '.3f'):>6s} {fb:>6s} "
-                   f"{'–' if r.get('ece_id') is None else format(r['ece_id'], '.3f'):>5s} {pct(r.get('easy_acc'))} "
-                   f"{pct(r.get('hard_acc'))} {r.get('examples_per_s', float('nan')):7.1f} "
-                   f"{r.get('speedup', float('nan')):5.2f}x" + ("  collapsed" if r.get("collapsed") else ""))
+        typer.echo(
+            f"{r['name'][:32]:32s} {pct(r.get('acc_id'))} {pct(r.get('acc_ood'))} "
+            f"{'–' if r.get('delta') is None else format(r['delta'], '.3f'):>6s} {fb:>6s} "
+            f"{'–' if r.get('ece_id') is None else format(r['ece_id'], '.3f'):>5s} "
+            f"{pct(r.get('easy_acc'))} {pct(r.get('hard_acc'))} "
+            f"{r.get('examples_per_s', float('nan')):7.1f} "
+            f"{r.get('speedup', float('nan')):5.2f}x"
+            + ("  collapsed" if r.get("collapsed") else "")
+        )
     typer.echo(f"report: {report}" + (" (cards rewritten)" if write_card else ""))
 
 
 @app.command()
-def export(model_dir: Annotated[Path, typer.Argument(help="saved model folder (any compressed kind)")],
-           format: Annotated[str, typer.Option("--format", help="export format: onnx")] = "onnx",
-           output: OutOpt = None,
-           int8: Annotated[bool, typer.Option("--int8", help="also write onnxruntime's dynamic int8 model")] = False,
-           examples: Annotated[int, typer.Option(help="examples to check parity and time on", metavar="N")] = 256,
-           verbose: VerboseOpt = False):
+def export(
+    model_dir: Annotated[Path, typer.Argument(help="saved model folder (any compressed kind)")],
+    format: Annotated[str, typer.Option("--format", help="export format: onnx")] = "onnx",
+    output: OutOpt = None,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="also write onnxruntime's dynamic int8 model")
+    ] = False,
+    examples: Annotated[
+        int, typer.Option(help="examples to check parity and time on", metavar="N")
+    ] = 256,
+    verbose: VerboseOpt = False,
+):
     """Export a model for serving (ONNX), check it against PyTorch and time it in onnxruntime."""
     from .stages import export_onnx
 
@@ -380,23 +613,40 @@ def export(model_dir: Annotated[Path, typer.Argument(help="saved model folder (a
     for name in ("fp32", "int8"):
         if name in rec:
             r = rec[name]
-            typer.echo(f"onnxruntime {name}: {r['examples_per_s']:.1f} ex/s ({r['speedup_vs_torch']:.2f}x PyTorch), "
-                       f"max |logit diff| {r['max_abs_logit_diff']:.2e}, same prediction on "
-                       f"{100 * r['prediction_agreement']:.1f}%, {r['bytes'] / 2**20:.1f} MiB: {r['file']}")
+            typer.echo(
+                f"onnxruntime {name}: {r['examples_per_s']:.1f} ex/s "
+                f"({r['speedup_vs_torch']:.2f}x PyTorch), "
+                f"max |logit diff| {r['max_abs_logit_diff']:.2e}, same prediction on "
+                f"{100 * r['prediction_agreement']:.1f}%, {r['bytes'] / 2**20:.1f} MiB: {r['file']}"
+            )
 
 
 @app.command()
-def speed(models: Annotated[list[Path], typer.Argument(help="saved model folders; the first is the reference")],
-          task: TaskOpt = None, data_dir: DataOpt = None,
-          examples: Annotated[int, typer.Option(help="ID examples to time on", metavar="N")] = 512,
-          repeats: Annotated[int, typer.Option(help="timed rounds after a warm-up", metavar="N")] = 3,
-          bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast (int8 models stay fp32)")] = False,
-          runtime: Annotated[list[str] | None, typer.Option(
-              "--runtime", help="also time on this runtime (repeatable): pytorch-fp32 | pytorch-bf16 | "
-                                "onnxruntime-fp32 | onnxruntime-int8", metavar="NAME")] = None,
-          output: OutOpt = None, verbose: VerboseOpt = False):
-    """Time saved models side by side on this machine (the speed stage's harness): examples/s and the
-    speed-up over the first, on the chosen runtimes too."""
+def speed(
+    models: Annotated[
+        list[Path], typer.Argument(help="saved model folders; the first is the reference")
+    ],
+    task: TaskOpt = None,
+    data_dir: DataOpt = None,
+    examples: Annotated[int, typer.Option(help="ID examples to time on", metavar="N")] = 512,
+    repeats: Annotated[int, typer.Option(help="timed rounds after a warm-up", metavar="N")] = 3,
+    bf16: Annotated[
+        bool, typer.Option("--bf16", help="bf16 autocast (int8 models stay fp32)")
+    ] = False,
+    runtime: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--runtime",
+            help="also time on this runtime (repeatable): pytorch-fp32 | pytorch-bf16 | "
+            "onnxruntime-fp32 | onnxruntime-int8",
+            metavar="NAME",
+        ),
+    ] = None,
+    output: OutOpt = None,
+    verbose: VerboseOpt = False,
+):
+    """Time saved models side by side on this machine (the speed stage's harness): examples/s and
+    the speed-up over the first, on the chosen runtimes too."""
     from .models.runtimes import RUNTIMES
     from .stages import measure_speed
 
@@ -407,29 +657,43 @@ def speed(models: Annotated[list[Path], typer.Argument(help="saved model folders
         raise UserError(f"--runtime {bad[0]!r}: unknown; have {', '.join(RUNTIMES)}")
     names = {str(m): m for m in models}
     out = Path(output) if output else Path("speed.json")
-    result = measure_speed(names, cfg, out, n=examples, repeats=repeats, progress=_reporter(), runtimes=runtime)
+    result = measure_speed(
+        names, cfg, out, n=examples, repeats=repeats, progress=_reporter(), runtimes=runtime
+    )
     for label, rates, missing in [("bf16" if bf16 else "fp32", result["examples_per_s"], {})] + [
-            (rt, r["examples_per_s"], r["missing"]) for rt, r in result.get("runtimes", {}).items()]:
+        (rt, r["examples_per_s"], r["missing"]) for rt, r in result.get("runtimes", {}).items()
+    ]:
         if len(result.get("runtimes", {})):
             typer.echo(f"{label}:")
         base = rates.get(str(models[0]))
         for name in names:
             if name in rates:
-                typer.echo(f"{name:60s} {rates[name]:8.1f} ex/s  " + (f"{rates[name] / base:5.2f}x" if base else ""))
+                typer.echo(
+                    f"{name:60s} {rates[name]:8.1f} ex/s  "
+                    + (f"{rates[name] / base:5.2f}x" if base else "")
+                )
             else:
                 typer.echo(f"{name:60s} not run: {missing.get(name, '')}")
     typer.echo(f"written: {out}")
 
 
 @app.command("report")
-def report_cmd(study: Annotated[Path, typer.Argument(help="study folder (holds index.json)")],
-               output: OutOpt = None,
-               export: Annotated[Path | None, typer.Option(help="also write a weights-free copy of the study "
-                                                                 "(records + predictions + report) here",
-                                                           metavar="DIR")] = None,
-               overwrite: OverwriteOpt = False):
-    """Rebuild the HTML + Markdown report of a study from its saved predictions (default: its report/
-    folder, which the tool owns and replaces; an existing -o or --export folder needs --overwrite)."""
+def report_cmd(
+    study: Annotated[Path, typer.Argument(help="study folder (holds index.json)")],
+    output: OutOpt = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            help="also write a weights-free copy of the study "
+            "(records + predictions + report) here",
+            metavar="DIR",
+        ),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+):
+    """Rebuild the HTML + Markdown report of a study from its saved predictions (default: its
+    report/ folder, which the tool owns and replaces; an existing -o or --export folder needs
+    --overwrite)."""
     from .report import build_report, export_study
 
     typer.echo(f"report: {build_report(study, output, overwrite=overwrite)}")
@@ -438,8 +702,10 @@ def report_cmd(study: Annotated[Path, typer.Argument(help="study folder (holds i
 
 
 @app.command("f-bias")
-def f_bias_cmd(model_summary: Annotated[Path, typer.Argument(help="the model's summary.json")],
-               teacher_summary: Annotated[Path, typer.Argument(help="the teacher's summary.json")]):
+def f_bias_cmd(
+    model_summary: Annotated[Path, typer.Argument(help="the model's summary.json")],
+    teacher_summary: Annotated[Path, typer.Argument(help="the teacher's summary.json")],
+):
     """F_bias = Delta_model / Delta_teacher from two summary.json files."""
     import math
 
@@ -462,12 +728,21 @@ def tasks(data_dir: DataOpt = None):
     from .data.tasks import BUILTIN
 
     root = resolve_data_dir(data_dir)
-    typer.echo(f"data folder: {root.resolve() if root is not None else 'none (pass --data-dir or set $ROBUST_COMPRESS_DATA)'}")
+    shown = (
+        root.resolve()
+        if root is not None
+        else "none (pass --data-dir or set $ROBUST_COMPRESS_DATA)"
+    )
+    typer.echo(f"data folder: {shown}")
     for name, spec in BUILTIN.items():
         typer.echo(f"{name}: labels {spec.labels}")
         for split, s in spec.splits.items():
             have = root is not None and any((root / p).is_file() for p in s.local)
-            hub = f"hub {s.hub.path}" + (f"/{s.hub.name}" if s.hub and s.hub.name else "") if s.hub else "no hub source"
+            hub = (
+                f"hub {s.hub.path}" + (f"/{s.hub.name}" if s.hub and s.hub.name else "")
+                if s.hub
+                else "no hub source"
+            )
             typer.echo(f"  {split:16s} {s.role:5s} local: {'yes' if have else 'missing':7s} {hub}")
 
 
@@ -478,8 +753,10 @@ def _print_summary(path: Path, summary: dict | None = None) -> None:
     summary = summary or read(Path(path), Summary).model_dump()
     for name, s in summary["splits"].items():
         lo, hi = s["ci95"]
-        typer.echo(f"{name:16s} {s['role']:4s} acc {100 * s['accuracy']:5.1f}  [{100 * lo:.1f}, {100 * hi:.1f}]  "
-                   f"ECE {s['ece']:.3f}  n={s['n']}")
+        typer.echo(
+            f"{name:16s} {s['role']:4s} acc {100 * s['accuracy']:5.1f}  "
+            f"[{100 * lo:.1f}, {100 * hi:.1f}]  ECE {s['ece']:.3f}  n={s['n']}"
+        )
         for key, cells in s.items():
             if key.startswith("by_") and not key.endswith("_only") and key != "by_gold":
                 for cell, acc in cells.items():
@@ -493,14 +770,18 @@ def _print_summary(path: Path, summary: dict | None = None) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING, stream=sys.stderr)
+    logging.basicConfig(
+        format="%(levelname)s: %(message)s", level=logging.WARNING, stream=sys.stderr
+    )
     logging.getLogger("robust_compress").setLevel(logging.INFO)
     try:
         app()
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except OSError as e:  # permission denied, disk full, ...: the file and the problem, no traceback
+    except (
+        OSError
+    ) as e:  # permission denied, disk full, ...: the file and the problem, no traceback
         typer.echo(f"error: {os_error_line(e)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -31,9 +31,14 @@ from .train.extras import Inputs, required_sources
 from .train.loop import TrainArgs
 from .train.losses import REGISTRY
 
-LossConfig = Annotated[Union[tuple(c.Settings for c in REGISTRY.values())], Field(discriminator="name")]  # noqa: UP007
-CompressionConfig = Annotated[Union[tuple(m.Config for m in METHODS.values())],  # noqa: UP007
-                              Field(discriminator="method")]
+LossConfig = Annotated[
+    Union[tuple(c.Settings for c in REGISTRY.values())],  # noqa: UP007
+    Field(discriminator="name"),
+]
+CompressionConfig = Annotated[
+    Union[tuple(m.Config for m in METHODS.values())],  # noqa: UP007
+    Field(discriminator="method"),
+]
 LOSS_NAMES = list(REGISTRY)
 METHOD_NAMES = list(METHODS)
 
@@ -44,19 +49,31 @@ class RunConfig(DataArgs, TrainArgs):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     model: str = Field(description="model folder or hub id to start from")
     output_dir: str = Field("runs/model", description="where the finished artifact is written")
-    eval_batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="64 measured fastest on a 2-core CPU (benchmarks/)")
-    cache_dir: str = Field("runs/cache", description="teacher logits and other reusable per-example data")
+    eval_batch_size: int = Field(
+        64, ge=1, le=MAX_BATCH, description="64 measured fastest on a 2-core CPU (benchmarks/)"
+    )
+    cache_dir: str = Field(
+        "runs/cache", description="teacher logits and other reusable per-example data"
+    )
     inputs: Inputs = Field(default_factory=Inputs, description="sources of per-example loss inputs")
-    loss: LossConfig = Field(default_factory=lambda: REGISTRY["ce"].Settings(), description="training objective")
-    compression: CompressionConfig | None = Field(None, description="compression method and its settings")
+    loss: LossConfig = Field(
+        default_factory=lambda: REGISTRY["ce"].Settings(), description="training objective"
+    )
+    compression: CompressionConfig | None = Field(
+        None, description="compression method and its settings"
+    )
     label_map: dict[str, str] | None = Field(
-        None, description="a given model's label -> the task's label, where names cannot be matched (LABEL_0.., "
-        "or an index): e.g. {LABEL_0: contradiction, LABEL_1: neutral, LABEL_2: entailment}")
+        None,
+        description="a given model's label -> the task's label, where names cannot be matched "
+        "(LABEL_0.., or an index): e.g. {LABEL_0: contradiction, LABEL_1: neutral, "
+        "LABEL_2: entailment}",
+    )
 
     @field_validator("label_map", mode="before")
     @classmethod
     def _label_map(cls, v: Any) -> Any:
-        """YAML reads `{0: contradiction}` with int keys: names or indices, as strings; one target once."""
+        """YAML reads `{0: contradiction}` with int keys: names or indices, as strings; one target
+        once."""
         if not isinstance(v, dict):
             return v
         out = {str(k).strip(): str(t).strip() for k, t in v.items()}
@@ -73,7 +90,9 @@ class RunConfig(DataArgs, TrainArgs):
     def _inputs_present(self) -> RunConfig:
         missing = [s for s in required_sources(self.loss.name) if getattr(self.inputs, s) is None]
         if missing:
-            raise ValueError(f"loss {self.loss.name!r} needs " + " and ".join(f"inputs.{m}" for m in missing))
+            raise ValueError(
+                f"loss {self.loss.name!r} needs " + " and ".join(f"inputs.{m}" for m in missing)
+            )
         return self
 
     def data_args(self) -> DataArgs:
@@ -84,23 +103,31 @@ class RunConfig(DataArgs, TrainArgs):
 
 
 def _optional(model: type[BaseModel], name: str, drop: set[str]) -> type[BaseModel]:
-    """A model with the same fields, every one optional (None = not set): typed partial overrides."""
-    fields = {k: (f.annotation | None, Field(None, description=f.description))
-              for k, f in model.model_fields.items() if k not in drop}
+    """A model with the same fields, every one optional (None = not set): typed partial
+    overrides."""
+    fields = {
+        k: (f.annotation | None, Field(None, description=f.description))
+        for k, f in model.model_fields.items()
+        if k not in drop
+    }
     return create_model(name, __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **fields)
 
 
 # What a study may set for every stage, or for one stage: every RunConfig field but the ones the
 # planner owns (which model, where it goes, what it is compared with, how it is compressed).
-RunOverrides = _optional(RunConfig, "RunOverrides", {"model", "output_dir", "inputs", "loss", "compression"})
+RunOverrides = _optional(
+    RunConfig, "RunOverrides", {"model", "output_dir", "inputs", "loss", "compression"}
+)
 
 
 error_lines = validation_line  # the one formatter (io.py)
 
 
-def error_where(e: ValidationError, path: str | Path | None, overrides: list[str] | None = None) -> str:
-    """`file:line` of the first error's key in the YAML file (the file alone when the key came from an
-    override or is not in the file; "config" when there is no file)."""
+def error_where(
+    e: ValidationError, path: str | Path | None, overrides: list[str] | None = None
+) -> str:
+    """`file:line` of the first error's key in the YAML file (the file alone when the key came from
+    an override or is not in the file; "config" when there is no file)."""
     if path is None:
         return "config"
     loc = tuple(p for p in e.errors()[0]["loc"] if not str(p).startswith("function-"))
@@ -111,7 +138,9 @@ def error_where(e: ValidationError, path: str | Path | None, overrides: list[str
     return f"{path}:{line}" if line else str(path)
 
 
-def validate(data: dict[str, Any], where: str = "config", overrides: list[str] | None = None) -> RunConfig:
+def validate(
+    data: dict[str, Any], where: str = "config", overrides: list[str] | None = None
+) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
@@ -149,33 +178,51 @@ def merge(into: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
     return into
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None, over: dict[str, Any] | None = None) -> RunConfig:
-    """Merge base < YAML file < `over` (the CLI's flags) < `key=value` overrides (values parsed as YAML)."""
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+    over: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Merge base < YAML file < `over` (the CLI's flags) < `key=value` overrides (values parsed as
+    YAML)."""
     data: dict[str, Any] = dict(base or {})
     if path is not None:
         merge(data, read_yaml(Path(path)))
     merge(data, over or {})
     flagged = [f"{k}=" for k in _dotted(over or {})]  # set by a flag: the file's line would mislead
-    return validate(apply_overrides(data, list(overrides or [])), where=str(path) if path else "config",
-                    overrides=list(overrides or []) + flagged)
+    return validate(
+        apply_overrides(data, list(overrides or [])),
+        where=str(path) if path else "config",
+        overrides=list(overrides or []) + flagged,
+    )
 
 
 def _dotted(d: dict[str, Any], prefix: str = "") -> list[str]:
-    return [k for key, v in d.items()
-            for k in (_dotted(v, f"{prefix}{key}.") if isinstance(v, dict) else [f"{prefix}{key}"])]
+    return [
+        k
+        for key, v in d.items()
+        for k in (_dotted(v, f"{prefix}{key}.") if isinstance(v, dict) else [f"{prefix}{key}"])
+    ]
 
 
 def field_help(dotted: str) -> str:
-    """The description of a RunConfig field (CLI help is taken from the config, so they cannot drift)."""
+    """The description of a RunConfig field (CLI help is taken from the config, so they cannot
+    drift)."""
     model: Any = RunConfig
     *parents, last = dotted.split(".")
     for p in parents:
         if p == "compression":
-            return next(m.Config.model_fields[last].description or "" for m in METHODS.values()
-                        if last in m.Config.model_fields)
+            return next(
+                m.Config.model_fields[last].description or ""
+                for m in METHODS.values()
+                if last in m.Config.model_fields
+            )
         if p == "loss":
-            return next(s.Settings.model_fields[last].description or "" for s in REGISTRY.values()
-                        if last in s.Settings.model_fields)
+            return next(
+                s.Settings.model_fields[last].description or ""
+                for s in REGISTRY.values()
+                if last in s.Settings.model_fields
+            )
         model = model.model_fields[p].annotation
     return model.model_fields[last].description or ""

@@ -37,8 +37,8 @@ class UserError(Exception):
 
 
 def validation_line(e, prefix: str = "") -> str:
-    """A pydantic ValidationError as `key: problem`, its errors joined on one line (the one formatter
-    for configs, experiment files, task files and artifact files)."""
+    """A pydantic ValidationError as `key: problem`, its errors joined on one line (the one
+    formatter for configs, experiment files, task files and artifact files)."""
     out = []
     for err in e.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
@@ -50,8 +50,12 @@ def validation_line(e, prefix: str = "") -> str:
 
 def os_error_line(e: OSError) -> str:
     """One line for an OS error: the file and the problem (permission denied, disk full, ...)."""
-    what = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",
-            errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror)
+    what = {
+        errno.ENOSPC: "no space left on device",
+        errno.EACCES: "permission denied",
+        errno.EROFS: "read-only file system",
+        errno.EDQUOT: "disk quota exceeded",
+    }.get(e.errno, e.strerror)
     where = e.filename or "?"
     return f"{where}: {what or type(e).__name__}"
 
@@ -89,18 +93,24 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as e:  # e.object: the line without a byte-order mark
-                raise UserError(f"{path}:{lineno}: not UTF-8 (byte {e.object[e.start]:#04x} at column "
-                                f"{e.start + 1})") from None
+                raise UserError(
+                    f"{path}:{lineno}: not UTF-8 (byte {e.object[e.start]:#04x} at column "
+                    f"{e.start + 1})"
+                ) from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+                raise UserError(
+                    f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})"
+                ) from None
             except RecursionError:  # e.g. 200,000 nested "[": the parser's stack, not a traceback
                 raise UserError(f"{path}:{lineno}: JSON nested too deeply") from None
             if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                raise UserError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
+                )
             row["_line"] = lineno
             rows.append(row)
     return rows
@@ -145,8 +155,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def yaml_key_lines(path: Path) -> dict[tuple, int]:
-    """1-based line of every key (and list item) of a YAML mapping, by its path: ("defaults", "lr") or
-    ("compressions", 0). Read with the safe composer (no object is constructed); {} if unreadable."""
+    """1-based line of every key (and list item) of a YAML mapping, by its path: ("defaults", "lr")
+    or ("compressions", 0). Read with the safe composer (no object is constructed); {} if
+    unreadable."""
     try:
         root = yaml.compose(read_text(path), Loader=yaml.SafeLoader)
     except (yaml.YAMLError, UserError):
@@ -169,7 +180,8 @@ def yaml_key_lines(path: Path) -> dict[tuple, int]:
 
 
 def line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
-    """The line of the deepest prefix of `loc` that the file has (a missing key: its parent's line)."""
+    """The line of the deepest prefix of `loc` that the file has (a missing key: its parent's
+    line)."""
     loc = tuple(int(p) if isinstance(p, str) and p.isdigit() else p for p in loc)
     for n in range(len(loc), 0, -1):
         if loc[:n] in lines:
@@ -192,7 +204,8 @@ def write_yaml(path: Path, data: Any) -> None:
 
 def _disk_full(e: BaseException, where: Path) -> bool:
     """Writers below us (torch's zip writer, safetensors, pyarrow) report a full disk in their own
-    words ("unexpected pos", "failed writing"): read it from the message or from the free space left."""
+    words ("unexpected pos", "failed writing"): read it from the message or from the free space
+    left."""
     text = str(e).lower()
     if any(w in text for w in ("no space left", "errno 28", "file too large", "disk quota")):
         return True
@@ -211,7 +224,9 @@ def disk_errors(where: Path) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        if e.filename is None and e.errno is not None:  # a bare write error: name what was being written
+        if (
+            e.filename is None and e.errno is not None
+        ):  # a bare write error: name what was being written
             raise OSError(e.errno, e.strerror, str(where)) from None
         raise
     except Exception as e:
@@ -225,7 +240,9 @@ def atomic_file(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling path to write; on success it replaces `final`."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp" + final.suffix)
+    fd, tmp = tempfile.mkstemp(
+        dir=final.parent, prefix=f".{final.name}.", suffix=".tmp" + final.suffix
+    )
     os.close(fd)
     try:
         with disk_errors(final):
@@ -265,7 +282,8 @@ def atomic_dir(final: Path, overwrite: bool = True) -> Iterator[Path]:
 
 
 def check_writable(folder: Path) -> None:
-    """Fail now, not after hours of training, if `folder` (or the nearest existing parent) is not writable."""
+    """Fail now, not after hours of training, if `folder` (or the nearest existing parent) is not
+    writable."""
     folder = Path(folder).absolute()
     probe = folder
     while not probe.exists():
@@ -274,16 +292,21 @@ def check_writable(folder: Path) -> None:
         raise UserError(f"{probe}: not a folder, cannot write {folder} there")
     if not os.access(probe, os.W_OK | os.X_OK):
         read_only = hasattr(os, "statvfs") and os.statvfs(probe).f_flag & os.ST_RDONLY
-        raise UserError(f"{probe}: {'read-only file system' if read_only else 'permission denied'} "
-                        f"(cannot write {folder})")
+        raise UserError(
+            f"{probe}: {'read-only file system' if read_only else 'permission denied'} "
+            f"(cannot write {folder})"
+        )
     try:  # root passes os.access everywhere (/proc, a read-only mount): create and remove a probe
         os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".robust-compress-probe."))
     except OSError as e:
-        raise UserError(f"{probe}: cannot write {folder} there ({os_error_line(e).split(': ', 1)[-1]})") from None
+        raise UserError(
+            f"{probe}: cannot write {folder} there ({os_error_line(e).split(': ', 1)[-1]})"
+        ) from None
 
 
 def check_not_inside(out: Path, read: Path, what: str) -> None:
-    """An output that is the folder being read, holds it, or lies in it would change or delete it."""
+    """An output that is the folder being read, holds it, or lies in it would change or delete
+    it."""
     o, r = Path(out).resolve(), Path(read).resolve()
     if o == r or r.is_relative_to(o) or o.is_relative_to(r):
         raise UserError(f"{out}: is or overlaps the {what} being read ({read}); write elsewhere")

@@ -1,6 +1,6 @@
-"""The artifact files, typed: each is one pydantic model that its writer validates before writing and
-every reader validates when reading, so a file is never parsed by hand in two places and a broken one
-is one line naming the file and the key.
+"""The artifact files, typed: each is one pydantic model that its writer validates before writing
+and every reader validates when reading, so a file is never parsed by hand in two places and a
+broken one is one line naming the file and the key.
 
 Models allow extra keys: a file written by a newer version (or an older one's extra fields) still
 reads; the keys listed here are the ones the code relies on.
@@ -21,7 +21,8 @@ class _File(BaseModel):
 
 
 class SplitSummary(_File):
-    """One split of a model's summary (summary.json → splits): `by_<column>` breakdowns ride along."""
+    """One split of a model's summary (summary.json → splits): `by_<column>` breakdowns ride
+    along."""
 
     role: Literal["id", "ood", "cue"]
     n: int | None = Field(None, ge=0)
@@ -91,7 +92,8 @@ class IndexEntry(_File):
 
 
 class RuntimeSpeed(_File):
-    """speed.json → runtimes → one runtime: examples/s of every model it runs, and why not the others."""
+    """speed.json → runtimes → one runtime: examples/s of every model it runs, and why not the
+    others."""
 
     examples_per_s: dict[str, float]
     missing: dict[str, str] = Field(default_factory=dict)
@@ -123,9 +125,13 @@ class MetricRow(_File):
 
 Index = TypeAdapter(list[IndexEntry])
 MetricsTable = TypeAdapter(list[MetricRow])
-BY_NAME: dict[str, type[_File]] = {"summary.json": Summary, "compression.json": CompressionRecord,
-                                   "train_metrics.json": TrainMetrics, "stage.json": StageRecord,
-                                   "speed.json": SpeedRecord}
+BY_NAME: dict[str, type[_File]] = {
+    "summary.json": Summary,
+    "compression.json": CompressionRecord,
+    "train_metrics.json": TrainMetrics,
+    "stage.json": StageRecord,
+    "speed.json": SpeedRecord,
+}
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -161,8 +167,13 @@ def read_metrics_long(path: str | Path) -> list[MetricRow]:
         rows = list(csv.DictReader(f))
     out = []
     for i, r in enumerate(rows, start=2):
-        out.append(parse({k: (v if v != "" or k in ("split", "group") else None) for k, v in r.items()},
-                         MetricRow, f"{path}:{i}"))
+        out.append(
+            parse(
+                {k: (v if v != "" or k in ("split", "group") else None) for k, v in r.items()},
+                MetricRow,
+                f"{path}:{i}",
+            )
+        )
     return out
 
 

@@ -12,11 +12,20 @@ from robust_compress.train.losses import make_loss
 from tests.conftest import LABELS, make_examples
 
 model_dir, out = sys.argv[1], sys.argv[2]
-cfg = RunConfig(model=model_dir, batch_size=16, max_steps=6, lr=1e-3, dropout=0.0, seed=3, checkpoint_every=100)
+cfg = RunConfig(
+    model=model_dir, batch_size=16, max_steps=6, lr=1e-3, dropout=0.0, seed=3, checkpoint_every=100
+)
 model = load_model(model_dir, LABELS, dropout=0.0)
 tok = load_tokenizer(model_dir)
 acc = make_accelerator(cfg)
-train(model, EncodedSplit(make_examples(96), tok, 64), cfg, make_loss(cfg.loss), f"{out}.work", accelerator=acc)
+train(
+    model,
+    EncodedSplit(make_examples(96), tok, 64),
+    cfg,
+    make_loss(cfg.loss),
+    f"{out}.work",
+    accelerator=acc,
+)
 if acc.is_main_process:
     m = acc.unwrap_model(model)
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, out)

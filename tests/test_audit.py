@@ -24,9 +24,19 @@ AUDIT = {"max_steps": 4}  # the bias-only model an audit trains (once)
 def test_audit_of_a_teacher_and_two_compressed_models(written, tmp_path):
     """The numbers are the ones the models were scored with when they were made (same predictions),
     laid out as a study the report reads; cards are rewritten with the audit's numbers."""
-    models = [shutil.copytree(written[k], tmp_path / "models" / written[k].name) for k in ("teacher", "mag", "int8")]
+    models = [
+        shutil.copytree(written[k], tmp_path / "models" / written[k].name)
+        for k in ("teacher", "mag", "int8")
+    ]
     cfg = tiny_run_config(models[0], written["task"], tmp_path / "x", **AUDIT)
-    result = audit([str(m) for m in models], cfg, tmp_path / "audit", write_cards=True, speed_examples=32, repeats=1)
+    result = audit(
+        [str(m) for m in models],
+        cfg,
+        tmp_path / "audit",
+        write_cards=True,
+        speed_examples=32,
+        repeats=1,
+    )
     out = tmp_path / "audit"
     names = [r["name"] for r in result["models"]]
     assert names == ["teacher", "mag", "mag-int8"]
@@ -34,38 +44,83 @@ def test_audit_of_a_teacher_and_two_compressed_models(written, tmp_path):
         _same_tables(m, out / "models" / name)  # audit = the model's own evaluation
     report = build_report(out)
     assert {"report.html", "report.md", "metrics.json"} <= {p.name for p in report.iterdir()}
-    rows = {r["name"]: r for r in json.loads((report / "metrics.json").read_text())["rows"] if r["level"] == "run"}
-    speed = pd.read_csv(report / "speed.csv").query("level == 'run'").set_index("name")  # (timed: apart)
+    rows = {
+        r["name"]: r
+        for r in json.loads((report / "metrics.json").read_text())["rows"]
+        if r["level"] == "run"
+    }
+    speed = (
+        pd.read_csv(report / "speed.csv").query("level == 'run'").set_index("name")
+    )  # (timed: apart)
     easy = pd.read_parquet(out / "easy_hard" / "dev.parquet")
     bias_dirs = list((tmp_path / "cache" / "bias").glob("partial-*"))
     assert len(bias_dirs) == 1 and result["bias_model"] == str(bias_dirs[0])
     for r in result["models"]:
-        row, pred = rows[r["name"]], pd.read_parquet(out / "models" / r["name"] / "predictions" / "dev.parquet")
-        assert r["acc_id"] == pytest.approx(row["acc_id"]) and r["delta"] == pytest.approx(row["delta"])
+        row, pred = (
+            rows[r["name"]],
+            pd.read_parquet(out / "models" / r["name"] / "predictions" / "dev.parquet"),
+        )
+        assert r["acc_id"] == pytest.approx(row["acc_id"]) and r["delta"] == pytest.approx(
+            row["delta"]
+        )
         assert r["ece_id"] == pytest.approx(row["ece_id"]) and r["collapsed"] == is_collapsed(pred)
         eh = easy_hard_metrics(pred, easy)
         assert (r["easy_acc"], r["hard_acc"]) == pytest.approx((eh["easy_acc"], eh["hard_acc"]))
-        assert r["speedup"] == pytest.approx(speed.loc[r["name"], "speedup"]) and r["examples_per_s"] > 0
+        assert (
+            r["speedup"] == pytest.approx(speed.loc[r["name"], "speedup"])
+            and r["examples_per_s"] > 0
+        )
         if row.get("f_bias") is not None and r["name"] != "teacher":
             assert r["f_bias"] == pytest.approx(row["f_bias"])
     assert result["models"][0]["speedup"] == 1.0
     assert "Table 4: Easy / hard examples of dev" in (report / "report.md").read_text()
     card, results = _card(models[1])  # rewritten with the audit's numbers and measured speed-up
     assert results[("dev", "accuracy")] == round(result["models"][1]["acc_id"], 4)
-    assert f"{result['models'][1]['speedup']:.2f}× teacher" in card.text and "Audited by robust-compress" in card.text
+    assert (
+        f"{result['models'][1]['speedup']:.2f}× teacher" in card.text
+        and "Audited by robust-compress" in card.text
+    )
     assert "compression: magnitude" in card.text  # the recipe is kept
 
 
 def test_audit_on_the_command_line_reuses_the_cached_bias_model(written, tmp_path):
     cache = tmp_path / "cache"
-    args = ["audit", str(written["teacher"]), str(written["mag"]), str(written["int8"]), "--task", str(written["task"]),
-            "-o", str(tmp_path / "a"), "-s", "eval_limit=40", "-s", f"cache_dir={cache}", "-s", "max_length=32",
-            "-s", "batch_size=16", "-s", "lr=0.002", "-s", "seed=0", "-s", "max_steps=4", "--examples", "16",
-            "--repeats", "1"]
+    args = [
+        "audit",
+        str(written["teacher"]),
+        str(written["mag"]),
+        str(written["int8"]),
+        "--task",
+        str(written["task"]),
+        "-o",
+        str(tmp_path / "a"),
+        "-s",
+        "eval_limit=40",
+        "-s",
+        f"cache_dir={cache}",
+        "-s",
+        "max_length=32",
+        "-s",
+        "batch_size=16",
+        "-s",
+        "lr=0.002",
+        "-s",
+        "seed=0",
+        "-s",
+        "max_steps=4",
+        "--examples",
+        "16",
+        "--repeats",
+        "1",
+    ]
     r = cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "bias-only model: training" in r.stderr
-    lines = [x for x in r.stdout.splitlines() if x.split()[:1] and x.split()[0] in ("teacher", "mag", "mag-int8")]
+    lines = [
+        x
+        for x in r.stdout.splitlines()
+        if x.split()[:1] and x.split()[0] in ("teacher", "mag", "mag-int8")
+    ]
     assert len(lines) == 3 and re.search(r"1\.00x", lines[0]) and "report:" in r.stdout
     summary = json.loads((tmp_path / "a" / "models" / "mag" / "summary.json").read_text())
     assert summary["splits"]["dev"]["n"] == 40  # -s eval_limit=40 reached the evaluation
@@ -77,15 +132,29 @@ def test_audit_on_the_command_line_reuses_the_cached_bias_model(written, tmp_pat
 
 def test_audit_of_models_in_other_label_orders_gives_the_original_predictions(written, tmp_path):
     root = tmp_path / "copies"
-    copies = [save_reordered(written["teacher"], root / n, names, rows) for n, (names, rows, _) in ORDERS.items()]
-    cfg = tiny_run_config(written["teacher"], written["task"], tmp_path / "x", label_map=ORDERS["label-k"][2],
-                          **AUDIT)
-    result = audit([str(written["teacher"])] + [str(c) for c in copies], cfg, tmp_path / "audit", bias=str(
-        written["bias"]), speed_examples=0)
+    copies = [
+        save_reordered(written["teacher"], root / n, names, rows)
+        for n, (names, rows, _) in ORDERS.items()
+    ]
+    cfg = tiny_run_config(
+        written["teacher"], written["task"], tmp_path / "x", label_map=ORDERS["label-k"][2], **AUDIT
+    )
+    result = audit(
+        [str(written["teacher"])] + [str(c) for c in copies],
+        cfg,
+        tmp_path / "audit",
+        bias=str(written["bias"]),
+        speed_examples=0,
+    )
     assert [r["name"] for r in result["models"]] == ["teacher", *ORDERS]
     for name in ORDERS:
-        _same_tables(tmp_path / "audit" / "models" / "teacher", tmp_path / "audit" / "models" / name)
-        assert result["models"][list(ORDERS).index(name) + 1]["f_bias"] in (None, pytest.approx(1.0))
+        _same_tables(
+            tmp_path / "audit" / "models" / "teacher", tmp_path / "audit" / "models" / name
+        )
+        assert result["models"][list(ORDERS).index(name) + 1]["f_bias"] in (
+            None,
+            pytest.approx(1.0),
+        )
     assert not (tmp_path / "cache" / "bias").exists()  # --bias given: nothing trained
 
 

@@ -19,20 +19,43 @@ def teacher(tiny_dir, tiny_task, tmp_path):
 
 
 def test_finetune_writes_complete_artifact(teacher):
-    for f in ("model.safetensors", "config.json", "tokenizer_config.json", "run_config.yaml", "summary.json",
-              "train_metrics.json", "compression.json", "predictions/dev.parquet", "predictions/ood.parquet"):
+    for f in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer_config.json",
+        "run_config.yaml",
+        "summary.json",
+        "train_metrics.json",
+        "compression.json",
+        "predictions/dev.parquet",
+        "predictions/ood.parquet",
+    ):
         assert (teacher / f).is_file(), f
     s = json.loads((teacher / "summary.json").read_text())
     assert s["splits"]["dev"]["accuracy"] > 0.6  # the cue word is learnable
-    assert set(s["splits"]["ood"]["by_kind"]) == {"k1/entailment", "k1/non-entailment", "k2/entailment",
-                                                  "k2/non-entailment"}
+    assert set(s["splits"]["ood"]["by_kind"]) == {
+        "k1/entailment",
+        "k1/non-entailment",
+        "k2/entailment",
+        "k2/non-entailment",
+    }
     assert "delta" in s
     assert not (teacher.parent / "teacher.partial").exists()
 
 
 def test_magnitude_compress_reaches_sparsity_and_records_it(tiny_task, tmp_path, teacher):
-    cfg = tiny_run_config(teacher, tiny_task, tmp_path / "m50", inputs={"teacher": str(teacher)}, compression={
-        "method": "magnitude", "sparsity": 0.5, "prune_end": 0.5, "snapshots": [0.25, 0.5]})
+    cfg = tiny_run_config(
+        teacher,
+        tiny_task,
+        tmp_path / "m50",
+        inputs={"teacher": str(teacher)},
+        compression={
+            "method": "magnitude",
+            "sparsity": 0.5,
+            "prune_end": 0.5,
+            "snapshots": [0.25, 0.5],
+        },
+    )
     out = compress(cfg)
     rec = json.loads((out / "compression.json").read_text())
     assert abs(rec["measured_sparsity"] - 0.5) < 1e-3
@@ -44,9 +67,17 @@ def test_magnitude_compress_reaches_sparsity_and_records_it(tiny_task, tmp_path,
     assert "f_bias" in json.loads((out / "summary.json").read_text())
 
 
-def test_kd_uses_cache_and_skips_teacher_on_hit(tiny_dir, tiny_task, tmp_path, teacher, monkeypatch):
-    cfg = tiny_run_config(tiny_dir, tiny_task, tmp_path / "kd1", loss={"name": "kd", "temperature": 2.0},
-                          inputs={"teacher": str(teacher)}, compression={"method": "distill"})
+def test_kd_uses_cache_and_skips_teacher_on_hit(
+    tiny_dir, tiny_task, tmp_path, teacher, monkeypatch
+):
+    cfg = tiny_run_config(
+        tiny_dir,
+        tiny_task,
+        tmp_path / "kd1",
+        loss={"name": "kd", "temperature": 2.0},
+        inputs={"teacher": str(teacher)},
+        compression={"method": "distill"},
+    )
     compress(cfg)
     cache_files = list((tmp_path / "cache" / "logits").glob("*.safetensors"))
     assert len(cache_files) == 1
@@ -56,24 +87,41 @@ def test_kd_uses_cache_and_skips_teacher_on_hit(tiny_dir, tiny_task, tmp_path, t
 
     monkeypatch.setattr("robust_compress.train.logit_cache.load_for_inference", boom)
     compress(cfg.model_copy(update={"output_dir": str(tmp_path / "kd2"), "seed": 1}))
-    assert len(list((tmp_path / "cache" / "logits").glob("*.safetensors"))) == 1  # the hit wrote nothing new
+    assert (
+        len(list((tmp_path / "cache" / "logits").glob("*.safetensors"))) == 1
+    )  # the hit wrote nothing new
 
 
 def test_truncate_and_quantize(tiny_task, tmp_path, teacher):
-    out = compress(tiny_run_config(teacher, tiny_task, tmp_path / "t1", inputs={"teacher": str(teacher)},
-                                   compression={"method": "truncate", "layers": 1}))
+    out = compress(
+        tiny_run_config(
+            teacher,
+            tiny_task,
+            tmp_path / "t1",
+            inputs={"teacher": str(teacher)},
+            compression={"method": "truncate", "layers": 1},
+        )
+    )
     assert load_model(str(out), LABELS).config.num_hidden_layers == 1
-    q = compress(tiny_run_config(teacher, tiny_task, tmp_path / "q", bf16=True, compression={"method": "quantize"}))
+    q = compress(
+        tiny_run_config(
+            teacher, tiny_task, tmp_path / "q", bf16=True, compression={"method": "quantize"}
+        )
+    )
     assert json.loads((q / "quantization.json").read_text())["scheme"] == "dynamic-int8"
     m = load_model(str(teacher), LABELS).eval()
     x = {"input_ids": torch.tensor([[2, 7, 8, 3, 10, 3]])}
     qm = quantize(m)
     assert is_quantized(qm)  # every Linear runs with int8 weights ...
     linears = [mod for mod in qm.modules() if isinstance(mod, torch.nn.Linear)]
-    assert linears and all("Int8" in type(mod.weight).__name__ or "Affine" in type(mod.weight).__name__
-                           for mod in linears), {type(mod.weight).__name__ for mod in linears}
+    assert linears and all(
+        "Int8" in type(mod.weight).__name__ or "Affine" in type(mod.weight).__name__
+        for mod in linears
+    ), {type(mod.weight).__name__ for mod in linears}
     got, ref = qm(**x).logits, m(**x).logits
-    assert not torch.equal(got, ref)  # ... so the logits move (a no-op "quantization" keeps them equal) ...
+    assert not torch.equal(
+        got, ref
+    )  # ... so the logits move (a no-op "quantization" keeps them equal) ...
     torch.testing.assert_close(got, ref, atol=0.1, rtol=0.1)  # ... by little
     from safetensors import safe_open
 
@@ -83,7 +131,9 @@ def test_truncate_and_quantize(tiny_task, tmp_path, teacher):
 
 def test_evaluate_command_scores_an_int8_folder_as_int8(tiny_task, tmp_path, teacher):
     """`evaluate <int8 folder>` must score the quantized model, not its stored float weights."""
-    q = compress(tiny_run_config(teacher, tiny_task, tmp_path / "q", compression={"method": "quantize"}))
+    q = compress(
+        tiny_run_config(teacher, tiny_task, tmp_path / "q", compression={"method": "quantize"})
+    )
     assert is_quantized(load_for_inference(q, LABELS))
     cfg = tiny_run_config(q, tiny_task, tmp_path / "unused")
     summary = evaluate_folder(q, cfg, tmp_path / "eval-q")
@@ -95,17 +145,22 @@ def test_evaluate_command_scores_an_int8_folder_as_int8(tiny_task, tmp_path, tea
     again = pd.read_parquet(tmp_path / "eval-q" / "predictions" / "dev.parquet")
     assert (own["p_entailment"] - again["p_entailment"]).abs().max() < 1e-6
     floats = pd.read_parquet(tmp_path / "eval-f" / "predictions" / "dev.parquet")
-    assert (floats["p_entailment"] - again["p_entailment"]).abs().max() > 1e-6  # int8 differs from float
+    assert (
+        floats["p_entailment"] - again["p_entailment"]
+    ).abs().max() > 1e-6  # int8 differs from float
     assert summary["splits"]["dev"]["n"] == float_summary["splits"]["dev"]["n"]
 
 
-@pytest.mark.parametrize("settings,match", [
-    ({"method": "magnitude", "sparsity": 1.0}, "sparsity"),
-    ({"method": "magnitude", "sparsity": -0.1}, "sparsity"),
-    ({"method": "heads"}, "needs `heads`"),
-    ({"method": "truncate"}, "exactly one of `layers` and `keep`"),
-    ({"method": "bogus"}, "compression"),
-])
+@pytest.mark.parametrize(
+    "settings,match",
+    [
+        ({"method": "magnitude", "sparsity": 1.0}, "sparsity"),
+        ({"method": "magnitude", "sparsity": -0.1}, "sparsity"),
+        ({"method": "heads"}, "needs `heads`"),
+        ({"method": "truncate"}, "exactly one of `layers` and `keep`"),
+        ({"method": "bogus"}, "compression"),
+    ],
+)
 def test_bad_compression_settings(tiny_dir, tiny_task, settings, match):
     from robust_compress.config import validate
 
@@ -128,8 +183,12 @@ def test_student_with_other_label_set_is_refused(teacher):
 
 
 def test_too_many_heads_is_refused_before_training(tiny_task, tmp_path, teacher, monkeypatch):
-    monkeypatch.setattr("robust_compress.stages.training.train", lambda *a, **k: pytest.fail("trained"))
-    cfg = tiny_run_config(teacher, tiny_task, tmp_path / "h", compression={"method": "heads", "heads": 99})
+    monkeypatch.setattr(
+        "robust_compress.stages.training.train", lambda *a, **k: pytest.fail("trained")
+    )
+    cfg = tiny_run_config(
+        teacher, tiny_task, tmp_path / "h", compression={"method": "heads", "heads": 99}
+    )
     with pytest.raises(UserError, match="cannot remove 99 of 8 heads"):
         compress(cfg)
     assert not (tmp_path / "h").exists() and not (tmp_path / "h.partial").exists()
@@ -138,9 +197,20 @@ def test_too_many_heads_is_refused_before_training(tiny_task, tmp_path, teacher,
 def test_head_pruning_compress_shrinks_and_reloads(tiny_task, tmp_path, teacher):
     from transformers import AutoModelForSequenceClassification
 
-    out = compress(tiny_run_config(teacher, tiny_task, tmp_path / "h2", inputs={"teacher": str(teacher)},
-                                   compression={"method": "heads", "heads": 3, "iterative_steps": 2,
-                                                "importance_batches": 2}))
+    out = compress(
+        tiny_run_config(
+            teacher,
+            tiny_task,
+            tmp_path / "h2",
+            inputs={"teacher": str(teacher)},
+            compression={
+                "method": "heads",
+                "heads": 3,
+                "iterative_steps": 2,
+                "importance_batches": 2,
+            },
+        )
+    )
     rec = json.loads((out / "compression.json").read_text())
     assert rec["heads_removed"] == 3
     assert sum(len(v) for v in rec["pruned_heads"].values()) == 3
@@ -151,8 +221,14 @@ def test_head_pruning_compress_shrinks_and_reloads(tiny_task, tmp_path, teacher)
 
 
 def test_ffn_pruning_is_reachable_from_the_config(tiny_task, tmp_path, teacher):
-    out = compress(tiny_run_config(teacher, tiny_task, tmp_path / "f", compression={
-        "method": "heads", "ffn": 0.25, "importance_batches": 2}))
+    out = compress(
+        tiny_run_config(
+            teacher,
+            tiny_task,
+            tmp_path / "f",
+            compression={"method": "heads", "ffn": 0.25, "importance_batches": 2},
+        )
+    )
     rec = json.loads((out / "compression.json").read_text())
     assert rec["ffn_neurons_removed"] == round(0.25 * 2 * 64)
     assert rec["heads_removed"] == 0
@@ -166,8 +242,11 @@ def test_int8_artifact_is_int8_reloads_and_scores_as_saved(tiny_task, tmp_path, 
     import pandas as pd
     from safetensors import safe_open
 
-    q = compress(tiny_run_config(teacher, tiny_task, tmp_path / "q", compression={"method": "quantize",
-                                                                               "scheme": scheme}))
+    q = compress(
+        tiny_run_config(
+            teacher, tiny_task, tmp_path / "q", compression={"method": "quantize", "scheme": scheme}
+        )
+    )
     with safe_open(str(q / "model.safetensors"), framework="pt") as f:
         dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118 (not iterable)
     if scheme == "dynamic-int8":
@@ -182,8 +261,12 @@ def test_int8_artifact_is_int8_reloads_and_scores_as_saved(tiny_task, tmp_path, 
     assert (own - again).abs().max() < 1e-6
 
 
-def test_a_run_with_the_controlled_shortcut_reports_reliance_and_delta(tiny_dir, tiny_task, tmp_path):
-    out = finetune(tiny_run_config(tiny_dir, tiny_task, tmp_path / "cue", max_steps=4, cue={"rho": 0.5}))
+def test_a_run_with_the_controlled_shortcut_reports_reliance_and_delta(
+    tiny_dir, tiny_task, tmp_path
+):
+    out = finetune(
+        tiny_run_config(tiny_dir, tiny_task, tmp_path / "cue", max_steps=4, cue={"rho": 0.5})
+    )
     s = json.loads((out / "summary.json").read_text())
     assert {"dev+cue_aligned", "dev+cue_conflicting"} <= set(s["splits"])
     assert s["delta_ood"]["splits"] == ["ood"] and s["delta"] is not None
@@ -195,9 +278,25 @@ def test_speed_command_times_models_against_the_first(tiny_task, tmp_path, teach
 
     from robust_compress.cli import app
 
-    q = compress(tiny_run_config(teacher, tiny_task, tmp_path / "q", compression={"method": "quantize"}))
-    r = CliRunner().invoke(app, ["speed", str(teacher), str(q), "--task", str(tiny_task), "--examples", "16",
-                                 "--repeats", "1", "-o", str(tmp_path / "speed.json")])
+    q = compress(
+        tiny_run_config(teacher, tiny_task, tmp_path / "q", compression={"method": "quantize"})
+    )
+    r = CliRunner().invoke(
+        app,
+        [
+            "speed",
+            str(teacher),
+            str(q),
+            "--task",
+            str(tiny_task),
+            "--examples",
+            "16",
+            "--repeats",
+            "1",
+            "-o",
+            str(tmp_path / "speed.json"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     rates = json.loads((tmp_path / "speed.json").read_text())["examples_per_s"]
     assert set(rates) == {str(teacher), str(q)} and all(v > 0 for v in rates.values())

@@ -24,8 +24,13 @@ def _mnli_dir(tmp_path, train_rows):
 
 
 def test_labels_by_name_and_index(tmp_path):
-    d = _mnli_dir(tmp_path, [{"premise": "p", "hypothesis": "h", "label": "neutral"},
-                             {"premise": "p", "hypothesis": "h", "label": 2}])
+    d = _mnli_dir(
+        tmp_path,
+        [
+            {"premise": "p", "hypothesis": "h", "label": "neutral"},
+            {"premise": "p", "hypothesis": "h", "label": 2},
+        ],
+    )
     split = load_split(MNLI, "train", d)
     assert [e["label"] for e in split.examples] == [1, 2]
 
@@ -58,7 +63,9 @@ def test_missing_file(tmp_path):
 
 def test_collapse_three_way_to_two_way_sums_probabilities():
     probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.3, 0.6]])
-    two = collapse_probs(probs, MNLI.labels, MNLI.splits["hans"].collapse, ["entailment", "non-entailment"])
+    two = collapse_probs(
+        probs, MNLI.labels, MNLI.splits["hans"].collapse, ["entailment", "non-entailment"]
+    )
     np.testing.assert_allclose(two, [[0.5, 0.5], [0.1, 0.9]])
     np.testing.assert_allclose(two.sum(1), 1.0)
 
@@ -68,9 +75,11 @@ def test_custom_task_from_yaml(tmp_path):
     _write(tmp_path / "d" / "ood.csv", [])
     (tmp_path / "d" / "ood.csv").write_text("s1,s2,label,kind\nx,y,neg,k1\nz,w,pos,k2\n")
     spec = tmp_path / "task.yaml"
-    spec.write_text("name: mine\ntext_a: s1\ntext_b: s2\nlabels: [neg, pos]\nsplits:\n"
-                    "  train: {role: train, local: [d/tr.jsonl]}\n"
-                    "  stress: {role: ood, local: [d/ood.csv], group_by: [kind]}\n")
+    spec.write_text(
+        "name: mine\ntext_a: s1\ntext_b: s2\nlabels: [neg, pos]\nsplits:\n"
+        "  train: {role: train, local: [d/tr.jsonl]}\n"
+        "  stress: {role: ood, local: [d/ood.csv], group_by: [kind]}\n"
+    )
     task = load_task(str(spec))
     assert task.eval_splits() == ["stress"]
     ood = load_split(task, "stress", tmp_path)
@@ -79,7 +88,10 @@ def test_custom_task_from_yaml(tmp_path):
 
 def test_bad_task_yaml_names_key(tmp_path):
     spec = tmp_path / "task.yaml"
-    spec.write_text("name: t\ntext_a: a\ntext_b: b\nlabels: [x, y]\nsplits:\n  dev: {role: id, local: [f.jsonl]}\n")
+    spec.write_text(
+        "name: t\ntext_a: a\ntext_b: b\nlabels: [x, y]\n"
+        "splits:\n  dev: {role: id, local: [f.jsonl]}\n"
+    )
     with pytest.raises(UserError, match="exactly one split must have role 'train'"):
         load_task(str(spec))
 
@@ -89,10 +101,24 @@ def test_hub_code_path_via_datasets(tmp_path):
     from robust_compress.data.tasks import HubSource, SplitSpec, TaskSpec
 
     f = tmp_path / "x.jsonl"
-    _write(f, [{"premise": "p", "hypothesis": "h", "label": 0}, {"premise": "q", "hypothesis": "r", "label": 2}])
-    task = TaskSpec(name="t", text_a="premise", text_b="hypothesis", labels=MNLI.labels,
-                    splits={"train": SplitSpec(role="train", hub=HubSource(path="json", split="train",
-                                                                           data_files=str(f)))})
+    _write(
+        f,
+        [
+            {"premise": "p", "hypothesis": "h", "label": 0},
+            {"premise": "q", "hypothesis": "r", "label": 2},
+        ],
+    )
+    task = TaskSpec(
+        name="t",
+        text_a="premise",
+        text_b="hypothesis",
+        labels=MNLI.labels,
+        splits={
+            "train": SplitSpec(
+                role="train", hub=HubSource(path="json", split="train", data_files=str(f))
+            )
+        },
+    )
     split = load_split(task, "train", source="hub")
     assert [e["label"] for e in split.examples] == [0, 2]
     assert split.origin.startswith("hub:json")
@@ -102,7 +128,11 @@ def test_hub_code_path_via_datasets(tmp_path):
 def test_shared_mnli_and_hans_load():
     hans = load_split(MNLI, "hans", DATA, limit=600, seed=1)
     assert len(hans) == 600 and hans.labels == ["entailment", "non-entailment"]
-    assert {e["heuristic"] for e in hans.examples} == {"lexical_overlap", "subsequence", "constituent"}
+    assert {e["heuristic"] for e in hans.examples} == {
+        "lexical_overlap",
+        "subsequence",
+        "constituent",
+    }
     again = load_split(MNLI, "hans", DATA, limit=600, seed=1)
     assert [e["id"] for e in again.examples] == [e["id"] for e in hans.examples]
     dev = load_split(MNLI, "dev_matched", DATA)
@@ -110,8 +140,10 @@ def test_shared_mnli_and_hans_load():
 
 
 @needs_shared
-@pytest.mark.parametrize("task,split", [("qqp", "paws_qqp"), ("fever", "symmetric_v1"), ("fever", "symmetric_v2"),
-                                        ("qqp", "train")])
+@pytest.mark.parametrize(
+    "task,split",
+    [("qqp", "paws_qqp"), ("fever", "symmetric_v1"), ("fever", "symmetric_v2"), ("qqp", "train")],
+)
 def test_shared_other_tasks_load(task, split):
     s = load_split(BUILTIN[task], split, DATA)
     assert len(s) > 100

@@ -27,14 +27,18 @@ def test_every_relative_link_resolves(page):
         assert path.exists(), f"{page.name}: link to {target} does not resolve"
         anchor = target.split("#")[1] if "#" in target else None
         if anchor and path.suffix == ".md":
-            heads = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-")
-                     for h in re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), re.MULTILINE)}
+            heads = {
+                re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-")
+                for h in re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), re.MULTILINE)
+            }
             assert anchor in heads, f"{page.name}: no heading #{anchor} in {target}"
 
 
 def test_every_result_table_is_generated_from_the_exports():
     tables = runpy.run_path(str(ROOT / "docs" / "tables.py"))
-    assert tables["main"](["--check"]) == 0, "a table in README/docs differs from its export: run python docs/tables.py"
+    assert tables["main"](["--check"]) == 0, (
+        "a table in README/docs differs from its export: run python docs/tables.py"
+    )
 
 
 def test_a_table_edited_by_hand_is_caught(tmp_path, monkeypatch):
@@ -58,33 +62,53 @@ def test_the_readme_is_a_front_door():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 260
     first_screen = "\n".join(text.splitlines()[:60])
-    assert "## Three commands" in first_screen and "robust-compress reproduce configs/mnli-minilm-quick.yaml" in first_screen
+    assert (
+        "## Three commands" in first_screen
+        and "robust-compress reproduce configs/mnli-minilm-quick.yaml" in first_screen
+    )
     assert "your own" in first_screen.lower()
 
 
 def test_the_commands_the_readme_names_exist():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     named = set(re.findall(r"^\| `([a-z-]+)[ `]", text, re.MULTILINE))
-    out = subprocess.run([sys.executable, "-m", "robust_compress.cli", "--help"], capture_output=True, text=True,
-                         check=True, cwd=ROOT).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "robust_compress.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
     for cmd in named:
-        assert re.search(rf"^\s+{cmd}\b", out, re.MULTILINE), f"README names `{cmd}`, the CLI has no such command"
+        assert re.search(rf"^\s+{cmd}\b", out, re.MULTILINE), (
+            f"README names `{cmd}`, the CLI has no such command"
+        )
 
 
 def test_the_report_imports_no_torch():
     """Rendering tables needs numpy, pandas and matplotlib: `import robust_compress.report` loads no
     torch, transformers, accelerate or torchao (an import-graph property, not a timing)."""
-    code = ("import sys, robust_compress.report\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'accelerate', 'torchao') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    code = (
+        "import sys, robust_compress.report\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'accelerate', 'torchao') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
     assert out.strip() == "[]"
 
 
 def test_tasks_names_the_data_folder_it_read():
     from .conftest import DATA
 
-    r = subprocess.run([sys.executable, "-m", "robust_compress.cli", "tasks", "--data-dir", str(DATA)],
-                       capture_output=True, text=True, check=True, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "robust_compress.cli", "tasks", "--data-dir", str(DATA)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     assert r.stdout.splitlines()[0] == f"data folder: {DATA.resolve()}"
 
 
@@ -94,9 +118,9 @@ PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
 @pytest.mark.integration
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
 def test_every_preset_dry_runs(preset, monkeypatch):
-    """From a fresh clone: a study preset plans and checks (a missing teacher.path is fine-tuned first
-    from teacher.config); one that needs the hub or a download says so in one line; a run config
-    points to `finetune -c`."""
+    """From a fresh clone: a study preset plans and checks (a missing teacher.path is fine-tuned
+    first from teacher.config); one that needs the hub or a download says so in one line; a run
+    config points to `finetune -c`."""
     from robust_compress.io import UserError
     from robust_compress.study.run import prepare
 
@@ -116,4 +140,6 @@ def test_every_preset_dry_runs(preset, monkeypatch):
         elif "hub" in msg:
             assert "hub" in header.lower(), f"{preset.name} needs the hub: its header must say so"
         else:
-            assert "not found" in msg and ("fetch-all-mpnet" in header or "download" in header.lower()), msg
+            assert "not found" in msg and (
+                "fetch-all-mpnet" in header or "download" in header.lower()
+            ), msg

@@ -45,19 +45,28 @@ def local_metrics(tmp_path_factory, tiny_dir, shared_tiny_task):
 def test_waves_are_the_graphs_topological_levels(tmp_path, tiny_dir, tiny_task):
     _, stages = prepare(_study(tmp_path, tiny_dir, tiny_task, "w"))
     assert [[s.name for s in w] for w in waves(stages)] == [
-        ["teacher", "bias-overlap"], ["uncertainty-pruning", "mag-0.5/ce/seed0"], ["uncertainty"],
-        ["mag-0.5/rmc/seed0"]]
+        ["teacher", "bias-overlap"],
+        ["uncertainty-pruning", "mag-0.5/ce/seed0"],
+        ["uncertainty"],
+        ["mag-0.5/rmc/seed0"],
+    ]
 
 
-def test_ray_runs_the_study_to_the_same_metrics(ray_cluster, local_metrics, tmp_path, tiny_dir, shared_tiny_task):
+def test_ray_runs_the_study_to_the_same_metrics(
+    ray_cluster, local_metrics, tmp_path, tiny_dir, shared_tiny_task
+):
     path = _study(tmp_path, tiny_dir, shared_tiny_task, "ray")
     assert _metrics(path, executor=Ray()) == local_metrics
     rep = Notes()
-    reproduce(path, executor=Ray(), reporter=rep)  # done anywhere is done everywhere: nothing to submit
+    reproduce(
+        path, executor=Ray(), reporter=rep
+    )  # done anywhere is done everywhere: nothing to submit
     assert "ray: 0 stages submitted" in rep.notes[0]
 
 
-def test_a_lost_ray_worker_is_retried_and_resumes(ray_cluster, local_metrics, tmp_path, tiny_dir, shared_tiny_task):
+def test_a_lost_ray_worker_is_retried_and_resumes(
+    ray_cluster, local_metrics, tmp_path, tiny_dir, shared_tiny_task
+):
     """The first stage past its first checkpoint (the teacher) SIGKILLs its worker once; Ray retries
     it, it resumes from its `.partial` checkpoint, and the study ends with the same metrics."""
     ray_cluster.write_text("")
@@ -68,12 +77,16 @@ def test_a_lost_ray_worker_is_retried_and_resumes(ray_cluster, local_metrics, tm
     assert any(n.startswith("teacher: resumed from step") for n in rep.notes), rep.notes
 
 
-def test_submitit_runs_the_study_as_job_arrays_to_the_same_metrics(local_metrics, tmp_path, tiny_dir,
-                                                                    shared_tiny_task):
+def test_submitit_runs_the_study_as_job_arrays_to_the_same_metrics(
+    local_metrics, tmp_path, tiny_dir, shared_tiny_task
+):
     pytest.importorskip("submitit")
     rep = Notes()
     path = _study(tmp_path, tiny_dir, shared_tiny_task, "submitit")
-    assert _metrics(path, executor=Submitit(cluster="local", folder=tmp_path / "jobs"), reporter=rep) == local_metrics
+    assert (
+        _metrics(path, executor=Submitit(cluster="local", folder=tmp_path / "jobs"), reporter=rep)
+        == local_metrics
+    )
     arrays = [n for n in rep.notes if n.startswith("submitit (local): an array of")]
     assert len(arrays) == 4, rep.notes
 
@@ -83,7 +96,9 @@ def test_executor_options_are_checked_before_any_work(tmp_path, tiny_dir, tiny_t
 
     path = _study(tmp_path, tiny_dir, tiny_task, "opts")
     r = cli("reproduce", str(path), "--executor", "ray", "--slurm-partition", "gpu")
-    assert r.returncode == 2 and r.stderr.strip() == "error: --executor ray takes no --slurm-partition", r.stderr
+    assert (
+        r.returncode == 2 and r.stderr.strip() == "error: --executor ray takes no --slurm-partition"
+    ), r.stderr
     assert not (tmp_path / "opts").exists()
     with pytest.raises(UserError, match="--executor 'dask': use one of local, ray, submitit"):
         make_executor("dask")

@@ -1,4 +1,5 @@
-"""Structured pruning (models.pruned surgery, compress.structured importance) on tiny random BERTs."""
+"""Structured pruning (models.pruned surgery, compress.structured importance) on tiny random
+BERTs."""
 
 from __future__ import annotations
 
@@ -25,18 +26,28 @@ HEAD_DIM = HIDDEN // N_HEADS
 
 def tiny_model(seed: int = 0) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=60, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=N_HEADS,
-                     intermediate_size=FFN, max_position_embeddings=32, num_labels=3)
+    cfg = BertConfig(
+        vocab_size=60,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=N_HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=32,
+        num_labels=3,
+    )
     return BertForSequenceClassification(cfg).eval()
 
 
 def make_batch(seed: int = 1, size: int = 4, length: int = 10) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     mask = torch.ones(size, length, dtype=torch.long)
-    mask[0, length // 2:] = 0  # one padded example, so masking is exercised
-    return {"input_ids": torch.randint(0, 60, (size, length), generator=g), "attention_mask": mask,
-            "token_type_ids": torch.zeros(size, length, dtype=torch.long),
-            "labels": torch.randint(0, 3, (size,), generator=g)}
+    mask[0, length // 2 :] = 0  # one padded example, so masking is exercised
+    return {
+        "input_ids": torch.randint(0, 60, (size, length), generator=g),
+        "attention_mask": mask,
+        "token_type_ids": torch.zeros(size, length, dtype=torch.long),
+        "labels": torch.randint(0, 3, (size,), generator=g),
+    }
 
 
 def logits(model, batch) -> torch.Tensor:
@@ -45,14 +56,19 @@ def logits(model, batch) -> torch.Tensor:
 
 
 def gate_heads(model, heads: dict[int, list[int]]) -> list:
-    """Dense-model reference: zero the chosen heads' slices at the input of attention.output.dense."""
+    """Dense-model reference: zero the chosen heads' slices at the input of
+    attention.output.dense."""
     handles = []
     for layer, idx in heads.items():
+
         def hook(module, args, idx=idx):
             x = args[0].unflatten(-1, (N_HEADS, HEAD_DIM)).clone()
             x[..., idx, :] = 0
             return (x.flatten(-2),)
-        handles.append(model.bert.encoder.layer[layer].attention.output.dense.register_forward_pre_hook(hook))
+
+        handles.append(
+            model.bert.encoder.layer[layer].attention.output.dense.register_forward_pre_hook(hook)
+        )
     return handles
 
 
@@ -64,24 +80,35 @@ def test_pruned_model_matches_dense_twin_with_gated_heads():
     dense, batch = tiny_model(), make_batch()
     pruned = prune_heads(copy.deepcopy(dense), {0: [1, 3], 1: [0]})
     gate_heads(dense, {0: [1, 3], 1: [0]})
-    assert not torch.allclose(logits(dense, batch), logits(tiny_model(), batch), atol=1e-4)  # gating matters
+    assert not torch.allclose(
+        logits(dense, batch), logits(tiny_model(), batch), atol=1e-4
+    )  # gating matters
     torch.testing.assert_close(logits(pruned, batch), logits(dense, batch), atol=1e-5, rtol=0)
     assert [b.attention.self.num_attention_heads for b in pruned.bert.encoder.layer] == [2, 3]
-    assert [b.attention.self.all_head_size for b in pruned.bert.encoder.layer] == [2 * HEAD_DIM, 3 * HEAD_DIM]
+    assert [b.attention.self.all_head_size for b in pruned.bert.encoder.layer] == [
+        2 * HEAD_DIM,
+        3 * HEAD_DIM,
+    ]
     assert pruned.bert.encoder.layer[0].attention.self.query.weight.shape == (2 * HEAD_DIM, HIDDEN)
-    assert pruned.bert.encoder.layer[0].attention.output.dense.weight.shape == (HIDDEN, 2 * HEAD_DIM)
+    assert pruned.bert.encoder.layer[0].attention.output.dense.weight.shape == (
+        HIDDEN,
+        2 * HEAD_DIM,
+    )
 
 
 def test_parameter_count_shrinks_exactly():
     model = tiny_model()
     before = n_params(model)
     prune_heads(model, {0: [0, 2], 1: [3]})
-    # each head: Q, K, V lose HEAD_DIM rows (weights + bias); the output dense loses HEAD_DIM columns
+    # each head: Q, K, V lose HEAD_DIM rows (weights + bias); the output dense loses HEAD_DIM
+    # columns
     per_head = 3 * (HEAD_DIM * HIDDEN + HEAD_DIM) + HIDDEN * HEAD_DIM
     assert before - n_params(model) == 3 * per_head
     before = n_params(model)
     prune_ffn_neurons(model, {1: [0, 5, 36]})
-    per_neuron = (HIDDEN + 1) + HIDDEN  # a row (+ bias) of intermediate.dense, a column of output.dense
+    per_neuron = (
+        HIDDEN + 1
+    ) + HIDDEN  # a row (+ bias) of intermediate.dense, a column of output.dense
     assert before - n_params(model) == 3 * per_neuron
 
 
@@ -96,7 +123,9 @@ def test_save_and_reload_reproduces_logits_and_structure(tmp_path):
     assert saved["architectures"] == ["PrunedBertForSequenceClassification"]
     assert "auto_map" not in saved  # nothing to execute from the folder
 
-    reloaded, info = AutoModelForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
+    reloaded, info = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path, output_loading_info=True
+    )
     reloaded.eval()
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
     assert type(reloaded).__name__ == "PrunedBertForSequenceClassification"
@@ -148,7 +177,9 @@ def test_prune_heads_rejects_bad_requests():
 def test_importance_shape_sign_and_zeroed_head():
     model = tiny_model()
     with torch.no_grad():  # head 2 of layer 1 no longer reaches the output
-        model.bert.encoder.layer[1].attention.output.dense.weight[:, 2 * HEAD_DIM:3 * HEAD_DIM] = 0
+        model.bert.encoder.layer[1].attention.output.dense.weight[
+            :, 2 * HEAD_DIM : 3 * HEAD_DIM
+        ] = 0
     batches = [make_batch(seed=s) for s in range(3)]
     before = logits(model, batches[0])
     imp = head_importance(model, batches)
@@ -174,6 +205,7 @@ def test_importance_is_mean_absolute_per_example_gradient():
             x = args[0].unflatten(-1, (N_HEADS, HEAD_DIM)).clone()
             x[..., head, :] *= scale
             return (x.flatten(-2),)
+
         h = model.bert.encoder.layer[layer].attention.output.dense.register_forward_pre_hook(hook)
         try:
             return F.cross_entropy(logits(model, batch), batch["labels"], reduction="none")
@@ -181,8 +213,12 @@ def test_importance_is_mean_absolute_per_example_gradient():
             h.remove()
 
     per_example = (losses(1 + eps) - losses(1 - eps)) / (2 * eps)
-    assert per_example.abs().mean() != per_example.mean().abs()  # signs differ: per-example abs matters
-    torch.testing.assert_close(imp[layer, head].double(), per_example.abs().mean(), rtol=1e-4, atol=1e-7)
+    assert (
+        per_example.abs().mean() != per_example.mean().abs()
+    )  # signs differ: per-example abs matters
+    torch.testing.assert_close(
+        imp[layer, head].double(), per_example.abs().mean(), rtol=1e-4, atol=1e-7
+    )
 
 
 def test_importance_ignores_dropout_mode_grad_mode_and_mean_loss_scaling():
@@ -190,8 +226,9 @@ def test_importance_ignores_dropout_mode_grad_mode_and_mean_loss_scaling():
     reference = head_importance(model, batches, normalize=False)
     model.train()
     with torch.no_grad():
-        imp = head_importance(model, batches, normalize=False,
-                                loss_fn=lambda z, b: F.cross_entropy(z, b["labels"]))  # a batch-mean loss
+        imp = head_importance(
+            model, batches, normalize=False, loss_fn=lambda z, b: F.cross_entropy(z, b["labels"])
+        )  # a batch-mean loss
     assert model.training  # the caller's mode is restored
     torch.testing.assert_close(imp, reference)  # measured without dropout, same per-example scale
 
@@ -208,8 +245,7 @@ def test_importance_after_pruning_is_nan_padded_and_selectable():
 
 
 def test_select_heads_least_important_globally_and_keeps_one_per_layer():
-    imp = torch.tensor([[0.1, 0.2, 0.3, 0.4],
-                        [0.9, 0.05, 0.8, 0.7]])
+    imp = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.9, 0.05, 0.8, 0.7]])
     assert select_heads(imp, 2) == {0: [0], 1: [1]}
     assert select_heads(imp, 0.25) == {0: [0], 1: [1]}  # a fraction of all 8 heads
     # the 5 lowest include all of layer 0: its last head stays and the next lowest, (1, 3), goes
@@ -218,9 +254,18 @@ def test_select_heads_least_important_globally_and_keeps_one_per_layer():
     assert all(N_HEADS - len(chosen.get(layer, [])) >= 1 for layer in range(2))
 
 
-@pytest.mark.parametrize("amount, message", [(9, "only 8"), (7, "at most 6"), (0, "positive"),
-                                             (-1, "positive"), (-0.5, "positive"), (2.5, "whole"),
-                                             (0.01, "rounds to 0")])
+@pytest.mark.parametrize(
+    "amount, message",
+    [
+        (9, "only 8"),
+        (7, "at most 6"),
+        (0, "positive"),
+        (-1, "positive"),
+        (-0.5, "positive"),
+        (2.5, "whole"),
+        (0.01, "rounds to 0"),
+    ],
+)
 def test_select_heads_errors(amount, message):
     with pytest.raises(UserError, match=message):
         select_heads(torch.rand(2, 4), amount)

@@ -1,5 +1,6 @@
-"""Bring your own model: label names and orders matched to the task's, the classifier's rows permuted
-at load, so a model saved in any order predicts exactly what the original does, everywhere."""
+"""Bring your own model: label names and orders matched to the task's, the classifier's rows
+permuted at load, so a model saved in any order predicts exactly what the original does,
+everywhere."""
 
 from __future__ import annotations
 
@@ -31,11 +32,19 @@ MNLI = ["entailment", "neutral", "contradiction"]
 
 
 def cli(*args, env=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "robust_compress.cli", *args], check=False, capture_output=True,
-                          text=True, cwd=cwd or ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "robust_compress.cli", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        timeout=600,
+    )
 
 
 # ---------------------------------------------------------------- matching names (no model needed)
+
 
 @pytest.mark.parametrize("name", list(ORDERS))
 def test_known_orders_align_to_the_task(name):
@@ -48,25 +57,43 @@ def test_synonyms_cover_the_three_tasks():
     assert align(["not_entailment", "entails"], ["entailment", "non-entailment"]) == [1, 0]
     assert align(["duplicate", "not_duplicate"], ["not_duplicate", "duplicate"]) == [1, 0]
     assert align(["1", "0"], ["not_duplicate", "duplicate"]) == [1, 0]
-    assert align(["REFUTES", "NEI", "Supports"], ["SUPPORTS", "REFUTES", "NOT ENOUGH INFO"]) == [2, 0, 1]
-    assert canonical("Not Enough Info") == canonical("not_enough_info") == canonical("NOT-ENOUGH-INFO")
+    assert align(["REFUTES", "NEI", "Supports"], ["SUPPORTS", "REFUTES", "NOT ENOUGH INFO"]) == [
+        2,
+        0,
+        1,
+    ]
+    assert (
+        canonical("Not Enough Info") == canonical("not_enough_info") == canonical("NOT-ENOUGH-INFO")
+    )
     with pytest.raises(UserError, match="no single model label means 'entailment'"):
         align(["entailment", "entailment", "contradiction"], MNLI)
 
 
 def test_refusals_name_the_problem_and_the_label_map_setting():
-    with pytest.raises(UserError, match=r"cannot be matched .*LABEL_k say nothing.*label_map setting"):
+    with pytest.raises(
+        UserError, match=r"cannot be matched .*LABEL_k say nothing.*label_map setting"
+    ):
         align(["LABEL_0", "LABEL_1", "LABEL_2"], MNLI)
     with pytest.raises(UserError, match=r"label_map: m has no label 'LABEL_5'"):
         align(["LABEL_0", "LABEL_1", "LABEL_2"], MNLI, {"LABEL_5": "neutral"}, where="m")
-    with pytest.raises(UserError, match=r"'LABEL_0' -> 'maybe', but 'maybe' is not one of the labels"):
+    with pytest.raises(
+        UserError, match=r"'LABEL_0' -> 'maybe', but 'maybe' is not one of the labels"
+    ):
         align(["LABEL_0", "LABEL_1", "LABEL_2"], MNLI, {"LABEL_0": "maybe"})
     with pytest.raises(UserError, match=r"cannot be matched .*label_map"):  # an incomplete map
-        align(["LABEL_0", "LABEL_1", "LABEL_2"], MNLI, {"LABEL_0": "neutral", "LABEL_1": "entailment"})
-    with pytest.raises(UserError, match=r"2 labels .* 3 labels .*2-way entailment model: use it on 2-way sets"):
+        align(
+            ["LABEL_0", "LABEL_1", "LABEL_2"], MNLI, {"LABEL_0": "neutral", "LABEL_1": "entailment"}
+        )
+    with pytest.raises(
+        UserError, match=r"2 labels .* 3 labels .*2-way entailment model: use it on 2-way sets"
+    ):
         align(["entailment", "not_entailment"], MNLI)
     # a map for other models does not touch a model whose names match on their own
-    assert align(["CONTRADICTION", "NEUTRAL", "ENTAILMENT"], MNLI, {"LABEL_0": "neutral"}) == [2, 1, 0]
+    assert align(["CONTRADICTION", "NEUTRAL", "ENTAILMENT"], MNLI, {"LABEL_0": "neutral"}) == [
+        2,
+        1,
+        0,
+    ]
 
 
 def test_label_map_setting_is_validated():
@@ -74,7 +101,9 @@ def test_label_map_setting_is_validated():
 
     cfg = validate({"model": "m", "label_map": {0: "neutral", "LABEL_1": "entailment"}})
     assert cfg.label_map == {"0": "neutral", "LABEL_1": "entailment"}  # YAML's int keys: indices
-    with pytest.raises(UserError, match=r"label_map: .*'LABEL_0' and 'LABEL_1' both map to 'NEUTRAL'"):
+    with pytest.raises(
+        UserError, match=r"label_map: .*'LABEL_0' and 'LABEL_1' both map to 'NEUTRAL'"
+    ):
         validate({"model": "m", "label_map": {"LABEL_0": "neutral", "LABEL_1": "NEUTRAL"}})
 
 
@@ -87,16 +116,23 @@ def _with_config(tiny_dir, tmp_path, **change):
 
 
 def test_gaps_in_id2label_and_regression_heads_are_one_line(tiny_dir, tmp_path):
-    gaps = _with_config(tiny_dir, tmp_path, id2label={"0": "entailment", "2": "neutral", "3": "contradiction"})
-    with pytest.raises(UserError, match=r"config.json: id2label keys \['0', '2', '3'\] are not 0..2"):
+    gaps = _with_config(
+        tiny_dir, tmp_path, id2label={"0": "entailment", "2": "neutral", "3": "contradiction"}
+    )
+    with pytest.raises(
+        UserError, match=r"config.json: id2label keys \['0', '2', '3'\] are not 0..2"
+    ):
         model_labels(gaps)
     shutil.rmtree(gaps)
     reg = _with_config(tiny_dir, tmp_path, id2label={"0": "LABEL_0"}, problem_type="regression")
-    with pytest.raises(UserError, match=r"a regression head \(num_labels 1 / problem_type regression\)"):
+    with pytest.raises(
+        UserError, match=r"a regression head \(num_labels 1 / problem_type regression\)"
+    ):
         load_model(str(reg), LABELS)
 
 
 # ---------------------------------------------------------------- every family, pruned types too
+
 
 def _pruned(zoo_dir, tmp_path):
     m = AutoModelForSequenceClassification.from_pretrained(zoo_dir)
@@ -111,8 +147,8 @@ def _pruned(zoo_dir, tmp_path):
 @pytest.mark.parametrize("pruned", [False, True], ids=["dense", "pruned"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_loads_in_the_task_order(family, pruned, zoo, tmp_path):  # noqa: F811
-    """The adapter names the final layer (a bias shift moves exactly the logits), and a copy saved in
-    roberta-large-mnli's order loads to the original's logits, named in the task's order."""
+    """The adapter names the final layer (a bias shift moves exactly the logits), and a copy saved
+    in roberta-large-mnli's order loads to the original's logits, named in the task's order."""
     src = _pruned(zoo[family], tmp_path) if pruned else zoo[family]
     original = load_model(str(src), LABELS).eval()
     assert original.config.model_type.startswith("pruned_") == pruned
@@ -124,10 +160,14 @@ def test_every_family_loads_in_the_task_order(family, pruned, zoo, tmp_path):  #
     names, rows, _ = ORDERS["roberta-mnli"]
     other = load_model(str(save_reordered(src, tmp_path / "other", names, rows)), LABELS).eval()
     torch.testing.assert_close(_logits(other, batch), base, atol=0, rtol=0)
-    assert other.config.id2label == dict(enumerate(LABELS)) and other.config.label2id["contradiction"] == 2
+    assert (
+        other.config.id2label == dict(enumerate(LABELS))
+        and other.config.label2id["contradiction"] == 2
+    )
 
 
-# ---------------------------------------------------------------- evaluate, compress, teacher logits, int8
+# --------------------------------------------------------- evaluate, compress, teacher logits, int8
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, written, shared_tiny_task):
@@ -135,24 +175,45 @@ def trained(tmp_path_factory, written, shared_tiny_task):
     what the original gives: predictions, and a magnitude/distil compress run from it."""
     root = tmp_path_factory.mktemp("orders")
     teacher = written["teacher"]
-    copies = {n: save_reordered(teacher, root / n, names, rows) for n, (names, rows, _) in ORDERS.items()}
-    ev = evaluate_folder(teacher, tiny_run_config(teacher, shared_tiny_task, root / "x"), root / "eval")
-    assert ev["splits"]["dev"]["top_pred_share"] < 0.9  # not a constant predictor: the comparison means something
+    copies = {
+        n: save_reordered(teacher, root / n, names, rows) for n, (names, rows, _) in ORDERS.items()
+    }
+    ev = evaluate_folder(
+        teacher, tiny_run_config(teacher, shared_tiny_task, root / "x"), root / "eval"
+    )
+    assert (
+        ev["splits"]["dev"]["top_pred_share"] < 0.9
+    )  # not a constant predictor: the comparison means something
     mag = compress(_mag_cfg(teacher, teacher, shared_tiny_task, root / "mag", None))
-    return {"root": root, "teacher": teacher, "copies": copies, "eval": root / "eval", "mag": mag,
-            "task": shared_tiny_task}
+    return {
+        "root": root,
+        "teacher": teacher,
+        "copies": copies,
+        "eval": root / "eval",
+        "mag": mag,
+        "task": shared_tiny_task,
+    }
 
 
 def _mag_cfg(start, teacher, task, out, label_map):
-    return tiny_run_config(start, task, out, max_steps=3, loss={"name": "distil"}, inputs={"teacher": str(teacher)},
-                           compression={"method": "magnitude", "sparsity": 0.4, "prune_end": 0.5},
-                           label_map=label_map)
+    return tiny_run_config(
+        start,
+        task,
+        out,
+        max_steps=3,
+        loss={"name": "distil"},
+        inputs={"teacher": str(teacher)},
+        compression={"method": "magnitude", "sparsity": 0.4, "prune_end": 0.5},
+        label_map=label_map,
+    )
 
 
 def _same_tables(a, b, atol=1e-6):
     for split in ("dev", "ood"):
-        x, y = pd.read_parquet(a / "predictions" / f"{split}.parquet"), pd.read_parquet(b / "predictions" /
-                                                                                           f"{split}.parquet")
+        x, y = (
+            pd.read_parquet(a / "predictions" / f"{split}.parquet"),
+            pd.read_parquet(b / "predictions" / f"{split}.parquet"),
+        )
         assert list(x.columns) == list(y.columns)
         assert (x["pred"] == y["pred"]).all() and (x["id"] == y["id"]).all()
         probs = [c for c in x.columns if c.startswith("p_")]
@@ -160,9 +221,12 @@ def _same_tables(a, b, atol=1e-6):
 
 
 @pytest.mark.parametrize("order", list(ORDERS))
-def test_a_model_in_another_order_evaluates_compresses_and_teaches_like_the_original(order, trained, tmp_path):
-    """evaluate, the teacher's logits (cached, in the task's order), and a magnitude + Distil run that
-    starts from the copy and learns from it: the original's numbers (the run: its weights too)."""
+def test_a_model_in_another_order_evaluates_compresses_and_teaches_like_the_original(
+    order, trained, tmp_path
+):
+    """evaluate, the teacher's logits (cached, in the task's order), and a magnitude + Distil run
+    that starts from the copy and learns from it: the original's numbers (the run: its weights
+    too)."""
     label_map = ORDERS[order][2]
     copy, task = trained["copies"][order], trained["task"]
     cfg = tiny_run_config(copy, task, tmp_path / "x", label_map=label_map)
@@ -174,26 +238,39 @@ def test_a_model_in_another_order_evaluates_compresses_and_teaches_like_the_orig
 
     ex = load_split(load_task(str(task)), "dev", None).examples
     cache = LogitCache(tmp_path / "cache")
-    np.testing.assert_allclose(cache.get(copy, ex, 32, LABELS, label_map), cache.get(trained["teacher"], ex, 32),
-                               atol=1e-6)
-    assert cache.misses == 2  # the copy's logits were computed from the copy, not found under the original's key
+    np.testing.assert_allclose(
+        cache.get(copy, ex, 32, LABELS, label_map), cache.get(trained["teacher"], ex, 32), atol=1e-6
+    )
+    assert (
+        cache.misses == 2
+    )  # the copy's logits were computed from the copy, not found under the original's key
 
     mag = compress(_mag_cfg(copy, copy, task, tmp_path / "mag", label_map))
     _same_tables(trained["mag"], mag)
     a, b = load_model(str(trained["mag"]), LABELS), load_model(str(mag), LABELS)
     for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=n)
-    assert json.loads((mag / "config.json").read_text())["id2label"] == {str(i): n for i, n in enumerate(LABELS)}
+    assert json.loads((mag / "config.json").read_text())["id2label"] == {
+        str(i): n for i, n in enumerate(LABELS)
+    }
 
 
 def test_int8_of_a_model_in_another_order(trained, tmp_path):
     """quantize from a copy = quantize from the original; an int8 folder saved in another order (its
     int8 rows and scales permuted at load) predicts what the original's int8 does."""
     copy, task = trained["copies"]["cross-encoder"], trained["task"]
-    q_orig = compress(tiny_run_config(trained["teacher"], task, tmp_path / "q0", compression={"method": "quantize"}))
-    q_copy = compress(tiny_run_config(copy, task, tmp_path / "q1", compression={"method": "quantize"}))
+    q_orig = compress(
+        tiny_run_config(
+            trained["teacher"], task, tmp_path / "q0", compression={"method": "quantize"}
+        )
+    )
+    q_copy = compress(
+        tiny_run_config(copy, task, tmp_path / "q1", compression={"method": "quantize"})
+    )
     _same_tables(q_orig, q_copy)
-    raw = AutoModelForSequenceClassification.from_pretrained(copy).eval()  # as saved: the copy's own order
+    raw = AutoModelForSequenceClassification.from_pretrained(
+        copy
+    ).eval()  # as saved: the copy's own order
     assert raw.config.id2label[0] == "contradiction"
     from robust_compress.models.load import load_tokenizer
 
@@ -205,7 +282,9 @@ def test_int8_of_a_model_in_another_order(trained, tmp_path):
     torch.testing.assert_close(_logits(int8, batch), _logits(expected, batch), atol=1e-6, rtol=0)
 
 
-def test_a_two_way_entailment_model_scores_hans_like_sets_and_is_refused_on_three_way_ones(trained, tmp_path):
+def test_a_two_way_entailment_model_scores_hans_like_sets_and_is_refused_on_three_way_ones(
+    trained, tmp_path
+):
     teacher, task = trained["teacher"], trained["task"]
     m = AutoModelForSequenceClassification.from_pretrained(teacher)
     two = torch.nn.Linear(m.config.hidden_size, 2)
@@ -213,16 +292,26 @@ def test_a_two_way_entailment_model_scores_hans_like_sets_and_is_refused_on_thre
         two.weight.copy_(m.classifier.weight[:2])
         two.bias.copy_(m.classifier.bias[:2])
     m.classifier, m.num_labels = two, 2
-    m.config.id2label, m.config.label2id = {0: "not_entailment", 1: "entailment"}, {"not_entailment": 0,
-                                                                                   "entailment": 1}
+    m.config.id2label, m.config.label2id = (
+        {0: "not_entailment", 1: "entailment"},
+        {"not_entailment": 0, "entailment": 1},
+    )
     m.save_pretrained(tmp_path / "two")
     for f in teacher.iterdir():
         if f.name.startswith(("vocab", "tokenizer", "special")):
             shutil.copy(f, tmp_path / "two" / f.name)
-    with pytest.raises(UserError, match=r"2-way entailment model.*eval_sets=\[hans\].*sets \['dev'\] need the task's 3"):
-        evaluate_folder(tmp_path / "two", tiny_run_config(teacher, task, tmp_path / "x"), tmp_path / "e")
-    s = evaluate_folder(tmp_path / "two", tiny_run_config(teacher, task, tmp_path / "x", eval_sets=["ood"]),
-                        tmp_path / "e")
+    with pytest.raises(
+        UserError,
+        match=r"2-way entailment model.*eval_sets=\[hans\].*sets \['dev'\] need the task's 3",
+    ):
+        evaluate_folder(
+            tmp_path / "two", tiny_run_config(teacher, task, tmp_path / "x"), tmp_path / "e"
+        )
+    s = evaluate_folder(
+        tmp_path / "two",
+        tiny_run_config(teacher, task, tmp_path / "x", eval_sets=["ood"]),
+        tmp_path / "e",
+    )
     df = pd.read_parquet(tmp_path / "e" / "predictions" / "ood.parquet")
     logits = m.eval()  # its own p(entailment), not a sum over a 3-way head
     from robust_compress.data.batching import EncodedSplit
@@ -233,13 +322,16 @@ def test_a_two_way_entailment_model_scores_hans_like_sets_and_is_refused_on_thre
 
     split = load_split(load_task(str(task)), "ood", None)
     raw, _ = predict_logits(logits, EncodedSplit(split.examples, load_tokenizer(str(teacher)), 32))
-    np.testing.assert_allclose(df["p_entailment"], torch.softmax(torch.tensor(raw), 1)[:, 1].numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        df["p_entailment"], torch.softmax(torch.tensor(raw), 1)[:, 1].numpy(), atol=1e-6
+    )
     assert s["splits"]["ood"]["n"] == len(split)
     with pytest.raises(UserError, match="2-way entailment model"):  # nor trained on the 3-way task
         compress(tiny_run_config(tmp_path / "two", task, tmp_path / "c", max_steps=1))
 
 
-# ---------------------------------------------------------------- a study's check, and the command line
+# ------------------------------------------------------------ a study's check, and the command line
+
 
 def test_a_study_checks_a_given_teacher_in_another_order(trained, tmp_path):
     import yaml
@@ -247,10 +339,22 @@ def test_a_study_checks_a_given_teacher_in_another_order(trained, tmp_path):
     from robust_compress.study.run import prepare
 
     def exp(teacher, **defaults):
-        e = {"name": "t", "task": str(trained["task"]), "output_dir": str(tmp_path / "s"), "seeds": [0],
-             "defaults": {"batch_size": 16, "max_length": 32, "cache_dir": str(tmp_path / "c"), **defaults},
-             "teacher": {"model": str(teacher), "path": str(teacher)}, "losses": ["ce"],
-             "compressions": [{"name": "m", "method": "magnitude", "settings": {"sparsity": 0.5}}], "speed": None}
+        e = {
+            "name": "t",
+            "task": str(trained["task"]),
+            "output_dir": str(tmp_path / "s"),
+            "seeds": [0],
+            "defaults": {
+                "batch_size": 16,
+                "max_length": 32,
+                "cache_dir": str(tmp_path / "c"),
+                **defaults,
+            },
+            "teacher": {"model": str(teacher), "path": str(teacher)},
+            "losses": ["ce"],
+            "compressions": [{"name": "m", "method": "magnitude", "settings": {"sparsity": 0.5}}],
+            "speed": None,
+        }
         (tmp_path / "e.yaml").write_text(yaml.safe_dump(e))
         return tmp_path / "e.yaml"
 
@@ -260,25 +364,33 @@ def test_a_study_checks_a_given_teacher_in_another_order(trained, tmp_path):
     prepare(exp(trained["copies"]["label-k"], label_map=ORDERS["label-k"][2]))
 
 
-@pytest.mark.parametrize("bad,match", [
-    ("unmatched", r"cannot be matched to the labels .*label_map"),
-    ("missing-key", r"label_map: .* has no label 'LABEL_7'"),
-    ("regression", r"a regression head"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ("unmatched", r"cannot be matched to the labels .*label_map"),
+        ("missing-key", r"label_map: .* has no label 'LABEL_7'"),
+        ("regression", r"a regression head"),
+    ],
+)
 def test_bad_labels_are_one_line_on_the_command_line(bad, match, trained, tmp_path):
     copy = trained["copies"]["label-k"]
     args = ["evaluate", str(copy), "--task", str(trained["task"]), "-o", str(tmp_path / "e")]
     if bad == "missing-key":
         args += ["-s", "label_map={LABEL_0: neutral, LABEL_7: entailment}"]
     if bad == "regression":
-        reg = _with_config(trained["teacher"], tmp_path, id2label={"0": "score"}, problem_type="regression")
+        reg = _with_config(
+            trained["teacher"], tmp_path, id2label={"0": "score"}, problem_type="regression"
+        )
         args[1] = str(reg)
     r = cli(*args)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert len(r.stderr.strip().splitlines()) == 1 and __import__("re").search(match, r.stderr), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and __import__("re").search(match, r.stderr), (
+        r.stderr
+    )
 
 
-# ---------------------------------------------------------------- hub ids from a local cache, offline
+# -------------------------------------------------------------- hub ids from a local cache, offline
+
 
 def make_hub_cache(src, cache, repo_id, commit="0123456789abcdef0123456789abcdef01234567"):
     """The Hugging Face cache layout: blobs by content hash, a snapshot of symlinks, refs/main."""
@@ -306,10 +418,20 @@ def test_a_hub_id_resolves_offline_from_the_cache_and_evaluates(trained, tmp_pat
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     assert constants.HF_HUB_OFFLINE
     assert resolve_model_dir("acme/tiny-nli") == snap
-    with pytest.raises(UserError, match="acme/missing: not a local folder and not available from the hub"):
+    with pytest.raises(
+        UserError, match="acme/missing: not a local folder and not available from the hub"
+    ):
         resolve_model_dir("acme/missing")
-    r = cli("evaluate", "acme/tiny-nli", "--task", str(trained["task"]), "-o", str(tmp_path / "e"),
-            env={"HF_HUB_CACHE": str(tmp_path / "hub")}, cwd=tmp_path)
+    r = cli(
+        "evaluate",
+        "acme/tiny-nli",
+        "--task",
+        str(trained["task"]),
+        "-o",
+        str(tmp_path / "e"),
+        env={"HF_HUB_CACHE": str(tmp_path / "hub")},
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     _same_tables(trained["eval"], tmp_path / "e")
     assert not (tmp_path / "acme").exists()

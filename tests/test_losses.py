@@ -9,6 +9,7 @@ from robust_compress.train.losses import REGISTRY, difficulty, kd_loss, make_los
 def LossConfig(name, **kw):
     return REGISTRY[name].Settings(name=name, **kw)
 
+
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.3]])
 LABELS = torch.tensor([0, 2])
 TEACHER = torch.tensor([[3.0, 0.0, -1.0], [0.5, 0.2, 1.5]])
@@ -28,11 +29,19 @@ def test_kd_equals_formula_by_hand():
     loss = make_loss(LossConfig(name="kd", lam=lam, temperature=T))(LOGITS, _batch())
     expected = 0.0
     for i in range(2):
-        ps = [math.exp(z) / sum(math.exp(w) for w in LOGITS[i].tolist()) for z in LOGITS[i].tolist()]
+        ps = [
+            math.exp(z) / sum(math.exp(w) for w in LOGITS[i].tolist()) for z in LOGITS[i].tolist()
+        ]
         ce = -math.log(ps[LABELS[i]])
-        pt = [math.exp(z / T) / sum(math.exp(w / T) for w in TEACHER[i].tolist()) for z in TEACHER[i].tolist()]
-        pst = [math.exp(z / T) / sum(math.exp(w / T) for w in LOGITS[i].tolist()) for z in LOGITS[i].tolist()]
-        kl = sum(t * math.log(t / s) for t, s in zip(pt, pst))
+        pt = [
+            math.exp(z / T) / sum(math.exp(w / T) for w in TEACHER[i].tolist())
+            for z in TEACHER[i].tolist()
+        ]
+        pst = [
+            math.exp(z / T) / sum(math.exp(w / T) for w in LOGITS[i].tolist())
+            for z in LOGITS[i].tolist()
+        ]
+        kl = sum(t * math.log(t / s) for t, s in zip(pt, pst, strict=True))
         expected += ((1 - lam) * ce + lam * T * T * kl) / 2
     assert abs(loss.item() - expected) < 1e-5
 
@@ -93,7 +102,8 @@ def test_kd_loss_zero_when_student_matches_teacher_and_lam_one():
 
 
 def test_learned_mixin_plus_h_equals_formula_by_hand():
-    """Clark et al. (2019): g = softplus(w.h + b); L = CE(y, softmax(log p_S + g log p_b)) + w_H H(softmax(g log p_b))."""
+    """Clark et al. (2019): g = softplus(w.h + b);
+    L = CE(y, softmax(log p_S + g log p_b)) + w_H H(softmax(g log p_b))."""
     bias = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.2, 0.6]])
     hidden = torch.tensor([[0.5, -1.0, 2.0, 0.0], [1.0, 1.0, -0.5, 0.3]])
     loss_fn = make_loss(LossConfig(name="learned_mixin", entropy_weight=0.3), hidden_size=4)
@@ -103,10 +113,12 @@ def test_learned_mixin_plus_h_equals_formula_by_hand():
     got = loss_fn(LOGITS, _batch(bias_probs=bias), hidden)
     expected = 0.0
     for i in range(2):
-        z = sum(w * h for w, h in zip([0.2, -0.1, 0.4, 0.5], hidden[i].tolist())) + 0.1
+        z = sum(w * h for w, h in zip([0.2, -0.1, 0.4, 0.5], hidden[i].tolist(), strict=True)) + 0.1
         g = math.log1p(math.exp(z))
-        ls = [x - math.log(sum(math.exp(y) for y in LOGITS[i].tolist())) for x in LOGITS[i].tolist()]
-        comb = [a + g * math.log(b) for a, b in zip(ls, bias[i].tolist())]
+        ls = [
+            x - math.log(sum(math.exp(y) for y in LOGITS[i].tolist())) for x in LOGITS[i].tolist()
+        ]
+        comb = [a + g * math.log(b) for a, b in zip(ls, bias[i].tolist(), strict=True)]
         ce = -(comb[LABELS[i]] - math.log(sum(math.exp(c) for c in comb)))
         sb = [g * math.log(b) for b in bias[i].tolist()]
         p = [math.exp(x) / sum(math.exp(y) for y in sb) for x in sb]
@@ -114,7 +126,9 @@ def test_learned_mixin_plus_h_equals_formula_by_hand():
         expected += (ce + 0.3 * entropy) / 2
     assert abs(got.item() - expected) < 1e-5
     got.backward()
-    assert loss_fn.gate.weight.grad is not None and loss_fn.gate.weight.grad.abs().sum() > 0  # its own parameters learn
+    assert (
+        loss_fn.gate.weight.grad is not None and loss_fn.gate.weight.grad.abs().sum() > 0
+    )  # its own parameters learn
 
 
 def test_every_loss_declares_settings_inputs_and_formula():
@@ -143,5 +157,7 @@ def test_train_names_no_study_stage_and_each_loss_prepares_its_own_inputs():
     assert torch.allclose(torch.stack(got), torch.tensor([0.2, 0.6, 1.0]))
     jtt = REGISTRY["jtt"]
     probs = [torch.tensor([0.9, 0.1]), torch.tensor([0.2, 0.8])]
-    got = jtt.prepare("weight", probs, [{"label": 0}, {"label": 0}], jtt.Settings(name="jtt", upweight=3.0), 0.5)
+    got = jtt.prepare(
+        "weight", probs, [{"label": 0}, {"label": 0}], jtt.Settings(name="jtt", upweight=3.0), 0.5
+    )
     assert torch.stack(got).tolist() == [1.0, 3.0]

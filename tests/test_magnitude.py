@@ -1,4 +1,5 @@
-"""Magnitude pruning: schedule, exact sparsity, frozen embeddings, snapshots, rewind, and the real loop."""
+"""Magnitude pruning: schedule, exact sparsity, frozen embeddings, snapshots, rewind, and the real
+loop."""
 
 from __future__ import annotations
 
@@ -26,13 +27,22 @@ from robust_compress.io import UserError
 from robust_compress.train.loop import Hook, train
 from robust_compress.train.losses import make_loss
 
-N_PRUNABLE = 2 * (4 * 32 * 32 + 2 * 32 * 64)  # 2 layers: q, k, v, attn-out (32x32); FFN in/out (32x64)
+N_PRUNABLE = 2 * (
+    4 * 32 * 32 + 2 * 32 * 64
+)  # 2 layers: q, k, v, attn-out (32x32); FFN in/out (32x64)
 
 
 def tiny_model(seed: int = 0) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=3)
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
     return BertForSequenceClassification(config)
 
 
@@ -41,7 +51,9 @@ def comp(**kw) -> MagnitudeConfig:
 
 
 def effective(m: torch.nn.Linear) -> torch.Tensor:
-    return (m.weight_orig * m.weight_mask if hasattr(m, "weight_mask") else m.weight).detach().clone()
+    return (
+        (m.weight_orig * m.weight_mask if hasattr(m, "weight_mask") else m.weight).detach().clone()
+    )
 
 
 def zero_masks(model) -> dict[str, torch.Tensor]:
@@ -54,7 +66,9 @@ def zeros(model) -> int:
 
 def make_optimizer(model) -> torch.optim.Optimizer:
     """Built after on_train_begin, as the loop does (weight_orig replaces weight)."""
-    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    return torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1
+    )
 
 
 def run_steps(model, hook, opt, steps, gen: torch.Generator) -> None:
@@ -84,8 +98,9 @@ def test_cubic_schedule():
     assert values[70] == 0.6 and values[100] == 0.6
     assert all(a <= b for a, b in itertools.pairwise(values))
     assert values[40] == pytest.approx(0.6 * (1 - 0.5**3))  # halfway: cubic is ahead of linear
-    assert sparsity_at(40, 100, comp(sparsity=0.6, prune_start=0.1, prune_end=0.7, schedule="linear")) \
-        == pytest.approx(0.3)
+    assert sparsity_at(
+        40, 100, comp(sparsity=0.6, prune_start=0.1, prune_end=0.7, schedule="linear")
+    ) == pytest.approx(0.3)
     assert sparsity_at(0, 100, comp(schedule="oneshot")) == 0.6
 
 
@@ -109,10 +124,14 @@ def test_exact_sparsity_survives_training_and_reload(scope, tmp_path):
 
     check()
     at_end = zero_masks(model)
-    run_steps(model, hook, opt, range(6, 11), gen)  # weight decay and momentum must not revive anything
+    run_steps(
+        model, hook, opt, range(6, 11), gen
+    )  # weight decay and momentum must not revive anything
     check()
     assert all(torch.equal(at_end[n], z) for n, z in zero_masks(model).items())
-    assert all(len(m._forward_pre_hooks) == 1 for _, m in prunable_linears(model))  # no stacked methods
+    assert all(
+        len(m._forward_pre_hooks) == 1 for _, m in prunable_linears(model)
+    )  # no stacked methods
 
     hook.on_train_end(model)
     assert not any(k.endswith(("_orig", "_mask")) for k in model.state_dict())
@@ -148,7 +167,9 @@ def test_masks_nested_for_same_weights_and_recomputed_from_originals():
     MagnitudePruning(comp(sparsity=0.3, schedule="oneshot")).on_train_begin(low, 10)
     MagnitudePruning(comp(sparsity=0.6, schedule="oneshot")).on_train_begin(high, 10)
     assert zeros(low) == round(0.3 * N_PRUNABLE) and zeros(high) == round(0.6 * N_PRUNABLE)
-    for (name, z_low), z_high in zip(zero_masks(low).items(), zero_masks(high).values()):
+    for (name, z_low), z_high in zip(
+        zero_masks(low).items(), zero_masks(high).values(), strict=True
+    ):
         assert torch.all(z_high[z_low]), name  # every weight pruned at 0.3 is pruned at 0.6
 
     # Masks are recomputed from |weight_orig|, not stacked: a pruned weight that becomes large
@@ -174,8 +195,10 @@ def test_snapshots_fire_once_at_each_sparsity():
         assert not any(prune.is_pruned(m) for _, m in prunable_linears(snap))
         seen.append((sparsity, measured_sparsity(snap)))
 
-    hook = MagnitudePruning(comp(sparsity=0.6, prune_end=0.8, prune_every=3, snapshots=[0.6, 0.2, 0.45]),
-                            on_snapshot=on_snapshot)
+    hook = MagnitudePruning(
+        comp(sparsity=0.6, prune_end=0.8, prune_every=3, snapshots=[0.6, 0.2, 0.45]),
+        on_snapshot=on_snapshot,
+    )
     hook.on_train_begin(model, 10)
     run_steps(model, hook, make_optimizer(model), range(1, 11), torch.Generator().manual_seed(0))
     assert [s for s, _ in seen] == [0.2, 0.45, 0.6]
@@ -205,20 +228,27 @@ def test_invalid_sparsity_raises_user_error(value):
     with pytest.raises(UserError, match=r"sparsity .* must be in \[0, 1\)"):
         check_sparsity(value)
     with pytest.raises(UserError, match=r"sparsity .* must be in \[0, 1\)"):
-        MagnitudePruning(MagnitudeConfig.model_construct(method="magnitude", sparsity=value, snapshots=[]))
+        MagnitudePruning(
+            MagnitudeConfig.model_construct(method="magnitude", sparsity=value, snapshots=[])
+        )
 
 
 def test_check_sparsity_accepts_range_and_snapshots_must_be_reachable():
     assert check_sparsity(0.0) == 0.0 and check_sparsity(0.95) == 0.95
     with pytest.raises(ValidationError, match="never reached"):  # found when the config is read
         comp(sparsity=0.5, snapshots=[0.7])
-    with pytest.raises(UserError, match="never reached"):  # and by the hook, for a config built unchecked
-        MagnitudePruning(MagnitudeConfig.model_construct(method="magnitude", sparsity=0.5, snapshots=[0.7]),
-                         on_snapshot=lambda s, m: None)
+    with pytest.raises(
+        UserError, match="never reached"
+    ):  # and by the hook, for a config built unchecked
+        MagnitudePruning(
+            MagnitudeConfig.model_construct(method="magnitude", sparsity=0.5, snapshots=[0.7]),
+            on_snapshot=lambda s, m: None,
+        )
 
 
 class ToySplit(torch.utils.data.Dataset):
-    """EncodedSplit-shaped examples: the label is a function of the first token, so it is learnable."""
+    """EncodedSplit-shaped examples: the label is a function of the first token, so it is
+    learnable."""
 
     def __init__(self, n: int, seed: int = 0):
         gen = torch.Generator().manual_seed(seed)
@@ -226,8 +256,15 @@ class ToySplit(torch.utils.data.Dataset):
         for row in range(n):
             length = int(torch.randint(4, 12, (1,), generator=gen))
             ids = [2] + torch.randint(5, 100, (length - 2,), generator=gen).tolist() + [3]
-            self.features.append({"input_ids": ids, "attention_mask": [1] * length,
-                                  "token_type_ids": [0] * length, "labels": ids[1] % 3, "row": row})
+            self.features.append(
+                {
+                    "input_ids": ids,
+                    "attention_mask": [1] * length,
+                    "token_type_ids": [0] * length,
+                    "labels": ids[1] % 3,
+                    "row": row,
+                }
+            )
         self.lengths = [len(f["input_ids"]) for f in self.features]
 
     def __len__(self) -> int:
@@ -247,10 +284,19 @@ class CrashAt(Hook):
 
 
 def test_real_train_loop_resumes_from_masked_checkpoint(tmp_path):
-    """A run killed mid-pruning resumes (weight_orig/weight_mask keys) and ends like an uninterrupted one."""
+    """A run killed mid-pruning resumes (weight_orig/weight_mask keys) and ends like an
+    uninterrupted one."""
     compression = comp(sparsity=0.7, prune_end=0.5, prune_every=2)
-    cfg = RunConfig(model="tiny", batch_size=4, max_steps=12, lr=1e-3, checkpoint_every=4, seed=0,
-                    warmup_ratio=0.0, compression=compression)
+    cfg = RunConfig(
+        model="tiny",
+        batch_size=4,
+        max_steps=12,
+        lr=1e-3,
+        checkpoint_every=4,
+        seed=0,
+        warmup_ratio=0.0,
+        compression=compression,
+    )
     data = ToySplit(24)
     loss = make_loss(cfg.loss)
 
@@ -260,7 +306,14 @@ def test_real_train_loop_resumes_from_masked_checkpoint(tmp_path):
     assert zeros(whole) == round(0.7 * N_PRUNABLE)
 
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(tiny_model(), data, cfg, loss, tmp_path / "killed", hooks=[MagnitudePruning(compression), CrashAt(6)])
+        train(
+            tiny_model(),
+            data,
+            cfg,
+            loss,
+            tmp_path / "killed",
+            hooks=[MagnitudePruning(compression), CrashAt(6)],
+        )
     resumed = tiny_model()
     train(resumed, data, cfg, loss, tmp_path / "killed", hooks=[MagnitudePruning(compression)])
     assert zeros(resumed) == round(0.7 * N_PRUNABLE)

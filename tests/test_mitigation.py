@@ -1,6 +1,6 @@
-"""Issue 18's machinery: bias models that are cached stages (cross-fitted by default), several of them
-in one study, debiased teachers compressed in the same study, and known-bias losses that read their
-bias probabilities."""
+"""Issue 18's machinery: bias models that are cached stages (cross-fitted by default), several of
+them in one study, debiased teachers compressed in the same study, and known-bias losses that read
+their bias probabilities."""
 
 from __future__ import annotations
 
@@ -20,19 +20,37 @@ from robust_compress.train.losses import REGISTRY, make_loss
 from .conftest import LABELS, make_examples
 from .test_experiment import _exp
 
-STUDY = {"losses": ["ce", "poe"], "speed": None,
-         "bias_models": {"hyp": {"kind": "partial", "folds": 3, "train": {"epochs": 2}, "easy_hard_split": "dev"},
-                         "ov": {"kind": "overlap", "features": "literature", "easy_hard_split": "dev"}},
-         "teachers": {"poe-hyp": {"loss": "poe", "bias": "hyp"}},
-         "teacher": None}
+STUDY = {
+    "losses": ["ce", "poe"],
+    "speed": None,
+    "bias_models": {
+        "hyp": {"kind": "partial", "folds": 3, "train": {"epochs": 2}, "easy_hard_split": "dev"},
+        "ov": {"kind": "overlap", "features": "literature", "easy_hard_split": "dev"},
+    },
+    "teachers": {"poe-hyp": {"loss": "poe", "bias": "hyp"}},
+    "teacher": None,
+}
 
 
 def _study(tmp_path, tiny_dir, task, **over):
-    kw = dict(STUDY) | {"teacher": {"model": str(tiny_dir), "train": {"epochs": 2}},
-                        "compressions": [
-                            {"name": "mag", "method": "magnitude", "settings": {"sparsity": 0.5}},
-                            {"name": "mag@poe-hyp", "method": "magnitude", "settings": {"sparsity": 0.5},
-                             "teacher": "poe-hyp", "losses": ["ce"], "seeds": [0]}]} | over
+    kw = (
+        dict(STUDY)
+        | {
+            "teacher": {"model": str(tiny_dir), "train": {"epochs": 2}},
+            "compressions": [
+                {"name": "mag", "method": "magnitude", "settings": {"sparsity": 0.5}},
+                {
+                    "name": "mag@poe-hyp",
+                    "method": "magnitude",
+                    "settings": {"sparsity": 0.5},
+                    "teacher": "poe-hyp",
+                    "losses": ["ce"],
+                    "seeds": [0],
+                },
+            ],
+        }
+        | over
+    )
     return _exp(tmp_path, tiny_dir, task, seeds=[0, 1], **kw)
 
 
@@ -47,11 +65,22 @@ def test_an_unavailable_easy_hard_split_of_any_bias_model_is_refused(tmp_path, t
 def test_the_plan_of_a_mitigation_study(tmp_path, tiny_dir, tiny_task):
     _, stages = prepare(_study(tmp_path, tiny_dir, tiny_task))
     by = {s.name: s for s in stages}
-    assert [n for n in by if n.startswith("bias-hyp-fold")] == ["bias-hyp-fold0", "bias-hyp-fold1", "bias-hyp-fold2"]
-    assert [d.name for d in by["bias-hyp"].deps] == ["bias-hyp-fold0", "bias-hyp-fold1", "bias-hyp-fold2"]
+    assert [n for n in by if n.startswith("bias-hyp-fold")] == [
+        "bias-hyp-fold0",
+        "bias-hyp-fold1",
+        "bias-hyp-fold2",
+    ]
+    assert [d.name for d in by["bias-hyp"].deps] == [
+        "bias-hyp-fold0",
+        "bias-hyp-fold1",
+        "bias-hyp-fold2",
+    ]
     assert by["bias-ov"].deps == []  # a logistic regression cross-fits inside its stage
     # each known-bias loss once per bias model, each with its own bias stage
-    assert by["mag/poe-hyp/seed0"].deps[-1] is by["bias-hyp"] and by["mag/poe-ov/seed0"].deps[-1] is by["bias-ov"]
+    assert (
+        by["mag/poe-hyp/seed0"].deps[-1] is by["bias-hyp"]
+        and by["mag/poe-ov/seed0"].deps[-1] is by["bias-ov"]
+    )
     assert "mag/ce/seed1" in by and "mag/poe-ov/seed1" in by
     # the debiased teacher: the teacher's recipe with its loss, compressed from, distilled from
     t = by["teacher-poe-hyp"]
@@ -61,7 +90,9 @@ def test_the_plan_of_a_mitigation_study(tmp_path, tiny_dir, tiny_task):
     cfg = c.resolve()
     assert cfg.model == str(t.path) and cfg.inputs.teacher == str(t.path)
     tcfg = t.resolve()
-    assert tcfg.inputs.bias_model == str(by["bias-hyp"].path) and tcfg.inputs.teacher == str(stages[0].path)
+    assert tcfg.inputs.bias_model == str(by["bias-hyp"].path) and tcfg.inputs.teacher == str(
+        stages[0].path
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +125,20 @@ def test_cross_fitted_probabilities_never_come_from_a_model_that_saw_the_example
 
     cfg = RunConfig.model_validate(read_yaml(folds[0].path / "run_config.yaml"))
     everything = load_train_split(cfg.data_args().model_copy(update={"cv_fold": None})).examples
-    held = [e for e, k in zip(everything, folds_of(everything, 3, cfg.data_seed), strict=True) if k == 0]
+    held = [
+        e for e, k in zip(everything, folds_of(everything, 3, cfg.data_seed), strict=True) if k == 0
+    ]
     p = bias_probs(str(folds[0].path), held, LogitCache(cfg.cache_dir), cfg.max_length)
-    mine = probs.set_index("id").loc[[e["id"] for e in held], [f"crossfit_p{j}" for j in range(3)]].to_numpy()
+    mine = (
+        probs.set_index("id")
+        .loc[[e["id"] for e in held], [f"crossfit_p{j}" for j in range(3)]]
+        .to_numpy()
+    )
     np.testing.assert_allclose(mine, p, rtol=1e-6)
     # in-sample scoring is kept beside it, and differs (the full model saw these examples)
-    assert not np.allclose(probs[[f"insample_p{j}" for j in range(3)]], probs[[f"crossfit_p{j}" for j in range(3)]])
+    assert not np.allclose(
+        probs[[f"insample_p{j}" for j in range(3)]], probs[[f"crossfit_p{j}" for j in range(3)]]
+    )
 
 
 def test_a_mitigation_study_reports_every_bias_model(done):
@@ -108,13 +147,17 @@ def test_a_mitigation_study_reports_every_bias_model(done):
     from pathlib import Path
 
     root = Path(exp.output_dir)
-    assert (root / "easy_hard" / "dev.parquet").is_file() and (root / "easy_hard" / "dev.ov.parquet").is_file()
+    assert (root / "easy_hard" / "dev.parquet").is_file() and (
+        root / "easy_hard" / "dev.ov.parquet"
+    ).is_file()
     b = read_json(root / "analysis" / "bias_models.json")
     assert set(b) == {"hyp", "ov"}
     assert b["hyp"]["training_set"]["scoring"] == "crossfit" and "dev" in b["hyp"]["accuracy"]
     assert set(b["hyp"]["agreement_with_bias_models"]) == {"ov"}
     # the easy share is what the losses read: the cross-fitted probabilities' accuracy
-    assert b["hyp"]["easy_fraction"] == pytest.approx(b["hyp"]["training_set"]["train_accuracy_crossfit"])
+    assert b["hyp"]["easy_fraction"] == pytest.approx(
+        b["hyp"]["training_set"]["train_accuracy_crossfit"]
+    )
     index = read_json(root / "index.json")
     names = {r["name"] for r in index}
     assert {"teacher", "teacher-poe-hyp", "mag@poe-hyp/ce/seed0", "mag/poe-ov/seed1"} <= names
@@ -122,18 +165,25 @@ def test_a_mitigation_study_reports_every_bias_model(done):
     from robust_compress.report import build_report
 
     md = (build_report(root) / "report.md").read_text()
-    for heading in ("## What wins it back", "## What wins it back: each loss against the Vanilla row of its compression",
-                    "## Debiased teachers against the study's teacher",
-                    "## Debias, then compress: what a compressed model keeps of its teacher's debiasing gain",
-                    "## Bias models: accuracy, how they scored the training set, and agreement"):
+    for heading in (
+        "## What wins it back",
+        "## What wins it back: each loss against the Vanilla row of its compression",
+        "## Debiased teachers against the study's teacher",
+        "## Debias, then compress: what a compressed model keeps of its teacher's debiasing gain",
+        "## Bias models: accuracy, how they scored the training set, and agreement",
+    ):
         assert heading in md, heading
     assert "| teacher-poe-hyp | poe-hyp |" in md
-    assert "| mag@poe-hyp | ce | 1 |" in md  # against mag / ce, the same compression of the study's teacher
+    assert (
+        "| mag@poe-hyp | ce | 1 |" in md
+    )  # against mag / ce, the same compression of the study's teacher
     (root / "report.md").write_text(md)  # for a look by hand
 
 
 @pytest.mark.parametrize("loss", ["reweight", "poe", "conf_reg", "learned_mixin"])
-def test_each_known_bias_loss_reads_its_bias_probabilities(loss, tiny_dir, tiny_tokenizer, tmp_path):
+def test_each_known_bias_loss_reads_its_bias_probabilities(
+    loss, tiny_dir, tiny_tokenizer, tmp_path
+):
     """A run with the bias probabilities shuffled across examples ends with other weights."""
     examples = make_examples(64)
     g = torch.Generator().manual_seed(0)
@@ -144,8 +194,15 @@ def test_each_known_bias_loss_reads_its_bias_probabilities(loss, tiny_dir, tiny_
         extras = {"bias_probs": list(probs), "teacher_logits": list(teacher)}
         data = EncodedSplit(examples, tiny_tokenizer, 32, extras=extras)
         model = load_model(str(tiny_dir), LABELS, seed=0)
-        fn = make_loss(REGISTRY[loss].Settings(name=loss), hidden_size=model.config.hidden_size, num_labels=3)
-        train(model, data, TrainArgs(batch_size=16, max_steps=4, lr=1e-3, seed=0, checkpoint_every=100), fn,
-              tmp_path / f"w{len(weights)}")
+        fn = make_loss(
+            REGISTRY[loss].Settings(name=loss), hidden_size=model.config.hidden_size, num_labels=3
+        )
+        train(
+            model,
+            data,
+            TrainArgs(batch_size=16, max_steps=4, lr=1e-3, seed=0, checkpoint_every=100),
+            fn,
+            tmp_path / f"w{len(weights)}",
+        )
         weights.append(model.classifier.weight.detach().clone())
     assert not torch.allclose(weights[0], weights[1])

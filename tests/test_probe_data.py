@@ -25,30 +25,44 @@ def _table_task(tmp_path, content: str, suffix: str = ".csv", id_column: str | N
     """A two-label task whose training split is one CSV/TSV file written byte for byte."""
     f = tmp_path / f"d{suffix}"
     f.write_bytes(content.encode("utf-8"))
-    return TaskSpec(name="t", text_a="s1", text_b="s2", labels=["neg", "pos"],
-                    splits={"train": SplitSpec(role="train", local=[str(f)], id_column=id_column)})
+    return TaskSpec(
+        name="t",
+        text_a="s1",
+        text_b="s2",
+        labels=["neg", "pos"],
+        splits={"train": SplitSpec(role="train", local=[str(f)], id_column=id_column)},
+    )
 
 
 def _jsonl(path, rows, prefix: str = ""):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(prefix + "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows),
-                    encoding="utf-8")
+    path.write_text(
+        prefix + "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows),
+        encoding="utf-8",
+    )
 
 
-# ---------------------------------------------------------------- 1. CSV/TSV read as CSV, not as lines
+# ------------------------------------------------------------- 1. CSV/TSV read as CSV, not as lines
 
 
 def test_csv_keeps_quoted_newlines_u2028_form_feeds_and_reports_physical_lines(tmp_path):
-    text = ('s1,s2,label\n'
-            '"first line\nsecond line",b,pos\n'   # lines 2-3
-            'x,"a\u2028b",neg\n'                  # line 4
-            '"p\fq",y,pos\n'                      # line 5
-            'u\u2028v,w\x85z,neg\r\n'             # line 6: unquoted U+2028 and U+0085 are text
-            '"m\r\nn",o,pos\n')                   # lines 7-8
+    text = (
+        "s1,s2,label\n"
+        '"first line\nsecond line",b,pos\n'  # lines 2-3
+        'x,"a\u2028b",neg\n'  # line 4
+        '"p\fq",y,pos\n'  # line 5
+        "u\u2028v,w\x85z,neg\r\n"  # line 6: unquoted U+2028 and U+0085 are text
+        '"m\r\nn",o,pos\n'
+    )  # lines 7-8
     split = load_split(_table_task(tmp_path, text), "train")
     got = [(e["id"], e["text_a"], e["text_b"], e["label"]) for e in split.examples]
-    assert got == [("2", "first line\nsecond line", "b", 1), ("4", "x", "a\u2028b", 0),
-                   ("5", "p\fq", "y", 1), ("6", "u\u2028v", "w\x85z", 0), ("7", "m\r\nn", "o", 1)]
+    assert got == [
+        ("2", "first line\nsecond line", "b", 1),
+        ("4", "x", "a\u2028b", 0),
+        ("5", "p\fq", "y", 1),
+        ("6", "u\u2028v", "w\x85z", 0),
+        ("7", "m\r\nn", "o", 1),
+    ]
 
 
 def test_csv_line_numbers_do_not_drift_after_a_multiline_record(tmp_path):
@@ -58,7 +72,9 @@ def test_csv_line_numbers_do_not_drift_after_a_multiline_record(tmp_path):
 
 
 def test_tsv_reads_a_quoted_multiline_field(tmp_path):
-    split = load_split(_table_task(tmp_path, 's1\ts2\tlabel\n"a\nb"\tc\tneg\nd\te\tpos\n', ".tsv"), "train")
+    split = load_split(
+        _table_task(tmp_path, 's1\ts2\tlabel\n"a\nb"\tc\tneg\nd\te\tpos\n', ".tsv"), "train"
+    )
     assert [(e["id"], e["text_a"]) for e in split.examples] == [("2", "a\nb"), ("4", "d")]
 
 
@@ -82,16 +98,22 @@ def test_csv_not_utf8_still_names_file_and_line(tmp_path):
         load_split(task, "train")
 
 
-# ---------------------------------------------------------------- 2. a byte-order mark is read, not refused
+# -------------------------------------------------------- 2. a byte-order mark is read, not refused
 
 
 def test_jsonl_with_a_bom_is_read(tmp_path):
-    _jsonl(tmp_path / "mnli" / "train.jsonl", [{"premise": "p", "hypothesis": "h", "label": 0}], prefix="\ufeff")
+    _jsonl(
+        tmp_path / "mnli" / "train.jsonl",
+        [{"premise": "p", "hypothesis": "h", "label": 0}],
+        prefix="\ufeff",
+    )
     assert [e["label"] for e in load_split(MNLI, "train", tmp_path).examples] == [0]
 
 
 def test_csv_with_a_bom_finds_its_first_column(tmp_path):
-    split = load_split(_table_task(tmp_path, "\ufeffuid,s1,s2,label\nu7,x,y,pos\n", id_column="uid"), "train")
+    split = load_split(
+        _table_task(tmp_path, "\ufeffuid,s1,s2,label\nu7,x,y,pos\n", id_column="uid"), "train"
+    )
     assert [e["id"] for e in split.examples] == ["u7"]
 
 
@@ -106,7 +128,10 @@ def test_json_and_yaml_with_a_bom_are_read(tmp_path):
 
 
 def test_deeply_nested_json_is_one_line(tmp_path):
-    _jsonl(tmp_path / "mnli" / "train.jsonl", [{"premise": "p", "hypothesis": "h", "label": 0}, "[" * 200_000])
+    _jsonl(
+        tmp_path / "mnli" / "train.jsonl",
+        [{"premise": "p", "hypothesis": "h", "label": 0}, "[" * 200_000],
+    )
     with pytest.raises(UserError, match=r"train\.jsonl:2: JSON nested too deeply$"):
         read_jsonl(tmp_path / "mnli" / "train.jsonl")
     with pytest.raises(UserError, match=r"train\.jsonl:2: JSON nested too deeply$"):
@@ -138,7 +163,7 @@ def test_a_hans_row_without_its_heuristic_is_refused(tmp_path, bad):
         load_split(MNLI, "hans", tmp_path)
 
 
-# ---------------------------------------------------------------- 5. missing default eval splits are said
+# ---------------------------------------------------------- 5. missing default eval splits are said
 
 
 def _mnli_files(root, names):
@@ -152,7 +177,9 @@ def _warnings(caplog):
 
 
 def test_a_missing_default_eval_split_is_one_warning_naming_it(tmp_path, caplog):
-    _mnli_files(tmp_path, ["mnli/train.jsonl", "mnli/dev_mismatched.jsonl", "hans/evaluation.jsonl"])
+    _mnli_files(
+        tmp_path, ["mnli/train.jsonl", "mnli/dev_mismatched.jsonl", "hans/evaluation.jsonl"]
+    )
     with caplog.at_level(logging.WARNING, logger="robust_compress"):
         names = eval_split_names(DataArgs(task="mnli", data_dir=str(tmp_path)))
     assert names == ["dev_mismatched", "hans"]
@@ -170,13 +197,22 @@ def test_no_id_split_left_by_default_is_an_error(tmp_path):
 def test_explicit_eval_sets_are_taken_as_given(tmp_path, caplog):
     _mnli_files(tmp_path, ["mnli/train.jsonl", "hans/evaluation.jsonl"])
     with caplog.at_level(logging.WARNING, logger="robust_compress"):
-        assert eval_split_names(DataArgs(task="mnli", data_dir=str(tmp_path), eval_sets=["hans"])) == ["hans"]
+        assert eval_split_names(
+            DataArgs(task="mnli", data_dir=str(tmp_path), eval_sets=["hans"])
+        ) == ["hans"]
     assert not _warnings(caplog)
 
 
 def test_offline_qqp_without_dev_warns_and_keeps_heldout(tmp_path, caplog):
-    _mnli_files(tmp_path, ["qqp/train.jsonl", "qqp/quora_pairs_split_unknown.jsonl",
-                           "paws_qqp/dev_and_test.jsonl", "paws_wiki/test.jsonl"])
+    _mnli_files(
+        tmp_path,
+        [
+            "qqp/train.jsonl",
+            "qqp/quora_pairs_split_unknown.jsonl",
+            "paws_qqp/dev_and_test.jsonl",
+            "paws_wiki/test.jsonl",
+        ],
+    )
     with caplog.at_level(logging.WARNING, logger="robust_compress"):
         names = eval_split_names(DataArgs(task="qqp", data_dir=str(tmp_path)))
     assert names == ["heldout", "paws_qqp", "paws_wiki"]
@@ -184,7 +220,7 @@ def test_offline_qqp_without_dev_warns_and_keeps_heldout(tmp_path, caplog):
     assert len(lines) == 1 and "'dev'" in lines[0] and "qqp/dev.jsonl" in lines[0]
 
 
-# ---------------------------------------------------------------- 6. a tokenizer that is not the model's
+# ----------------------------------------------------------- 6. a tokenizer that is not the model's
 
 
 def _bert_tokenizer(vocab: list[str]):
@@ -202,7 +238,9 @@ def test_a_shuffled_vocabulary_of_the_same_size_is_refused(tmp_path, tiny_dir, t
     folder = tmp_path / "shuffled"
     shutil.copytree(tiny_dir, folder)
     _bert_tokenizer(TINY_VOCAB[::-1]).save_pretrained(folder)  # same tokens, [PAD] no longer id 0
-    with pytest.raises(UserError, match=r"shuffled: tokenizer does not match the model \(.*pad_token_id"):
+    with pytest.raises(
+        UserError, match=r"shuffled: tokenizer does not match the model \(.*pad_token_id"
+    ):
         load_tokenizer(str(folder), tiny_model)
 
 
@@ -211,13 +249,20 @@ def test_a_vocabulary_changed_after_saving_is_refused_by_its_digest(tmp_path, ti
 
     folder = tmp_path / "saved"
     save_model(tiny_model, load_tokenizer(str(tiny_dir)), folder)
-    assert json.loads((folder / "tokenizer_digest.json").read_text())["vocab_size"] == len(TINY_VOCAB)
+    assert json.loads((folder / "tokenizer_digest.json").read_text())["vocab_size"] == len(
+        TINY_VOCAB
+    )
     load_tokenizer(str(folder), tiny_model)  # as saved: accepted
     swapped = list(TINY_VOCAB)
     i, j = swapped.index("cat"), swapped.index("dog")
-    swapped[i], swapped[j] = swapped[j], swapped[i]  # special tokens where they were: only the digest sees it
+    swapped[i], swapped[j] = (
+        swapped[j],
+        swapped[i],
+    )  # special tokens where they were: only the digest sees it
     _bert_tokenizer(swapped).save_pretrained(folder)
-    with pytest.raises(UserError, match=r"saved: tokenizer does not match the model \(.*vocabulary"):
+    with pytest.raises(
+        UserError, match=r"saved: tokenizer does not match the model \(.*vocabulary"
+    ):
         load_tokenizer(str(folder), tiny_model)
 
 
@@ -228,7 +273,9 @@ def test_a_model_folder_without_tokenizer_files_says_so(tmp_path, tiny_dir, tiny
     shutil.copytree(tiny_dir, folder)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         (folder / name).unlink(missing_ok=True)
-    with pytest.raises(UserError, match=r"notok: no tokenizer files \(tokenizer\.json / vocab\.txt / "):
+    with pytest.raises(
+        UserError, match=r"notok: no tokenizer files \(tokenizer\.json / vocab\.txt / "
+    ):
         load_tokenizer(str(folder), tiny_model)
 
 
@@ -248,7 +295,9 @@ def test_a_truncated_logit_cache_entry_is_recomputed(tmp_path, tiny_dir, caplog)
     assert cache.misses == 2
     lines = _warnings(caplog)
     assert len(lines) == 1 and entry.name in lines[0] and "recomput" in lines[0]
-    np.testing.assert_array_equal(LogitCache(tmp_path / "cache").get(tiny_dir, ex, 32), first)  # rewritten
+    np.testing.assert_array_equal(
+        LogitCache(tmp_path / "cache").get(tiny_dir, ex, 32), first
+    )  # rewritten
 
 
 def test_logit_cache_files_get_the_umask_permissions(tmp_path, tiny_dir):
@@ -261,4 +310,3 @@ def test_logit_cache_files_get_the_umask_permissions(tmp_path, tiny_dir):
         os.umask(old)
     (entry,) = (tmp_path / "cache" / "logits").glob("*")
     assert entry.stat().st_mode & 0o777 == 0o644
-

@@ -32,11 +32,18 @@ def cli_killed_after_checkpoint(args: list[str]):
     out = Path(args[args.index("-o") + 1])
     ckpt = out.with_name(out.name + ".partial") / "checkpoint"
     env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "robust_compress.cli", *args], cwd=ROOT, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "robust_compress.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     t0 = time.time()
     while not (ckpt / "loop_state.json").is_file():
-        assert p.poll() is None and time.time() - t0 < 300, "the run ended before its first checkpoint"
+        assert p.poll() is None and time.time() - t0 < 300, (
+            "the run ended before its first checkpoint"
+        )
         time.sleep(0.02)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
@@ -48,8 +55,8 @@ def _keys(path):
 
 
 def test_the_task_files_content_is_in_every_key(tmp_path, tiny_dir, tiny_task):
-    """Changing `alpha` or `ood_combine` in a custom task YAML changes the result of RMC and of Δ: every
-    stage must rerun (before: every stage stayed [done])."""
+    """Changing `alpha` or `ood_combine` in a custom task YAML changes the result of RMC and of Δ:
+    every stage must rerun (before: every stage stayed [done])."""
     before = _keys(_exp(tmp_path, tiny_dir, tiny_task))
     text = tiny_task.read_text()
     tiny_task.write_text(text.replace("alpha: 0.5", "alpha: 0.3"))
@@ -64,9 +71,15 @@ def test_the_task_files_content_is_in_every_key(tmp_path, tiny_dir, tiny_task):
 def finished(tmp_path_factory, tiny_dir, shared_tiny_task):
     """A small finished study with a bias model (its easy/hard split) and the speed stage."""
     tmp = tmp_path_factory.mktemp("finished")
-    path = _exp(tmp, tiny_dir, shared_tiny_task, losses=["ce"], speed={"examples": 16, "repeats": 1},
-                bias_model={"kind": "overlap", "easy_hard_split": "dev"},
-                teacher={"model": str(tiny_dir), "train": {"epochs": 1}})
+    path = _exp(
+        tmp,
+        tiny_dir,
+        shared_tiny_task,
+        losses=["ce"],
+        speed={"examples": 16, "repeats": 1},
+        bias_model={"kind": "overlap", "easy_hard_split": "dev"},
+        teacher={"model": str(tiny_dir), "train": {"epochs": 1}},
+    )
     reproduce(path)
     return path
 
@@ -96,7 +109,8 @@ def test_every_finished_stage_has_its_record_and_outputs(finished):
 
 
 def test_a_stage_without_its_record_is_not_done(finished, tmp_path):
-    """A stage folder lacking stage.json (a kill between the artifact and its record, before) is rerun."""
+    """A stage folder lacking stage.json (a kill between the artifact and its record, before) is
+    rerun."""
     exp, _ = prepare(finished)
     study = tmp_path / "copy"
     shutil.copytree(exp.output_dir, study)
@@ -126,18 +140,36 @@ def test_leftovers_of_a_killed_final_write_are_removed(finished, tmp_path):
 
 
 def test_resume_refuses_another_runs_checkpoint_and_keeps_it(tmp_path, tiny_dir, tiny_task):
-    """Before: rerunning into the same -o with other settings 'resumed from step 2' of the other run and
-    its run_config.yaml claimed settings for steps it did not run; with another --model a healthy
-    checkpoint was deleted as 'unreadable'."""
-    base = ["finetune", "--model", str(tiny_dir), "--task", str(tiny_task), "-o", str(tmp_path / "out"),
-            "-s", "batch_size=16", "-s", "max_length=32", "-s", "checkpoint_every=2", "-s", f"cache_dir={tmp_path}/c",
-            "-s", "epochs=40"]
+    """Before: rerunning into the same -o with other settings 'resumed from step 2' of the other run
+    and its run_config.yaml claimed settings for steps it did not run; with another --model a
+    healthy checkpoint was deleted as 'unreadable'."""
+    base = [
+        "finetune",
+        "--model",
+        str(tiny_dir),
+        "--task",
+        str(tiny_task),
+        "-o",
+        str(tmp_path / "out"),
+        "-s",
+        "batch_size=16",
+        "-s",
+        "max_length=32",
+        "-s",
+        "checkpoint_every=2",
+        "-s",
+        f"cache_dir={tmp_path}/c",
+        "-s",
+        "epochs=40",
+    ]
     ckpt = cli_killed_after_checkpoint(base)
     before = sorted(p.name for p in ckpt.iterdir())
     r = cli(*base, "-s", "lr=1e-3", "-s", "seed=7")
     assert r.returncode == 2 and "lr" in r.stderr and "checkpoint" in r.stderr, r.stderr[-2000:]
     assert len(r.stderr.strip().splitlines()) == 1
-    other = tmp_path / "other-model"  # another model: other weights (the same content would be the same run)
+    other = (
+        tmp_path / "other-model"
+    )  # another model: other weights (the same content would be the same run)
     shutil.copytree(tiny_dir, other)
     from safetensors.torch import load_file, save_file
 
@@ -153,30 +185,65 @@ def test_resume_refuses_another_runs_checkpoint_and_keeps_it(tmp_path, tiny_dir,
 
 
 def test_a_corrupt_rng_state_is_not_swallowed(tmp_path, tiny_dir, tiny_task):
-    """Before: accelerate logged 'Could not load random states' at info level and the run resumed with
-    other dropout masks: exit 0, weights unlike an uninterrupted run's."""
-    base = ["finetune", "--model", str(tiny_dir), "--task", str(tiny_task), "-o", str(tmp_path / "out"),
-            "-s", "batch_size=16", "-s", "max_length=32", "-s", "checkpoint_every=2", "-s", f"cache_dir={tmp_path}/c",
-            "-s", "epochs=40"]
+    """Before: accelerate logged 'Could not load random states' at info level and the run resumed
+    with other dropout masks: exit 0, weights unlike an uninterrupted run's."""
+    base = [
+        "finetune",
+        "--model",
+        str(tiny_dir),
+        "--task",
+        str(tiny_task),
+        "-o",
+        str(tmp_path / "out"),
+        "-s",
+        "batch_size=16",
+        "-s",
+        "max_length=32",
+        "-s",
+        "checkpoint_every=2",
+        "-s",
+        f"cache_dir={tmp_path}/c",
+        "-s",
+        "epochs=40",
+    ]
     ckpt = cli_killed_after_checkpoint(base)
     rng = next(ckpt.glob("random_states_*.pkl"))
-    rng.write_bytes(rng.read_bytes()[: 40])
+    rng.write_bytes(rng.read_bytes()[:40])
     r = cli(*base)
     assert r.returncode == 2 and "random_states" in r.stderr, r.stderr[-2000:]
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 
-# ---------------------------------------------------------------- settings that cannot be trained on
+# --------------------------------------------------------------- settings that cannot be trained on
 
 
-@pytest.mark.parametrize("setting,match", [("lr=.inf", "lr"), ("epochs=.inf", "epochs"), ("lr=.nan", "lr"),
-                                           ("seed=-1", "seed"), ("seed=4294967296", "seed"),
-                                           ("batch_size=1000000000000000000000000000000", "batch_size"),
-                                           ("data_seed=-3", "data_seed")])
-def test_impossible_settings_are_refused_by_the_config(tmp_path, tiny_dir, tiny_task, setting, match):
-    r = cli("finetune", "--model", str(tiny_dir), "--task", str(tiny_task), "-o", str(tmp_path / "o"),
-            "-s", setting)
+@pytest.mark.parametrize(
+    "setting,match",
+    [
+        ("lr=.inf", "lr"),
+        ("epochs=.inf", "epochs"),
+        ("lr=.nan", "lr"),
+        ("seed=-1", "seed"),
+        ("seed=4294967296", "seed"),
+        ("batch_size=1000000000000000000000000000000", "batch_size"),
+        ("data_seed=-3", "data_seed"),
+    ],
+)
+def test_impossible_settings_are_refused_by_the_config(
+    tmp_path, tiny_dir, tiny_task, setting, match
+):
+    r = cli(
+        "finetune",
+        "--model",
+        str(tiny_dir),
+        "--task",
+        str(tiny_task),
+        "-o",
+        str(tmp_path / "o"),
+        "-s",
+        setting,
+    )
     assert r.returncode == 2 and match in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "o").exists()
 
@@ -197,9 +264,20 @@ def test_a_non_finite_loss_stops_the_run_and_saves_nothing(tmp_path, tiny_dir, t
     assert not (tmp_path / "o").exists()
 
 
-def test_max_length_beyond_the_models_positions_is_refused_before_training(tmp_path, tiny_dir, tiny_task):
-    r = cli("finetune", "--model", str(tiny_dir), "--task", str(tiny_task), "-o", str(tmp_path / "o"),
-            "-s", "max_length=100")  # the tiny model has 64 positions
+def test_max_length_beyond_the_models_positions_is_refused_before_training(
+    tmp_path, tiny_dir, tiny_task
+):
+    r = cli(
+        "finetune",
+        "--model",
+        str(tiny_dir),
+        "--task",
+        str(tiny_task),
+        "-o",
+        str(tmp_path / "o"),
+        "-s",
+        "max_length=100",
+    )  # the tiny model has 64 positions
     assert r.returncode == 2 and "max_length" in r.stderr and "64" in r.stderr, r.stderr[-2000:]
 
 
@@ -214,15 +292,28 @@ def test_an_unknown_or_missing_model_type_is_one_line(tmp_path, tiny_dir, tiny_t
         cfg["model_type"] = model_type
     (bad / "config.json").write_text(json.dumps(cfg))
     r = cli("finetune", "--model", str(bad), "--task", str(tiny_task), "-o", str(tmp_path / "o"))
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "model_type" in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "model_type" in r.stderr, r.stderr[
+        -2000:
+    ]
     path = _exp(tmp_path, bad, tiny_task)
     r = cli("reproduce", str(path), "--dry-run")
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "model_type" in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "model_type" in r.stderr, r.stderr[
+        -2000:
+    ]
 
 
 def test_compression_on_finetune_is_refused_not_dropped(tmp_path, tiny_dir, tiny_task):
-    r = cli("finetune", "--model", str(tiny_dir), "--task", str(tiny_task), "-o", str(tmp_path / "o"),
-            "-s", "compression.method=magnitude")
+    r = cli(
+        "finetune",
+        "--model",
+        str(tiny_dir),
+        "--task",
+        str(tiny_task),
+        "-o",
+        str(tmp_path / "o"),
+        "-s",
+        "compression.method=magnitude",
+    )
     assert r.returncode == 2 and "compress" in r.stderr, r.stderr[-2000:]
 
 
@@ -272,7 +363,9 @@ def test_evaluate_never_deletes_a_folder(tmp_path, tiny_dir, tiny_task):
     assert r.returncode == 2 and "--overwrite" in r.stderr and (mine / "precious.txt").is_file()
     r = cli("evaluate", str(model), "--task", str(tiny_task), "-o", str(mine), "--overwrite")
     assert r.returncode == 0 and (mine / "summary.json").is_file(), r.stderr[-2000:]
-    r = cli("evaluate", str(model), "--task", str(tiny_task))  # default: beside the model, not inside it
+    r = cli(
+        "evaluate", str(model), "--task", str(tiny_task)
+    )  # default: beside the model, not inside it
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in model.iterdir()) == before
 
@@ -303,11 +396,13 @@ def test_evaluate_refuses_a_bare_encoder(tmp_path, tiny_dir, tiny_task):
             shutil.copy(f, bare / f.name)
     r = cli("evaluate", str(bare), "--task", str(tiny_task), "-o", str(tmp_path / "e"))
     assert r.returncode == 2 and "classifier" in r.stderr, r.stderr[-2000:]
-    r = cli("evaluate", str(bare), "--task", str(tiny_task), "-o", str(tmp_path / "e"), "--new-head")
+    r = cli(
+        "evaluate", str(bare), "--task", str(tiny_task), "-o", str(tmp_path / "e"), "--new-head"
+    )
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-# ---------------------------------------------------------------- a full disk: one line, nothing half-written
+# ------------------------------------------------------ a full disk: one line, nothing half-written
 
 
 @pytest.fixture
@@ -320,7 +415,11 @@ def small_disk(tmp_path):
     def make(size: str) -> Path:
         d = tmp_path / f"disk{len(mounted)}"
         d.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], capture_output=True, check=False)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)],
+            capture_output=True,
+            check=False,
+        )
         if r.returncode != 0:
             pytest.skip("cannot mount a small tmpfs here")
         mounted.append(d)
@@ -332,13 +431,29 @@ def small_disk(tmp_path):
 
 
 @pytest.mark.parametrize("size,where", [("150k", "checkpoint"), ("120k", "final write")])
-def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(small_disk, tiny_dir, tiny_task, size, where):
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(
+    small_disk, tiny_dir, tiny_task, size, where
+):
     """Before: a traceback, exit 1, and a checkpoint.tmp left behind."""
     disk = small_disk(size)
     every = "2" if where == "checkpoint" else "1000"
-    r = cli("finetune", "--model", str(tiny_dir), "--task", str(tiny_task), "-o", str(disk / "out"),
-            "-s", "batch_size=16", "-s", "max_length=32", "-s", f"checkpoint_every={every}",
-            "-s", f"cache_dir={disk.parent}/c")
+    r = cli(
+        "finetune",
+        "--model",
+        str(tiny_dir),
+        "--task",
+        str(tiny_task),
+        "-o",
+        str(disk / "out"),
+        "-s",
+        "batch_size=16",
+        "-s",
+        "max_length=32",
+        "-s",
+        f"checkpoint_every={every}",
+        "-s",
+        f"cache_dir={disk.parent}/c",
+    )
     assert r.returncode == 2, r.stderr[-3000:]
     assert "Traceback" not in r.stderr and "no space left on device" in r.stderr
     err = [x for x in r.stderr.splitlines() if x.startswith("error:")]
@@ -348,18 +463,31 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(small_disk, tin
     assert not (disk / "out").exists()
 
 
-def test_a_full_disk_in_a_study_is_one_line_and_the_rerun_finishes(small_disk, tmp_path, tiny_dir, tiny_task):
+def test_a_full_disk_in_a_study_is_one_line_and_the_rerun_finishes(
+    small_disk, tmp_path, tiny_dir, tiny_task
+):
     disk = small_disk("200k")
-    path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce"], uncertainty={"source": "dynamics"},
-                teacher={"model": str(tiny_dir), "train": {"epochs": 2}})
+    path = _exp(
+        tmp_path,
+        tiny_dir,
+        tiny_task,
+        losses=["ce"],
+        uncertainty={"source": "dynamics"},
+        teacher={"model": str(tiny_dir), "train": {"epochs": 2}},
+    )
     exp = yaml.safe_load(path.read_text())
     exp["defaults"]["checkpoint_every"] = 1000
     path.write_text(yaml.safe_dump(exp))
     r = cli("reproduce", str(path), "--output-dir", str(disk / "study"))
-    assert r.returncode == 2 and "no space left on device" in r.stderr and "Traceback" not in r.stderr, \
-        r.stderr[-3000:]
-    assert not [p for p in (disk / "study").rglob("stage.json")
-                if not (p.parent / "summary.json").is_file() and p.parent.name.startswith(("teacher", "compress"))]
+    assert (
+        r.returncode == 2 and "no space left on device" in r.stderr and "Traceback" not in r.stderr
+    ), r.stderr[-3000:]
+    assert not [
+        p
+        for p in (disk / "study").rglob("stage.json")
+        if not (p.parent / "summary.json").is_file()
+        and p.parent.name.startswith(("teacher", "compress"))
+    ]
     r = cli("reproduce", str(path), "--output-dir", str(tmp_path / "roomy"))
     assert r.returncode == 0, r.stderr[-3000:]
 
@@ -374,10 +502,14 @@ def test_stale_partials_are_reported_and_cleaned_only_on_request(finished, tmp_p
     (stale / "checkpoint" / "model.safetensors").write_bytes(b"x" * 2048)
     tmp_left = study / "artifacts" / ".teacher-ba9876543210.abc.tmp"
     tmp_left.mkdir()
-    mine = study / "artifacts" / (stages[-1].path.name + ".partial")  # a stage of this plan keeps its own
+    mine = (
+        study / "artifacts" / (stages[-1].path.name + ".partial")
+    )  # a stage of this plan keeps its own
     mine.mkdir()
     r = cli("reproduce", str(finished), "--output-dir", str(study), "--dry-run")
-    assert r.returncode == 0 and "2 partial checkpoint(s)" in r.stdout and "--clean" in r.stdout, r.stdout
+    assert r.returncode == 0 and "2 partial checkpoint(s)" in r.stdout and "--clean" in r.stdout, (
+        r.stdout
+    )
     assert stale.exists() and tmp_left.exists()
     r = cli("reproduce", str(finished), "--output-dir", str(study), "--clean", "--no-report")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -392,9 +524,26 @@ def test_checkpoint_files_get_the_umask_permissions(tmp_path, tiny_dir, tiny_tas
     old = os.umask(0o022)
     try:
         ckpt = cli_killed_after_checkpoint(
-            ["finetune", "--model", str(tiny_dir), "--task", str(tiny_task), "-o", str(tmp_path / "out"),
-             "-s", "batch_size=16", "-s", "max_length=32", "-s", "checkpoint_every=2", "-s", "epochs=40",
-             "-s", f"cache_dir={tmp_path}/c"])
+            [
+                "finetune",
+                "--model",
+                str(tiny_dir),
+                "--task",
+                str(tiny_task),
+                "-o",
+                str(tmp_path / "out"),
+                "-s",
+                "batch_size=16",
+                "-s",
+                "max_length=32",
+                "-s",
+                "checkpoint_every=2",
+                "-s",
+                "epochs=40",
+                "-s",
+                f"cache_dir={tmp_path}/c",
+            ]
+        )
     finally:
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in ckpt.iterdir() if p.is_file()}
@@ -409,9 +558,9 @@ def test_a_run_config_given_to_reproduce_points_to_finetune():
 
 def test_permission_denied_is_one_line_even_when_the_suite_runs_as_root(tmp_path, monkeypatch):
     """The permission branch used to be skipped as root, and CI runs as root. Now: a read-only file
-    system refuses root too (a real EROFS through the write probe, on a tmpfs mounted read-only), and
-    a folder the user may not write is refused — really for a non-root user, and for root by giving
-    `os.access` a non-root user's answer (root bypasses the permission bits)."""
+    system refuses root too (a real EROFS through the write probe, on a tmpfs mounted read-only),
+    and a folder the user may not write is refused — really for a non-root user, and for root by
+    giving `os.access` a non-root user's answer (root bypasses the permission bits)."""
     import os
     import subprocess
 
@@ -430,8 +579,14 @@ def test_permission_denied_is_one_line_even_when_the_suite_runs_as_root(tmp_path
         monkeypatch.undo()
     mnt = tmp_path / "rofs"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mnt)], capture_output=True,
-                      check=False).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mnt)],
+            capture_output=True,
+            check=False,
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a read-only tmpfs here")
     try:
         with pytest.raises(UserError, match="read-only file system"):
@@ -446,20 +601,42 @@ def test_a_fully_cached_study_says_what_it_reused(finished, tmp_path):
     study = tmp_path / "copy"
     shutil.copytree(exp.output_dir, study)
     r = cli("reproduce", str(finished), "--output-dir", str(study), "--no-report")
-    assert r.returncode == 0 and f"{len(stages)} stages: {len(stages)} reused, 0 to run" in r.stdout, r.stdout
+    assert (
+        r.returncode == 0 and f"{len(stages)} stages: {len(stages)} reused, 0 to run" in r.stdout
+    ), r.stdout
 
 
-def test_a_missing_teacher_path_is_fine_tuned_first_from_its_run_config(tmp_path, tiny_dir, tiny_task):
+def test_a_missing_teacher_path_is_fine_tuned_first_from_its_run_config(
+    tmp_path, tiny_dir, tiny_task
+):
     """The presets' headers said they train the README teacher when it is missing; they refused."""
     teacher = tmp_path / "teacher"
     run = tmp_path / "teacher.yaml"
-    run.write_text(yaml.safe_dump({"model": str(tiny_dir), "task": str(tiny_task), "output_dir": str(teacher),
-                                   "max_steps": 4, "batch_size": 16, "max_length": 32,
-                                   "cache_dir": str(tmp_path / "cache")}))
-    path = _exp(tmp_path, tiny_dir, tiny_task, losses=["ce"], uncertainty={"source": "dynamics"},
-                teacher={"model": str(tiny_dir), "path": str(teacher), "config": str(run)})
+    run.write_text(
+        yaml.safe_dump(
+            {
+                "model": str(tiny_dir),
+                "task": str(tiny_task),
+                "output_dir": str(teacher),
+                "max_steps": 4,
+                "batch_size": 16,
+                "max_length": 32,
+                "cache_dir": str(tmp_path / "cache"),
+            }
+        )
+    )
+    path = _exp(
+        tmp_path,
+        tiny_dir,
+        tiny_task,
+        losses=["ce"],
+        uncertainty={"source": "dynamics"},
+        teacher={"model": str(tiny_dir), "path": str(teacher), "config": str(run)},
+    )
     r = cli("reproduce", str(path), "--dry-run")
-    assert r.returncode == 0 and "is missing: the study fine-tunes it first" in r.stdout, r.stderr[-2000:]
+    assert r.returncode == 0 and "is missing: the study fine-tunes it first" in r.stdout, r.stderr[
+        -2000:
+    ]
     assert not teacher.exists()
     r = cli("reproduce", str(path), "--no-report")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -469,13 +646,25 @@ def test_a_missing_teacher_path_is_fine_tuned_first_from_its_run_config(tmp_path
     bad = tmp_path / "elsewhere.yaml"
     bad.write_text(run.read_text().replace(str(teacher), str(tmp_path / "other")))
     with pytest.raises(UserError, match="writes to"):
-        prepare(_exp(tmp_path, tiny_dir, tiny_task, name="x2", losses=["ce"],
-                     teacher={"model": str(tiny_dir), "path": str(tmp_path / "nowhere"), "config": str(bad)}))
+        prepare(
+            _exp(
+                tmp_path,
+                tiny_dir,
+                tiny_task,
+                name="x2",
+                losses=["ce"],
+                teacher={
+                    "model": str(tiny_dir),
+                    "path": str(tmp_path / "nowhere"),
+                    "config": str(bad),
+                },
+            )
+        )
 
 
 def test_artifact_files_are_validated_by_their_writer_and_every_reader(tmp_path, finished):
-    """One schema per artifact file (robust_compress/schemas.py): a writer cannot write a broken one,
-    and a broken one on disk is one line naming the file and the key, wherever it is read."""
+    """One schema per artifact file (robust_compress/schemas.py): a writer cannot write a broken
+    one, and a broken one on disk is one line naming the file and the key, wherever it is read."""
     from robust_compress import schemas
     from robust_compress.report import build_report
     from robust_compress.stages.artifact import write_artifact
@@ -486,11 +675,15 @@ def test_artifact_files_are_validated_by_their_writer_and_every_reader(tmp_path,
     exp, _ = prepare(finished)
     study = tmp_path / "copy"
     shutil.copytree(exp.output_dir, study)
-    entry = json.loads((study / "index.json").read_text())[1]  # (paths point at the shared study: copy it)
+    entry = json.loads((study / "index.json").read_text())[
+        1
+    ]  # (paths point at the shared study: copy it)
     data = json.loads((Path(entry["path"]) / "summary.json").read_text())
     data["splits"]["dev"]["role"] = "testing"
     (tmp_path / "summary.json").write_text(json.dumps(data))
-    with pytest.raises(UserError, match=r"summary.json: splits.dev.role: Input should be 'id', 'ood' or 'cue'"):
+    with pytest.raises(
+        UserError, match=r"summary.json: splits.dev.role: Input should be 'id', 'ood' or 'cue'"
+    ):
         schemas.read(tmp_path / "summary.json")
     index = json.loads((study / "index.json").read_text())
     index[0]["seed"] = "forty-two"

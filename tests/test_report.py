@@ -27,9 +27,16 @@ def _table(rng, labels, n, p_correct, meta=None):
     correct = rng.random(n) < p_correct
     pred = np.where(correct, gold, (gold + rng.integers(1, len(labels), n)) % len(labels))
     conf = np.clip(rng.normal(0.6 + 0.3 * correct, 0.1), 1 / len(labels), 1.0)
-    df = pd.DataFrame({"id": [f"x{i}" for i in range(n)], "gold": [labels[g] for g in gold],
-                       "pred": [labels[p] for p in pred], "correct": correct, "confidence": conf,
-                       "loss": -np.log(np.where(correct, conf, 1 - conf))})
+    df = pd.DataFrame(
+        {
+            "id": [f"x{i}" for i in range(n)],
+            "gold": [labels[g] for g in gold],
+            "pred": [labels[p] for p in pred],
+            "correct": correct,
+            "confidence": conf,
+            "loss": -np.log(np.where(correct, conf, 1 - conf)),
+        }
+    )
     for j, name in enumerate(labels):
         df[f"p_{name}"] = np.where(pred == j, conf, (1 - conf) / (len(labels) - 1))
     for k, v in (meta or {}).items():
@@ -37,27 +44,50 @@ def _table(rng, labels, n, p_correct, meta=None):
     return df
 
 
-def _write_run(study: Path, entry: dict, rng, easy: np.ndarray, acc: float, cue: bool = False) -> None:
+def _write_run(
+    study: Path, entry: dict, rng, easy: np.ndarray, acc: float, cue: bool = False
+) -> None:
     folder = study / entry["path"]
     (folder / "predictions").mkdir(parents=True)
     p_dev = np.where(easy, min(acc + 0.1, 0.99), acc - 0.15)  # easy examples are easier
-    _table(rng, MNLI, N_DEV, p_dev).to_parquet(folder / "predictions" / "dev_matched.parquet", index=False)
+    _table(rng, MNLI, N_DEV, p_dev).to_parquet(
+        folder / "predictions" / "dev_matched.parquet", index=False
+    )
     heur = np.repeat(HEURISTICS, N_HANS // 3)
-    _table(rng, HANS, N_HANS, acc - 0.3, {"heuristic": heur, "text": [f"t{i}" for i in range(N_HANS)]}
-           ).to_parquet(folder / "predictions" / "hans.parquet", index=False)
+    _table(
+        rng, HANS, N_HANS, acc - 0.3, {"heuristic": heur, "text": [f"t{i}" for i in range(N_HANS)]}
+    ).to_parquet(folder / "predictions" / "hans.parquet", index=False)
     # a stale summary whose numbers the report must NOT use
     roles = {"dev_matched": "id", "hans": "ood"}
     if cue:  # controlled-shortcut copies of the ID split, as runner.evaluate_model writes them
         for name, p in (("dev_matched+cue_aligned", 0.95), ("dev_matched+cue_conflicting", 0.4)):
-            _table(rng, MNLI, N_DEV, p).to_parquet(folder / "predictions" / f"{name}.parquet", index=False)
+            _table(rng, MNLI, N_DEV, p).to_parquet(
+                folder / "predictions" / f"{name}.parquet", index=False
+            )
             roles[name] = "cue"
-    (folder / "summary.json").write_text(json.dumps({
-        "splits": {s: {"role": r, "accuracy": 0.0} for s, r in roles.items()},
-        "id_split": "dev_matched", "acc_id": 0.0, "acc_ood": 0.0, "delta": 9.9, "f_bias": 9.9}))
+    (folder / "summary.json").write_text(
+        json.dumps(
+            {
+                "splits": {s: {"role": r, "accuracy": 0.0} for s, r in roles.items()},
+                "id_split": "dev_matched",
+                "acc_id": 0.0,
+                "acc_ood": 0.0,
+                "delta": 9.9,
+                "f_bias": 9.9,
+            }
+        )
+    )
     total = 110_000_000
     sparsity = entry.get("sparsity") or 0
-    (folder / "compression.json").write_text(json.dumps(
-        {"parameters": total, "nonzero_parameters": int(total * (1 - sparsity)), "method": entry["method"]}))
+    (folder / "compression.json").write_text(
+        json.dumps(
+            {
+                "parameters": total,
+                "nonzero_parameters": int(total * (1 - sparsity)),
+                "method": entry["method"],
+            }
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,25 +100,52 @@ def study(tmp_path_factory) -> Path:
     study = tmp_path_factory.mktemp("study")
     rng = np.random.default_rng(0)
     easy = rng.random(N_DEV) < 0.55
-    entries = [{"name": "teacher", "path": str(study / "artifacts" / "teacher"), "group": "teacher",
-                "method": "teacher", "loss": "ce", "seed": 1, "is_teacher": True}]
+    entries = [
+        {
+            "name": "teacher",
+            "path": str(study / "artifacts" / "teacher"),
+            "group": "teacher",
+            "method": "teacher",
+            "loss": "ce",
+            "seed": 1,
+            "is_teacher": True,
+        }
+    ]
     for sp in (0.4, 0.7):
         for loss in ("ce", "rmc"):
             for seed in (1, 2):
                 group = f"magnitude-{sp:.2f}"
-                entries.append({"name": f"{group}/{loss}/seed{seed}", "path": f"artifacts/compress-{len(entries)}",
-                                "group": group, "method": "magnitude", "loss": loss, "sparsity": sp, "seed": seed,
-                                "is_teacher": False})
+                entries.append(
+                    {
+                        "name": f"{group}/{loss}/seed{seed}",
+                        "path": f"artifacts/compress-{len(entries)}",
+                        "group": group,
+                        "method": "magnitude",
+                        "loss": loss,
+                        "sparsity": sp,
+                        "seed": seed,
+                        "is_teacher": False,
+                    }
+                )
     for e in entries:
         acc = 0.85 - 0.1 * (e.get("sparsity") or 0) + (0.03 if e["loss"] == "rmc" else 0)
         _write_run(study, e, rng, easy, acc, cue=e["name"] == CUE_RUN)
     (study / "index.json").write_text(json.dumps(entries))
     # what the speed stage writes: every run timed side by side with the teacher
-    (study / "speed.json").write_text(json.dumps({"examples_per_s": {
-        e["name"]: 100.0 + 50 * (e.get("sparsity") or 0) for e in entries}, "harness": {"examples": 512}}))
+    (study / "speed.json").write_text(
+        json.dumps(
+            {
+                "examples_per_s": {
+                    e["name"]: 100.0 + 50 * (e.get("sparsity") or 0) for e in entries
+                },
+                "harness": {"examples": 512},
+            }
+        )
+    )
     (study / "easy_hard").mkdir()
     pd.DataFrame({"id": [f"x{i}" for i in range(N_DEV)], "easy": easy}).to_parquet(
-        study / "easy_hard" / "dev_matched.parquet", index=False)
+        study / "easy_hard" / "dev_matched.parquet", index=False
+    )
     return study
 
 
@@ -108,23 +165,35 @@ def _unit(e: dict) -> str:
 def test_every_table_and_figure_is_in_the_html(report):
     assert report.name == "report" and report.is_dir()
     page, md = (report / "report.html").read_text(), (report / "report.md").read_text()
-    for heading in ("Table 1: Accuracy per split", "Table 2: Relative bias, model size and speed",
-                    "Table 3: hans accuracy by heuristic × gold label", "Table 4: Easy / hard examples of dev_matched",
-                    "Table 5: Controlled-shortcut reliance",
-                    "What wins it back: each loss against the Vanilla row of its compression"):
+    for heading in (
+        "Table 1: Accuracy per split",
+        "Table 2: Relative bias, model size and speed",
+        "Table 3: hans accuracy by heuristic × gold label",
+        "Table 4: Easy / hard examples of dev_matched",
+        "Table 5: Controlled-shortcut reliance",
+        "What wins it back: each loss against the Vanilla row of its compression",
+    ):
         assert f"<h2>{heading}" in page and f"## {heading}" in md
     imgs = re.findall(r"<img alt='([^']+)' src='data:image/png;base64,", page)
     assert len(imgs) == page.count("<img") == 6 and all(imgs)
     pngs = sorted(p.name for p in (report / "figures").glob("*.png"))
-    assert pngs == ["accuracy_vs_sparsity.png", "confidence_easy_hard_dev_matched.png",
-                    "easy_hard_gap_dev_matched.png", "reliability.png", "speed_robustness.png", "wins_back.png"]
+    assert pngs == [
+        "accuracy_vs_sparsity.png",
+        "confidence_easy_hard_dev_matched.png",
+        "easy_hard_gap_dev_matched.png",
+        "reliability.png",
+        "speed_robustness.png",
+        "wins_back.png",
+    ]
     assert all(f"](figures/{name})" in md for name in pngs)
     assert not re.search(r"(src|href)=['\"]?(https?:|//)", page) and "<script" not in page
     for cell in ("lexical_overlap/entailment", "constituent/non-entailment", "magnitude-0.70/rmc"):
         assert cell in page
     assert "(error bars: std over 2 seeds)" in page  # captions match the seeds there are
     assert "<div class='scroll'><table>" in page  # wide tables scroll inside the page, not the page
-    assert "text/" not in page and "cue_aligned" not in page  # no breakdown by carried text; cue copies hidden
+    assert (
+        "text/" not in page and "cue_aligned" not in page
+    )  # no breakdown by carried text; cue copies hidden
     table1 = page.split("<h2>Table 1")[1].split("</table>")[0]
     assert table1.count("<tr>") == 1 + 5  # header + teacher + 2 sparsities x 2 losses
 
@@ -142,11 +211,16 @@ def test_metrics_match_pandas_recomputation(study, report):
         acc_id, acc_ood = dev["correct"].mean(), hans["correct"].mean()
         m = dev["id"].map(easy)
         sub = hans[(hans["heuristic"] == "subsequence") & (hans["gold"] == "non-entailment")]
-        return {"acc.dev_matched": acc_id, "acc.hans": acc_ood, "acc_id": acc_id, "acc_ood": acc_ood,
-                "delta": (acc_id - acc_ood) / acc_id,
-                "eh.dev_matched.gap": dev["correct"][m].mean() - dev["correct"][~m].mean(),
-                "eh.dev_matched.easy_conf": dev["confidence"][m].mean(),
-                "by.hans.heuristic.subsequence/non-entailment": sub["correct"].mean()}
+        return {
+            "acc.dev_matched": acc_id,
+            "acc.hans": acc_ood,
+            "acc_id": acc_id,
+            "acc_ood": acc_ood,
+            "delta": (acc_id - acc_ood) / acc_id,
+            "eh.dev_matched.gap": dev["correct"][m].mean() - dev["correct"][~m].mean(),
+            "eh.dev_matched.easy_conf": dev["confidence"][m].mean(),
+            "by.hans.heuristic.subsequence/non-entailment": sub["correct"].mean(),
+        }
 
     expected = {e["name"]: direct(e) for e in index}
     t_delta = expected["teacher"]["delta"]
@@ -167,24 +241,38 @@ def test_metrics_match_pandas_recomputation(study, report):
             assert got[k] == pytest.approx(np.mean(vals), abs=1e-12)
             if len(vals) > 1:
                 assert got[f"{k}.std"] == pytest.approx(np.std(vals, ddof=1), abs=1e-12)
-        assert got["f_bias"] == pytest.approx(np.mean([expected[n]["delta"] for n in names]) / t_delta)
+        assert got["f_bias"] == pytest.approx(
+            np.mean([expected[n]["delta"] for n in names]) / t_delta
+        )
     # CI: bootstrap over examples for the single-seed teacher, Student t over 2 seeds otherwise
     teacher = rows[("group", "teacher")]
     hans_t = _preds(study, index[0], "hans")["correct"].to_numpy()
-    assert [teacher["acc_ood.ci_lo"], teacher["acc_ood.ci_hi"]] == pytest.approx(bootstrap_ci(hans_t))
+    assert [teacher["acc_ood.ci_lo"], teacher["acc_ood.ci_hi"]] == pytest.approx(
+        bootstrap_ci(hans_t)
+    )
     g = rows[("group", "magnitude-0.40/rmc")]
     half = 12.706 * g["acc_ood.std"] / np.sqrt(2)
-    assert [g["acc_ood.ci_lo"], g["acc_ood.ci_hi"]] == pytest.approx([max(g["acc_ood"] - half, 0),
-                                                                      min(g["acc_ood"] + half, 1)])
+    assert [g["acc_ood.ci_lo"], g["acc_ood.ci_hi"]] == pytest.approx(
+        [max(g["acc_ood"] - half, 0), min(g["acc_ood"] + half, 1)]
+    )
     assert teacher["f_bias"] == pytest.approx(1.0)
-    speed = pd.read_csv(report / "speed.csv").set_index(["level", "name"])  # timings live beside the metrics
+    speed = pd.read_csv(report / "speed.csv").set_index(
+        ["level", "name"]
+    )  # timings live beside the metrics
     assert speed.loc[("group", "magnitude-0.40/ce"), "speedup"] == pytest.approx(120 / 100)
-    assert "speedup" not in rows[("group", "magnitude-0.40/ce")]  # metrics.json: what predictions determine
-    assert rows[("group", "magnitude-0.70/rmc")]["nonzero_parameters"] == pytest.approx(110e6 * 0.3, rel=1e-6)
+    assert (
+        "speedup" not in rows[("group", "magnitude-0.40/ce")]
+    )  # metrics.json: what predictions determine
+    assert rows[("group", "magnitude-0.70/rmc")]["nonzero_parameters"] == pytest.approx(
+        110e6 * 0.3, rel=1e-6
+    )
     # shortcut reliance: recomputed from the cue prediction tables of the one run that has them
     assert rows[("group", "magnitude-0.70/ce")]["shortcut.reliance.n"] == 1
     cue_entry = next(e for e in index if e["name"] == CUE_RUN)
-    a, c = (_preds(study, cue_entry, f"dev_matched+cue_{k}")["correct"].mean() for k in ("aligned", "conflicting"))
+    a, c = (
+        _preds(study, cue_entry, f"dev_matched+cue_{k}")["correct"].mean()
+        for k in ("aligned", "conflicting")
+    )
     assert rows[("run", CUE_RUN)]["shortcut.reliance"] == pytest.approx(a - c, abs=1e-12)
     assert "shortcut.reliance" not in teacher
 
@@ -207,7 +295,9 @@ def test_corrupt_parquet_leaves_no_report(study, tmp_path):
     with pytest.raises(UserError, match=re.escape(str(bad))):
         build_report(copy)
     assert not (copy / "report").exists()
-    assert not [p for p in copy.iterdir() if p.name.startswith(".report")]  # no temp folder left behind
+    assert not [
+        p for p in copy.iterdir() if p.name.startswith(".report")
+    ]  # no temp folder left behind
     # with an earlier report in place, a failed rebuild leaves it untouched
     bad.write_bytes(good)
     before = (build_report(copy) / "metrics.json").read_bytes()
@@ -225,22 +315,36 @@ def _chromium() -> str | None:
 
 @pytest.mark.skipif(_chromium() is None, reason="chromium not installed (.ci/run installs it)")
 def test_html_renders_in_headless_chromium_with_every_figure_loaded(report, tmp_path):
-    """Load the page in a real browser; a probe script counts images that decoded (naturalWidth > 0)."""
+    """Load the page in a real browser; a probe script counts images that decoded
+    (naturalWidth > 0)."""
     import re
     import subprocess
 
     page = (report / "report.html").read_text()
-    probe = ("<script>window.addEventListener('load',()=>{const im=[...document.images];"
-             "document.title='IMAGES '+im.filter(i=>i.complete&&i.naturalWidth>0).length+'/'+im.length+"
-             "' TABLES '+document.querySelectorAll('table').length+"
-             "' OVERFLOW '+(document.documentElement.scrollWidth>window.innerWidth?1:0);});</script>")
+    probe = (
+        "<script>window.addEventListener('load',()=>{const im=[...document.images];"
+        "document.title='IMAGES '+im.filter(i=>i.complete&&i.naturalWidth>0).length+'/'+im.length+"
+        "' TABLES '+document.querySelectorAll('table').length+"
+        "' OVERFLOW '+(document.documentElement.scrollWidth>window.innerWidth?1:0);});</script>"
+    )
     probed = tmp_path / "probe.html"
     probed.write_text(page.replace("</body>", probe + "</body>"))
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--window-size=1400,1000",
-           "--dump-dom",
-           probed.as_uri()]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--window-size=1400,1000",
+        "--dump-dom",
+        probed.as_uri(),
+    ]
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120).stdout
     m = re.search(r"IMAGES (\d+)/(\d+) TABLES (\d+) OVERFLOW (\d)", out)
     assert m, out[:2000]
@@ -249,8 +353,13 @@ def test_html_renders_in_headless_chromium_with_every_figure_loaded(report, tmp_
     assert tables >= 4
     assert overflow == 0, "the page is wider than a 1400-px window: a table overflows it"
     shot = tmp_path / "shot.png"
-    subprocess.run(cmd[:-3] + [f"--screenshot={shot}", "--window-size=1400,2400", (report / "report.html").as_uri()],
-                   check=False, capture_output=True, timeout=120)
+    subprocess.run(
+        cmd[:-3]
+        + [f"--screenshot={shot}", "--window-size=1400,2400", (report / "report.html").as_uri()],
+        check=False,
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.is_file() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
 
 
@@ -261,11 +370,14 @@ def test_export_is_weights_free_and_regenerates_same_numbers(study, report, tmp_
     assert not list(dest.rglob("*.safetensors"))
     a = json.loads((report / "metrics.json").read_text())
     b = json.loads((dest / "report" / "metrics.json").read_text())
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "path"} for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "path"} for r in rows]
+
     # the export stores probabilities as float32: numbers agree far below report precision
     ra, rb = strip(a["rows"]), strip(b["rows"])
     assert len(ra) == len(rb)
-    for x, y in zip(ra, rb):
+    for x, y in zip(ra, rb, strict=True):
         assert x.keys() == y.keys()
         for k in x:
             if isinstance(x[k], float):
@@ -275,8 +387,9 @@ def test_export_is_weights_free_and_regenerates_same_numbers(study, report, tmp_
 
 
 def test_a_second_named_split_of_one_dev_set(study, tmp_path):
-    """`easy_hard/<split>.<name>.parquet` (a second bias model's split, e.g. lexical overlap) gets its own
-    metrics, table and figure beside the study's split, computed on the same prediction table."""
+    """`easy_hard/<split>.<name>.parquet` (a second bias model's split, e.g. lexical overlap) gets
+    its own metrics, table and figure beside the study's split, computed on the same prediction
+    table."""
     import shutil
 
     from robust_compress.report import build_report
@@ -287,7 +400,9 @@ def test_a_second_named_split_of_one_dev_set(study, tmp_path):
     flipped["easy"] = ~flipped["easy"]
     flipped.to_parquet(s2 / "easy_hard" / "dev_matched.overlap.parquet", index=False)
     out = build_report(s2)
-    rows = [r for r in json.loads((out / "metrics.json").read_text())["rows"] if r["level"] == "run"]
+    rows = [
+        r for r in json.loads((out / "metrics.json").read_text())["rows"] if r["level"] == "run"
+    ]
     for r in rows:  # the flipped split swaps easy and hard: the gap changes sign exactly
         assert r["eh.dev_matched.overlap.gap"] == pytest.approx(-r["eh.dev_matched.gap"], abs=1e-12)
         assert r["eh.dev_matched.overlap.n_easy"] == r["eh.dev_matched.n_hard"]
@@ -297,8 +412,8 @@ def test_a_second_named_split_of_one_dev_set(study, tmp_path):
 
 
 def test_f_bias_pairs_the_teacher_with_the_runs_examples(study, tmp_path):
-    """A compressed run scored on a subset (a study's eval_limit) is compared with the teacher's Δ on
-    that same subset, not on the teacher's full sets."""
+    """A compressed run scored on a subset (a study's eval_limit) is compared with the teacher's Δ
+    on that same subset, not on the teacher's full sets."""
     import shutil
 
     from robust_compress.report import build_report
@@ -306,26 +421,40 @@ def test_f_bias_pairs_the_teacher_with_the_runs_examples(study, tmp_path):
     s2 = tmp_path / "subset"
     shutil.copytree(study, s2)
     index = json.loads((s2 / "index.json").read_text())
-    run, teacher = next(e for e in index if not e["is_teacher"]), next(e for e in index if e["is_teacher"])
+    run, teacher = (
+        next(e for e in index if not e["is_teacher"]),
+        next(e for e in index if e["is_teacher"]),
+    )
     for split in ("dev_matched", "hans"):
         path = s2 / run["path"] / "predictions" / f"{split}.parquet"
         pd.read_parquet(path).iloc[::3].to_parquet(path, index=False)
     out = build_report(s2)
-    got = next(r for r in json.loads((out / "metrics.json").read_text())["rows"]
-               if r["level"] == "run" and r["name"] == run["name"])
+    got = next(
+        r
+        for r in json.loads((out / "metrics.json").read_text())["rows"]
+        if r["level"] == "run" and r["name"] == run["name"]
+    )
     dev, hans = _preds(s2, run, "dev_matched"), _preds(s2, run, "hans")
     tdev, thans = _preds(s2, teacher, "dev_matched"), _preds(s2, teacher, "hans")
     tdev, thans = tdev[tdev["id"].isin(dev["id"])], thans[thans["id"].isin(hans["id"])]
-    delta = lambda a, b: (a["correct"].mean() - b["correct"].mean()) / a["correct"].mean()
+
+    def delta(a, b):
+        return (a["correct"].mean() - b["correct"].mean()) / a["correct"].mean()
+
     assert len(tdev) == len(dev) < 100
     assert got["f_bias"] == pytest.approx(delta(dev, hans) / delta(tdev, thans), abs=1e-12)
     full_t = delta(_preds(s2, teacher, "dev_matched"), _preds(s2, teacher, "hans"))
-    assert got["f_bias"] != pytest.approx(delta(dev, hans) / full_t, abs=1e-6)  # not the full-set teacher
+    assert got["f_bias"] != pytest.approx(
+        delta(dev, hans) / full_t, abs=1e-6
+    )  # not the full-set teacher
 
 
 def test_summary_says_what_compression_cost_and_what_each_loss_won_back(study, report):
     """The opening summary: differences computed from the same runs as the tables, in words."""
-    rows = {(r["level"], r["name"]): r for r in json.loads((report / "metrics.json").read_text())["rows"]}
+    rows = {
+        (r["level"], r["name"]): r
+        for r in json.loads((report / "metrics.json").read_text())["rows"]
+    }
     md = (report / "report.md").read_text()
     assert "## Summary: what compression cost, what each loss won back" in md
     van, teacher = rows[("group", "magnitude-0.40/ce")], rows[("group", "teacher")]
@@ -333,14 +462,26 @@ def test_summary_says_what_compression_cost_and_what_each_loss_won_back(study, r
     assert f"magnitude-0.40 (Vanilla, 2 seeds) vs the teacher: ID accuracy {cost:+.1f} [" in md
     rmc = rows[("group", "magnitude-0.40/rmc")]
     gain = 100 * (rmc["acc_id"] - van["acc_id"])
-    line = next(x for x in md.splitlines() if x.startswith("    - rmc at magnitude-0.40 (2 seeds), vs Vanilla:"))
+    line = next(
+        x
+        for x in md.splitlines()
+        if x.startswith("    - rmc at magnitude-0.40 (2 seeds), vs Vanilla:")
+    )
     assert f"ID accuracy {gain:+.1f}" in line
-    # the gap: the fixture's Vanilla widens it against the teacher, so the line says what RMC recovered
+    # the gap: the fixture's Vanilla widens it against the teacher, so the line says what RMC
+    # recovered
     gap_cost = van["eh.dev_matched.gap"] - teacher["eh.dev_matched.gap"]
-    cost_line = next(x for x in md.splitlines() if "magnitude-0.40 (Vanilla, 2 seeds) vs the teacher" in x)
-    lo, _hi = (float(v) for v in re.search(r"easy−hard gap [+-][\d.]+ \[([+-][\d.]+), ([+-][\d.]+)\]",
-                                           cost_line).groups())
-    if lo > 0:  # a measurable cost: the RMC line says how much of it RMC recovered (or that it recovered none)
+    cost_line = next(
+        x for x in md.splitlines() if "magnitude-0.40 (Vanilla, 2 seeds) vs the teacher" in x
+    )
+    lo, _hi = (
+        float(v)
+        for v in re.search(
+            r"easy−hard gap [+-][\d.]+ \[([+-][\d.]+), ([+-][\d.]+)\]", cost_line
+        ).groups()
+    )
+    # a measurable cost: the RMC line says how much of it RMC recovered (or that it recovered none)
+    if lo > 0:
         assert f"the {100 * gap_cost:.1f}-point easy−hard gap cost" in line
     else:  # no measurable cost: never "recovers x of the cost"
         assert "no measurable easy−hard gap cost to recover" in line and "gap cost (" not in line
@@ -365,13 +506,20 @@ def test_collapsed_rows_are_marked_and_left_out_of_trend_lines(study, tmp_path):
                 df.to_parquet(p, index=False)
     out = build_report(s2)
     md = (out / "report.md").read_text()
-    row = next(x for x in md.split("## Table 2")[1].splitlines() if x.startswith("| magnitude-0.70/ce ⚠ |"))
+    row = next(
+        x for x in md.split("## Table 2")[1].splitlines() if x.startswith("| magnitude-0.70/ce ⚠ |")
+    )
     assert row.count("collapsed — not read") == 2  # Δ and F_bias
     for table in ("## Table 3", "## Table 4"):  # marked in every table, not only Table 1
         assert "| magnitude-0.70/ce ⚠ |" in md.split(table)[1].split("\n## ")[0]
     assert "⚠ collapsed: predicts one class" in md
-    assert "magnitude-0.70 (Vanilla, 2 seeds): collapsed — not read (one class on 100% of dev_matched)" in md
+    assert (
+        "magnitude-0.70 (Vanilla, 2 seeds): collapsed — not read (one class on 100% of dev_matched)"
+        in md
+    )
     assert "collapsed rows left out: magnitude-0.70/ce" in md
-    rows = {(r["level"], r["name"]): r for r in json.loads((out / "metrics.json").read_text())["rows"]}
+    rows = {
+        (r["level"], r["name"]): r for r in json.loads((out / "metrics.json").read_text())["rows"]
+    }
     assert rows[("group", "magnitude-0.70/ce")]["collapsed"] == 1.0
     assert rows[("group", "magnitude-0.70/rmc")]["collapsed"] == 0.0

@@ -31,7 +31,8 @@ def test_loss_variance_by_hand():
 
 
 def test_uncertainty_from_snapshots_equals_variance_by_hand(tiny_dir, tiny_task, tmp_path):
-    """Snapshots of a tiny model at several sparsities: v_i equals the variance of l_i computed here."""
+    """Snapshots of a tiny model at several sparsities: v_i equals the variance of l_i computed
+    here."""
     base = load_model(str(tiny_dir), LABELS).eval()
     tok = load_tokenizer(str(tiny_dir))
     snap_dir = tmp_path / "snaps"
@@ -50,7 +51,9 @@ def test_uncertainty_from_snapshots_equals_variance_by_hand(tiny_dir, tiny_task,
     for p in sorted(snap_dir.iterdir()):
         lg, _ = predict_logits(load_model(str(p), LABELS), EncodedSplit(ex, tok, 32))
         losses.append(example_losses(lg, labels))
-    np.testing.assert_allclose(df["v"].to_numpy(), np.var(np.stack(losses), axis=0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        df["v"].to_numpy(), np.var(np.stack(losses), axis=0), rtol=1e-5, atol=1e-7
+    )
     assert list(df["id"]) == [e["id"] for e in ex]
     assert pd.read_parquet(tmp_path / "u.parquet")["v"].shape == (len(ex),)
 
@@ -62,7 +65,9 @@ def _ctx(tmp_path):
 def test_jtt_weights_exactly_first_model_errors(tiny_dir, tiny_task, tmp_path):
     ex = load_split(load_task(str(tiny_task)), "train", None).examples
     settings = REGISTRY["jtt"].Settings(name="jtt")
-    w = torch.stack(build_extras(settings, Inputs(reference_model=str(tiny_dir)), ex, _ctx(tmp_path))["weight"])
+    w = torch.stack(
+        build_extras(settings, Inputs(reference_model=str(tiny_dir)), ex, _ctx(tmp_path))["weight"]
+    )
     logits = LogitCache(tmp_path / "cache").get(tiny_dir, ex, 32)
     wrong = logits.argmax(1) != np.array([e["label"] for e in ex])
     assert wrong.any() and (~wrong).any()
@@ -71,15 +76,21 @@ def test_jtt_weights_exactly_first_model_errors(tiny_dir, tiny_task, tmp_path):
 
 def test_rmc_difficulty_extras_cover_range(tiny_dir, tiny_task, tmp_path):
     ex = load_split(load_task(str(tiny_task)), "train", None).examples
-    pd.DataFrame({"id": [e["id"] for e in ex], "v": np.linspace(0, 1, len(ex))}).to_parquet(tmp_path / "u.parquet")
+    pd.DataFrame({"id": [e["id"] for e in ex], "v": np.linspace(0, 1, len(ex))}).to_parquet(
+        tmp_path / "u.parquet"
+    )
     settings = REGISTRY["rmc"].Settings(name="rmc")
     inputs = Inputs(teacher=str(tiny_dir), uncertainty=str(tmp_path / "u.parquet"))
     d = torch.stack(build_extras(settings, inputs, ex, _ctx(tmp_path))["difficulty"])
     assert d.min().item() == pytest.approx(0.5) and d.max().item() == pytest.approx(1.0)
     pd.DataFrame({"id": ["nope"], "v": [0.1]}).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(UserError, match=r"bad\.parquet: no 'v' for"):
-        build_extras(settings, inputs.model_copy(update={"uncertainty": str(tmp_path / "bad.parquet")}), ex,
-                     _ctx(tmp_path))
+        build_extras(
+            settings,
+            inputs.model_copy(update={"uncertainty": str(tmp_path / "bad.parquet")}),
+            ex,
+            _ctx(tmp_path),
+        )
 
 
 def test_cue_transform_and_reliance():
@@ -93,14 +104,21 @@ def test_cue_transform_and_reliance():
     aligned, conflicting = cue_copies(ex, markers, seed=0)
     assert all(c["text_b"].endswith(markers[c["label"]]) for c in aligned)
     assert all(not c["text_b"].endswith(markers[c["label"]]) for c in conflicting)
-    tables = {"dev+cue_aligned": pd.DataFrame({"correct": [True, True, False, True]}),
-              "dev+cue_conflicting": pd.DataFrame({"correct": [False, True, False, False]})}
+    tables = {
+        "dev+cue_aligned": pd.DataFrame({"correct": [True, True, False, True]}),
+        "dev+cue_conflicting": pd.DataFrame({"correct": [False, True, False, False]}),
+    }
     assert reliance(tables)["dev"]["reliance"] == pytest.approx(0.75 - 0.25)
 
 
 def test_easy_hard_metrics_and_agreement():
-    pred = pd.DataFrame({"id": list("abcd"), "correct": [True, True, False, True],
-                         "confidence": [0.9, 0.8, 0.6, 0.5]})
+    pred = pd.DataFrame(
+        {
+            "id": list("abcd"),
+            "correct": [True, True, False, True],
+            "confidence": [0.9, 0.8, 0.6, 0.5],
+        }
+    )
     easy = pd.DataFrame({"id": list("abcd"), "easy": [True, True, False, False]})
     m = easy_hard_metrics(pred, easy)
     assert (m["easy_acc"], m["hard_acc"], m["gap"]) == (1.0, 0.5, 0.5)
@@ -153,13 +171,27 @@ def test_uncertainty_from_the_teachers_dynamics_in_a_study(tmp_path, tiny_dir, t
 
     from robust_compress.study.run import prepare, reproduce
 
-    exp = {"name": "dyn", "task": str(tiny_task), "output_dir": str(tmp_path / "s"), "seeds": [0],
-           "defaults": {"batch_size": 16, "lr": 2e-3, "max_length": 32, "train_limit": 96,
-                        "cache_dir": str(tmp_path / "c")},
-           "teacher": {"model": str(tiny_dir), "train": {"epochs": 2, "train_limit": 192}},
-           "compressions": [{"name": "m", "method": "magnitude", "settings": {"sparsity": 0.3}}],
-           "losses": ["rmc"], "uncertainty": {"source": "dynamics"}, "speed": None}
-    (tmp_path / "one-epoch.yaml").write_text(yaml.safe_dump(exp | {"teacher": {"model": str(tiny_dir)}}))
+    exp = {
+        "name": "dyn",
+        "task": str(tiny_task),
+        "output_dir": str(tmp_path / "s"),
+        "seeds": [0],
+        "defaults": {
+            "batch_size": 16,
+            "lr": 2e-3,
+            "max_length": 32,
+            "train_limit": 96,
+            "cache_dir": str(tmp_path / "c"),
+        },
+        "teacher": {"model": str(tiny_dir), "train": {"epochs": 2, "train_limit": 192}},
+        "compressions": [{"name": "m", "method": "magnitude", "settings": {"sparsity": 0.3}}],
+        "losses": ["rmc"],
+        "uncertainty": {"source": "dynamics"},
+        "speed": None,
+    }
+    (tmp_path / "one-epoch.yaml").write_text(
+        yaml.safe_dump(exp | {"teacher": {"model": str(tiny_dir)}})
+    )
     with pytest.raises(UserError, match="at least twice"):
         prepare(tmp_path / "one-epoch.yaml")
     (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
@@ -167,7 +199,9 @@ def test_uncertainty_from_the_teachers_dynamics_in_a_study(tmp_path, tiny_dir, t
     teacher, unc = stages[0], next(s for s in stages if s.kind == "uncertainty")
     dyn = pd.read_parquet(teacher.path / "dynamics.parquet")
     v = pd.read_parquet(unc.output).set_index("id")["v"]
-    assert len(v) == 96 and len(dyn) == 2 * 192  # the compressions' examples are among the teacher's
+    assert (
+        len(v) == 96 and len(dyn) == 2 * 192
+    )  # the compressions' examples are among the teacher's
     by_hand = dyn.groupby("id")["loss"].var(ddof=0).loc[v.index]
     np.testing.assert_allclose(v.to_numpy(), by_hand.to_numpy(), rtol=1e-9)
     assert [s.kind for s in stages].count("uncertainty-run") == 0  # no extra pruning run

@@ -1,6 +1,6 @@
 """Stage keys are the cache: a refactor that changes one silently reruns every finished study (the
-mitigation study takes hours). The keys of three presets on ../shared are pinned; a change that means
-to change them (a new KEY_VERSION) regenerates tests/golden/stage_keys.json on purpose."""
+mitigation study takes hours). The keys of three presets on ../shared are pinned; a change that
+means to change them (a new KEY_VERSION) regenerates tests/golden/stage_keys.json on purpose."""
 
 from __future__ import annotations
 

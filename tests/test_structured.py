@@ -24,10 +24,14 @@ from .test_families import _batch, _logits, _make
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, shared_tiny_task):
     root = tmp_path_factory.mktemp("structured")
-    return finetune(tiny_run_config(_make(root, "bert"), shared_tiny_task, root / "teacher", max_steps=6))
+    return finetune(
+        tiny_run_config(_make(root, "bert"), shared_tiny_task, root / "teacher", max_steps=6)
+    )
 
 
-def test_target_is_met_kept_after_reload_and_equals_the_masked_twin(teacher, tiny_tokenizer, tmp_path):
+def test_target_is_met_kept_after_reload_and_equals_the_masked_twin(
+    teacher, tiny_tokenizer, tmp_path
+):
     model = load_model(str(teacher), LABELS)
     data = EncodedSplit(make_examples(96), tiny_tokenizer, 32)
     cfg = StructuredConfig(target_flops=0.5, prune_every=2, importance_batches=1)
@@ -40,8 +44,14 @@ def test_target_is_met_kept_after_reload_and_equals_the_masked_twin(teacher, tin
             self.masked = _logits(m, _batch())
 
     twin = Twin()
-    train(model, data, TrainArgs(batch_size=16, max_steps=12, lr=1e-3), make_loss(REGISTRY["ce"].Settings()),
-          tmp_path / "w", hooks=[twin, hook])
+    train(
+        model,
+        data,
+        TrainArgs(batch_size=16, max_steps=12, lr=1e-3),
+        make_loss(REGISTRY["ce"].Settings()),
+        tmp_path / "w",
+        hooks=[twin, hook],
+    )
     model.eval()
     kept = encoder_flops(model)["flops_dense"] / dense
     assert 0.40 < kept <= 0.5 + 1e-9  # the target, within one unit of granularity below
@@ -61,7 +71,14 @@ def test_a_resumed_structured_run_equals_an_uninterrupted_one(teacher, tiny_toke
 
     def run(work, hooks=()):
         m = load_model(str(teacher), LABELS)
-        train(m, data, args, ce, work, hooks=[*hooks, StructuredPruning(cfg, Prepare(data=data, seed=0), 0.6)])
+        train(
+            m,
+            data,
+            args,
+            ce,
+            work,
+            hooks=[*hooks, StructuredPruning(cfg, Prepare(data=data, seed=0), 0.6)],
+        )
         return m
 
     a = run(tmp_path / "a")
@@ -80,31 +97,65 @@ def test_a_resumed_structured_run_equals_an_uninterrupted_one(teacher, tiny_toke
         torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
 
 
-def test_structured_compress_with_distillation_records_what_it_removed(teacher, shared_tiny_task, tmp_path):
-    out = compress(tiny_run_config(teacher, shared_tiny_task, tmp_path / "s", max_steps=10,
-                                   loss={"name": "distil"}, inputs={"teacher": str(teacher)},
-                                   compression={"method": "structured", "target_flops": 0.5, "prune_every": 2,
-                                                "importance_batches": 1}))
+def test_structured_compress_with_distillation_records_what_it_removed(
+    teacher, shared_tiny_task, tmp_path
+):
+    out = compress(
+        tiny_run_config(
+            teacher,
+            shared_tiny_task,
+            tmp_path / "s",
+            max_steps=10,
+            loss={"name": "distil"},
+            inputs={"teacher": str(teacher)},
+            compression={
+                "method": "structured",
+                "target_flops": 0.5,
+                "prune_every": 2,
+                "importance_batches": 1,
+            },
+        )
+    )
     rec = json.loads((out / "compression.json").read_text())
-    assert rec["flops_kept"] <= 0.5 + 1e-9 and rec["heads_removed"] > 0 and rec["ffn_neurons_removed"] > 0
+    assert (
+        rec["flops_kept"] <= 0.5 + 1e-9
+        and rec["heads_removed"] > 0
+        and rec["ffn_neurons_removed"] > 0
+    )
     assert rec["parameters"] < rec["parameters_before"]
 
 
-def test_speedup_target_is_calibrated_by_measurement(teacher, shared_tiny_task, tmp_path, monkeypatch):
+def test_speedup_target_is_calibrated_by_measurement(
+    teacher, shared_tiny_task, tmp_path, monkeypatch
+):
     """The calibration times pruned copies with the speed harness; here the harness is replaced by a
     machine whose speed is exactly 1 / FLOPs (a test must not depend on this machine's load), so the
     interpolated target must be 1 / 1.3 of the FLOPs."""
+
     def fake_throughput(entries, **kw):
         return {k: 1e12 / encoder_flops(m)["flops_dense"] for k, (m, _) in entries.items()}
 
     monkeypatch.setattr("robust_compress.compress.structured_target.throughput", fake_throughput)
-    out = compress(tiny_run_config(teacher, shared_tiny_task, tmp_path / "s", max_steps=4,
-                                   compression={"method": "structured", "target_speedup": 1.3, "prune_every": 2,
-                                                "importance_batches": 1}))
+    out = compress(
+        tiny_run_config(
+            teacher,
+            shared_tiny_task,
+            tmp_path / "s",
+            max_steps=4,
+            compression={
+                "method": "structured",
+                "target_speedup": 1.3,
+                "prune_every": 2,
+                "importance_batches": 1,
+            },
+        )
+    )
     rec = json.loads((out / "compression.json").read_text())
     cal = rec["calibration"]
     assert set(cal["measured"]) == {"0.8", "0.6", "0.45", "0.3", "0.2"}
-    assert cal["target_flops"] == pytest.approx(1 / 1.3, abs=0.03)  # between measured points, in log speed
+    assert cal["target_flops"] == pytest.approx(
+        1 / 1.3, abs=0.03
+    )  # between measured points, in log speed
     assert rec["flops_kept"] <= cal["target_flops"] + 1e-9
 
 

@@ -21,9 +21,19 @@ def _curve(out):
 def test_tensorboard_holds_the_loss_curve(tiny_dir, tiny_task, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out = finetune(tiny_run_config(tiny_dir, tiny_task, tmp_path / "tb", max_steps=STEPS, trackers=["tensorboard"],
-                                   eval_sets=["dev"]))
-    run_dir = tmp_path / "tb.logs" / "tb.logs"  # accelerate: <project_dir>/<run name>, hparams in a subfolder
+    out = finetune(
+        tiny_run_config(
+            tiny_dir,
+            tiny_task,
+            tmp_path / "tb",
+            max_steps=STEPS,
+            trackers=["tensorboard"],
+            eval_sets=["dev"],
+        )
+    )
+    run_dir = (
+        tmp_path / "tb.logs" / "tb.logs"
+    )  # accelerate: <project_dir>/<run name>, hparams in a subfolder
     assert list(run_dir.glob("events.out.tfevents.*"))
     acc = EventAccumulator(str(run_dir))
     acc.Reload()
@@ -46,8 +56,16 @@ def test_mlflow_local_store_holds_the_loss_curve(where, tiny_dir, tiny_task, tmp
     else:
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
         uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
-    out = finetune(tiny_run_config(tiny_dir, tiny_task, tmp_path / "runs" / "ml", max_steps=STEPS,
-                                   trackers=["mlflow"], eval_sets=["dev"]))
+    out = finetune(
+        tiny_run_config(
+            tiny_dir,
+            tiny_task,
+            tmp_path / "runs" / "ml",
+            max_steps=STEPS,
+            trackers=["mlflow"],
+            eval_sets=["dev"],
+        )
+    )
     assert not (tmp_path / "mlflow.db").exists() or where == "env"
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("ml.logs")

@@ -24,8 +24,10 @@ def test_sampler_is_seeded_permutation_grouped_by_length():
     s.set_epoch(1)
     assert list(s) != first
     # within a batch, lengths are close: mean in-batch spread far below the global spread
-    spreads = [max(lengths[i] for i in first[b:b + 8]) - min(lengths[i] for i in first[b:b + 8])
-               for b in range(0, 400, 8)]
+    spreads = [
+        max(lengths[i] for i in first[b : b + 8]) - min(lengths[i] for i in first[b : b + 8])
+        for b in range(0, 400, 8)
+    ]
     assert sum(spreads) / len(spreads) < 10
 
 
@@ -38,7 +40,15 @@ def test_collator_pads_to_longest_in_batch(tiny_tokenizer):
 
 
 def _cfg(tiny_dir, **kw):
-    base = {"model": str(tiny_dir), "batch_size": 16, "lr": 2e-3, "epochs": 2, "seed": 0, "checkpoint_every": 3, "warmup_ratio": 0.1}
+    base = {
+        "model": str(tiny_dir),
+        "batch_size": 16,
+        "lr": 2e-3,
+        "epochs": 2,
+        "seed": 0,
+        "checkpoint_every": 3,
+        "warmup_ratio": 0.1,
+    }
     return RunConfig(**(base | kw))
 
 
@@ -72,19 +82,30 @@ def test_resumed_run_equals_uninterrupted(tiny_dir, tiny_tokenizer, tmp_path):
     c = load_model(str(tiny_dir), LABELS)  # a fresh process would start from the base model
     result = train(c, data, cfg, make_loss(cfg.loss), tmp_path / "b")
     assert result.steps == 20
-    for (k, va), vc in zip(a.state_dict().items(), c.state_dict().values()):
+    for (k, va), vc in zip(a.state_dict().items(), c.state_dict().values(), strict=True):
         torch.testing.assert_close(va, vc, rtol=0, atol=0, msg=k)
 
 
 def test_two_processes_match_one(tiny_dir, tmp_path):
-    """gloo, 2 CPU processes, global batch split in halves: same weights as 1 process (dropout off)."""
+    """gloo, 2 CPU processes, global batch split in halves: same weights as 1 process (dropout
+    off)."""
     outs = {}
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     for n in (1, 2):
         out = tmp_path / f"w{n}.safetensors"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-               str(ROOT / "tests" / "_dist_train.py"), str(tiny_dir), str(out)]
-        r = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={n}",
+            str(ROOT / "tests" / "_dist_train.py"),
+            str(tiny_dir),
+            str(out),
+        ]
+        r = subprocess.run(
+            cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         assert f"world {n}" in r.stdout
         outs[n] = load_file(str(out))

@@ -31,8 +31,15 @@ MNLI = BUILTIN["mnli"]
 
 def cli(*args, cwd=ROOT, env=None):
     env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"} | (env or {})
-    return subprocess.run([sys.executable, "-m", "robust_compress.cli", *args], check=False, cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "robust_compress.cli", *args],
+        check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 # ---------------------------------------------------------------- the same config, the same numbers
@@ -44,8 +51,23 @@ def test_same_config_same_weights_in_two_processes(tiny_dir, tiny_task, tmp_path
     outs = []
     for i in range(2):
         out = tmp_path / f"run{i}"
-        r = cli("finetune", "--model", str(tiny_dir), "--task", str(tiny_task), "-o", str(out),
-                "-s", "max_steps=6", "-s", "batch_size=16", "-s", "max_length=32", "-s", f"cache_dir={tmp_path}/c")
+        r = cli(
+            "finetune",
+            "--model",
+            str(tiny_dir),
+            "--task",
+            str(tiny_task),
+            "-o",
+            str(out),
+            "-s",
+            "max_steps=6",
+            "-s",
+            "batch_size=16",
+            "-s",
+            "max_length=32",
+            "-s",
+            f"cache_dir={tmp_path}/c",
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         outs.append(out)
     a, b = (load_file(str(o / "model.safetensors")) for o in outs)
@@ -53,11 +75,28 @@ def test_same_config_same_weights_in_two_processes(tiny_dir, tiny_task, tmp_path
     assert all(torch.equal(a[k], b[k]) for k in a)
     sa, sb = (json.loads((o / "summary.json").read_text()) for o in outs)
     assert sa["splits"] == sb["splits"]
-    c = cli("finetune", "--model", str(tiny_dir), "--task", str(tiny_task), "-o", str(tmp_path / "seed7"),
-            "-s", "max_steps=6", "-s", "batch_size=16", "-s", "max_length=32", "-s", "seed=7")
+    c = cli(
+        "finetune",
+        "--model",
+        str(tiny_dir),
+        "--task",
+        str(tiny_task),
+        "-o",
+        str(tmp_path / "seed7"),
+        "-s",
+        "max_steps=6",
+        "-s",
+        "batch_size=16",
+        "-s",
+        "max_length=32",
+        "-s",
+        "seed=7",
+    )
     assert c.returncode == 0, c.stderr[-3000:]
     other = load_file(str(tmp_path / "seed7" / "model.safetensors"))
-    assert not torch.equal(other["classifier.weight"], a["classifier.weight"])  # the seed does choose
+    assert not torch.equal(
+        other["classifier.weight"], a["classifier.weight"]
+    )  # the seed does choose
 
 
 def test_new_head_follows_the_seed(tiny_dir):
@@ -66,7 +105,9 @@ def test_new_head_follows_the_seed(tiny_dir):
     from transformers import BertForSequenceClassification
 
     bare = tiny_dir.parent / "bare"
-    BertForSequenceClassification.from_pretrained(tiny_dir).bert.save_pretrained(bare)  # an encoder, no head
+    BertForSequenceClassification.from_pretrained(tiny_dir).bert.save_pretrained(
+        bare
+    )  # an encoder, no head
     for f in tiny_dir.iterdir():
         if f.name not in ("config.json", "model.safetensors"):
             shutil.copy(f, bare / f.name)
@@ -91,13 +132,13 @@ class Recorder(torch.nn.Module):
 
 
 def test_every_epoch_sees_its_own_batch_order(tiny_dir, tiny_tokenizer, tmp_path):
-    """accelerate's prepared loader owns the sampler's epoch; the loop must set it, or epoch 1 repeats
-    epoch 0 exactly. Each epoch must follow the sampler's order for that epoch."""
+    """accelerate's prepared loader owns the sampler's epoch; the loop must set it, or epoch 1
+    repeats epoch 0 exactly. Each epoch must follow the sampler's order for that epoch."""
     data = EncodedSplit(make_examples(64), tiny_tokenizer, 64)
     args = TrainArgs(batch_size=16, epochs=3, lr=1e-3, seed=5, checkpoint_every=100)
     rec = Recorder()
     train(load_model(str(tiny_dir), LABELS), data, args, rec, tmp_path / "w")
-    per_epoch = [[r for step in rec.rows[i * 4:(i + 1) * 4] for r in step] for i in range(3)]
+    per_epoch = [[r for step in rec.rows[i * 4 : (i + 1) * 4] for r in step] for i in range(3)]
     assert per_epoch[0] != per_epoch[1] and per_epoch[1] != per_epoch[2]
     sampler = LengthGroupedSampler(data.lengths, 16, seed=5)
     for epoch, seen in enumerate(per_epoch):
@@ -105,7 +146,7 @@ def test_every_epoch_sees_its_own_batch_order(tiny_dir, tiny_tokenizer, tmp_path
         assert seen == list(sampler)
 
 
-# ---------------------------------------------------------------- one clear line, exit 2, nothing half-written
+# ----------------------------------------------------- one clear line, exit 2, nothing half-written
 
 
 def _mnli_dir(tmp_path: Path, train_bytes: bytes) -> Path:
@@ -121,19 +162,28 @@ def _mnli_dir(tmp_path: Path, train_bytes: bytes) -> Path:
 
 
 def test_non_utf8_data_names_file_and_line(tmp_path, tiny_dir):
-    data = _mnli_dir(tmp_path, b'{"premise": "a", "hypothesis": "b", "label": 0}\n{"premise": "caf\xe9", '
-                               b'"hypothesis": "b", "label": 0}\n')
+    data = _mnli_dir(
+        tmp_path,
+        b'{"premise": "a", "hypothesis": "b", "label": 0}\n{"premise": "caf\xe9", '
+        b'"hypothesis": "b", "label": 0}\n',
+    )
     with pytest.raises(UserError, match=r"train\.jsonl:2: not UTF-8 \(byte 0xe9"):
         load_split(MNLI, "train", data)
-    r = cli("finetune", "--model", str(tiny_dir), "--data-dir", str(data), "-o", str(tmp_path / "out"))
-    assert r.returncode == 2 and "train.jsonl:2: not UTF-8" in r.stderr and "Traceback" not in r.stderr
+    r = cli(
+        "finetune", "--model", str(tiny_dir), "--data-dir", str(data), "-o", str(tmp_path / "out")
+    )
+    assert (
+        r.returncode == 2 and "train.jsonl:2: not UTF-8" in r.stderr and "Traceback" not in r.stderr
+    )
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
 
-def test_a_non_utf8_dev_csv_and_a_missing_column_are_found_before_training(tmp_path, tiny_dir, tiny_task,
-                                                                            monkeypatch):
-    """A broken ID dev file used to surface only after training; now it stops the run before step 1."""
+def test_a_non_utf8_dev_csv_and_a_missing_column_are_found_before_training(
+    tmp_path, tiny_dir, tiny_task, monkeypatch
+):
+    """A broken ID dev file used to surface only after training; now it stops the run
+    before step 1."""
     from robust_compress.stages import finetune
 
     from .conftest import tiny_run_config
@@ -141,7 +191,9 @@ def test_a_non_utf8_dev_csv_and_a_missing_column_are_found_before_training(tmp_p
     spec = tiny_task.read_text().replace("dev.jsonl", "dev.csv")
     tiny_task.write_text(spec)
     (tiny_task.parent / "data" / "dev.csv").write_text("a,label,uid\nx,entailment,1\n")
-    monkeypatch.setattr("robust_compress.stages.training.train", lambda *a, **k: pytest.fail("trained first"))
+    monkeypatch.setattr(
+        "robust_compress.stages.training.train", lambda *a, **k: pytest.fail("trained first")
+    )
     with pytest.raises(UserError, match=r"dev\.csv:2: missing field 'b'"):
         finetune(tiny_run_config(tiny_dir, tiny_task, tmp_path / "out"))
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
@@ -150,17 +202,24 @@ def test_a_non_utf8_dev_csv_and_a_missing_column_are_found_before_training(tmp_p
 def test_duplicate_ids_are_an_error_naming_both_lines(tmp_path):
     d = tmp_path / "mnli"
     d.mkdir()
-    rows = [{"premise": "p", "hypothesis": "h", "label": 0, "idx": 7}, {"premise": "q", "hypothesis": "h",
-                                                                         "label": 1, "idx": 7}]
+    rows = [
+        {"premise": "p", "hypothesis": "h", "label": 0, "idx": 7},
+        {"premise": "q", "hypothesis": "h", "label": 1, "idx": 7},
+    ]
     (d / "dev_matched.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(UserError, match=r"dev_matched\.jsonl:2: duplicate id '7' in column 'idx' \(first at line 1\)"):
+    with pytest.raises(
+        UserError,
+        match=r"dev_matched\.jsonl:2: duplicate id '7' in column 'idx' \(first at line 1\)",
+    ):
         load_split(MNLI, "dev_matched", tmp_path)
 
 
 def test_unlabeled_rows_are_dropped_with_a_count(tmp_path, caplog):
     d = tmp_path / "mnli"
     d.mkdir()
-    rows = [{"premise": "p", "hypothesis": "h", "label": -1}] * 3 + [{"premise": "p", "hypothesis": "h", "label": 2}]
+    rows = [{"premise": "p", "hypothesis": "h", "label": -1}] * 3 + [
+        {"premise": "p", "hypothesis": "h", "label": 2}
+    ]
     (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with caplog.at_level(logging.WARNING, logger="robust_compress"):
         split = load_split(MNLI, "train", tmp_path)
@@ -181,11 +240,15 @@ def test_broken_model_folders_are_one_line(tmp_path, tiny_dir):
     shutil.copytree(tiny_dir, pickled)
     torch.save(load_file(str(pickled / "model.safetensors")), pickled / "pytorch_model.bin")
     (pickled / "model.safetensors").unlink()
-    with pytest.raises(UserError, match=r"only pickled weights \(pytorch_model\.bin\); loading them could run code"):
+    with pytest.raises(
+        UserError, match=r"only pickled weights \(pytorch_model\.bin\); loading them could run code"
+    ):
         check_model_dir(pickled)
     for folder, what in ((trunc, "truncated or corrupt"), (pickled, "only pickled weights")):
         r = cli("finetune", "--model", str(folder), "-o", str(tmp_path / "out"), "--task", "mnli")
-        assert r.returncode == 2 and what in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert r.returncode == 2 and what in r.stderr and "Traceback" not in r.stderr, r.stderr[
+            -2000:
+        ]
         assert len(r.stderr.strip().splitlines()) == 1
 
 
@@ -211,14 +274,18 @@ def test_corrupt_checkpoint_is_one_line_and_removed(tiny_dir, tiny_tokenizer, tm
     with pytest.raises(UserError, match=r"checkpoint: unreadable checkpoint .* removed: run again"):
         train(load_model(str(tiny_dir), LABELS), data, args, ce, tmp_path / "w")
     assert not ckpt.exists()
-    result = train(load_model(str(tiny_dir), LABELS), data, args, ce, tmp_path / "w")  # the rerun starts over
+    result = train(
+        load_model(str(tiny_dir), LABELS), data, args, ce, tmp_path / "w"
+    )  # the rerun starts over
     assert result.steps == 4 and result.resumed_from == 0
 
 
-@pytest.mark.parametrize("err,text", [(errno.ENOSPC, "no space left on device"),
-                                      (errno.EACCES, "permission denied")])
+@pytest.mark.parametrize(
+    "err,text", [(errno.ENOSPC, "no space left on device"), (errno.EACCES, "permission denied")]
+)
 def test_os_errors_are_one_line_exit_2(monkeypatch, capsys, err, text):
-    """Disk full or permission denied anywhere in a command: the file and the problem, no traceback."""
+    """Disk full or permission denied anywhere in a command: the file and the problem, no
+    traceback."""
     from robust_compress import cli as cli_mod
 
     def boom(*a, **k):
@@ -235,10 +302,19 @@ def test_an_unsupported_family_is_refused_before_any_work(tmp_path):
     from transformers import AlbertConfig, AlbertForSequenceClassification
 
     folder = tmp_path / "albert"
-    AlbertForSequenceClassification(AlbertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
-                                                 num_attention_heads=4, intermediate_size=64,
-                                                 embedding_size=16)).save_pretrained(folder)
-    with pytest.raises(UserError, match=r"model type 'albert' is not supported; supported encoder families: .*bert"):
+    AlbertForSequenceClassification(
+        AlbertConfig(
+            vocab_size=50,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=64,
+            embedding_size=16,
+        )
+    ).save_pretrained(folder)
+    with pytest.raises(
+        UserError, match=r"model type 'albert' is not supported; supported encoder families: .*bert"
+    ):
         load_model(str(folder), ["a", "b"])
 
 
@@ -260,9 +336,12 @@ def test_artifacts_are_group_readable(tiny_dir, tiny_task, tmp_path):
 
 
 def test_layers_import_one_way():
-    """The import-linter layers contract in pyproject.toml (no upward import, no cycle between layers)."""
+    """The import-linter layers contract in pyproject.toml (no upward import, no cycle between
+    layers)."""
     exe = Path(sys.executable).with_name("lint-imports")
-    r = subprocess.run([str(exe)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [str(exe)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stdout[-3000:]
     assert "3 kept, 0 broken" in r.stdout
 

@@ -1,1 +1,2 @@
-"""Analysis of shortcuts: per-sample uncertainty, easy/hard splits by bias-only models, agreement."""
+"""Analysis of shortcuts: per-sample uncertainty, easy/hard splits by bias-only models,
+agreement."""

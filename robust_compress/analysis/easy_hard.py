@@ -10,10 +10,16 @@ from ..metrics import softmax
 from ..train.logit_cache import LogitCache
 
 
-def bias_probs(model_dir: str, examples: list[dict], cache: LogitCache, max_length: int,
-               labels: list[str] | None = None, label_map: dict[str, str] | None = None) -> np.ndarray:
-    """Class probabilities of a bias-only model (partial-input transformer or lexical-overlap model),
-    in the order of `labels` (default: the model's own)."""
+def bias_probs(
+    model_dir: str,
+    examples: list[dict],
+    cache: LogitCache,
+    max_length: int,
+    labels: list[str] | None = None,
+    label_map: dict[str, str] | None = None,
+) -> np.ndarray:
+    """Class probabilities of a bias-only model (partial-input transformer or lexical-overlap
+    model), in the order of `labels` (default: the model's own)."""
     return softmax(cache.get(model_dir, examples, max_length, labels, label_map).astype(np.float64))
 
 
@@ -27,7 +33,8 @@ def easy_hard_table(examples: list[dict], probs: np.ndarray) -> pd.DataFrame:
 
 
 def agreement(v: np.ndarray, bias_easy: np.ndarray) -> float:
-    """Share of examples where 'low uncertainty' (the |easy| lowest v) agrees with the bias-model split."""
+    """Share of examples where 'low uncertainty' (the |easy| lowest v) agrees with the bias-model
+    split."""
     k = int(bias_easy.sum())
     unc_easy = np.zeros(len(v), dtype=bool)
     unc_easy[np.argsort(v, kind="stable")[:k]] = True

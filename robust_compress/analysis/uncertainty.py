@@ -31,13 +31,19 @@ def from_dynamics(frame: pd.DataFrame, examples: list[dict], stat: str = "loss")
     seen = per["epoch"].nunique()
     missing = [e["id"] for e in examples if e["id"] not in v.index]
     if missing:
-        raise UserError(f"training dynamics cover no record of {len(missing)} training examples (first: "
-                        f"{missing[0]}): the teacher must be trained on (a superset of) these examples")
+        raise UserError(
+            f"training dynamics cover no record of {len(missing)} training examples (first: "
+            f"{missing[0]}): the teacher must be trained on (a superset of) these examples"
+        )
     ids = [e["id"] for e in examples]
     if (seen.loc[ids] < 2).any():
-        raise UserError("training dynamics need every example seen in at least two epochs (train the teacher "
-                        "for epochs >= 2)")
-    return pd.DataFrame({"id": ids, "v": v.loc[ids].to_numpy(), "loss_mean": per["loss"].mean().loc[ids].to_numpy()})
+        raise UserError(
+            "training dynamics need every example seen in at least two epochs (train the teacher "
+            "for epochs >= 2)"
+        )
+    return pd.DataFrame(
+        {"id": ids, "v": v.loc[ids].to_numpy(), "loss_mean": per["loss"].mean().loc[ids].to_numpy()}
+    )
 
 
 def example_losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -52,7 +58,9 @@ def loss_variance(losses: np.ndarray) -> np.ndarray:
 
 
 def table(examples: list[dict], losses: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame({"id": [e["id"] for e in examples], "v": loss_variance(losses), "loss_mean": losses.mean(0)})
+    return pd.DataFrame(
+        {"id": [e["id"] for e in examples], "v": loss_variance(losses), "loss_mean": losses.mean(0)}
+    )
 
 
 def model_stats(name: str, logits: np.ndarray, labels: np.ndarray) -> dict:
@@ -60,12 +68,21 @@ def model_stats(name: str, logits: np.ndarray, labels: np.ndarray) -> dict:
     everywhere) still adds to the variance, and the report says so."""
     pred = logits.argmax(1)
     share = np.bincount(pred, minlength=logits.shape[1]) / len(pred)
-    return {"model": name, "train_acc": float((pred == labels).mean()), "top_pred_share": float(share.max()),
-            "top_pred": int(share.argmax())}
+    return {
+        "model": name,
+        "train_acc": float((pred == labels).mean()),
+        "top_pred_share": float(share.max()),
+        "top_pred": int(share.argmax()),
+    }
 
 
-def from_models(model_dirs: list[str | Path], examples: list[dict], cache: LogitCache, max_length: int,
-                progress=None) -> tuple[pd.DataFrame, list[dict]]:
+def from_models(
+    model_dirs: list[str | Path],
+    examples: list[dict],
+    cache: LogitCache,
+    max_length: int,
+    progress=None,
+) -> tuple[pd.DataFrame, list[dict]]:
     """v_i across saved models (snapshots of one run, or separate runs), and each model's stats."""
     if len(model_dirs) < 2:
         raise UserError(f"uncertainty needs at least 2 models, got {len(model_dirs)}")
@@ -81,9 +98,17 @@ def from_models(model_dirs: list[str | Path], examples: list[dict], cache: Logit
 
 
 @torch.no_grad()
-def from_oneshot(model, data: EncodedSplit, examples: list[dict], sparsities: list[float],
-                 batch_size: int = 64, bf16: bool = False, progress=None) -> tuple[pd.DataFrame, list[dict]]:
-    """The cheap signal: the *unretrained* model one-shot magnitude-pruned (globally) to each sparsity."""
+def from_oneshot(
+    model,
+    data: EncodedSplit,
+    examples: list[dict],
+    sparsities: list[float],
+    batch_size: int = 64,
+    bf16: bool = False,
+    progress=None,
+) -> tuple[pd.DataFrame, list[dict]]:
+    """The cheap signal: the *unretrained* model one-shot magnitude-pruned (globally) to each
+    sparsity."""
     labels = np.array([e["label"] for e in examples])
     losses, stats = [], []
     for s in sparsities:

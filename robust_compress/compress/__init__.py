@@ -9,7 +9,8 @@ from .structured import Heads
 from .structured_target import Structured
 from .truncate import Truncate
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Magnitude, Heads, Structured, Truncate, Distill, Quantize,
-                                                           Fisher)}
+METHODS: dict[str, type[Method]] = {
+    m.name: m for m in (Magnitude, Heads, Structured, Truncate, Distill, Quantize, Fisher)
+}
 
 __all__ = ["METHODS", "Method", "MethodConfig", "Prepare"]

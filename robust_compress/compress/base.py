@@ -42,13 +42,17 @@ class Prepare:
     data: EncodedSplit | None
     seed: int
     on_snapshot: SnapshotFn | None = None
-    cache_dir: str | None = None  # reusable measurements (latency tables), keyed by what they depend on
+    cache_dir: str | None = (
+        None  # reusable measurements (latency tables), keyed by what they depend on
+    )
 
 
 class Method:
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]]
-    trains: ClassVar[bool] = True  # False: post-training only (quantization, Fisher pruning), no loop, no loss
+    trains: ClassVar[bool] = (
+        True  # False: post-training only (quantization, Fisher pruning), no loop, no loss
+    )
     needs_data: ClassVar[bool | None] = None  # reads the training split (default: when it trains)
 
     @classmethod
@@ -59,17 +63,20 @@ class Method:
         self.cfg = cfg
 
     def check(self, model_config) -> None:
-        """Refuse settings the start model cannot take (too many heads, layers), from its config alone."""
+        """Refuse settings the start model cannot take (too many heads, layers), from its config
+        alone."""
 
     def prepare(self, model: torch.nn.Module, ctx: Prepare) -> tuple[torch.nn.Module, list[Hook]]:
         return model, []
 
     def apply(self, model: torch.nn.Module, ctx: Prepare) -> torch.nn.Module:
-        """A method that does not train (`trains = False`): the compressed model, evaluated and saved as is."""
+        """A method that does not train (`trains = False`): the compressed model, evaluated and
+        saved as is."""
         raise NotImplementedError(f"method {self.name!r} trains: use prepare()")
 
     def extra_work(self, n_train: int, layers: int) -> dict[str, float]:
-        """Examples the method itself trains on / scores besides the loop (a study's time estimate)."""
+        """Examples the method itself trains on / scores besides the loop (a study's time
+        estimate)."""
         return {}
 
     def record(self, model: torch.nn.Module) -> dict[str, Any]:

@@ -10,8 +10,9 @@ class DistillConfig(MethodConfig):
 
 
 class Distill(Method):
-    """A smaller pretrained student (the run's `model`, any family and tokenizer, same labels) trained
-    under any loss; a teacher-distillation loss (kd, distil, rmc, ...) brings the teacher in."""
+    """A smaller pretrained student (the run's `model`, any family and tokenizer, same labels)
+    trained under any loss; a teacher-distillation loss (kd, distil, rmc, ...) brings the teacher
+    in."""
 
     name = "distill"
     Config = DistillConfig

@@ -1,5 +1,5 @@
-"""What removing one attention head or one FFN neuron saves: encoder FLOPs (counted), or latency on a
-named runtime (measured on this machine, cached).
+"""What removing one attention head or one FFN neuron saves: encoder FLOPs (counted), or latency on
+a named runtime (measured on this machine, cached).
 
 Both are a `Costs`: the encoder costs fixed + head x (heads left) + neuron x (neurons left), summed
 over layers. For FLOPs this is exact. For latency it is a per-layer latency table: copies of the
@@ -41,12 +41,14 @@ from ..models.pruned import prune_ffn_neurons, prune_heads
 from ..models.runtimes import machine, runtime_versions, time_on
 
 TABLE_EXAMPLES, TABLE_BATCH, TABLE_REPEATS = 128, 32, 3  # the timing workload (in the key)
-FIT = "least squares, no negative part"  # how the costs are fitted (in the key: a new fit re-measures)
+# how the costs are fitted (in the key: a new fit re-measures)
+FIT = "least squares, no negative part"
 
 
 @dataclass(frozen=True)
 class Costs:
-    """Encoder cost = fixed + head x heads + neuron x neurons; `dense`: the unpruned model's cost."""
+    """Encoder cost = fixed + head x heads + neuron x neurons; `dense`: the unpruned model's
+    cost."""
 
     head: float
     neuron: float
@@ -61,7 +63,9 @@ class Costs:
 def unit_counts(model) -> tuple[int, int]:
     """Heads and FFN neurons the model has now."""
     fam = family_of(model)
-    return sum(n_heads(b, fam) for b in blocks(model)), sum(ffn_width(b, fam) for b in blocks(model))
+    return sum(n_heads(b, fam) for b in blocks(model)), sum(
+        ffn_width(b, fam) for b in blocks(model)
+    )
 
 
 def flops_costs(model, seq_len: int = 128) -> Costs:
@@ -84,49 +88,94 @@ def shape(model) -> dict[str, Any]:
     """What a model's speed depends on besides its weights."""
     fam = family_of(model)
     c = model.config
-    return {"type": getattr(c, "base_model_type", None) or c.model_type, "hidden": c.hidden_size,
-            "vocab": c.vocab_size, "heads": [n_heads(b, fam) for b in blocks(model)],
-            "head_size": head_size(blocks(model)[0], fam), "neurons": [ffn_width(b, fam) for b in blocks(model)],
-            "labels": c.num_labels}
+    return {
+        "type": getattr(c, "base_model_type", None) or c.model_type,
+        "hidden": c.hidden_size,
+        "vocab": c.vocab_size,
+        "heads": [n_heads(b, fam) for b in blocks(model)],
+        "head_size": head_size(blocks(model)[0], fam),
+        "neurons": [ffn_width(b, fam) for b in blocks(model)],
+        "labels": c.num_labels,
+    }
 
 
 def _workload(model, seq_len: int) -> tuple[EncodedSplit, dict[str, int]]:
-    """Fixed synthetic inputs: TABLE_EXAMPLES sequences of `seq_len` tokens (capped by the positions)."""
+    """Fixed synthetic inputs: TABLE_EXAMPLES sequences of `seq_len` tokens (capped by the
+    positions)."""
     limit = max_positions(model.config)
     length = min(seq_len, limit) if limit else seq_len
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, model.config.vocab_size, (TABLE_EXAMPLES, length), generator=g)
     split = EncodedSplit.__new__(EncodedSplit)
-    split.features = [{"input_ids": r.tolist(), "attention_mask": [1] * length, "token_type_ids": [0] * length,
-                       "labels": 0, "row": i} for i, r in enumerate(ids)]
+    split.features = [
+        {
+            "input_ids": r.tolist(),
+            "attention_mask": [1] * length,
+            "token_type_ids": [0] * length,
+            "labels": 0,
+            "row": i,
+        }
+        for i, r in enumerate(ids)
+    ]
     split.lengths = [length] * TABLE_EXAMPLES
-    return split, {"examples": TABLE_EXAMPLES, "tokens": length, "batch_size": TABLE_BATCH, "repeats": TABLE_REPEATS}
+    return split, {
+        "examples": TABLE_EXAMPLES,
+        "tokens": length,
+        "batch_size": TABLE_BATCH,
+        "repeats": TABLE_REPEATS,
+    }
 
 
 def _grid(heads: int, neurons: int) -> list[tuple[int, int]]:
     """Per-layer shapes to time: heads varied at full width, neurons varied at all heads."""
-    points = [(heads, neurons), (max(1, heads // 2), neurons), (1, neurons),
-              (heads, max(1, neurons // 2)), (heads, max(1, neurons // 8))]
+    points = [
+        (heads, neurons),
+        (max(1, heads // 2), neurons),
+        (1, neurons),
+        (heads, max(1, neurons // 2)),
+        (heads, max(1, neurons // 8)),
+    ]
     return list(dict.fromkeys(points))
 
 
 def _uniform(model, heads: int, neurons: int):
-    """A copy whose every layer keeps exactly `heads` heads and `neurons` neurons (which ones does not
-    matter for speed: the last ones go)."""
+    """A copy whose every layer keeps exactly `heads` heads and `neurons` neurons (which ones does
+    not matter for speed: the last ones go)."""
     m = copy.deepcopy(model).cpu().eval()
     fam = family_of(m)
-    prune_heads(m, {i: list(range(heads, n_heads(b, fam))) for i, b in enumerate(blocks(m)) if n_heads(b, fam) > heads})
-    prune_ffn_neurons(m, {i: list(range(neurons, ffn_width(b, fam))) for i, b in enumerate(blocks(m))
-                          if ffn_width(b, fam) > neurons})
+    prune_heads(
+        m,
+        {
+            i: list(range(heads, n_heads(b, fam)))
+            for i, b in enumerate(blocks(m))
+            if n_heads(b, fam) > heads
+        },
+    )
+    prune_ffn_neurons(
+        m,
+        {
+            i: list(range(neurons, ffn_width(b, fam)))
+            for i, b in enumerate(blocks(m))
+            if ffn_width(b, fam) > neurons
+        },
+    )
     return m
 
 
-def latency_table(model, runtime: str, seq_len: int = 128, cache_dir: str | Path | None = None) -> dict[str, Any]:
-    """The model's per-layer latency table on `runtime` on this machine: read from the cache when this
-    machine, runtime and shape were measured before, else measured (and cached)."""
+def latency_table(
+    model, runtime: str, seq_len: int = 128, cache_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """The model's per-layer latency table on `runtime` on this machine: read from the cache when
+    this machine, runtime and shape were measured before, else measured (and cached)."""
     data, workload = _workload(model, seq_len)
-    ident = {"machine": machine(), "runtime": runtime, "versions": runtime_versions(runtime),
-             "shape": shape(model), "workload": workload, "fit_method": FIT}
+    ident = {
+        "machine": machine(),
+        "runtime": runtime,
+        "versions": runtime_versions(runtime),
+        "shape": shape(model),
+        "workload": workload,
+        "fit_method": FIT,
+    }
     key = digest(ident)
     path = Path(cache_dir) / "latency" / f"{key}.json" if cache_dir is not None else None
     if path is not None and path.is_file():
@@ -139,8 +188,13 @@ def latency_table(model, runtime: str, seq_len: int = 128, cache_dir: str | Path
     entries = {f"{h}x{f}": (_uniform(model, h, f), data) for h, f in grid}
     rates, missing = time_on(entries, runtime, batch_size=TABLE_BATCH, repeats=TABLE_REPEATS)
     if missing:
-        raise UserError(f"latency table on {runtime}: the runtime cannot run this model ({next(iter(missing.values()))})")
-    rows = [{"heads": h, "neurons": f, "seconds_per_example": 1.0 / rates[f"{h}x{f}"]} for h, f in grid]
+        raise UserError(
+            f"latency table on {runtime}: the runtime cannot run this model "
+            f"({next(iter(missing.values()))})"
+        )
+    rows = [
+        {"heads": h, "neurons": f, "seconds_per_example": 1.0 / rates[f"{h}x{f}"]} for h, f in grid
+    ]
     table = ident | {"key": key, "layers": layers, "rows": rows, "fit": _fit(rows, layers)}
     if path is not None:
         write_json(path, table)
@@ -162,8 +216,13 @@ def _fit(rows: list[dict], layers: int) -> dict[str, Any]:
     clamped += [k for k, v in (("head", head), ("neuron", neuron)) if v < floor]
     head, neuron = max(float(head), floor), max(float(neuron), floor)
     residual = float(np.abs(a @ np.array([fixed, head, neuron]) - y).max() / y.max())
-    return {"fixed": float(fixed), "head": head, "neuron": neuron, "max_relative_residual": residual,
-            "clamped": clamped}
+    return {
+        "fixed": float(fixed),
+        "head": head,
+        "neuron": neuron,
+        "max_relative_residual": residual,
+        "clamped": clamped,
+    }
 
 
 def table_costs(table: dict[str, Any], model) -> Costs:
@@ -171,11 +230,18 @@ def table_costs(table: dict[str, Any], model) -> Costs:
     fit = table["fit"]
     heads, neurons = unit_counts(model)
     dense = fit["fixed"] + heads * fit["head"] + neurons * fit["neuron"]
-    return Costs(fit["head"], fit["neuron"], fit["fixed"], dense, unit=f"seconds/example on {table['runtime']}")
+    return Costs(
+        fit["head"],
+        fit["neuron"],
+        fit["fixed"],
+        dense,
+        unit=f"seconds/example on {table['runtime']}",
+    )
 
 
-def speed_target(model, speedup: float, runtime: str, seq_len: int, cache_dir: str | Path | None
-                 ) -> tuple[Costs, float, dict[str, Any]]:
+def speed_target(
+    model, speedup: float, runtime: str, seq_len: int, cache_dir: str | Path | None
+) -> tuple[Costs, float, dict[str, Any]]:
     """A speed-up on `runtime` as (latency costs, fraction of the dense latency to keep, record);
     refused when even one head and one neuron per layer would not reach it."""
     table = latency_table(model, runtime, seq_len, cache_dir)
@@ -183,14 +249,28 @@ def speed_target(model, speedup: float, runtime: str, seq_len: int, cache_dir: s
     layers = table["layers"]
     best = costs.dense / costs.total(layers, layers)
     if speedup > best:
-        raise UserError(f"a {speedup}x speed-up on {runtime} is beyond pruning heads and FFN neurons here: its "
-                        f"latency table predicts at most {best:.2f}x (one head and one neuron per layer; the rest "
-                        f"of the model is {costs.fixed / costs.dense:.0%} of the dense latency)")
-    return costs, 1.0 / speedup, {"runtime": runtime, "table": table["key"], "fit": table["fit"],
-                                  "rows": table["rows"], "predicted_max_speedup": round(best, 3)}
+        raise UserError(
+            f"a {speedup}x speed-up on {runtime} is beyond pruning heads and FFN neurons here: its "
+            f"latency table predicts at most {best:.2f}x (one head and one neuron per layer; the "
+            f"rest of the model is {costs.fixed / costs.dense:.0%} of the dense latency)"
+        )
+    return (
+        costs,
+        1.0 / speedup,
+        {
+            "runtime": runtime,
+            "table": table["key"],
+            "fit": table["fit"],
+            "rows": table["rows"],
+            "predicted_max_speedup": round(best, 3),
+        },
+    )
 
 
 def predicted_speedup(costs: Costs, model) -> float:
-    """The dense cost over this model's, by `costs` (a latency table's prediction for latency costs)."""
+    """The dense cost over this model's, by `costs` (a latency table's prediction for latency
+    costs)."""
     heads, neurons = unit_counts(model)
-    return costs.dense / costs.total(heads, neurons) if costs.total(heads, neurons) > 0 else math.inf
+    return (
+        costs.dense / costs.total(heads, neurons) if costs.total(heads, neurons) > 0 else math.inf
+    )

@@ -1,4 +1,5 @@
-"""Gradual magnitude pruning of the encoder's Linear weights (Zhu & Gupta 2017), as a training `Hook`.
+"""Gradual magnitude pruning of the encoder's Linear weights (Zhu & Gupta 2017), as a training
+`Hook`.
 
 What is pruned follows Chen et al. (2020) and Du et al. (2021): every Linear layer of the
 encoder (attention query/key/value/output, FFN intermediate/output); embeddings, pooler and
@@ -34,14 +35,28 @@ from .base import Method, MethodConfig, Prepare, SnapshotFn
 
 class MagnitudeConfig(MethodConfig):
     method: Literal["magnitude"] = "magnitude"
-    sparsity: float = Field(ge=0, lt=1, description="target fraction of zero weights in the encoder's Linear layers")
-    schedule: Literal["cubic", "linear", "oneshot"] = Field("cubic", description="how sparsity rises during training")
-    prune_start: float = Field(0.0, ge=0, le=1, description="fraction of training when pruning starts")
-    prune_end: float = Field(0.7, ge=0, le=1, description="fraction of training when the target is reached")
+    sparsity: float = Field(
+        ge=0, lt=1, description="target fraction of zero weights in the encoder's Linear layers"
+    )
+    schedule: Literal["cubic", "linear", "oneshot"] = Field(
+        "cubic", description="how sparsity rises during training"
+    )
+    prune_start: float = Field(
+        0.0, ge=0, le=1, description="fraction of training when pruning starts"
+    )
+    prune_end: float = Field(
+        0.7, ge=0, le=1, description="fraction of training when the target is reached"
+    )
     prune_every: int = Field(10, ge=1, description="optimizer steps between mask updates")
-    scope: Literal["global", "layer"] = Field("global", description="rank weights over the encoder or per layer")
-    rewind: bool = Field(False, description="rewind surviving weights to the starting model after pruning")
-    snapshots: list[float] = Field(default_factory=list, description="also save models at these sparsities")
+    scope: Literal["global", "layer"] = Field(
+        "global", description="rank weights over the encoder or per layer"
+    )
+    rewind: bool = Field(
+        False, description="rewind surviving weights to the starting model after pruning"
+    )
+    snapshots: list[float] = Field(
+        default_factory=list, description="also save models at these sparsities"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MagnitudeConfig:
@@ -49,7 +64,9 @@ class MagnitudeConfig(MethodConfig):
             raise ValueError("prune_end must not be before prune_start")
         bad = [v for v in self.snapshots if not 0 < v <= self.sparsity]
         if bad:
-            raise ValueError(f"snapshots {bad} are never reached: they must be in (0, {self.sparsity}]")
+            raise ValueError(
+                f"snapshots {bad} are never reached: they must be in (0, {self.sparsity}]"
+            )
         return self
 
 
@@ -61,7 +78,8 @@ def check_sparsity(value: float) -> float:
 
 
 def prunable_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """The encoder's Linear layers, named as in `model.named_modules()` (the family adapter knows where)."""
+    """The encoder's Linear layers, named as in `model.named_modules()` (the family adapter knows
+    where)."""
     return encoder_linears(model)
 
 
@@ -132,11 +150,15 @@ def _set_masks(layers: list[tuple[str, nn.Linear]], sparsity: float, scope: str)
     """
     mods = [m for _, m in layers]
     if scope == "layer":
-        masks = [_prune_mask(m.weight_orig.abs().flatten(), round(sparsity * m.weight_orig.numel()))
-                 for m in mods]
+        masks = [
+            _prune_mask(m.weight_orig.abs().flatten(), round(sparsity * m.weight_orig.numel()))
+            for m in mods
+        ]
     else:
         scores = torch.cat([m.weight_orig.abs().flatten() for m in mods])
-        masks = _prune_mask(scores, round(sparsity * scores.numel())).split([m.weight_orig.numel() for m in mods])
+        masks = _prune_mask(scores, round(sparsity * scores.numel())).split(
+            [m.weight_orig.numel() for m in mods]
+        )
     for m, mask in zip(mods, masks, strict=True):
         m.weight_mask.copy_(mask.view_as(m.weight_mask))
         m.weight = m.weight_orig * m.weight_mask
@@ -155,7 +177,8 @@ def oneshot_prune(model: nn.Module, sparsity: float) -> nn.Module:
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
-    """Fold the masks into plain `weight` parameters (exact zeros); saved models need no pruning code."""
+    """Fold the masks into plain `weight` parameters (exact zeros); saved models need no pruning
+    code."""
     for _, m in prunable_linears(model):
         if prune.is_pruned(m):
             prune.remove(m, "weight")
@@ -187,7 +210,9 @@ class MagnitudePruning(Hook):
         self.snapshots = sorted({check_sparsity(v) for v in cfg.snapshots})
         bad = [v for v in self.snapshots if not 0 < v <= self.target]
         if bad:
-            raise UserError(f"snapshots {bad} are never reached: they must be in (0, {self.target}]")
+            raise UserError(
+                f"snapshots {bad} are never reached: they must be in (0, {self.target}]"
+            )
         if self.snapshots and on_snapshot is None:
             raise UserError("snapshots requested but no on_snapshot callback given")
         self.on_snapshot = on_snapshot
@@ -203,8 +228,11 @@ class MagnitudePruning(Hook):
         for p in embeddings(model).parameters():
             p.requires_grad_(False)
         if self.cfg.rewind:
-            self._start = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
-                           if p.requires_grad}
+            self._start = {
+                n: p.detach().to("cpu", copy=True)
+                for n, p in model.named_parameters()
+                if p.requires_grad
+            }
         layers = prunable_linears(model)
         for _, m in layers:
             if not prune.is_pruned(m):
@@ -216,7 +244,9 @@ class MagnitudePruning(Hook):
         end = self._end_step()
         if not (t0 < step <= end and (step % self.cfg.prune_every == 0 or step == end)):
             return
-        previous = sparsity_at((step - 1) // self.cfg.prune_every * self.cfg.prune_every, self.total, self.cfg)
+        previous = sparsity_at(
+            (step - 1) // self.cfg.prune_every * self.cfg.prune_every, self.total, self.cfg
+        )
         self._update(model, prunable_linears(model), step, previous)
         if step == end and self.cfg.rewind:
             self._rewind(model)
@@ -224,7 +254,9 @@ class MagnitudePruning(Hook):
     def on_train_end(self, model: nn.Module) -> None:
         make_permanent(model)
 
-    def _update(self, model: nn.Module, layers: list[tuple[str, nn.Linear]], step: int, previous: float) -> None:
+    def _update(
+        self, model: nn.Module, layers: list[tuple[str, nn.Linear]], step: int, previous: float
+    ) -> None:
         """Prune to the schedule at `step`, first taking the snapshots passed since `previous`."""
         now = sparsity_at(step, self.total, self.cfg)
         for value in self.snapshots:
@@ -251,7 +283,9 @@ class Magnitude(Method):
     Config = MagnitudeConfig
 
     def prepare(self, model, ctx: Prepare):
-        return model, [MagnitudePruning(self.cfg, on_snapshot=ctx.on_snapshot if self.cfg.snapshots else None)]
+        return model, [
+            MagnitudePruning(self.cfg, on_snapshot=ctx.on_snapshot if self.cfg.snapshots else None)
+        ]
 
     def record(self, model):
         return {"measured_sparsity": measured_sparsity(model)}

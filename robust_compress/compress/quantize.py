@@ -10,8 +10,11 @@ from .base import Method, MethodConfig, Prepare
 
 class QuantizeConfig(MethodConfig):
     method: Literal["quantize"] = "quantize"
-    scheme: Literal[SCHEMES] = Field("dynamic-int8", description="dynamic-int8 (torchao, int8 on disk) or "
-                                     "dynamic-int8-torch-ao (the deprecated torch.ao fallback)")
+    scheme: Literal[SCHEMES] = Field(
+        "dynamic-int8",
+        description="dynamic-int8 (torchao, int8 on disk) or "
+        "dynamic-int8-torch-ao (the deprecated torch.ao fallback)",
+    )
 
 
 class Quantize(Method):

@@ -26,10 +26,16 @@ from .base import Method, MethodConfig, Prepare
 
 class HeadsConfig(MethodConfig):
     method: Literal["heads"] = "heads"
-    heads: float | None = Field(None, gt=0, description="attention heads to remove: a count (>=1) or a fraction (<1)")
+    heads: float | None = Field(
+        None, gt=0, description="attention heads to remove: a count (>=1) or a fraction (<1)"
+    )
     ffn: float | None = Field(None, gt=0, lt=1, description="fraction of FFN neurons to remove")
-    importance_batches: int = Field(32, ge=1, description="batches of 32 training examples for importance")
-    iterative_steps: int = Field(1, ge=1, description="remove in this many rounds, re-estimating importance")
+    importance_batches: int = Field(
+        32, ge=1, description="batches of 32 training examples for importance"
+    )
+    iterative_steps: int = Field(
+        1, ge=1, description="remove in this many rounds, re-estimating importance"
+    )
 
     @model_validator(mode="after")
     def _some(self) -> HeadsConfig:
@@ -44,10 +50,16 @@ class HeadsConfig(MethodConfig):
 
 
 @torch.enable_grad()  # gate gradients are needed even when the caller is under no_grad
-def _gate_importance(model: torch.nn.Module, batches, sites: list[tuple[torch.nn.Module, int]],
-                     loss_fn: Callable | None, n_batches: int, power: int = 1) -> list[torch.Tensor]:
-    """E_x |dL(x)/d xi_u| (power 2: E_x (dL(x)/d xi_u)^2, the diagonal empirical Fisher of the gates)
-    for units gated at the input of each module in `sites`.
+def _gate_importance(
+    model: torch.nn.Module,
+    batches,
+    sites: list[tuple[torch.nn.Module, int]],
+    loss_fn: Callable | None,
+    n_batches: int,
+    power: int = 1,
+) -> list[torch.Tensor]:
+    """E_x |dL(x)/d xi_u| (power 2: E_x (dL(x)/d xi_u)^2, the diagonal empirical Fisher of the
+    gates) for units gated at the input of each module in `sites`.
 
     Each (module, n_units) gets a gate xi (value 1, so the forward is unchanged) that scales
     equal slices of the module's input. Gates are per example ([batch, n_units]) so one backward
@@ -62,6 +74,7 @@ def _gate_importance(model: torch.nn.Module, batches, sites: list[tuple[torch.nn
             x = args[0]
             g = current[i].view(x.shape[0], *([1] * (x.dim() - 2)), n, 1)
             return ((x.unflatten(-1, (n, -1)) * g).flatten(-2), *args[1:])
+
         return hook
 
     handles = [m.register_forward_pre_hook(make_hook(i, n)) for i, (m, n) in enumerate(sites)]
@@ -72,17 +85,22 @@ def _gate_importance(model: torch.nn.Module, batches, sites: list[tuple[torch.nn
         for b, batch in enumerate(batches):
             if b >= n_batches:
                 break
-            batch = {k: v.to(param.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            batch = {
+                k: v.to(param.device) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()
+            }
             size = batch["input_ids"].shape[0]
-            current[:] = [torch.ones(size, n, dtype=param.dtype, device=param.device, requires_grad=True)
-                          for _, n in sites]
+            current[:] = [
+                torch.ones(size, n, dtype=param.dtype, device=param.device, requires_grad=True)
+                for _, n in sites
+            ]
             logits = model(**model_inputs(model, batch)).logits
             if loss_fn is None:
                 loss = F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
             else:  # a batch-mean loss: scale so each gate gradient is that example's own
                 loss = loss_fn(logits, batch) * size
             grads = torch.autograd.grad(loss, current)
-            for t, g in zip(totals, grads):
+            for t, g in zip(totals, grads, strict=True):
                 g = g.detach().abs() if power == 1 else g.detach().double().square()
                 t += g.sum(0).double().cpu()
             seen += size
@@ -102,12 +120,17 @@ def _stack(rows: list[torch.Tensor], normalize: bool) -> torch.Tensor:
         if normalize:  # Michel et al.: per-layer L2 normalization makes layers comparable
             norm = r.norm()
             r = r / norm if norm > 0 else r
-        out[i, :len(r)] = r
+        out[i, : len(r)] = r
     return out
 
 
-def head_importance(model: torch.nn.Module, batches, loss_fn: Callable | None = None, n_batches: int = 32,
-                    normalize: bool = True) -> torch.Tensor:
+def head_importance(
+    model: torch.nn.Module,
+    batches,
+    loss_fn: Callable | None = None,
+    n_batches: int = 32,
+    normalize: bool = True,
+) -> torch.Tensor:
     """Michel et al. (2019) head importance I_h = E_x |dL/d xi_h|, shape [layers, heads].
 
     `batches`: a DataLoader or any iterable of dicts with input_ids, attention_mask,
@@ -120,8 +143,13 @@ def head_importance(model: torch.nn.Module, batches, loss_fn: Callable | None = 
     return _stack(_gate_importance(model, batches, sites, loss_fn, n_batches), normalize)
 
 
-def ffn_importance(model: torch.nn.Module, batches, loss_fn: Callable | None = None, n_batches: int = 32,
-                   normalize: bool = True) -> torch.Tensor:
+def ffn_importance(
+    model: torch.nn.Module,
+    batches,
+    loss_fn: Callable | None = None,
+    n_batches: int = 32,
+    normalize: bool = True,
+) -> torch.Tensor:
     """Same gate criterion for FFN intermediate neurons: shape [layers, neurons], NaN-padded."""
     fam = family_of(model)
     sites = [(get_path(blk, fam.ffn_out), ffn_width(blk, fam)) for blk in blocks(model)]
@@ -150,10 +178,14 @@ def select_heads(importance: torch.Tensor, amount: float) -> dict[int, list[int]
     if count > total:
         raise UserError(f"cannot remove {count} heads: the model has only {total}")
     if count > removable:
-        raise UserError(f"cannot remove {count} of {total} heads: each layer keeps at least one, "
-                        f"so at most {removable} can go")
+        raise UserError(
+            f"cannot remove {count} of {total} heads: each layer keeps at least one, "
+            f"so at most {removable} can go"
+        )
     left = exists.sum(1).tolist()
-    order = sorted((float(importance[layer, head]), layer, head) for layer, head in exists.nonzero().tolist())
+    order = sorted(
+        (float(importance[layer, head]), layer, head) for layer, head in exists.nonzero().tolist()
+    )
     chosen: dict[int, list[int]] = {}
     for _, layer, head in order:
         if count == 0:
@@ -169,12 +201,17 @@ def _count(amount: float, total: int) -> int:
     return int(amount) if amount >= 1 else round(amount * total)
 
 
-def train_batches(data: EncodedSplit, batch_size: int, n: int, seed: int) -> list[dict[str, torch.Tensor]]:
+def train_batches(
+    data: EncodedSplit, batch_size: int, n: int, seed: int
+) -> list[dict[str, torch.Tensor]]:
     """n seeded random batches of training examples (importance estimation)."""
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(data))[: n * batch_size]
     collate = Collator(0)
-    return [collate([data[int(i)] for i in idx[j:j + batch_size]]) for j in range(0, len(idx), batch_size)]
+    return [
+        collate([data[int(i)] for i in idx[j : j + batch_size]])
+        for j in range(0, len(idx), batch_size)
+    ]
 
 
 class Heads(Method):
@@ -192,8 +229,10 @@ class Heads(Method):
             if count == 0:
                 raise UserError(f"heads: {self.cfg.heads} of {total} heads rounds to 0 heads")
             if count > removable:
-                raise UserError(f"heads: cannot remove {count} of {total} heads: each layer keeps at least one, "
-                                f"so at most {removable} can go")
+                raise UserError(
+                    f"heads: cannot remove {count} of {total} heads: each layer keeps at least "
+                    f"one, so at most {removable} can go"
+                )
 
     def prepare(self, model, ctx: Prepare):
         c = self.cfg
@@ -201,22 +240,38 @@ class Heads(Method):
         for kind, amount in (("heads", c.heads), ("ffn", c.ffn)):
             if amount is None:
                 continue
-            sizes = [n_heads(b, fam) if kind == "heads" else ffn_width(b, fam) for b in blocks(model)]
+            sizes = [
+                n_heads(b, fam) if kind == "heads" else ffn_width(b, fam) for b in blocks(model)
+            ]
             count = _count(amount, sum(sizes))
-            rounds = [count // c.iterative_steps + (1 if r < count % c.iterative_steps else 0)
-                      for r in range(c.iterative_steps)]
+            rounds = [
+                count // c.iterative_steps + (1 if r < count % c.iterative_steps else 0)
+                for r in range(c.iterative_steps)
+            ]
             for r, k in enumerate(rounds):
                 if k == 0:
                     continue
                 batches = train_batches(ctx.data, 32, c.importance_batches, ctx.seed + r)
                 if kind == "heads":
-                    prune_heads(model, select_heads(head_importance(model, batches, n_batches=len(batches)), k))
+                    prune_heads(
+                        model,
+                        select_heads(head_importance(model, batches, n_batches=len(batches)), k),
+                    )
                 else:
-                    prune_ffn_neurons(model, select_heads(ffn_importance(model, batches, n_batches=len(batches)), k))
+                    prune_ffn_neurons(
+                        model,
+                        select_heads(ffn_importance(model, batches, n_batches=len(batches)), k),
+                    )
         return model, []
 
     def record(self, model):
         cfg = model.config
-        return {"heads_removed": sum(len(v) for v in (getattr(cfg, "pruned_heads", None) or {}).values()),
-                "ffn_neurons_removed": sum(len(v) for v in (getattr(cfg, "pruned_ffn_neurons", None) or {}).values()),
-                "pruned_heads": getattr(cfg, "pruned_heads", None) or {}}
+        return {
+            "heads_removed": sum(
+                len(v) for v in (getattr(cfg, "pruned_heads", None) or {}).values()
+            ),
+            "ffn_neurons_removed": sum(
+                len(v) for v in (getattr(cfg, "pruned_ffn_neurons", None) or {}).values()
+            ),
+            "pruned_heads": getattr(cfg, "pruned_heads", None) or {},
+        }

@@ -18,8 +18,14 @@ from torch.utils.data import Dataset, Sampler
 class EncodedSplit(Dataset):
     """Tokenized examples; `row` indexes the split, so predictions map back to example ids."""
 
-    def __init__(self, examples: Sequence[dict[str, Any]], tokenizer, max_length: int,
-                 field: str | None = None, extras: dict[str, Sequence[Any]] | None = None):
+    def __init__(
+        self,
+        examples: Sequence[dict[str, Any]],
+        tokenizer,
+        max_length: int,
+        field: str | None = None,
+        extras: dict[str, Sequence[Any]] | None = None,
+    ):
         texts_a = [e["text_a"] for e in examples]
         texts_b = [e["text_b"] for e in examples]
         if field == "text_a":  # partial-input (bias-only) models see one side only
@@ -32,7 +38,9 @@ class EncodedSplit(Dataset):
             {k: enc[k][i] for k in enc} | {"labels": int(examples[i]["label"]), "row": i}
             for i in range(len(examples))
         ]
-        for name, values in (extras or {}).items():  # per-example tensors: teacher probs, weights, ...
+        for name, values in (
+            extras or {}
+        ).items():  # per-example tensors: teacher probs, weights, ...
             for feat, v in zip(self.features, values, strict=True):
                 feat[name] = v
         self.lengths = [len(f["input_ids"]) for f in self.features]
@@ -64,7 +72,9 @@ class Collator:
             values = [f[key] for f in feats]
             if key in ("input_ids", "attention_mask", "token_type_ids"):
                 pad = self.pad_token_id if key == "input_ids" else 0
-                batch[key] = torch.tensor([v + [pad] * (width - len(v)) for v in values], dtype=torch.long)
+                batch[key] = torch.tensor(
+                    [v + [pad] * (width - len(v)) for v in values], dtype=torch.long
+                )
             elif isinstance(values[0], torch.Tensor):
                 batch[key] = torch.stack(values)
             else:
@@ -98,8 +108,10 @@ class LengthGroupedSampler(Sampler[int]):
         mega = self.batch_size * self.group
         batches = []
         for start in range(0, len(perm), mega):
-            chunk = sorted(perm[start:start + mega], key=lambda i: -self.lengths[i])
-            batches += [chunk[j:j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
+            chunk = sorted(perm[start : start + mega], key=lambda i: -self.lengths[i])
+            batches += [
+                chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)
+            ]
         order = torch.randperm(len(batches), generator=g).tolist()
         for b in order:
             yield from batches[b]
@@ -108,7 +120,7 @@ class LengthGroupedSampler(Sampler[int]):
 def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Inference order: longest first, so batches are tight and the peak memory shows up at once."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def steps_per_epoch(n_examples: int, batch_size: int, grad_accum: int, world: int = 1) -> int:

@@ -32,19 +32,47 @@ class DataArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     task: str = Field("mnli", description="built-in task name (mnli, qqp, fever) or task YAML file")
-    data_dir: str | None = Field(None, description="local data folder; default $ROBUST_COMPRESS_DATA or ../shared/data")
-    source: Literal["local", "hub"] = Field("local", description="read splits from the data folder or the HF hub "
-                                            "(sets with no hub source are read from the data folder)")
-    train_limit: int | None = Field(None, ge=1, le=MAX_COUNT, description="use a seeded subset of the training split")
-    eval_limit: int | None = Field(None, ge=1, le=MAX_COUNT, description="evaluate on seeded subsets of this size")
-    eval_sets: list[str] | None = Field(None, description="eval splits; default: every one the source has")
-    data_seed: int = Field(0, ge=0, le=MAX_SEED, description="which train/eval subsets and cue markers: fixed across training seeds")
-    max_length: int = Field(128, ge=8, le=1_000_000, description="tokens per example (pairs truncated longest-first)")
-    input_field: Literal["text_a", "text_b"] | None = Field(None, description="partial input (bias-only models)")
-    cue: CueConfig | None = Field(None, description="controlled synthetic shortcut in the training data")
-    cv_fold: int | None = Field(None, ge=0, description="train without this fold of the training split "
-                                "(cross-fitting: the fold is scored by a model that never saw it)")
-    cv_folds: int = Field(5, ge=2, le=100, description="how many folds the training split is cut into")
+    data_dir: str | None = Field(
+        None, description="local data folder; default $ROBUST_COMPRESS_DATA or ../shared/data"
+    )
+    source: Literal["local", "hub"] = Field(
+        "local",
+        description="read splits from the data folder or the HF hub "
+        "(sets with no hub source are read from the data folder)",
+    )
+    train_limit: int | None = Field(
+        None, ge=1, le=MAX_COUNT, description="use a seeded subset of the training split"
+    )
+    eval_limit: int | None = Field(
+        None, ge=1, le=MAX_COUNT, description="evaluate on seeded subsets of this size"
+    )
+    eval_sets: list[str] | None = Field(
+        None, description="eval splits; default: every one the source has"
+    )
+    data_seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="which train/eval subsets and cue markers: fixed across training seeds",
+    )
+    max_length: int = Field(
+        128, ge=8, le=1_000_000, description="tokens per example (pairs truncated longest-first)"
+    )
+    input_field: Literal["text_a", "text_b"] | None = Field(
+        None, description="partial input (bias-only models)"
+    )
+    cue: CueConfig | None = Field(
+        None, description="controlled synthetic shortcut in the training data"
+    )
+    cv_fold: int | None = Field(
+        None,
+        ge=0,
+        description="train without this fold of the training split "
+        "(cross-fitting: the fold is scored by a model that never saw it)",
+    )
+    cv_folds: int = Field(
+        5, ge=2, le=100, description="how many folds the training split is cut into"
+    )
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
@@ -72,7 +100,8 @@ class Split:
         return len(self.examples)
 
     def digest(self) -> str:
-        """Content hash of the examples (ids, texts, labels, meta): what a cache key needs of a split."""
+        """Content hash of the examples (ids, texts, labels, meta): what a cache key needs of a
+        split."""
         h = hashlib.sha256(json.dumps([self.task, self.name, self.labels, self.collapse]).encode())
         for e in self.examples:
             h.update(json.dumps(e, sort_keys=True, default=str).encode())
@@ -112,8 +141,9 @@ def _read_csv(path: Path, f) -> list[dict[str, Any]]:
                     raise UserError(f"{path}:{start}: duplicate column {dup!r} in the header")
                 header = fields
             elif len(fields) != len(header):
-                raise UserError(f"{path}:{start}: row has {len(fields)} fields, "
-                                f"the header has {len(header)}")
+                raise UserError(
+                    f"{path}:{start}: row has {len(fields)} fields, the header has {len(header)}"
+                )
             else:
                 rows.append(dict(zip(header, fields, strict=True), _line=start))
     except csv.Error as e:
@@ -130,7 +160,9 @@ def _load_hub(spec: SplitSpec) -> tuple[list[dict[str, Any]], str]:
     try:
         ds = datasets.load_dataset(hub.path, hub.name, split=hub.split, data_files=hub.data_files)
     except Exception as e:  # noqa: BLE001 -- network, missing config, ...: one clear line for the user
-        raise UserError(f"{where}: could not load from the Hugging Face hub: {type(e).__name__}: {e}") from None
+        raise UserError(
+            f"{where}: could not load from the Hugging Face hub: {type(e).__name__}: {e}"
+        ) from None
     rows = [dict(r, _line=i + 1) for i, r in enumerate(ds)]
     return rows, where
 
@@ -139,50 +171,76 @@ def _load_hub(spec: SplitSpec) -> tuple[list[dict[str, Any]], str]:
 _INDEX = re.compile(r"-?[0-9]+")
 
 
+def _check_fields(row: dict[str, Any], cols: tuple[str, ...], loc: str) -> None:
+    """Name a missing field at its line, before any use of it would fail with a bare KeyError."""
+    for col in cols:
+        if col not in row:
+            raise UserError(
+                f"{loc}: missing field {col!r} (has {sorted(k for k in row if k != '_line')})"
+            )
+
+
+def _row_label(raw: Any, gold_names: list[str], loc: str) -> int | None:
+    """A row's label as an index into `gold_names` (given as a name or an index), or None when
+    unlabeled (-1): files name or number their labels either way, and a bad one must stop here."""
+    if isinstance(raw, bool):
+        raise UserError(f"{loc}: label {raw!r} is not a label name or index")
+    if isinstance(raw, str) and raw in gold_names:
+        return gold_names.index(raw)
+    if isinstance(raw, int) or (isinstance(raw, str) and _INDEX.fullmatch(raw)):
+        label = int(raw)
+        if label == -1:  # unlabeled (GLUE test convention)
+            return None
+        if not 0 <= label < len(gold_names):
+            raise UserError(f"{loc}: label index {label} out of range for labels {gold_names}")
+        return label
+    raise UserError(f"{loc}: unknown label {raw!r}; expected one of {gold_names}")
+
+
+def _row_id(row: dict[str, Any], spec: SplitSpec, line: int, loc: str, seen: dict[str, int]) -> str:
+    """A row's id (its id column, else its line), recorded in `seen`: ids key every per-example
+    cache and table, so they must be unique."""
+    if not spec.id_column:
+        return str(line)
+    if spec.id_column not in row:
+        raise UserError(f"{loc}: missing id column {spec.id_column!r}")
+    ex_id = str(row[spec.id_column])
+    if ex_id in seen:
+        raise UserError(
+            f"{loc}: duplicate id {ex_id!r} in column {spec.id_column!r} "
+            f"(first at line {seen[ex_id]})"
+        )
+    seen[ex_id] = line
+    return ex_id
+
+
+def _check_groups(row: dict[str, Any], spec: SplitSpec, split_name: str, loc: str) -> None:
+    """A row without its group_by value would silently drop out of the breakdown: refuse it."""
+    for meta in spec.group_by:
+        if row.get(meta) is None:
+            what = "missing field" if meta not in row else "null field"
+            raise UserError(f"{loc}: {what} {meta!r} (a group_by column of split {split_name!r})")
+
+
 def normalize(rows: list[dict[str, Any]], task: TaskSpec, split_name: str, where: str) -> Split:
     spec = task.splits[split_name]
-    gold_names = task.split_labels(split_name)  # a collapsed split (HANS) has its own, smaller label space
+    # a collapsed split (HANS) has its own, smaller label space
+    gold_names = task.split_labels(split_name)
     col_a, col_b = spec.text_a or task.text_a, spec.text_b or task.text_b
     out, unlabeled, seen = [], 0, {}
     for i, row in enumerate(rows):
         line = row.get("_line", i + 1)
         loc = f"{where}:{line}"
-        for col in (col_a, col_b, "label"):
-            if col not in row:
-                raise UserError(f"{loc}: missing field {col!r} (has {sorted(k for k in row if k != '_line')})")
-        raw = row["label"]
-        if isinstance(raw, bool):
-            raise UserError(f"{loc}: label {raw!r} is not a label name or index")
-        if isinstance(raw, str) and raw in gold_names:
-            label = gold_names.index(raw)
-        elif isinstance(raw, int) or (isinstance(raw, str) and _INDEX.fullmatch(raw)):
-            label = int(raw)
-            if label == -1:  # unlabeled (GLUE test convention): counted and reported below
-                unlabeled += 1
-                continue
-            if not 0 <= label < len(gold_names):
-                raise UserError(f"{loc}: label index {label} out of range for labels {gold_names}")
-        else:
-            raise UserError(f"{loc}: unknown label {raw!r}; expected one of {gold_names}")
+        _check_fields(row, (col_a, col_b, "label"), loc)
+        label = _row_label(row["label"], gold_names, loc)
+        if label is None:  # unlabeled (GLUE test convention): counted and reported below
+            unlabeled += 1
+            continue
         a, b = row[col_a], row[col_b]
         if not isinstance(a, str) or not isinstance(b, str):
             raise UserError(f"{loc}: fields {col_a!r} and {col_b!r} must be strings")
-        if spec.id_column:
-            if spec.id_column not in row:
-                raise UserError(f"{loc}: missing id column {spec.id_column!r}")
-            ex_id = str(row[spec.id_column])
-            if ex_id in seen:  # ids key every per-example cache and table: they must be unique
-                raise UserError(f"{loc}: duplicate id {ex_id!r} in column {spec.id_column!r} "
-                                f"(first at line {seen[ex_id]})")
-            seen[ex_id] = line
-        else:
-            ex_id = str(line)
-        ex = {"id": ex_id, "text_a": a, "text_b": b, "label": label}
-        for meta in spec.group_by:  # a row without its group would drop out of the breakdown
-            if row.get(meta) is None:
-                what = "missing field" if meta not in row else "null field"
-                raise UserError(f"{loc}: {what} {meta!r} "
-                                f"(a group_by column of split {split_name!r})")
+        ex = {"id": _row_id(row, spec, line, loc, seen), "text_a": a, "text_b": b, "label": label}
+        _check_groups(row, spec, split_name, loc)
         for meta in spec.group_by + spec.keep:
             ex[meta] = row.get(meta)
         out.append(ex)
@@ -190,15 +248,26 @@ def normalize(rows: list[dict[str, Any]], task: TaskSpec, split_name: str, where
         log.warning(f"{where}: skipped {unlabeled} of {len(rows)} rows with label -1 (unlabeled)")
     if not out:
         raise UserError(f"{where}: split {split_name!r} of task {task.name!r} is empty")
-    return Split(task=task.name, name=split_name, role=spec.role, labels=gold_names, examples=out,
-                 origin=where, collapse=spec.collapse, group_by=list(spec.group_by))
+    return Split(
+        task=task.name,
+        name=split_name,
+        role=spec.role,
+        labels=gold_names,
+        examples=out,
+        origin=where,
+        collapse=spec.collapse,
+        group_by=list(spec.group_by),
+    )
 
 
 def _candidates(spec: SplitSpec, data_dir: str | Path | None) -> list[Path]:
     """A split's local paths: absolute ones as they are, the others under the data directory."""
     root = resolve_data_dir(data_dir)
-    return [Path(p) if Path(p).is_absolute() else root / p for p in spec.local
-            if Path(p).is_absolute() or root is not None]
+    return [
+        Path(p) if Path(p).is_absolute() else root / p
+        for p in spec.local
+        if Path(p).is_absolute() or root is not None
+    ]
 
 
 def split_file(task: TaskSpec, split_name: str, data_dir: str | Path | None) -> Path:
@@ -211,7 +280,9 @@ def split_file(task: TaskSpec, split_name: str, data_dir: str | Path | None) -> 
     if not found:
         tried = ", ".join(str(p) for p in paths) or "(no local path declared)"
         hint = " (try --source hub when online)" if spec.hub else ""
-        raise UserError(f"task {task.name!r} split {split_name!r}: file not found; tried {tried}{hint}")
+        raise UserError(
+            f"task {task.name!r} split {split_name!r}: file not found; tried {tried}{hint}"
+        )
     return found[0]
 
 
@@ -219,7 +290,8 @@ _WORDS = re.compile(r"\w+")
 
 
 def pair_key(a: str, b: str) -> tuple[str, str]:
-    """An unordered pair of normalized texts (lowercase words): the same pair however written or ordered."""
+    """An unordered pair of normalized texts (lowercase words): the same pair however written or
+    ordered."""
     na, nb = " ".join(_WORDS.findall(a.lower())), " ".join(_WORDS.findall(b.lower()))
     return (na, nb) if na <= nb else (nb, na)
 
@@ -229,28 +301,43 @@ def _exclude_pairs(split: Split, task: TaskSpec, data_dir, source: str) -> None:
     names = task.splits[split.name].exclude_pairs_in
     seen = set()
     for other in names:
-        seen |= {pair_key(e["text_a"], e["text_b"]) for e in load_split(task, other, data_dir, source).examples}
+        seen |= {
+            pair_key(e["text_a"], e["text_b"])
+            for e in load_split(task, other, data_dir, source).examples
+        }
     before = len(split.examples)
     split.examples = [e for e in split.examples if pair_key(e["text_a"], e["text_b"]) not in seen]
-    log.info(f"{split.origin}: dropped {before - len(split.examples)} of {before} pairs that also occur in "
-             f"{', '.join(names)}")
+    log.info(
+        f"{split.origin}: dropped {before - len(split.examples)} of {before} pairs that also occur "
+        f"in {', '.join(names)}"
+    )
     if not split.examples:
         raise UserError(f"{split.origin}: every pair also occurs in {names}")
 
 
-def load_split(task: TaskSpec, split_name: str, data_dir: str | Path | None = None, source: str = "local",
-               limit: int | None = None, seed: int = 0) -> Split:
+def load_split(
+    task: TaskSpec,
+    split_name: str,
+    data_dir: str | Path | None = None,
+    source: str = "local",
+    limit: int | None = None,
+    seed: int = 0,
+) -> Split:
     """Load one split. `limit` keeps a seeded random subset (in file order) of that many examples;
     subsets of one seed are nested (the first `limit` of one seeded permutation), so a smaller
     limit's examples are always among a larger one's."""
     if split_name not in task.splits:
-        raise UserError(f"task {task.name!r} has no split {split_name!r}; it has {list(task.splits)}")
+        raise UserError(
+            f"task {task.name!r} has no split {split_name!r}; it has {list(task.splits)}"
+        )
     spec = task.splits[split_name]
     if source == "local":
         path = split_file(task, split_name, data_dir)
         rows, where = _read_table(path), str(path)
     elif source == "hub":
-        if spec.hub is None:  # a set that exists only as files (PAWS-QQP, FEVER-Symmetric): read them
+        if (
+            spec.hub is None
+        ):  # a set that exists only as files (PAWS-QQP, FEVER-Symmetric): read them
             path = split_file(task, split_name, data_dir)
             rows, where = _read_table(path), str(path)
         else:
@@ -269,7 +356,11 @@ def load_split(task: TaskSpec, split_name: str, data_dir: str | Path | None = No
 
 def available_eval_splits(task: TaskSpec, data_dir: str | Path | None, source: str) -> list[str]:
     """Eval splits that can be loaded from this source (the offline copy lacks some)."""
-    local = {n for n in task.eval_splits() if any(p.is_file() for p in _candidates(task.splits[n], data_dir))}
+    local = {
+        n
+        for n in task.eval_splits()
+        if any(p.is_file() for p in _candidates(task.splits[n], data_dir))
+    }
     if source == "hub":  # the hub's splits, and the file-only sets the data folder has
         return [n for n in task.eval_splits() if task.splits[n].hub is not None or n in local]
     return [n for n in task.eval_splits() if n in local]
@@ -298,18 +389,26 @@ def eval_split_names(args: DataArgs, task: TaskSpec | None = None) -> list[str]:
     names = args.eval_sets or available_eval_splits(task, args.data_dir, args.source)
     unknown = [n for n in names if n not in task.splits or task.splits[n].role == "train"]
     if unknown:
-        raise UserError(f"unknown eval set(s) {unknown} for task {task.name!r}; have {task.eval_splits()}")
+        raise UserError(
+            f"unknown eval set(s) {unknown} for task {task.name!r}; have {task.eval_splits()}"
+        )
     if not names:
-        raise UserError(f"task {task.name!r}: no eval split is available from source {args.source!r}")
+        raise UserError(
+            f"task {task.name!r}: no eval split is available from source {args.source!r}"
+        )
     if not args.eval_sets:
         missing = [n for n in task.eval_splits() if n not in names]
         ids = [n for n in task.eval_splits() if task.splits[n].role == "id"]
         if ids and not set(ids) & set(names):
-            raise UserError(f"task {task.name!r}: no ID eval split found: "
-                            f"{_missing_line(task, ids, args.data_dir, args.source)}; "
-                            f"Delta and F_bias need one (to evaluate only {names}, set eval_sets)")
-        msg = (f"task {task.name!r}: eval split(s) not found: "
-               f"{_missing_line(task, missing, args.data_dir, args.source)}; evaluating {names}")
+            raise UserError(
+                f"task {task.name!r}: no ID eval split found: "
+                f"{_missing_line(task, ids, args.data_dir, args.source)}; "
+                f"Delta and F_bias need one (to evaluate only {names}, set eval_sets)"
+            )
+        msg = (
+            f"task {task.name!r}: eval split(s) not found: "
+            f"{_missing_line(task, missing, args.data_dir, args.source)}; evaluating {names}"
+        )
         if missing and msg not in _WARNED:
             _WARNED.add(msg)
             log.warning(msg)
@@ -319,11 +418,22 @@ def eval_split_names(args: DataArgs, task: TaskSpec | None = None) -> list[str]:
 def load_train_split(args: DataArgs, task: TaskSpec | None = None) -> Split:
     """The training split as configured: seeded subset, synthetic cue if asked."""
     task = task or load_task(args.task)
-    split = load_split(task, task.train_split, args.data_dir, args.source, limit=args.train_limit,
-                       seed=args.data_seed)
+    split = load_split(
+        task,
+        task.train_split,
+        args.data_dir,
+        args.source,
+        limit=args.train_limit,
+        seed=args.data_seed,
+    )
     if args.cue is not None:
-        split.examples = add_cue(split.examples, cue_markers(args.cue, task.labels), args.cue.rho, args.data_seed,
-                                 args.cue.per_example)
+        split.examples = add_cue(
+            split.examples,
+            cue_markers(args.cue, task.labels),
+            args.cue.rho,
+            args.data_seed,
+            args.cue.per_example,
+        )
     if args.cv_fold is not None:
         if args.cv_fold >= args.cv_folds:
             raise UserError(f"cv_fold {args.cv_fold} must be below cv_folds {args.cv_folds}")
@@ -334,7 +444,9 @@ def load_train_split(args: DataArgs, task: TaskSpec | None = None) -> Split:
 
 def text_key(e: dict[str, Any]) -> str:
     """What a per-example probability was computed from: valid only for this text and label."""
-    return hashlib.sha256(json.dumps([e["text_a"], e["text_b"], e["label"]]).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([e["text_a"], e["text_b"], e["label"]]).encode()).hexdigest()[
+        :16
+    ]
 
 
 def folds_of(examples: list[dict[str, Any]], k: int, seed: int) -> list[int]:
@@ -349,17 +461,26 @@ def folds_of(examples: list[dict[str, Any]], k: int, seed: int) -> list[int]:
 
 
 def load_eval_splits(args: DataArgs, task: TaskSpec | None = None) -> dict[str, Split]:
-    """Every configured eval split, read and validated (before any training), plus cue test copies."""
+    """Every configured eval split, read and validated (before any training), plus cue test
+    copies."""
     task = task or load_task(args.task)
     out: dict[str, Split] = {}
     for name in eval_split_names(args, task):
-        split = load_split(task, name, args.data_dir, args.source, limit=args.eval_limit, seed=args.data_seed)
+        split = load_split(
+            task, name, args.data_dir, args.source, limit=args.eval_limit, seed=args.data_seed
+        )
         out[name] = split
         if args.cue is not None and split.role == "id":  # controlled-shortcut test sets
             copies = cue_copies(split.examples, cue_markers(args.cue, task.labels), args.data_seed)
             for kind, examples in zip(("cue_aligned", "cue_conflicting"), copies, strict=True):
-                out[f"{name}+{kind}"] = Split(task=split.task, name=f"{name}+{kind}", role="cue",
-                                              labels=split.labels, examples=examples,
-                                              origin=f"{split.origin} (+cue)", collapse=split.collapse,
-                                              group_by=split.group_by)
+                out[f"{name}+{kind}"] = Split(
+                    task=split.task,
+                    name=f"{name}+{kind}",
+                    role="cue",
+                    labels=split.labels,
+                    examples=examples,
+                    origin=f"{split.origin} (+cue)",
+                    collapse=split.collapse,
+                    group_by=split.group_by,
+                )
     return out

@@ -29,7 +29,9 @@ class SplitSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     role: Literal["train", "id", "ood"]
-    local: list[str] = Field(default_factory=list, description="paths under the data dir; first that exists wins")
+    local: list[str] = Field(
+        default_factory=list, description="paths under the data dir; first that exists wins"
+    )
     hub: HubSource | None = None
     text_a: str | None = None  # column names; default: the task's
     text_b: str | None = None
@@ -38,8 +40,12 @@ class SplitSpec(BaseModel):
     collapse: dict[str, str] | None = None  # task label -> split label (probabilities are summed)
     group_by: list[str] = Field(default_factory=list)  # meta columns to break accuracy down by
     keep: list[str] = Field(default_factory=list)  # extra meta columns carried to prediction tables
-    in_delta: bool = True  # an OOD split that counts towards Delta / F_bias (else: reported beside it)
-    exclude_pairs_in: list[str] = Field(default_factory=list)  # drop pairs also in these splits (either order)
+    in_delta: bool = (
+        True  # an OOD split that counts towards Delta / F_bias (else: reported beside it)
+    )
+    exclude_pairs_in: list[str] = Field(
+        default_factory=list
+    )  # drop pairs also in these splits (either order)
 
     @model_validator(mode="after")
     def _has_source(self) -> SplitSpec:
@@ -57,7 +63,9 @@ class TaskSpec(BaseModel):
     splits: dict[str, SplitSpec]
     alpha: float = Field(0.5, ge=0, le=1, description="RMC difficulty floor for this task")
     bias_field: Literal["text_a", "text_b"] = "text_b"  # the partial input a bias-only model sees
-    ood_combine: Literal["pooled", "mean"] = "pooled"  # OOD accuracy for Delta: pooled examples or mean of sets
+    ood_combine: Literal["pooled", "mean"] = (
+        "pooled"  # OOD accuracy for Delta: pooled examples or mean of sets
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:
@@ -76,10 +84,15 @@ class TaskSpec(BaseModel):
                 missing = set(self.labels) - set(s.collapse)
                 bad = set(s.collapse.values()) - set(s.labels)
                 if missing or bad:
-                    raise ValueError(f"split {name}: collapse must map every task label {self.labels} "
-                                     f"to one of {s.labels}")
+                    raise ValueError(
+                        f"split {name}: collapse must map every task label {self.labels} "
+                        f"to one of {s.labels}"
+                    )
             elif s.labels is not None and not set(s.labels) <= set(self.labels):
-                raise ValueError(f"split {name}: labels {s.labels} are not task labels and no `collapse` is given")
+                raise ValueError(
+                    f"split {name}: labels {s.labels} are not task labels and no `collapse` "
+                    "is given"
+                )
         return self
 
     @property
@@ -91,9 +104,14 @@ class TaskSpec(BaseModel):
 
     def delta_rule(self, splits: list[str]) -> dict:
         """Which of these splits make the OOD accuracy of Delta / F_bias, and how they combine."""
-        return {"splits": [s for s in splits if s in self.splits and self.splits[s].role == "ood"
-                           and self.splits[s].in_delta],  # (cue copies of an ID split are not task splits)
-                "combine": self.ood_combine}
+        return {
+            "splits": [
+                s
+                for s in splits
+                if s in self.splits and self.splits[s].role == "ood" and self.splits[s].in_delta
+            ],  # (cue copies of an ID split are not task splits)
+            "combine": self.ood_combine,
+        }
 
     def split_labels(self, split: str) -> list[str]:
         s = self.splits[split]
@@ -101,62 +119,125 @@ class TaskSpec(BaseModel):
 
 
 _MNLI_LABELS = ["entailment", "neutral", "contradiction"]
-_HANS_COLLAPSE = {"entailment": "entailment", "neutral": "non-entailment", "contradiction": "non-entailment"}
+_HANS_COLLAPSE = {
+    "entailment": "entailment",
+    "neutral": "non-entailment",
+    "contradiction": "non-entailment",
+}
 
 BUILTIN: dict[str, TaskSpec] = {
     "mnli": TaskSpec(
-        name="mnli", text_a="premise", text_b="hypothesis", labels=_MNLI_LABELS, alpha=0.5,
+        name="mnli",
+        text_a="premise",
+        text_b="hypothesis",
+        labels=_MNLI_LABELS,
+        alpha=0.5,
         splits={
-            "train": SplitSpec(role="train", local=["mnli/train.jsonl", "mnli/train_partial.jsonl"],
-                               hub=HubSource(path="nyu-mll/glue", name="mnli", split="train")),
-            "dev_matched": SplitSpec(role="id", local=["mnli/dev_matched.jsonl"], id_column="idx",
-                                     hub=HubSource(path="nyu-mll/glue", name="mnli", split="validation_matched")),
-            "dev_mismatched": SplitSpec(role="id", local=["mnli/dev_mismatched.jsonl"], id_column="idx",
-                                        hub=HubSource(path="nyu-mll/glue", name="mnli",
-                                                      split="validation_mismatched")),
-            "hans": SplitSpec(role="ood", local=["hans/evaluation.jsonl"],
-                              hub=HubSource(path="jhu-cogsci/hans", split="validation"),
-                              labels=["entailment", "non-entailment"], collapse=_HANS_COLLAPSE,
-                              group_by=["heuristic"]),
+            "train": SplitSpec(
+                role="train",
+                local=["mnli/train.jsonl", "mnli/train_partial.jsonl"],
+                hub=HubSource(path="nyu-mll/glue", name="mnli", split="train"),
+            ),
+            "dev_matched": SplitSpec(
+                role="id",
+                local=["mnli/dev_matched.jsonl"],
+                id_column="idx",
+                hub=HubSource(path="nyu-mll/glue", name="mnli", split="validation_matched"),
+            ),
+            "dev_mismatched": SplitSpec(
+                role="id",
+                local=["mnli/dev_mismatched.jsonl"],
+                id_column="idx",
+                hub=HubSource(path="nyu-mll/glue", name="mnli", split="validation_mismatched"),
+            ),
+            "hans": SplitSpec(
+                role="ood",
+                local=["hans/evaluation.jsonl"],
+                hub=HubSource(path="jhu-cogsci/hans", split="validation"),
+                labels=["entailment", "non-entailment"],
+                collapse=_HANS_COLLAPSE,
+                group_by=["heuristic"],
+            ),
         },
     ),
     "qqp": TaskSpec(
-        name="qqp", text_a="question1", text_b="question2", labels=["not_duplicate", "duplicate"], alpha=0.2,
+        name="qqp",
+        text_a="question1",
+        text_b="question2",
+        labels=["not_duplicate", "duplicate"],
+        alpha=0.2,
         bias_field="text_a",
         splits={
-            "train": SplitSpec(role="train", local=["qqp/train.jsonl", "qqp/train_partial.jsonl"],
-                               hub=HubSource(path="nyu-mll/glue", name="qqp", split="train")),
-            "dev": SplitSpec(role="id", local=["qqp/dev.jsonl"],
-                             hub=HubSource(path="nyu-mll/glue", name="qqp", split="validation")),
-            # offline ID held-out set: real Quora pairs of unknown GLUE split, minus every pair that also
-            # occurs (either order, normalized text) in the training file or in PAWS; balanced 50/50,
-            # unlike QQP: report it as "QQP held-out (balanced)", never as the GLUE dev set
-            "heldout": SplitSpec(role="id", local=["qqp/quora_pairs_split_unknown.jsonl"], id_column="pair_id",
-                                 exclude_pairs_in=["train", "paws_qqp", "paws_wiki"]),
-            "paws_qqp": SplitSpec(role="ood", local=["paws_qqp/dev_and_test.jsonl"], id_column="id"),
-            "paws_wiki": SplitSpec(role="ood", local=["paws_wiki/test.jsonl"], id_column="id",
-                                   text_a="sentence1", text_b="sentence2",
-                                   hub=HubSource(path="google-research-datasets/paws", name="labeled_final",
-                                                 split="test")),
+            "train": SplitSpec(
+                role="train",
+                local=["qqp/train.jsonl", "qqp/train_partial.jsonl"],
+                hub=HubSource(path="nyu-mll/glue", name="qqp", split="train"),
+            ),
+            "dev": SplitSpec(
+                role="id",
+                local=["qqp/dev.jsonl"],
+                hub=HubSource(path="nyu-mll/glue", name="qqp", split="validation"),
+            ),
+            # offline ID held-out set: real Quora pairs of unknown GLUE split, minus every pair that
+            # also occurs (either order, normalized text) in the training file or in PAWS; balanced
+            # 50/50, unlike QQP: report it as "QQP held-out (balanced)", never as the GLUE dev set
+            "heldout": SplitSpec(
+                role="id",
+                local=["qqp/quora_pairs_split_unknown.jsonl"],
+                id_column="pair_id",
+                exclude_pairs_in=["train", "paws_qqp", "paws_wiki"],
+            ),
+            "paws_qqp": SplitSpec(
+                role="ood", local=["paws_qqp/dev_and_test.jsonl"], id_column="id"
+            ),
+            "paws_wiki": SplitSpec(
+                role="ood",
+                local=["paws_wiki/test.jsonl"],
+                id_column="id",
+                text_a="sentence1",
+                text_b="sentence2",
+                hub=HubSource(
+                    path="google-research-datasets/paws", name="labeled_final", split="test"
+                ),
+            ),
         },
     ),
     "fever": TaskSpec(
-        name="fever", text_a="evidence", text_b="claim", labels=["SUPPORTS", "REFUTES", "NOT ENOUGH INFO"],
-        alpha=0.3, ood_combine="mean",  # the paper: F_bias on the plain mean of Symmetric v1 and v2
+        name="fever",
+        text_a="evidence",
+        text_b="claim",
+        labels=["SUPPORTS", "REFUTES", "NOT ENOUGH INFO"],
+        alpha=0.3,
+        ood_combine="mean",  # the paper: F_bias on the plain mean of Symmetric v1 and v2
         splits={
-            "train": SplitSpec(role="train", local=["fever/train.jsonl"],
-                               hub=HubSource(path="pietrolesci/nli_fever", split="train")),
-            "dev": SplitSpec(role="id", local=["fever/dev.jsonl"],
-                             hub=HubSource(path="pietrolesci/nli_fever", split="dev")),
-            "symmetric_v1": SplitSpec(role="ood", local=["fever_symmetric/v1/fever_symmetric_generated.jsonl"],
-                                      id_column="id", text_a="evidence_sentence"),
-            "symmetric_v2": SplitSpec(role="ood", local=["fever_symmetric/v2/fever_symmetric_test.jsonl"],
-                                      id_column="id"),
+            "train": SplitSpec(
+                role="train",
+                local=["fever/train.jsonl"],
+                hub=HubSource(path="pietrolesci/nli_fever", split="train"),
+            ),
+            "dev": SplitSpec(
+                role="id",
+                local=["fever/dev.jsonl"],
+                hub=HubSource(path="pietrolesci/nli_fever", split="dev"),
+            ),
+            "symmetric_v1": SplitSpec(
+                role="ood",
+                local=["fever_symmetric/v1/fever_symmetric_generated.jsonl"],
+                id_column="id",
+                text_a="evidence_sentence",
+            ),
+            "symmetric_v2": SplitSpec(
+                role="ood", local=["fever_symmetric/v2/fever_symmetric_test.jsonl"], id_column="id"
+            ),
             # further OOD sets, reported beside F_bias (not in it): FEVER 2.0 adversarial "fixers"
             # (one row per evidence sentence: ids repeat, so rows are numbered by line) and claims
             # with universal adversarial triggers (three-way)
-            "fever2_fixers": SplitSpec(role="ood", local=["fever_adversarial/fever2_fixers.jsonl"], in_delta=False),
-            "triggers": SplitSpec(role="ood", local=["fever_adversarial/fever_triggers.jsonl"], in_delta=False),
+            "fever2_fixers": SplitSpec(
+                role="ood", local=["fever_adversarial/fever2_fixers.jsonl"], in_delta=False
+            ),
+            "triggers": SplitSpec(
+                role="ood", local=["fever_adversarial/fever_triggers.jsonl"], in_delta=False
+            ),
         },
     ),
 }
@@ -173,4 +254,6 @@ def load_task(name_or_path: str) -> TaskSpec:
             return TaskSpec.model_validate(raw)
         except ValidationError as e:
             raise UserError(f"{path}: invalid task spec: {validation_line(e)}") from None
-    raise UserError(f"unknown task {name_or_path!r}: use one of {sorted(BUILTIN)} or a task YAML file")
+    raise UserError(
+        f"unknown task {name_or_path!r}: use one of {sorted(BUILTIN)} or a task YAML file"
+    )

@@ -10,7 +10,18 @@ from typing import Any
 
 SPLIT_METRICS = ("acc", "ece", "conf", "top_pred_share", "majority_rate", "constant_acc")
 STATS = {"ci_lo": "lo", "ci_hi": "hi", "std": "std"}
-ID_COLUMNS = ("level", "name", "unit", "group", "method", "loss", "sparsity", "seed", "is_teacher", "n_seeds")
+ID_COLUMNS = (
+    "level",
+    "name",
+    "unit",
+    "group",
+    "method",
+    "loss",
+    "sparsity",
+    "seed",
+    "is_teacher",
+    "n_seeds",
+)
 COLUMNS = ("level", "run", "metric", "split", "group", "value", "lo", "hi", "std")
 
 
@@ -35,7 +46,12 @@ def long_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: dict[tuple, dict[str, Any]] = {}
     for r in rows:
         for key, v in r.items():
-            if key in ID_COLUMNS or not isinstance(v, int | float) or isinstance(v, bool) or math.isnan(v):
+            if (
+                key in ID_COLUMNS
+                or not isinstance(v, int | float)
+                or isinstance(v, bool)
+                or math.isnan(v)
+            ):
                 continue
             metric, split, group, stat = parse_key(key)
             at = (r["level"], r["name"], metric, split, group)
@@ -48,7 +64,9 @@ def wide_key(metric: str, split: str, group: str, stat: str) -> str:
     """The wide column a long row's value came from (the inverse of `parse_key`)."""
     suffix = {v: f".{k}" for k, v in STATS.items()}.get(stat, "")
     if metric.startswith("easy_hard."):
-        return ".".join(["eh", split, *([group] if group else []), metric.split(".", 1)[1]]) + suffix
+        return (
+            ".".join(["eh", split, *([group] if group else []), metric.split(".", 1)[1]]) + suffix
+        )
     if group:
         field, cell = group.split("=", 1)
         return f"by.{split}.{field}.{cell}{suffix}"

@@ -27,12 +27,16 @@ def model_inputs(model: torch.nn.Module, batch: dict, device=None) -> dict[str, 
     """The batch's token fields that this model's forward takes (DistilBERT and MPNet have no
     token_type_ids), moved to `device` if given."""
     model = getattr(model, "module", model)  # DDP wrapper
-    return {k: batch[k] if device is None else batch[k].to(device) for k in _accepted(type(model)) if k in batch}
+    return {
+        k: batch[k] if device is None else batch[k].to(device)
+        for k in _accepted(type(model))
+        if k in batch
+    }
 
 
 def device_of(model: torch.nn.Module, device=None) -> torch.device:
-    """Where inference runs: `device` if given, else the GPU when there is one (int8 dynamic linears run on
-    the CPU only), else where the model is."""
+    """Where inference runs: `device` if given, else the GPU when there is one (int8 dynamic linears
+    run on the CPU only), else where the model is."""
     if device is not None:
         return torch.device(device)
     if torch.cuda.is_available() and not is_quantized(model):
@@ -41,8 +45,14 @@ def device_of(model: torch.nn.Module, device=None) -> torch.device:
 
 
 @torch.no_grad()
-def predict_logits(model, data: EncodedSplit, batch_size: int = 64, bf16: bool = False,
-                   device: torch.device | str | None = None, progress=None) -> tuple[np.ndarray, float]:
+def predict_logits(
+    model,
+    data: EncodedSplit,
+    batch_size: int = 64,
+    bf16: bool = False,
+    device: torch.device | str | None = None,
+    progress=None,
+) -> tuple[np.ndarray, float]:
     """Logits in the split's order, and examples/s. Batches are length-sorted and padded per batch.
     Without `device`, the model moves to the GPU when there is one (it stays there afterwards).
     `progress(n)` is called after each batch with the number of examples done."""
@@ -67,10 +77,12 @@ def predict_logits(model, data: EncodedSplit, batch_size: int = 64, bf16: bool =
     return out, len(data) / max(time.perf_counter() - t0, 1e-9)
 
 
-def round_robin(runs: dict[str, tuple[Callable[[], None], int]], repeats: int = 3, progress=None) -> dict[str, float]:
-    """examples/s of each `run()` (one pass over its n examples), the runs taking turns (round-robin,
-    `repeats` rounds after a warm-up round) so machine drift hits all alike; the best round counts.
-    `progress(k)` is called after each pass with the number of passes done."""
+def round_robin(
+    runs: dict[str, tuple[Callable[[], None], int]], repeats: int = 3, progress=None
+) -> dict[str, float]:
+    """examples/s of each `run()` (one pass over its n examples), the runs taking turns
+    (round-robin, `repeats` rounds after a warm-up round) so machine drift hits all alike; the best
+    round counts. `progress(k)` is called after each pass with the number of passes done."""
     best = dict.fromkeys(runs, 0.0)
     passes = 0
     for r in range(repeats + 1):
@@ -86,21 +98,29 @@ def round_robin(runs: dict[str, tuple[Callable[[], None], int]], repeats: int = 
 
 
 @torch.no_grad()
-def throughput(entries: dict[str, tuple[torch.nn.Module, EncodedSplit]], batch_size: int = 64, repeats: int = 3,
-               bf16: bool = False, progress=None) -> dict[str, float]:
-    """Inference examples/s of each (model, its tokenized data), measured side by side (`round_robin`).
-    fp32 unless `bf16` (int8 models always take fp32 activations)."""
+def throughput(
+    entries: dict[str, tuple[torch.nn.Module, EncodedSplit]],
+    batch_size: int = 64,
+    repeats: int = 3,
+    bf16: bool = False,
+    progress=None,
+) -> dict[str, float]:
+    """Inference examples/s of each (model, its tokenized data), measured side by side
+    (`round_robin`). fp32 unless `bf16` (int8 models always take fp32 activations)."""
     runs = {}
     for name, (m, data) in entries.items():
         m.eval()
         collate = Collator(getattr(m.config, "pad_token_id", 0) or 0)
-        batches = [collate([data[i] for i in rows]) for rows in sorted_batches(data.lengths, batch_size)]
+        batches = [
+            collate([data[i] for i in rows]) for rows in sorted_batches(data.lengths, batch_size)
+        ]
         runs[name] = (pytorch_pass(m, batches, bf16 and not is_quantized(m)), len(data))
     return round_robin(runs, repeats, progress)
 
 
 def pytorch_pass(m: torch.nn.Module, batches: list[dict], bf16: bool) -> Callable[[], None]:
-    """One timed pass of a PyTorch model over pre-collated batches (on the GPU when there is one)."""
+    """One timed pass of a PyTorch model over pre-collated batches (on the GPU when there is
+    one)."""
     dev = device_of(m)
     m.to(dev)
 
@@ -113,4 +133,5 @@ def pytorch_pass(m: torch.nn.Module, batches: list[dict], bf16: bool) -> Callabl
                 m(**model_inputs(m, b, dev))
         if dev.type == "cuda":
             torch.cuda.synchronize()
+
     return run

@@ -3,8 +3,8 @@
 A model fine-tuned elsewhere names and orders its classes its own way (roberta-large-mnli:
 CONTRADICTION, NEUTRAL, ENTAILMENT; cross-encoders: contradiction, entailment, neutral; many
 models: LABEL_0..k). Names are matched case-insensitively and through `SYNONYMS`; a `label_map`
-(model label -> task label) covers names that say nothing (it is used by a model that names its keys,
-or whose names cannot be matched without it). The classifier's output rows are then
+(model label -> task label) covers names that say nothing (it is used by a model that names its
+keys, or whose names cannot be matched without it). The classifier's output rows are then
 permuted at load (`permute_classifier`) and id2label rewritten to the task's names, so every
 prediction, logit and saved model downstream is in the task's order.
 """
@@ -40,7 +40,9 @@ def canonical(name: str) -> str:
     return _CANON.get(key, key)
 
 
-def _apply_map(have: list[str], label_map: dict[str, str], want: list[str], where: str) -> list[str]:
+def _apply_map(
+    have: list[str], label_map: dict[str, str], want: list[str], where: str
+) -> list[str]:
     """The model's labels renamed by `label_map` (keys: the model's label names, or indices)."""
     names = list(have)
     wanted = {canonical(w) for w in want}
@@ -52,15 +54,18 @@ def _apply_map(have: list[str], label_map: dict[str, str], want: list[str], wher
         else:
             raise UserError(f"label_map: {where} has no label {key!r} (its labels: {have})")
         if canonical(value) not in wanted:
-            raise UserError(f"label_map: {key!r} -> {value!r}, but {value!r} is not one of the labels {want}")
+            raise UserError(
+                f"label_map: {key!r} -> {value!r}, but {value!r} is not one of the labels {want}"
+            )
         names[i] = value
     return names
 
 
-def align(have: list[str], want: list[str], label_map: dict[str, str] | None = None, where: str = "model"
-          ) -> list[int]:
-    """perm with perm[i] = the model's output row that is `want[i]`; an error naming `label_map` when
-    the names cannot be matched one to one."""
+def align(
+    have: list[str], want: list[str], label_map: dict[str, str] | None = None, where: str = "model"
+) -> list[int]:
+    """perm with perm[i] = the model's output row that is `want[i]`; an error naming `label_map`
+    when the names cannot be matched one to one."""
     if list(have) == list(want):
         return list(range(len(want)))
     if label_map and not any(k in have for k in label_map):
@@ -69,25 +74,43 @@ def align(have: list[str], want: list[str], label_map: dict[str, str] | None = N
         except UserError:
             pass
     names = _apply_map(have, label_map, want, where) if label_map else list(have)
-    hint = (f"; say which is which with the label_map setting (model label -> task label), e.g. "
-            f"-s 'label_map={{{have[0]}: {want[0]}, ...}}'" if have and want else "")
+    hint = (
+        f"; say which is which with the label_map setting (model label -> task label), e.g. "
+        f"-s 'label_map={{{have[0]}: {want[0]}, ...}}'"
+        if have and want
+        else ""
+    )
     if len(names) != len(want):
         two_way = len(names) == 2 and "entailment" in {canonical(n) for n in names}
-        why = " (a 2-way entailment model: use it on 2-way sets such as HANS, e.g. -s 'eval_sets=[hans]')" \
-            if two_way else ""
-        raise UserError(f"{where}: model has {len(have)} labels {have}, but the task has {len(want)} labels "
-                        f"{want}{why}")
+        why = (
+            " (a 2-way entailment model: use it on 2-way sets such as HANS, "
+            "e.g. -s 'eval_sets=[hans]')"
+            if two_way
+            else ""
+        )
+        raise UserError(
+            f"{where}: model has {len(have)} labels {have}, but the task has {len(want)} labels "
+            f"{want}{why}"
+        )
     got = [canonical(n) for n in names]
     placeholder = any(_PLACEHOLDER.match(n.lower()) for n in names)
     if not placeholder and not set(got) & {canonical(w) for w in want}:
-        raise UserError(f"{where}: a classifier over {have}, but the task has labels {want}: none of its labels is "
-                        f"one of the task's (a model of another task: start from its encoder){hint.replace(';', '; or', 1)}")
+        raise UserError(
+            f"{where}: a classifier over {have}, but the task has labels {want}: none of its "
+            "labels is one of the task's (a model of another task: start from its encoder)"
+            f"{hint.replace(';', '; or', 1)}"
+        )
     perm = []
     for w in want:
         rows = [j for j, g in enumerate(got) if g == canonical(w)]
         if len(rows) != 1:
-            what = "names LABEL_k say nothing" if placeholder else f"no single model label means {w!r}"
-            raise UserError(f"{where}: model labels {have} cannot be matched to the labels {want} ({what}){hint}")
+            what = (
+                "names LABEL_k say nothing" if placeholder else f"no single model label means {w!r}"
+            )
+            raise UserError(
+                f"{where}: model labels {have} cannot be matched to the labels {want} "
+                f"({what}){hint}"
+            )
         perm.append(rows[0])
     return perm
 
@@ -104,11 +127,15 @@ def _rows(t: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     if hasattr(t, "__tensor_flatten__"):
         names, ctx = t.__tensor_flatten__()
         n = t.shape[0]
-        inner = {k: _rows(v, perm) if v.ndim and v.shape[0] == n else v for k, v in
-                 ((k, getattr(t, k)) for k in names)}
+        inner = {
+            k: _rows(v, perm) if v.ndim and v.shape[0] == n else v
+            for k, v in ((k, getattr(t, k)) for k in names)
+        }
         return type(t).__tensor_unflatten__(inner, ctx, t.shape, t.stride())
-    raise UserError(f"cannot reorder the classifier rows of a {type(t).__name__} weight; "
-                    "save the model with the task's label order")
+    raise UserError(
+        f"cannot reorder the classifier rows of a {type(t).__name__} weight; "
+        "save the model with the task's label order"
+    )
 
 
 @torch.no_grad()
@@ -117,15 +144,24 @@ def permute_classifier(model: nn.Module, perm: list[int], labels: list[str]) -> 
     if not is_identity(perm):
         layer = classifier_out(model)
         idx = torch.tensor(perm)
-        layer.weight = nn.Parameter(_rows(layer.weight, idx), requires_grad=layer.weight.requires_grad)
+        layer.weight = nn.Parameter(
+            _rows(layer.weight, idx), requires_grad=layer.weight.requires_grad
+        )
         if layer.bias is not None:
-            layer.bias = nn.Parameter(_rows(layer.bias, idx), requires_grad=layer.bias.requires_grad)
+            layer.bias = nn.Parameter(
+                _rows(layer.bias, idx), requires_grad=layer.bias.requires_grad
+            )
     model.config.id2label = dict(enumerate(labels))
     model.config.label2id = {name: i for i, name in enumerate(labels)}
 
 
-def eval_labels(have: list[str], task_labels: list[str], split_labels: dict[str, list[str]],
-                label_map: dict[str, str] | None = None, where: str = "model") -> list[str]:
+def eval_labels(
+    have: list[str],
+    task_labels: list[str],
+    split_labels: dict[str, list[str]],
+    label_map: dict[str, str] | None = None,
+    where: str = "model",
+) -> list[str]:
     """The label space a model is scored in: the task's, or, for a model whose classes are those of
     every chosen set (a 2-way entailment model on HANS), the sets' own."""
     try:
@@ -142,5 +178,7 @@ def eval_labels(have: list[str], task_labels: list[str], split_labels: dict[str,
                 pass
         wider = [s for s, v in split_labels.items() if len(v) != len(have)]
         if wider and len(have) < len(task_labels):
-            raise UserError(f"{first}; sets {wider} need the task's {len(task_labels)} labels") from None
+            raise UserError(
+                f"{first}; sets {wider} need the task's {len(task_labels)} labels"
+            ) from None
         raise

@@ -47,10 +47,16 @@ def resolve_model_dir(name_or_path: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+        return Path(
+            snapshot_download(
+                name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]
+            )
+        )
     except Exception as e:  # noqa: BLE001 -- offline, unknown id, ...: one line for the user
-        raise UserError(f"{name_or_path}: not a local folder and not available from the hub "
-                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise UserError(
+            f"{name_or_path}: not a local folder and not available from the hub "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
 
 
 def check_model_dir(folder: Path) -> None:
@@ -63,9 +69,12 @@ def check_model_dir(folder: Path) -> None:
     if not weights:
         pickled = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
         if pickled:
-            raise UserError(f"{folder}: only pickled weights ({', '.join(pickled)}); loading them could run code. "
-                            "Convert them to safetensors (model.save_pretrained(..., safe_serialization=True)) "
-                            "in a trusted environment")
+            raise UserError(
+                f"{folder}: only pickled weights ({', '.join(pickled)}); loading them could run "
+                "code. Convert them to safetensors "
+                "(model.save_pretrained(..., safe_serialization=True)) "
+                "in a trusted environment"
+            )
         raise UserError(f"{folder}: no *.safetensors weights")
     for w in weights:
         try:
@@ -74,15 +83,19 @@ def check_model_dir(folder: Path) -> None:
                 if keys:  # the last tensor's bytes must be there: catches a truncated file
                     f.get_slice(keys[-1])
         except (SafetensorError, OSError) as e:
-            raise UserError(f"{w}: unreadable safetensors file ({e}); the file is truncated or corrupt") from None
+            raise UserError(
+                f"{w}: unreadable safetensors file ({e}); the file is truncated or corrupt"
+            ) from None
         size = w.stat().st_size
         with open(w, "rb") as fh:
             header = int.from_bytes(fh.read(8), "little")
             meta = json.loads(fh.read(header))
         end = max((v["data_offsets"][1] for k, v in meta.items() if k != "__metadata__"), default=0)
         if 8 + header + end != size:
-            raise UserError(f"{w}: {size} bytes, but its header describes {8 + header + end}: "
-                            "the file is truncated or corrupt")
+            raise UserError(
+                f"{w}: {size} bytes, but its header describes {8 + header + end}: "
+                "the file is truncated or corrupt"
+            )
 
 
 def load_arch(folder: str | Path):
@@ -91,30 +104,41 @@ def load_arch(folder: str | Path):
     folder = Path(folder)
     raw = read_json(folder / "config.json")
     if not isinstance(raw, dict) or not raw.get("model_type"):
-        raise UserError(f"{folder / 'config.json'}: no model_type (not a transformers model config)")
+        raise UserError(
+            f"{folder / 'config.json'}: no model_type (not a transformers model config)"
+        )
     try:
         return AutoConfig.from_pretrained(folder)
     except (OSError, ValueError, KeyError, TypeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         if raw["model_type"] not in transformers.CONFIG_MAPPING:
             first = f"model_type {raw['model_type']!r} is not a model type this transformers knows"
-        raise UserError(f"{folder / 'config.json'}: cannot load the model config ({first})") from None
+        raise UserError(
+            f"{folder / 'config.json'}: cannot load the model config ({first})"
+        ) from None
 
 
 def check_max_length(config, max_length: int, where: str) -> None:
-    """Before any training: inputs longer than the position embeddings fail only at the first long batch."""
+    """Before any training: inputs longer than the position embeddings fail only at the first long
+    batch."""
     limit = max_positions(config)
     if limit is not None and max_length > limit:
-        raise UserError(f"{where}: max_length {max_length} is beyond the model's {limit} positions "
-                        f"(max_position_embeddings); use max_length <= {limit}")
+        raise UserError(
+            f"{where}: max_length {max_length} is beyond the model's {limit} positions "
+            f"(max_position_embeddings); use max_length <= {limit}"
+        )
 
 
 def model_digest(folder: str | Path) -> str:
-    """Content hash of a saved model (weights, config, tokenizer files), independent of where it lives."""
+    """Content hash of a saved model (weights, config, tokenizer files), independent of where it
+    lives."""
     folder = Path(folder)
     check_model_dir(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in {".json", ".safetensors", ".txt",
-                                                                               ".model"})
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix in {".json", ".safetensors", ".txt", ".model"}
+    )
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + file_digest(f).encode())
@@ -130,17 +154,27 @@ def model_labels(folder: str | Path) -> list[str]:
     if not any("ForSequenceClassification" in a for a in archs):
         return []
     id2label = config.get("id2label") or {}
-    if config.get("problem_type") == "regression" or config.get("num_labels") == 1 or len(id2label) == 1:
-        raise UserError(f"{path}: a regression head (num_labels 1 / problem_type regression); "
-                        "robust-compress needs a classifier over the task's labels")
+    if (
+        config.get("problem_type") == "regression"
+        or config.get("num_labels") == 1
+        or len(id2label) == 1
+    ):
+        raise UserError(
+            f"{path}: a regression head (num_labels 1 / problem_type regression); "
+            "robust-compress needs a classifier over the task's labels"
+        )
     keys = sorted(id2label, key=lambda k: int(k) if str(k).isdigit() else -1)
     if keys != [str(i) for i in range(len(id2label))]:
-        raise UserError(f"{path}: id2label keys {keys} are not 0..{len(id2label) - 1}: "
-                        "every output row needs exactly one label name")
+        raise UserError(
+            f"{path}: id2label keys {keys} are not 0..{len(id2label) - 1}: "
+            "every output row needs exactly one label name"
+        )
     return [str(id2label[str(i)]) for i in range(len(id2label))]
 
 
-def label_order(folder: str | Path, labels: list[str], label_map: dict[str, str] | None = None) -> list[int]:
+def label_order(
+    folder: str | Path, labels: list[str], label_map: dict[str, str] | None = None
+) -> list[int]:
     """How a saved classifier's output rows map onto `labels` (identity for a bare encoder, or for
     a model already in this order); an error naming `label_map` when they cannot be matched."""
     have = model_labels(folder)
@@ -170,8 +204,14 @@ def _quiet_load_report():
             hf_logging.enable_progress_bar()
 
 
-def load_model(name_or_path: str, labels: list[str], dropout: float | None = None, seed: int = 0,
-               quiet: bool = True, label_map: dict[str, str] | None = None) -> PreTrainedModel:
+def load_model(
+    name_or_path: str,
+    labels: list[str],
+    dropout: float | None = None,
+    seed: int = 0,
+    quiet: bool = True,
+    label_map: dict[str, str] | None = None,
+) -> PreTrainedModel:
     """A classifier over `labels`. A fine-tuned model's classes are matched by name (or `label_map`)
     and its output rows put in `labels`' order. A new head (and any weight the checkpoint lacks) is
     initialized from `seed`."""
@@ -188,7 +228,9 @@ def load_model(name_or_path: str, labels: list[str], dropout: float | None = Non
         with _quiet_load_report() if quiet else contextlib.nullcontext():
             model = AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)
     except (OSError, ValueError, RuntimeError) as e:
-        raise UserError(f"{folder}: cannot load model ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise UserError(
+            f"{folder}: cannot load model ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
     permute_classifier(model, perm, list(labels))
     return model
 
@@ -213,8 +255,9 @@ def load_tokenizer(name_or_path: str, model: PreTrainedModel | None = None):
     A folder this tool saved records its vocabulary's digest: a changed vocabulary is refused."""
     folder = resolve_model_dir(name_or_path)
     if not _has_tokenizer_files(folder):
-        raise UserError(f"{folder}: no tokenizer files "
-                        "(tokenizer.json / vocab.txt / vocab.json / *.model)")
+        raise UserError(
+            f"{folder}: no tokenizer files (tokenizer.json / vocab.txt / vocab.json / *.model)"
+        )
     try:
         tok = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, TypeError) as e:
@@ -224,26 +267,32 @@ def load_tokenizer(name_or_path: str, model: PreTrainedModel | None = None):
     if (folder / TOKENIZER_DIGEST).is_file():
         saved = read_json(folder / TOKENIZER_DIGEST)
         if not isinstance(saved, dict) or saved.get("vocab_sha256") != vocab_digest(tok):
-            raise UserError(f"{folder}: tokenizer does not match the model (its vocabulary is "
-                            f"not the one saved with the model: {TOKENIZER_DIGEST} differs)")
+            raise UserError(
+                f"{folder}: tokenizer does not match the model (its vocabulary is "
+                f"not the one saved with the model: {TOKENIZER_DIGEST} differs)"
+            )
     return tok
 
 
 def check_vocab(tok, model: PreTrainedModel, where: str) -> None:
-    """A tokenizer belongs to a model when its ids fit the embedding and it covers (almost) all rows:
-    checkpoints pad the embedding to a multiple of 8 or 128, never by thousands. A same-size
+    """A tokenizer belongs to a model when its ids fit the embedding and it covers (almost) all
+    rows: checkpoints pad the embedding to a multiple of 8 or 128, never by thousands. A same-size
     vocabulary in another order passes that, so the special tokens the config names must agree."""
     rows = model.get_input_embeddings().num_embeddings
     n = len(tok)
     if n > rows or rows - n > max(128, rows // 100):
-        raise UserError(f"{where}: tokenizer has {n} tokens but the model's embedding has {rows} rows: "
-                        "tokenizer and model do not match")
+        raise UserError(
+            f"{where}: tokenizer has {n} tokens but the model's embedding has {rows} rows: "
+            "tokenizer and model do not match"
+        )
     for name in _SPECIAL:
         want = getattr(model.config, f"{name}_token_id", None)
         have = getattr(tok, f"{name}_token_id", None)
         if isinstance(want, int) and isinstance(have, int) and want != have:
-            raise UserError(f"{where}: tokenizer does not match the model (the config's "
-                            f"{name}_token_id is {want}, the tokenizer's is {have})")
+            raise UserError(
+                f"{where}: tokenizer does not match the model (the config's "
+                f"{name}_token_id is {want}, the tokenizer's is {have})"
+            )
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
@@ -264,8 +313,10 @@ def save_model(model: PreTrainedModel, tokenizer, folder: Path) -> None:
 def save_tokenizer(tokenizer, folder: Path) -> None:
     """The tokenizer's files and its vocabulary digest (JSON), which `load_tokenizer` checks."""
     tokenizer.save_pretrained(folder)
-    write_json(Path(folder) / TOKENIZER_DIGEST, {"vocab_sha256": vocab_digest(tokenizer),
-                                                 "vocab_size": len(tokenizer.get_vocab())})
+    write_json(
+        Path(folder) / TOKENIZER_DIGEST,
+        {"vocab_sha256": vocab_digest(tokenizer), "vocab_size": len(tokenizer.get_vocab())},
+    )
 
 
 def set_threads() -> None:

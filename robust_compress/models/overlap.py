@@ -19,21 +19,28 @@ NEGATIONS = {"not", "no", "never", "nobody", "nothing", "none", "n't", "nt", "ca
 
 
 def overlap_features(a: str, b: str) -> list[float]:
-    """`basic`: hypothesis words in the premise (share, all of them), contiguous subsequence, negation
-    in the hypothesis, length ratio."""
+    """`basic`: hypothesis words in the premise (share, all of them), contiguous subsequence,
+    negation in the hypothesis, length ratio."""
     pa, pb = _WORD.findall(a.lower()), _WORD.findall(b.lower())
     sa = set(pa)
     frac = sum(w in sa for w in pb) / max(len(pb), 1)
     sub = float(" ".join(pb) in " ".join(pa)) if pb else 0.0
-    return [frac, float(frac == 1.0), sub, float(any(w in NEGATIONS for w in pb)),
-            len(pb) / max(len(pa), 1), 1.0]
+    return [
+        frac,
+        float(frac == 1.0),
+        sub,
+        float(any(w in NEGATIONS for w in pb)),
+        len(pb) / max(len(pa), 1),
+        1.0,
+    ]
 
 
 def literature_features(a: str, b: str) -> list[float]:
     """`literature`: the features of the HANS bias models of the debiasing literature (McCoy et al.
     2019's heuristics as used by Clark et al. 2019 and Utama et al. 2020), without word vectors:
     the basic ones, plus negation in the premise and its mismatch, bigram overlap, the share of the
-    premise the hypothesis covers, hypothesis words absent from the premise and the length difference."""
+    premise the hypothesis covers, hypothesis words absent from the premise and the length
+    difference."""
     pa, pb = _WORD.findall(a.lower()), _WORD.findall(b.lower())
     sa, sb = set(pa), set(pb)
     neg_a, neg_b = any(w in NEGATIONS for w in pa), any(w in NEGATIONS for w in pb)
@@ -41,12 +48,20 @@ def literature_features(a: str, b: str) -> list[float]:
     bi_b = list(pairwise(pb))
     missing = sum(w not in sa for w in pb)
     return overlap_features(a, b)[:-1] + [
-        float(neg_a), float(neg_a != neg_b), sum(g in bi_a for g in bi_b) / max(len(bi_b), 1),
-        len(sa & sb) / max(len(sa), 1), float(np.log1p(missing)), (len(pa) - len(pb)) / 10.0, 1.0]
+        float(neg_a),
+        float(neg_a != neg_b),
+        sum(g in bi_a for g in bi_b) / max(len(bi_b), 1),
+        len(sa & sb) / max(len(sa), 1),
+        float(np.log1p(missing)),
+        (len(pa) - len(pb)) / 10.0,
+        1.0,
+    ]
 
 
-FEATURES = {"basic": (overlap_features, "overlap_features v1"),
-            "literature": (literature_features, "literature_features v1")}
+FEATURES = {
+    "basic": (overlap_features, "overlap_features v1"),
+    "literature": (literature_features, "literature_features v1"),
+}
 
 
 class OverlapModel:
@@ -58,7 +73,9 @@ class OverlapModel:
         return torch.tensor([fn(e["text_a"], e["text_b"]) for e in examples], dtype=torch.float64)
 
     @classmethod
-    def fit(cls, examples: list[dict], labels: list[str], steps: int = 500, features: str = "basic") -> OverlapModel:
+    def fit(
+        cls, examples: list[dict], labels: list[str], steps: int = 500, features: str = "basic"
+    ) -> OverlapModel:
         """Deterministic: zero init, full-batch LBFGS (no random choice to seed)."""
         model = cls(torch.zeros(0), labels, features)
         x = model._x(examples)
@@ -80,7 +97,11 @@ class OverlapModel:
         return torch.softmax(self._x(examples) @ self.weight.double(), -1).numpy()
 
     def to_json(self) -> dict:
-        return {"labels": self.labels, "weight": self.weight.tolist(), "features": FEATURES[self.features][1]}
+        return {
+            "labels": self.labels,
+            "weight": self.weight.tolist(),
+            "features": FEATURES[self.features][1],
+        }
 
     def save(self, folder: Path) -> None:
         write_json(Path(folder) / FILE, self.to_json())
@@ -90,9 +111,15 @@ class OverlapModel:
         d = read_json(Path(folder) / FILE)
         names = {v[1]: k for k, v in FEATURES.items()}
         if d.get("features", "overlap_features v1") not in names:
-            raise UserError(f"{Path(folder) / FILE}: unknown features {d.get('features')!r}; have {sorted(names)}")
-        return cls(torch.tensor(d["weight"], dtype=torch.float64), d["labels"],
-                   names[d.get("features", "overlap_features v1")])
+            raise UserError(
+                f"{Path(folder) / FILE}: unknown features {d.get('features')!r}; have "
+                f"{sorted(names)}"
+            )
+        return cls(
+            torch.tensor(d["weight"], dtype=torch.float64),
+            d["labels"],
+            names[d.get("features", "overlap_features v1")],
+        )
 
 
 def is_overlap_model(folder: str | Path) -> bool:

@@ -38,14 +38,22 @@ PREFIX = "pruned_"
 
 @functools.cache
 def pruned_classes(model_type: str) -> tuple[type, type]:
-    """(config class, sequence-classification class) of `pruned_<model_type>`, made and registered once."""
+    """(config class, sequence-classification class) of `pruned_<model_type>`, made and registered
+    once."""
     base_cfg = CONFIG_MAPPING[model_type]
     base_model = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[base_cfg]
-    ns = {"model_type": PREFIX + model_type, "__module__": __name__,
-          "__annotations__": {"pruned_heads": dict[str, list[int]] | None,
-                              "pruned_ffn_neurons": dict[str, list[int]] | None,
-                              "base_model_type": str | None},
-          "pruned_heads": None, "pruned_ffn_neurons": None, "base_model_type": model_type}
+    ns = {
+        "model_type": PREFIX + model_type,
+        "__module__": __name__,
+        "__annotations__": {
+            "pruned_heads": dict[str, list[int]] | None,
+            "pruned_ffn_neurons": dict[str, list[int]] | None,
+            "base_model_type": str | None,
+        },
+        "pruned_heads": None,
+        "pruned_ffn_neurons": None,
+        "base_model_type": model_type,
+    }
     cfg_cls = strict(type(f"Pruned{base_cfg.__name__}", (base_cfg,), ns))
 
     def __init__(self, config):
@@ -59,8 +67,11 @@ def pruned_classes(model_type: str) -> tuple[type, type]:
             if neurons:
                 _shrink_ffn(block, fam, neurons)
 
-    model_cls = type(f"Pruned{base_model.__name__}", (base_model,),
-                     {"config_class": cfg_cls, "__init__": __init__, "__module__": __name__})
+    model_cls = type(
+        f"Pruned{base_model.__name__}",
+        (base_model,),
+        {"config_class": cfg_cls, "__init__": __init__, "__module__": __name__},
+    )
     AutoConfig.register(cfg_cls.model_type, cfg_cls, exist_ok=True)
     AutoModelForSequenceClassification.register(cfg_cls, model_cls, exist_ok=True)
     return cfg_cls, model_cls
@@ -88,7 +99,10 @@ def as_pruned(model: torch.nn.Module) -> torch.nn.Module:
     model_type = model.config.model_type
     cfg_cls, model_cls = pruned_classes(model_type)
     if type(model).__name__ != model_cls.__mro__[1].__name__:
-        raise UserError(f"structured pruning needs a {model_cls.__mro__[1].__name__}, got {type(model).__name__}")
+        raise UserError(
+            f"structured pruning needs a {model_cls.__mro__[1].__name__}, got "
+            f"{type(model).__name__}"
+        )
     # Swapping classes keeps the config object that every submodule shares (and its attention
     # implementation).
     model.config.__class__ = cfg_cls
@@ -109,13 +123,19 @@ def _keep_index(n: int, drop: Iterable[int]) -> torch.Tensor:
 
 def _slice_position_bias(fam: Family):
     """Forward pre-hook: pass this layer's kept heads' slice of a shared per-head position bias."""
+
     def hook(module, args):
         kept = module.kept_heads  # a plain list: survives transformers' meta-device construction
         bias = args[fam.position_bias_arg] if len(args) > fam.position_bias_arg else None
         if bias is None or bias.shape[1] == len(kept):
             return None
         index = torch.tensor(kept, device=bias.device)
-        return (*args[:fam.position_bias_arg], bias.index_select(1, index), *args[fam.position_bias_arg + 1:])
+        return (
+            *args[: fam.position_bias_arg],
+            bias.index_select(1, index),
+            *args[fam.position_bias_arg + 1 :],
+        )
+
     return hook
 
 
@@ -125,11 +145,15 @@ def _shrink_attention(block: torch.nn.Module, fam: Family, heads: list[int]) -> 
     size = int(getattr(attn, fam.head_size_attr))
     keep_heads = _keep_index(n_heads(block, fam), heads)
     keep = (keep_heads[:, None] * size + torch.arange(size)).reshape(-1)
-    for name in (fam.query, fam.key, fam.value) + tuple(n for n in fam.extra_qk if hasattr(attn, n)):
+    for name in (fam.query, fam.key, fam.value) + tuple(
+        n for n in fam.extra_qk if hasattr(attn, n)
+    ):
         setattr(attn, name, prune_linear_layer(getattr(attn, name), keep, dim=0))
     if fam.position_bias_arg is not None:
         before = getattr(attn, "kept_heads", list(range(n_heads(block, fam))))
-        attn.kept_heads = [h for i, h in enumerate(before) if i not in set(heads)]  # no tensor: may be on meta
+        attn.kept_heads = [
+            h for i, h in enumerate(before) if i not in set(heads)
+        ]  # no tensor: may be on meta
         if not getattr(attn, "_bias_hook", False):
             attn.register_forward_pre_hook(_slice_position_bias(fam))
             attn._bias_hook = True
@@ -156,10 +180,14 @@ def _checked(kind: str, requested: dict[int, list[int]], have: list[int]) -> dic
         indices = sorted(int(i) for i in indices)
         if len(set(indices)) != len(indices):
             raise UserError(f"layer {layer}: repeated {kind} indices {indices}")
-        if indices and not (0 <= indices[0] and indices[-1] < have[layer]):
-            raise UserError(f"layer {layer}: {kind} indices {indices} out of range (layer has {have[layer]})")
+        if indices and not (indices[0] >= 0 and indices[-1] < have[layer]):
+            raise UserError(
+                f"layer {layer}: {kind} indices {indices} out of range (layer has {have[layer]})"
+            )
         if len(indices) >= have[layer]:
-            raise UserError(f"layer {layer}: cannot remove all {have[layer]} {kind}s (keep at least one)")
+            raise UserError(
+                f"layer {layer}: cannot remove all {have[layer]} {kind}s (keep at least one)"
+            )
         if indices:
             out[layer] = indices
     return out
@@ -203,16 +231,27 @@ def prune_ffn_neurons(model: torch.nn.Module, neurons: dict[int, list[int]]) -> 
 
 
 def keep_layers(model: torch.nn.Module, keep: list[int]) -> torch.nn.Module:
-    """Keep only the encoder blocks `keep` (in that order): the truncated-k student is keep=[0..k-1].
-    Records of earlier head/neuron pruning are renumbered so that a reload rebuilds the same shapes."""
+    """Keep only the encoder blocks `keep` (in that order): the truncated-k student is
+    keep=[0..k-1]. Records of earlier head/neuron pruning are renumbered so that a reload rebuilds
+    the same shapes."""
     layers = blocks(model)
     keep = [int(i) for i in keep]
     if not keep or len(set(keep)) != len(keep) or not all(0 <= i < len(layers) for i in keep):
-        raise UserError(f"cannot keep layers {keep} of a {len(layers)}-layer model (need distinct valid indices)")
+        raise UserError(
+            f"cannot keep layers {keep} of a {len(layers)}-layer model (need distinct valid "
+            "indices)"
+        )
     set_blocks(model, [layers[i] for i in keep])
     for field in ("pruned_heads", "pruned_ffn_neurons"):
         stored = getattr(model.config, field, None)
         if stored:
-            setattr(model.config, field,
-                    {str(new): stored[str(old)] for new, old in enumerate(keep) if stored.get(str(old))})
+            setattr(
+                model.config,
+                field,
+                {
+                    str(new): stored[str(old)]
+                    for new, old in enumerate(keep)
+                    if stored.get(str(old))
+                },
+            )
     return model

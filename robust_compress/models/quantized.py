@@ -44,7 +44,9 @@ def _torchao():
     try:
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
     except ImportError as e:
-        raise UserError(f"int8 scheme 'dynamic-int8' needs torchao ({e}); use 'dynamic-int8-torch-ao'") from None
+        raise UserError(
+            f"int8 scheme 'dynamic-int8' needs torchao ({e}); use 'dynamic-int8-torch-ao'"
+        ) from None
     return quantize_, Int8DynamicActivationInt8WeightConfig
 
 
@@ -53,7 +55,8 @@ def _linear_filter(module: torch.nn.Module, fqn: str) -> bool:
 
 
 def quantize(model: torch.nn.Module, scheme: str = "dynamic-int8") -> torch.nn.Module:
-    """A quantized copy on the CPU: every nn.Linear with int8 weights, activations quantized per call."""
+    """A quantized copy on the CPU: every nn.Linear with int8 weights, activations quantized per
+    call."""
     if scheme not in SCHEMES:
         raise UserError(f"unknown quantization scheme {scheme!r}; have {list(SCHEMES)}")
     model = copy.deepcopy(model).cpu().eval()
@@ -70,8 +73,9 @@ def is_quantized(model: torch.nn.Module) -> bool:
     return any(type(p).__module__.startswith("torchao") for p in model.parameters())
 
 
-def save_quantized(qmodel: torch.nn.Module, float_model: torch.nn.Module, tokenizer, folder: Path, scheme: str
-                   ) -> None:
+def save_quantized(
+    qmodel: torch.nn.Module, float_model: torch.nn.Module, tokenizer, folder: Path, scheme: str
+) -> None:
     """Write a quantized model: int8 safetensors (torchao) or float weights + recipe (torch.ao)."""
     folder = Path(folder)
     if scheme == "dynamic-int8-torch-ao":
@@ -83,9 +87,16 @@ def save_quantized(qmodel: torch.nn.Module, float_model: torch.nn.Module, tokeni
         config.architectures = [type(float_model).__name__]
         config.save_pretrained(folder)
         tensors, metadata = flatten_tensor_state_dict(
-            {k: v.detach().contiguous() if not type(v).__module__.startswith("torchao") else v
-             for k, v in qmodel.state_dict().items()})
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / INT8_WEIGHTS), metadata=metadata)
+            {
+                k: v.detach().contiguous() if not type(v).__module__.startswith("torchao") else v
+                for k, v in qmodel.state_dict().items()
+            }
+        )
+        save_file(
+            {k: v.contiguous() for k, v in tensors.items()},
+            str(folder / INT8_WEIGHTS),
+            metadata=metadata,
+        )
     save_tokenizer(tokenizer, folder)
     write_json(folder / QUANT_FILE, {"scheme": scheme})
 
@@ -98,7 +109,9 @@ def _load_torchao(folder: Path) -> torch.nn.Module:
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safe_open handle is not iterable)
     state, leftover = unflatten_tensor_state_dict(tensors, metadata)
     if leftover:
-        raise UserError(f"{folder / INT8_WEIGHTS}: {len(leftover)} tensors not described by its metadata")
+        raise UserError(
+            f"{folder / INT8_WEIGHTS}: {len(leftover)} tensors not described by its metadata"
+        )
     config = load_arch(folder)
     # built on the CPU (not meta): buffers outside the state dict (position ids) must be real
     model = AutoModelForSequenceClassification.from_config(config)
@@ -106,8 +119,9 @@ def _load_torchao(folder: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def load_for_inference(folder: str | Path, labels: list[str], label_map: dict[str, str] | None = None
-                       ) -> torch.nn.Module:
+def load_for_inference(
+    folder: str | Path, labels: list[str], label_map: dict[str, str] | None = None
+) -> torch.nn.Module:
     """A saved model (folder or hub id) ready to predict, its outputs in `labels`' order: int8 as
     saved (or re-applied, for the torch.ao fallback)."""
     folder = resolve_model_dir(str(folder))
@@ -124,7 +138,11 @@ def load_for_inference(folder: str | Path, labels: list[str], label_map: dict[st
     try:
         model = _load_torchao(folder)
     except (RuntimeError, KeyError, ValueError, json.JSONDecodeError) as e:
-        raise UserError(f"{folder / INT8_WEIGHTS}: cannot load the int8 weights ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:200]})") from None
-    permute_classifier(model, perm, list(labels))  # int8 rows too: per-row data and scales move together
+        raise UserError(
+            f"{folder / INT8_WEIGHTS}: cannot load the int8 weights ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]})"
+        ) from None
+    permute_classifier(
+        model, perm, list(labels)
+    )  # int8 rows too: per-row data and scales move together
     return model

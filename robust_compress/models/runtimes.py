@@ -52,15 +52,25 @@ def onnx_inputs(model: torch.nn.Module, have: dict) -> tuple[str, ...]:
     return tuple(k for k in INPUT_KEYS if k in accepted and k in have)
 
 
-def export_onnx_file(model: torch.nn.Module, example: dict[str, torch.Tensor], path: Path) -> tuple[str, ...]:
+def export_onnx_file(
+    model: torch.nn.Module, example: dict[str, torch.Tensor], path: Path
+) -> tuple[str, ...]:
     """Export `model` (float, CPU) to ONNX at `path` with a dynamic batch and sequence length;
-    `example` is one collated batch (more than one example, more than one token). Returns the inputs."""
+    `example` is one collated batch (more than one example, more than one token). Returns the
+    inputs."""
     names = onnx_inputs(model, example)
     wrapper = Logits(model).eval()
     batch_dim, seq_dim = torch.export.Dim("batch"), torch.export.Dim("sequence", max=512)
-    torch.onnx.export(wrapper, tuple(example[k] for k in names), str(path), dynamo=True, input_names=list(names),
-                      output_names=["logits"], dynamic_shapes={k: {0: batch_dim, 1: seq_dim} for k in names},
-                      verbose=False)
+    torch.onnx.export(
+        wrapper,
+        tuple(example[k] for k in names),
+        str(path),
+        dynamo=True,
+        input_names=list(names),
+        output_names=["logits"],
+        dynamic_shapes={k: {0: batch_dim, 1: seq_dim} for k in names},
+        verbose=False,
+    )
     return names
 
 
@@ -92,9 +102,13 @@ def cpu_name() -> str:
 
 def machine() -> dict[str, Any]:
     """What a timing depends on besides the model: platform, CPU model, threads, GPU."""
-    return {"platform": platform.system(), "arch": platform.machine(), "cpu": cpu_name(),
-            "threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "platform": platform.system(),
+        "arch": platform.machine(),
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def runtime_versions(runtime: str) -> dict[str, str]:
@@ -108,13 +122,21 @@ def runtime_versions(runtime: str) -> dict[str, str]:
 
 
 def _largest(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """An export example with more than one row and token (the exporter specializes dimensions of size 1)."""
-    return max(batches, key=lambda b: (b["input_ids"].shape[0] > 1, b["input_ids"].shape[1] > 1,
-                                       b["input_ids"].numel()))
+    """An export example with more than one row and token (the exporter specializes dimensions of
+    size 1)."""
+    return max(
+        batches,
+        key=lambda b: (
+            b["input_ids"].shape[0] > 1,
+            b["input_ids"].shape[1] > 1,
+            b["input_ids"].numel(),
+        ),
+    )
 
 
-def runner(model: torch.nn.Module, runtime: str, batches: list[dict[str, torch.Tensor]], workdir: Path
-           ) -> Callable[[], None]:
+def runner(
+    model: torch.nn.Module, runtime: str, batches: list[dict[str, torch.Tensor]], workdir: Path
+) -> Callable[[], None]:
     """A function that runs every batch once through `model` on `runtime` (ready to time), or
     `Unsupported`. onnxruntime variants export into `workdir` (an export already there is reused:
     the fp32 graph is quantized for int8, not exported twice)."""
@@ -127,8 +149,10 @@ def runner(model: torch.nn.Module, runtime: str, batches: list[dict[str, torch.T
             raise Unsupported("int8 kernels take fp32 activations: timed under pytorch-fp32 only")
         return pytorch_pass(model.eval(), batches, bf16)
     if quantized:
-        raise Unsupported("a torchao int8 model has no ONNX form: onnxruntime-int8 of its float parent is the "
-                          "comparable row")
+        raise Unsupported(
+            "a torchao int8 model has no ONNX form: onnxruntime-int8 of its float parent is the "
+            "comparable row"
+        )
     try:
         import onnxruntime  # noqa: F401
     except ImportError as e:
@@ -145,27 +169,38 @@ def runner(model: torch.nn.Module, runtime: str, batches: list[dict[str, torch.T
             path = workdir / "model.int8.onnx"
         sess = onnx_session(path)
     except Exception as e:  # noqa: BLE001 -- the exporter and onnxruntime raise many kinds: one reason
-        raise Unsupported(f"ONNX export or session failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
-                          ) from None
+        raise Unsupported(
+            f"ONNX export or session failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+        ) from None
     feeds = [{k: b[k].numpy() for k in names} for b in batches]
 
     def run_onnx() -> None:
         for f in feeds:
             sess.run(None, f)
+
     return run_onnx
 
 
-def time_on(entries: dict[str, tuple[torch.nn.Module, EncodedSplit]], runtime: str, batch_size: int = 64,
-            repeats: int = 3, workdir: Path | None = None, progress=None) -> tuple[dict[str, float], dict[str, str]]:
+def time_on(
+    entries: dict[str, tuple[torch.nn.Module, EncodedSplit]],
+    runtime: str,
+    batch_size: int = 64,
+    repeats: int = 3,
+    workdir: Path | None = None,
+    progress=None,
+) -> tuple[dict[str, float], dict[str, str]]:
     """(examples/s of each model that `runtime` runs, {name: why not} for the others), timed side by
-    side: round-robin, `repeats` rounds after a warm-up round, the best round counts. ONNX exports go
-    to `workdir` (one folder per entry, reused by a later call with the same entries), else a temporary
-    folder. `progress(k)`: after each timed pass."""
+    side: round-robin, `repeats` rounds after a warm-up round, the best round counts. ONNX exports
+    go to `workdir` (one folder per entry, reused by a later call with the same entries), else a
+    temporary folder. `progress(k)`: after each timed pass."""
     runs, missing = {}, {}
     with tempfile.TemporaryDirectory(prefix="runtime-") as tmp:
         for i, (name, (m, data)) in enumerate(entries.items()):
             collate = Collator(getattr(m.config, "pad_token_id", 0) or 0)
-            batches = [collate([data[j] for j in rows]) for rows in sorted_batches(data.lengths, batch_size)]
+            batches = [
+                collate([data[j] for j in rows])
+                for rows in sorted_batches(data.lengths, batch_size)
+            ]
             try:
                 runs[name] = (runner(m, runtime, batches, Path(workdir or tmp) / str(i)), len(data))
             except Unsupported as e:

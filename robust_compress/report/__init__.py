@@ -1,4 +1,5 @@
-"""Reports: load a study, assemble its rows from `evaluate`'s metrics, render tables, figures, summary."""
+"""Reports: load a study, assemble its rows from `evaluate`'s metrics, render tables, figures,
+summary."""
 
 from .export import export_study
 from .render import build_report

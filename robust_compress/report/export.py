@@ -1,5 +1,6 @@
-"""A weights-free copy of a study (index, per-run records and prediction tables, easy/hard, speed and
-analysis files) with its report: small enough to commit, and `report` rebuilds it from the copy."""
+"""A weights-free copy of a study (index, per-run records and prediction tables, easy/hard, speed
+and analysis files) with its report: small enough to commit, and `report` rebuilds it from the
+copy."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import pandas as pd
 from ..io import atomic_dir, check_fresh_output, check_not_inside, read_json
 from .render import build_report
 
-RUN_FILES = ("summary.json", "compression.json", "run_config.yaml", "train_metrics.json", "stage.json")
+RUN_FILES = (
+    "summary.json",
+    "compression.json",
+    "run_config.yaml",
+    "train_metrics.json",
+    "stage.json",
+)
 
 
 def _compact_parquet(src: Path, dst: Path) -> None:

@@ -20,7 +20,8 @@ class Run:
     """One index entry with its loaded tables; `roles` keeps summary.json's split order."""
 
     name: str
-    group: str  # index group; rows aggregate seeds of one `unit` = group, or group/loss if losses differ
+    # index group; rows aggregate seeds of one `unit` = group, or group/loss if losses differ
+    group: str
     method: str
     loss: str
     sparsity: float | None
@@ -30,9 +31,13 @@ class Run:
     id_split: str | None
     tables: dict[str, pd.DataFrame]
     compression: dict[str, Any]
-    rule: dict[str, Any]  # which OOD splits make Delta and how they combine (summary.json's delta_ood)
+    rule: dict[
+        str, Any
+    ]  # which OOD splits make Delta and how they combine (summary.json's delta_ood)
     unit: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)  # the index entry (teacher_variant, loss_name, bias, ...)
+    meta: dict[str, Any] = field(
+        default_factory=dict
+    )  # the index entry (teacher_variant, loss_name, bias, ...)
 
 
 @dataclass
@@ -43,9 +48,15 @@ class Study:
     speed_harness: dict[str, Any]
     agreement: dict[str, Any] | None
     uncertainty: dict[str, Any] | None = None  # how the models scoring per-sample uncertainty did
-    bias_models: dict[str, Any] | None = None  # each bias model: accuracy, training-set scoring, agreements
-    runtimes: dict[str, dict[str, float]] = field(default_factory=dict)  # runtime -> run name -> examples/s
-    runtime_missing: dict[str, dict[str, str]] = field(default_factory=dict)  # runtime -> run name -> why not
+    bias_models: dict[str, Any] | None = (
+        None  # each bias model: accuracy, training-set scoring, agreements
+    )
+    runtimes: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # runtime -> run name -> examples/s
+    runtime_missing: dict[str, dict[str, str]] = field(
+        default_factory=dict
+    )  # runtime -> run name -> why not
 
 
 def read_parquet(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
@@ -72,15 +83,32 @@ def _load_run(study: Path, e: schemas.IndexEntry) -> Run:
         df = read_parquet(folder / "predictions" / f"{s}.parquet", REQUIRED)
         tables[s] = df.assign(id=df["id"].astype(str), correct=df["correct"].astype(bool))
     record = schemas.read(folder / "compression.json", schemas.CompressionRecord).model_dump()
-    rule = summary.delta_ood or {"splits": [s for s, r in roles.items() if r == "ood"], "combine": "pooled"}
+    rule = summary.delta_ood or {
+        "splits": [s for s, r in roles.items() if r == "ood"],
+        "combine": "pooled",
+    }
     if not set(rule.get("splits", [])) <= set(roles):
         raise UserError(f"{folder / 'summary.json'}: delta_ood names splits it does not have")
-    return Run(e.name, e.group, e.method, e.loss, e.sparsity, e.seed, e.is_teacher, roles, id_split, tables, record,
-               rule, meta=e.model_dump())
+    return Run(
+        e.name,
+        e.group,
+        e.method,
+        e.loss,
+        e.sparsity,
+        e.seed,
+        e.is_teacher,
+        roles,
+        id_split,
+        tables,
+        record,
+        rule,
+        meta=e.model_dump(),
+    )
 
 
 def load_study(study: Path) -> Study:
-    """Every finished run (index.json), the easy/hard partitions, the speed measurement, the agreement."""
+    """Every finished run (index.json), the easy/hard partitions, the speed measurement, the
+    agreement."""
     index = study / "index.json"
     runs = [_load_run(study, e) for e in schemas.read_index(index)]
     if dup := sorted({r.name for r in runs if [x.name for x in runs].count(r.name) > 1}):
@@ -90,17 +118,24 @@ def load_study(study: Path) -> Study:
         r.unit = f"{r.group}/{r.loss}" if several else r.group
         first = next(x for x in runs if x.unit == r.unit)
         if (r.method, r.sparsity, r.is_teacher) != (first.method, first.sparsity, first.is_teacher):
-            raise UserError(f"{index}: runs {first.name!r} and {r.name!r} of group {r.group!r} differ in "
-                            "method, sparsity or is_teacher")
+            raise UserError(
+                f"{index}: runs {first.name!r} and {r.name!r} of group {r.group!r} differ in "
+                "method, sparsity or is_teacher"
+            )
     if len(teachers := sorted({r.unit for r in runs if r.is_teacher})) > 1:
         raise UserError(f"{index}: runs of several groups/losses are marked is_teacher: {teachers}")
     easy_hard = {}
-    for p in sorted((study / "easy_hard").glob("*.parquet"), key=lambda p: (p.stem.count("."), p.stem)):
+    for p in sorted(
+        (study / "easy_hard").glob("*.parquet"), key=lambda p: (p.stem.count("."), p.stem)
+    ):
         part = read_parquet(p, ("id", "easy"))
         if part["id"].duplicated().any() or part["easy"].isna().any():
             raise UserError(f"{p}: ids must be unique and 'easy' must have no missing values")
-        # `<split>.parquet`, or `<split>.<name>.parquet` for more splits of one set (several bias models)
-        easy_hard[p.stem] = pd.DataFrame({"id": part["id"].astype(str), "easy": part["easy"].astype(bool)})
+        # `<split>.parquet`, or `<split>.<name>.parquet` for more splits of one set (several bias
+        # models)
+        easy_hard[p.stem] = pd.DataFrame(
+            {"id": part["id"].astype(str), "easy": part["easy"].astype(bool)}
+        )
         easy_hard[p.stem].attrs.update(path=str(p), split=p.stem.split(".")[0])
     speed, harness = {}, {}
     if (study / "speed.json").is_file():
@@ -110,8 +145,20 @@ def load_study(study: Path) -> Study:
         runtime_missing = {rt: dict(r.missing) for rt, r in s.runtimes.items()}
     else:
         runtimes, runtime_missing = {}, {}
-    analysis = {name: read_json(study / "analysis" / f"{name}.json") if (study / "analysis" / f"{name}.json").is_file()
-                else None for name in ("agreement", "uncertainty", "bias_models")}
-    return Study(runs, easy_hard, speed, harness, analysis["agreement"], analysis["uncertainty"],
-                 analysis["bias_models"], runtimes, runtime_missing)
-
+    analysis = {
+        name: read_json(study / "analysis" / f"{name}.json")
+        if (study / "analysis" / f"{name}.json").is_file()
+        else None
+        for name in ("agreement", "uncertainty", "bias_models")
+    }
+    return Study(
+        runs,
+        easy_hard,
+        speed,
+        harness,
+        analysis["agreement"],
+        analysis["uncertainty"],
+        analysis["bias_models"],
+        runtimes,
+        runtime_missing,
+    )

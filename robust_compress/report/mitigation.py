@@ -58,7 +58,9 @@ def _diff(a: list[Run], b: list[Run], metric: str, easy) -> Effect | None:
     return Effect(*compare(metric, pa, pb, [r.seed for r in a], [r.seed for r in b]))
 
 
-def _share(metric: str, num: tuple[list[Run], list[Run]], den: tuple[list[Run], list[Run]], easy) -> Effect:
+def _share(
+    metric: str, num: tuple[list[Run], list[Run]], den: tuple[list[Run], list[Run]], easy
+) -> Effect:
     parts = [_parts(runs, metric, easy) for runs in (*num, *den)]
     if not all(parts):
         return Effect(math.nan)
@@ -66,19 +68,28 @@ def _share(metric: str, num: tuple[list[Run], list[Run]], den: tuple[list[Run], 
 
 
 def focus_cells(rows: Rows) -> list[tuple[str, str]]:
-    """(metric, label) of the breakdown cells that show a shortcut: per broken-down OOD split, the cells
-    of the gold label the teacher does worst on (HANS: non-entailed, per heuristic)."""
+    """(metric, label) of the breakdown cells that show a shortcut: per broken-down OOD split, the
+    cells of the gold label the teacher does worst on (HANS: non-entailed, per heuristic)."""
     t = rows.groups.get(rows.teacher or "", {})
     out = []
     for (split, meta), cells in rows.cells.items():
         golds = {c.rsplit("/", 1)[1] for c in cells.values()}
-        acc = {g: np.mean([t[k] for k, c in cells.items() if c.endswith(f"/{g}") and k in t] or [math.inf])
-               for g in golds}
+        acc = {
+            g: np.mean(
+                [t[k] for k, c in cells.items() if c.endswith(f"/{g}") and k in t] or [math.inf]
+            )
+            for g in golds
+        }
         worst = min(acc, key=acc.get)
         for c in cells.values():
             value, gold = c.rsplit("/", 1)
             if gold == worst:
-                out.append((cell_metric(split, meta, value, gold), f"{split} {gold} {value}".replace("_", " ")))
+                out.append(
+                    (
+                        cell_metric(split, meta, value, gold),
+                        f"{split} {gold} {value}".replace("_", " "),
+                    )
+                )
     return out
 
 
@@ -92,7 +103,9 @@ def _units(runs: list[Run]) -> dict[str, list[Run]]:
 def _compressions(study: Study, rows: Rows) -> list[tuple[str, list[Run], dict[str, list[Run]]]]:
     """(group, its Vanilla runs, loss -> runs) for every compression of the study's teacher."""
     out = []
-    for group in dict.fromkeys(r.group for r in study.runs if not r.is_teacher and r.method != "teacher"):
+    for group in dict.fromkeys(
+        r.group for r in study.runs if not r.is_teacher and r.method != "teacher"
+    ):
         members = [r for r in study.runs if r.group == group]
         vanilla = [r for r in members if r.loss == "ce"]
         if vanilla:
@@ -114,10 +127,19 @@ def wins_back(study: Study, rows: Rows, easy) -> tuple[list[Table], list[str], l
     if not teacher:
         return [], [], []
     cells = focus_cells(rows)
-    metrics = [("acc_id", "ID"), ("hard", "hard"), ("gap", "E−H gap"), *cells, ("reliance", "cue reliance"),
-               ("ece", "ECE")]
-    header = ["Compression", "Loss", "Seeds"] + [f"Δ {label}" for _, label in metrics] + [
-        "hard-example cost recovered", "verdict"]
+    metrics = [
+        ("acc_id", "ID"),
+        ("hard", "hard"),
+        ("gap", "E−H gap"),
+        *cells,
+        ("reliance", "cue reliance"),
+        ("ece", "ECE"),
+    ]
+    header = (
+        ["Compression", "Loss", "Seeds"]
+        + [f"Δ {label}" for _, label in metrics]
+        + ["hard-example cost recovered", "verdict"]
+    )
     table, lines, points = [], [], []
     for group, vanilla, losses in _compressions(study, rows):
         if any(r.meta.get("teacher_variant") for r in vanilla):
@@ -130,13 +152,19 @@ def wins_back(study: Study, rows: Rows, easy) -> tuple[list[Table], list[str], l
             lines.append(f"{head}: collapsed — not read.")
             continue
         if hard_cost is not None:
-            what = ("a measurable" if hard_cost.sig and hard_cost.d < 0 else "no measurable") + " hard-example cost"
-            lines.append(f"{head} against the teacher: hard examples {hard_cost.pts()} ({what}); ID "
-                         f"{cost['acc_id'].pts() if cost['acc_id'] else '–'}.")
+            what = (
+                "a measurable" if hard_cost.sig and hard_cost.d < 0 else "no measurable"
+            ) + " hard-example cost"
+            lines.append(
+                f"{head} against the teacher: hard examples {hard_cost.pts()} ({what}); ID "
+                f"{cost['acc_id'].pts() if cost['acc_id'] else '–'}."
+            )
         for loss, mine in losses.items():
             row = [group, loss, _seeds(mine)]
             if collapsed(rows.groups[mine[0].unit]):
-                table.append(row + ["collapsed — not read"] * (len(metrics) + 1) + ["collapsed: one class"])
+                table.append(
+                    row + ["collapsed — not read"] * (len(metrics) + 1) + ["collapsed: one class"]
+                )
                 lines.append(f"  {loss}: collapsed — not read.")
                 continue
             eff = {m: _diff(mine, vanilla, m, easy) for m, _ in metrics}
@@ -150,17 +178,42 @@ def wins_back(study: Study, rows: Rows, easy) -> tuple[list[Table], list[str], l
             table.append(row)
             lines.append(f"  {loss} ({len(mine)} seed{'s' * (len(mine) > 1)}): {verdict}.")
             if eff["acc_id"] is not None and eff["hard"] is not None:
-                points.append({"group": group, "loss": loss, "id": eff["acc_id"], "hard": eff["hard"],
-                               "cost": hard_cost if measurable_cost else None})
-    notes = [("Each Δ: the loss's row minus its compression's Vanilla (CE) row, in points, with a 95 % interval "
-             "(over seeds when a row has several, else a paired bootstrap over the shared examples). Hard-example "
-             "cost recovered: (hard(loss) − hard(Vanilla)) / (hard(teacher) − hard(Vanilla)), 95 % bootstrap "
-             "interval over examples and seeds; shown only where the compression's hard-example cost is "
-             "measurable (its interval excludes 0)."),
-             (f"Target (issue 18): ≥ {100 * TARGET_SHARE:.0f} % of the cost recovered with the share's and Δ hard's "
-              f"intervals above 0, at ≤ {100 * TARGET_ID_COST:.1f} points of ID accuracy.")]
-    return [Table("What wins it back: each loss against the Vanilla row of its compression", header, table, notes)
-            ], lines, points
+                points.append(
+                    {
+                        "group": group,
+                        "loss": loss,
+                        "id": eff["acc_id"],
+                        "hard": eff["hard"],
+                        "cost": hard_cost if measurable_cost else None,
+                    }
+                )
+    notes = [
+        (
+            "Each Δ: the loss's row minus its compression's Vanilla (CE) row, in points, with a "
+            "95 % interval (over seeds when a row has several, else a paired bootstrap over the "
+            "shared examples). Hard-example cost recovered: (hard(loss) − hard(Vanilla)) / "
+            "(hard(teacher) − hard(Vanilla)), 95 % bootstrap interval over examples and seeds; "
+            "shown only where the compression's hard-example cost is measurable (its interval "
+            "excludes 0)."
+        ),
+        (
+            f"Target (issue 18): ≥ {100 * TARGET_SHARE:.0f} % of the cost recovered with the "
+            f"share's and Δ hard's intervals above 0, at ≤ {100 * TARGET_ID_COST:.1f} points of ID "
+            "accuracy."
+        ),
+    ]
+    return (
+        [
+            Table(
+                "What wins it back: each loss against the Vanilla row of its compression",
+                header,
+                table,
+                notes,
+            )
+        ],
+        lines,
+        points,
+    )
 
 
 def _verdict(loss: str, eff: dict, share: Effect, measurable_cost: bool, cells) -> str:
@@ -169,13 +222,19 @@ def _verdict(loss: str, eff: dict, share: Effect, measurable_cost: bool, cells) 
     if hard is not None:
         if measurable_cost:
             if hard.sig and hard.d > 0:
-                parts.append(f"wins back {share.share()} of the hard-example cost (Δ hard {hard.pts()})")
+                parts.append(
+                    f"wins back {share.share()} of the hard-example cost (Δ hard {hard.pts()})"
+                )
             elif hard.sig:
                 parts.append(f"adds to the hard-example cost (Δ hard {hard.pts()})")
             else:
-                parts.append(f"no measurable recovery of the hard-example cost (Δ hard {hard.pts()})")
+                parts.append(
+                    f"no measurable recovery of the hard-example cost (Δ hard {hard.pts()})"
+                )
         else:
-            parts.append(f"hard examples {hard.pts()}" + ("" if hard.sig else ", no measurable change"))
+            parts.append(
+                f"hard examples {hard.pts()}" + ("" if hard.sig else ", no measurable change")
+            )
     if acc is not None:
         parts.append(f"ID {acc.pts()}" if acc.sig else "no measurable ID change")
     for m, label in cells:
@@ -188,15 +247,24 @@ def _verdict(loss: str, eff: dict, share: Effect, measurable_cost: bool, cells) 
     ece = eff.get("ece")
     if ece is not None and ece.sig:
         parts.append(f"ECE {ece.pts()}")
-    if (measurable_cost and hard is not None and hard.sig and hard.d > 0 and share.d >= TARGET_SHARE
-            and share.lo > 0 and acc is not None and acc.d >= -TARGET_ID_COST):
+    if (
+        measurable_cost
+        and hard is not None
+        and hard.sig
+        and hard.d > 0
+        and share.d >= TARGET_SHARE
+        and share.lo > 0
+        and acc is not None
+        and acc.d >= -TARGET_ID_COST
+    ):
         parts.append("meets the target")
     return "; ".join(parts)
 
 
 def debias_then_compress(study: Study, rows: Rows, easy) -> tuple[list[Table], list[str]]:
     """Debiased teachers against the study's teacher, and their compressed models against the same
-    compression of the study's teacher with the same loss: the share of the teacher's gain they keep."""
+    compression of the study's teacher with the same loss: the share of the teacher's gain they
+    keep."""
     teacher = [r for r in study.runs if r.is_teacher]
     variants = {r.meta["variant"]: [r] for r in study.runs if r.meta.get("variant")}
     if not teacher or not variants:
@@ -207,42 +275,86 @@ def debias_then_compress(study: Study, rows: Rows, easy) -> tuple[list[Table], l
     gains: dict[str, dict[str, Effect | None]] = {}
     for name, t in variants.items():
         gains[name] = {m: _diff(t, teacher, m, easy) for m, _ in metrics}
-        rows_t.append([f"teacher-{name}", t[0].loss] + [e.pts() if e else "–" for e in gains[name].values()])
-        sig = [f"{label} {e.pts()}" for (m, label), e in zip(metrics, gains[name].values(), strict=True)
-               if e is not None and e.sig]
-        lines.append(f"Debiased teacher {name} against the teacher: " + ("; ".join(sig) if sig else
-                                                                           "no measurable difference") + ".")
-    t1 = Table("Debiased teachers against the study's teacher (Δ, points)",
-               ["Teacher", "Loss"] + [f"Δ {label}" for _, label in metrics], rows_t,
-               [("Each Δ: the debiased teacher minus the study's teacher (one run each: paired bootstrap "
-                "interval over the examples).")])
+        rows_t.append(
+            [f"teacher-{name}", t[0].loss] + [e.pts() if e else "–" for e in gains[name].values()]
+        )
+        sig = [
+            f"{label} {e.pts()}"
+            for (m, label), e in zip(metrics, gains[name].values(), strict=True)
+            if e is not None and e.sig
+        ]
+        lines.append(
+            f"Debiased teacher {name} against the teacher: "
+            + ("; ".join(sig) if sig else "no measurable difference")
+            + "."
+        )
+    t1 = Table(
+        "Debiased teachers against the study's teacher (Δ, points)",
+        ["Teacher", "Loss"] + [f"Δ {label}" for _, label in metrics],
+        rows_t,
+        [
+            (
+                "Each Δ: the debiased teacher minus the study's teacher (one run each: paired "
+                "bootstrap interval over the examples)."
+            )
+        ],
+    )
     base = {}
     for r in study.runs:
         if r.meta.get("teacher_variant") is None and not r.is_teacher and r.method != "teacher":
             base.setdefault((r.method, _settings(r), r.loss), []).append(r)
     rows_c = []
-    header = ["Compression", "Loss", "Seeds"] + [f"Δ {label}" for _, label in metrics[1:]] + [
-        f"share kept: {label}" for _, label in metrics[1:]]
+    header = (
+        ["Compression", "Loss", "Seeds"]
+        + [f"Δ {label}" for _, label in metrics[1:]]
+        + [f"share kept: {label}" for _, label in metrics[1:]]
+    )
     for mine in _units([r for r in study.runs if r.meta.get("teacher_variant")]).values():
         v = mine[0].meta["teacher_variant"]
         ref = base.get((mine[0].method, _settings(mine[0]), mine[0].loss))
         if not ref or v not in variants:
             continue
         eff = {m: _diff(mine, ref, m, easy) for m, _ in metrics[1:]}
-        shares = {m: (_share(m, (mine, ref), (variants[v], teacher), easy)
-                      if gains[v].get(m) is not None and gains[v][m].sig else Effect(math.nan))
-                  for m, _ in metrics[1:]}
-        rows_c.append([mine[0].group, mine[0].loss, _seeds(mine)] + [e.pts() if e else "–" for e in eff.values()]
-                      + [s.share() if not math.isnan(s.d) else "no measurable teacher gain" for s in shares.values()])
-        kept = [f"{label}: keeps {shares[m].share()} of the teacher's {gains[v][m].pts()}"
-                for m, label in metrics[1:] if not math.isnan(shares[m].d)]
-        lines.append(f"  {mine[0].group} / {mine[0].loss} ({len(mine)} seed{'s' * (len(mine) > 1)}) against "
-                     f"{ref[0].group} / {ref[0].loss}: " + ("; ".join(kept) if kept else
-                                                            "no measurable teacher gain to keep") + ".")
-    t2 = Table("Debias, then compress: what a compressed model keeps of its teacher's debiasing gain", header, rows_c,
-               [("Δ: the compressed model of the debiased teacher minus the same compression of the study's teacher "
-                "with the same loss. Share kept: that Δ ÷ the teachers' Δ, with a 95 % bootstrap interval over "
-                "examples and seeds; only where the teacher's gain is measurable.")])
+        shares = {
+            m: (
+                _share(m, (mine, ref), (variants[v], teacher), easy)
+                if gains[v].get(m) is not None and gains[v][m].sig
+                else Effect(math.nan)
+            )
+            for m, _ in metrics[1:]
+        }
+        rows_c.append(
+            [mine[0].group, mine[0].loss, _seeds(mine)]
+            + [e.pts() if e else "–" for e in eff.values()]
+            + [
+                s.share() if not math.isnan(s.d) else "no measurable teacher gain"
+                for s in shares.values()
+            ]
+        )
+        kept = [
+            f"{label}: keeps {shares[m].share()} of the teacher's {gains[v][m].pts()}"
+            for m, label in metrics[1:]
+            if not math.isnan(shares[m].d)
+        ]
+        lines.append(
+            f"  {mine[0].group} / {mine[0].loss} ({len(mine)} seed{'s' * (len(mine) > 1)}) against "
+            f"{ref[0].group} / {ref[0].loss}: "
+            + ("; ".join(kept) if kept else "no measurable teacher gain to keep")
+            + "."
+        )
+    t2 = Table(
+        "Debias, then compress: what a compressed model keeps of its teacher's debiasing gain",
+        header,
+        rows_c,
+        [
+            (
+                "Δ: the compressed model of the debiased teacher minus the same compression of the "
+                "study's teacher with the same loss. Share kept: that Δ ÷ the teachers' Δ, with a "
+                "95 % bootstrap interval over examples and seeds; only where the teacher's gain is "
+                "measurable."
+            )
+        ],
+    )
     return [t1, t2], lines
 
 
@@ -260,21 +372,59 @@ def bias_model_table(study: Study) -> list[Table]:
     for name, v in b.items():
         ts = v.get("training_set") or {}
         acc = "; ".join(f"{s} {100 * a:.1f}" for s, a in v.get("accuracy", {}).items())
-        rows.append([name, v["kind"], acc,
-                     f"{100 * ts['train_accuracy_insample']:.1f}" if "train_accuracy_insample" in ts else "–",
-                     f"{100 * ts['train_accuracy_crossfit']:.1f}" if "train_accuracy_crossfit" in ts else "–",
-                     ts.get("scoring", "insample"), f"{100 * v['easy_fraction']:.1f}", f"{100 * v['chance']:.1f}"]
-                    + [f"{100 * v['agreement'][s]:.1f}" if s in v.get("agreement", {}) else "–" for s in sources]
-                    + ["; ".join(f"{o} {100 * a:.1f}" for o, a in v.get("agreement_with_bias_models", {}).items())
-                       or "–"])
-    return [Table("Bias models: accuracy, how they scored the training set, and agreement (%)",
-                  ["Bias model", "Kind", "Accuracy (eval splits)", "Train acc. in-sample", "Train acc. cross-fitted",
-                   "Losses read", "Easy share (train)", "Chance agreement"]
-                  + [f"Agreement with {s} uncertainty" for s in sources] + ["Agreement with other bias models"], rows,
-                  [("Cross-fitted: each training example scored by a model trained on the other folds (never on it); "
-                   "in-sample: by the model trained on all of it. Agreement: share of training examples on which "
-                   "'easy' agrees — the lowest-uncertainty examples (as many as the bias model finds easy) against "
-                   "the bias model's easy set; chance = p² + (1 − p)².")])]
+        rows.append(
+            [
+                name,
+                v["kind"],
+                acc,
+                f"{100 * ts['train_accuracy_insample']:.1f}"
+                if "train_accuracy_insample" in ts
+                else "–",
+                f"{100 * ts['train_accuracy_crossfit']:.1f}"
+                if "train_accuracy_crossfit" in ts
+                else "–",
+                ts.get("scoring", "insample"),
+                f"{100 * v['easy_fraction']:.1f}",
+                f"{100 * v['chance']:.1f}",
+            ]
+            + [
+                f"{100 * v['agreement'][s]:.1f}" if s in v.get("agreement", {}) else "–"
+                for s in sources
+            ]
+            + [
+                "; ".join(
+                    f"{o} {100 * a:.1f}" for o, a in v.get("agreement_with_bias_models", {}).items()
+                )
+                or "–"
+            ]
+        )
+    return [
+        Table(
+            "Bias models: accuracy, how they scored the training set, and agreement (%)",
+            [
+                "Bias model",
+                "Kind",
+                "Accuracy (eval splits)",
+                "Train acc. in-sample",
+                "Train acc. cross-fitted",
+                "Losses read",
+                "Easy share (train)",
+                "Chance agreement",
+            ]
+            + [f"Agreement with {s} uncertainty" for s in sources]
+            + ["Agreement with other bias models"],
+            rows,
+            [
+                (
+                    "Cross-fitted: each training example scored by a model trained on the other "
+                    "folds (never on it); in-sample: by the model trained on all of it. Agreement: "
+                    "share of training examples on which 'easy' agrees — the lowest-uncertainty "
+                    "examples (as many as the bias model finds easy) against the bias model's easy "
+                    "set; chance = p² + (1 − p)²."
+                )
+            ],
+        )
+    ]
 
 
 def wins_back_figure(points: list[dict]) -> Figure | None:
@@ -282,24 +432,43 @@ def wins_back_figure(points: list[dict]) -> Figure | None:
     if not groups:
         return None
     fig = _figure(5 * len(groups), 4.5)
-    for ax, g in zip(np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)).ravel(), groups, strict=True):
+    for ax, g in zip(
+        np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)).ravel(), groups, strict=True
+    ):
         mine = [p for p in points if p["group"] == g]
         for p in mine:
             x, y = 100 * p["id"].d, 100 * p["hard"].d
-            xerr = [[x - 100 * p["id"].lo], [100 * p["id"].hi - x]] if not math.isnan(p["id"].lo) else None
-            yerr = [[y - 100 * p["hard"].lo], [100 * p["hard"].hi - y]] if not math.isnan(p["hard"].lo) else None
+            xerr = (
+                [[x - 100 * p["id"].lo], [100 * p["id"].hi - x]]
+                if not math.isnan(p["id"].lo)
+                else None
+            )
+            yerr = (
+                [[y - 100 * p["hard"].lo], [100 * p["hard"].hi - y]]
+                if not math.isnan(p["hard"].lo)
+                else None
+            )
             ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", capsize=2, ms=4)
             ax.annotate(p["loss"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         cost = next((p["cost"] for p in mine if p["cost"] is not None), None)
         if cost is not None:
-            ax.axhline(-100 * cost.d * TARGET_SHARE, color="green", ls=":", lw=1,
-                       label=f"{100 * TARGET_SHARE:.0f} % of the hard-example cost")
+            ax.axhline(
+                -100 * cost.d * TARGET_SHARE,
+                color="green",
+                ls=":",
+                lw=1,
+                label=f"{100 * TARGET_SHARE:.0f} % of the hard-example cost",
+            )
             ax.axhline(-100 * cost.d, color="green", ls="--", lw=1, label="all of it")
             ax.legend(fontsize=7)
-        ax.axhline(0, color="gray", lw=.8)
-        ax.axvline(0, color="gray", lw=.8)
-        ax.axvline(-100 * TARGET_ID_COST, color="gray", ls=":", lw=.8)
-        ax.set(xlabel="Δ ID accuracy vs Vanilla (points)", ylabel="Δ hard-example accuracy (points)", title=g)
-        ax.grid(alpha=.3)
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.axvline(0, color="gray", lw=0.8)
+        ax.axvline(-100 * TARGET_ID_COST, color="gray", ls=":", lw=0.8)
+        ax.set(
+            xlabel="Δ ID accuracy vs Vanilla (points)",
+            ylabel="Δ hard-example accuracy (points)",
+            title=g,
+        )
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

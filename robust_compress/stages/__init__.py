@@ -8,5 +8,14 @@ from .shortcut import compute_uncertainty, train_bias_model, write_easy_hard
 from .speed import measure_speed
 from .training import compress, finetune
 
-__all__ = ["audit", "compress", "compute_uncertainty", "evaluate_folder", "export_onnx", "finetune", "measure_speed", "train_bias_model",
-           "write_easy_hard"]
+__all__ = [
+    "audit",
+    "compress",
+    "compute_uncertainty",
+    "evaluate_folder",
+    "export_onnx",
+    "finetune",
+    "measure_speed",
+    "train_bias_model",
+    "write_easy_hard",
+]

@@ -36,7 +36,8 @@ from .predict import save_tables
 
 @dataclass
 class Checked:
-    """What preflight loaded: the task, the training split (None if not needed), every eval split."""
+    """What preflight loaded: the task, the training split (None if not needed), every eval
+    split."""
 
     task: TaskSpec
     train: Split | None
@@ -65,7 +66,8 @@ def check_inputs(cfg: RunConfig, labels: list[str]) -> None:
 
 
 def preflight(cfg: RunConfig, overwrite: bool, needs_train: bool = True, method=None) -> Checked:
-    """Everything that can fail before training, checked now: output location, task, data, models."""
+    """Everything that can fail before training, checked now: output location, task, data,
+    models."""
     out = Path(cfg.output_dir)
     check_output(out, overwrite)
     task = load_task(cfg.task)
@@ -85,7 +87,8 @@ def preflight(cfg: RunConfig, overwrite: bool, needs_train: bool = True, method=
 
 
 def load_reference(path: str | Path | None) -> dict[str, Any] | None:
-    """A teacher's summary.json (or the model folder holding one) for F_bias; None if it has none."""
+    """A teacher's summary.json (or the model folder holding one) for F_bias; None if it has
+    none."""
     if path is None:
         return None
     p = Path(path)
@@ -93,9 +96,16 @@ def load_reference(path: str | Path | None) -> dict[str, Any] | None:
     return read_json(p) if p.is_file() else None
 
 
-def write_artifact(out: Path, *, model=None, tokenizer=None, cfg: RunConfig | None = None,
-                   tables: dict[str, pd.DataFrame] | None = None, files: dict[str, Any] | None = None,
-                   save=None) -> Path:
+def write_artifact(
+    out: Path,
+    *,
+    model=None,
+    tokenizer=None,
+    cfg: RunConfig | None = None,
+    tables: dict[str, pd.DataFrame] | None = None,
+    files: dict[str, Any] | None = None,
+    save=None,
+) -> Path:
     """Write a complete artifact folder atomically. `files`: name -> content (JSON, YAML or, for
     `.parquet`, a DataFrame: by suffix), or a function of the folder being written (for what is
     measured on the saved weights). Files are written in order, after the weights, the config and
@@ -121,10 +131,21 @@ def write_artifact(out: Path, *, model=None, tokenizer=None, cfg: RunConfig | No
                 schemas.write(tmp / name, content)  # validated by its schema where the file has one
         if (tmp / "config.json").is_file():  # a model folder: its card (results, recipe, version)
             record = written.get("compression.json") or {}
-            note = ("A pruning snapshot, kept for per-sample uncertainty; not evaluated."
-                    if record.get("method") == "magnitude-snapshot" else None)
-            write_card(tmp, build_card(out.name, written.get("summary.json"), record,
-                                       cfg.model_dump(mode="json") if cfg is not None else None, note=note))
+            note = (
+                "A pruning snapshot, kept for per-sample uncertainty; not evaluated."
+                if record.get("method") == "magnitude-snapshot"
+                else None
+            )
+            write_card(
+                tmp,
+                build_card(
+                    out.name,
+                    written.get("summary.json"),
+                    record,
+                    cfg.model_dump(mode="json") if cfg is not None else None,
+                    note=note,
+                ),
+            )
     return out
 
 

@@ -1,4 +1,5 @@
-"""`audit MODEL [MODEL ...]`: the robustness card of models that already exist, none of them trained.
+"""`audit MODEL [MODEL ...]`: the robustness card of models that already exist, none of them
+trained.
 
 Each model (a folder or a hub id, its classes matched to the task's) is evaluated on the task's ID
 and OOD sets; a bias-only model (given, or a hypothesis/claim-only one trained once and cached)
@@ -45,8 +46,26 @@ from .shortcut import train_bias_model, write_easy_hard
 from .speed import measure_speed
 
 BIAS_KEY_VERSION = 1
-TRAIN_KEYS = ("task", "data_dir", "source", "train_limit", "data_seed", "max_length", "cue", "epochs", "max_steps",
-              "lr", "batch_size", "grad_accum", "warmup_ratio", "weight_decay", "seed", "bf16", "dropout", "label_map")
+TRAIN_KEYS = (
+    "task",
+    "data_dir",
+    "source",
+    "train_limit",
+    "data_seed",
+    "max_length",
+    "cue",
+    "epochs",
+    "max_steps",
+    "lr",
+    "batch_size",
+    "grad_accum",
+    "warmup_ratio",
+    "weight_decay",
+    "seed",
+    "bf16",
+    "dropout",
+    "label_map",
+)
 
 
 @dataclass
@@ -79,8 +98,13 @@ def _names(sources: list[str]) -> list[str]:
     return names
 
 
-def check_audit(sources: list[str], cfg: RunConfig, out: Path, bias: str | None = None,
-                write_cards: bool = False) -> Plan:
+def check_audit(
+    sources: list[str],
+    cfg: RunConfig,
+    out: Path,
+    bias: str | None = None,
+    write_cards: bool = False,
+) -> Plan:
     """Every input checked before any work: the output folder, the task and its sets, each model
     (a classifier whose classes match the task's), the bias model or its training data."""
     if not sources:
@@ -94,12 +118,17 @@ def check_audit(sources: list[str], cfg: RunConfig, out: Path, bias: str | None 
         check_model_dir(folder)
         family_of(AutoConfig.from_pretrained(folder))
         if not model_labels(folder):
-            raise UserError(f"{src}: not a fine-tuned classifier (its config.json names no "
-                            "*ForSequenceClassification architecture): audit scores models as they are")
+            raise UserError(
+                f"{src}: not a fine-tuned classifier (its config.json names no "
+                "*ForSequenceClassification architecture): audit scores models as they are"
+            )
         scoring_labels(folder, task, splits, cfg)
         if write_cards:
             if not Path(src).expanduser().is_dir():
-                raise UserError(f"--write-card: {src} is a hub id, not a folder of yours; save it to a folder first")
+                raise UserError(
+                    f"--write-card: {src} is a hub id, not a folder of yours; save it to a folder "
+                    "first"
+                )
             check_writable(folder)
         models.append(Audited(name, src, folder))
     id_splits = [s for s, sp in splits.items() if sp.role == "id"]
@@ -115,7 +144,9 @@ def check_audit(sources: list[str], cfg: RunConfig, out: Path, bias: str | None 
         try:
             train = load_train_split(cfg.data_args(), task)
         except UserError as e:
-            notes.append(f"no training data for a bias-only model ({e}): no easy/hard split (give --bias)")
+            notes.append(
+                f"no training data for a bias-only model ({e}): no easy/hard split (give --bias)"
+            )
         else:
             bias_start = cfg.model
             folder = resolve_model_dir(bias_start)
@@ -125,7 +156,8 @@ def check_audit(sources: list[str], cfg: RunConfig, out: Path, bias: str | None 
 
 
 def _record(m: Audited, labels: list[str], cfg: RunConfig) -> dict[str, Any]:
-    """What made the model (its compression.json when the tool wrote it), with its size and FLOPs."""
+    """What made the model (its compression.json when the tool wrote it), with its size and
+    FLOPs."""
     if (m.folder / "compression.json").is_file():
         return read_json(m.folder / "compression.json")
     record: dict[str, Any] = {"method": "none", "start_model": m.source}
@@ -145,20 +177,38 @@ def cached_bias_model(plan: Plan, cfg: RunConfig, progress: Reporter) -> Path:
     """A hypothesis/claim-only model from `cfg.model`, trained once per (start model, training data,
     settings) under the cache folder and reused by every later audit."""
     assert plan.train is not None and plan.bias_start is not None
-    key = digest(BIAS_KEY_VERSION, model_digest(resolve_model_dir(plan.bias_start)), plan.train.digest(),
-                 cfg.model_dump(mode="json", include=set(TRAIN_KEYS)))
+    key = digest(
+        BIAS_KEY_VERSION,
+        model_digest(resolve_model_dir(plan.bias_start)),
+        plan.train.digest(),
+        cfg.model_dump(mode="json", include=set(TRAIN_KEYS)),
+    )
     out = Path(cfg.cache_dir) / "bias" / f"partial-{key[:12]}"
     if (out / "summary.json").is_file():
         progress.note(f"bias-only model: cached {out}")
         return out
     progress.note(f"bias-only model: training from {plan.bias_start} (once; cached in {out})")
-    bcfg = cfg.model_copy(update={"model": plan.bias_start, "output_dir": str(out), "eval_sets": plan.id_splits,
-                                  "trackers": []})
+    bcfg = cfg.model_copy(
+        update={
+            "model": plan.bias_start,
+            "output_dir": str(out),
+            "eval_sets": plan.id_splits,
+            "trackers": [],
+        }
+    )
     return train_bias_model(bcfg, "partial", overwrite=True, progress=progress)
 
 
-def audit(sources: list[str], cfg: RunConfig, out: str | Path, bias: str | None = None, write_cards: bool = False,
-          speed_examples: int = 512, repeats: int = 3, progress: Reporter | None = None) -> dict[str, Any]:
+def audit(
+    sources: list[str],
+    cfg: RunConfig,
+    out: str | Path,
+    bias: str | None = None,
+    write_cards: bool = False,
+    speed_examples: int = 512,
+    repeats: int = 3,
+    progress: Reporter | None = None,
+) -> dict[str, Any]:
     """Audit `sources` (the first is the reference) into the study-shaped folder `out`; returns
     audit.json's content (per model: ID/OOD accuracy, Δ, F_bias, ECE, collapse, speed)."""
     rep = progress or Reporter()
@@ -173,54 +223,122 @@ def audit(sources: list[str], cfg: RunConfig, out: str | Path, bias: str | None 
         run = _run_config(m.folder)
         ref = out / "models" / plan.models[0].name / "summary.json" if i else None
         rep.note(f"evaluate {m.name} ({i + 1}/{len(plan.models)})")
-        summaries[m.name] = evaluate_folder(m.folder, cfg, out / "models" / m.name, reference=ref, progress=rep,
-                                            files={"compression.json": records[m.name]}, overwrite=True)
+        summaries[m.name] = evaluate_folder(
+            m.folder,
+            cfg,
+            out / "models" / m.name,
+            reference=ref,
+            progress=rep,
+            files={"compression.json": records[m.name]},
+            overwrite=True,
+        )
         rec = records[m.name]
-        index.append({"name": m.name, "path": f"models/{m.name}", "group": m.name, "method": rec.get("method") or "none",
-                      "loss": (run.get("loss") or {}).get("name") or rec.get("loss") or "–",
-                      "seed": int(run.get("seed", 0)), "is_teacher": i == 0,
-                      "sparsity": (rec.get("settings") or {}).get("sparsity"), "source": m.source})
+        index.append(
+            {
+                "name": m.name,
+                "path": f"models/{m.name}",
+                "group": m.name,
+                "method": rec.get("method") or "none",
+                "loss": (run.get("loss") or {}).get("name") or rec.get("loss") or "–",
+                "seed": int(run.get("seed", 0)),
+                "is_teacher": i == 0,
+                "sparsity": (rec.get("settings") or {}).get("sparsity"),
+                "source": m.source,
+            }
+        )
     bias_model = plan.bias
     if plan.id_splits and bias_model is None and plan.train is not None:
         bias_model = str(cached_bias_model(plan, cfg, rep))
     easy: dict[str, pd.DataFrame] = {}
     if bias_model is not None and plan.id_splits:
         for split in plan.id_splits:
-            easy[split] = write_easy_hard(cfg, bias_model, split, out / "easy_hard" / f"{split}.parquet")
-    speed = measure_speed({m.name: m.folder for m in plan.models}, cfg.model_copy(update={"bf16": False}),
-                          out / "speed.json", n=speed_examples, repeats=repeats, progress=rep) if speed_examples else None
+            easy[split] = write_easy_hard(
+                cfg, bias_model, split, out / "easy_hard" / f"{split}.parquet"
+            )
+    speed = (
+        measure_speed(
+            {m.name: m.folder for m in plan.models},
+            cfg.model_copy(update={"bf16": False}),
+            out / "speed.json",
+            n=speed_examples,
+            repeats=repeats,
+            progress=rep,
+        )
+        if speed_examples
+        else None
+    )
     write_json(out / "index.json", schemas.Index.dump_python(schemas.Index.validate_python(index)))
     rows = []
     first = plan.models[0].name
     for m in plan.models:
         s = summaries[m.name]
         fb = s.get("f_bias")
-        if m.name == first and s.get("delta") is not None:  # against itself: 1, or undefined as for any model
+        if (
+            m.name == first and s.get("delta") is not None
+        ):  # against itself: 1, or undefined as for any model
             fb = None if math.isnan(f := f_bias(s["delta"], s["delta"])) else f
-        row: dict[str, Any] = {"name": m.name, "source": m.source, "acc_id": s.get("acc_id"),
-                               "acc_ood": s.get("acc_ood"), "delta": s.get("delta"), "f_bias": fb,
-                               "id_split": s.get("id_split")}
+        row: dict[str, Any] = {
+            "name": m.name,
+            "source": m.source,
+            "acc_id": s.get("acc_id"),
+            "acc_ood": s.get("acc_ood"),
+            "delta": s.get("delta"),
+            "f_bias": fb,
+            "id_split": s.get("id_split"),
+        }
         if s.get("id_split"):
-            df = pd.read_parquet(out / "models" / m.name / "predictions" / f"{s['id_split']}.parquet")
-            row |= {"ece_id": s["splits"][s["id_split"]]["ece"], "collapsed": bool(is_collapsed(df))}
+            df = pd.read_parquet(
+                out / "models" / m.name / "predictions" / f"{s['id_split']}.parquet"
+            )
+            row |= {
+                "ece_id": s["splits"][s["id_split"]]["ece"],
+                "collapsed": bool(is_collapsed(df)),
+            }
             if s["id_split"] in easy:
                 e = df.merge(easy[s["id_split"]], on="id")
-                row |= {"easy_acc": float(e[e["easy"]]["correct"].mean()),
-                        "hard_acc": float(e[~e["easy"]]["correct"].mean())}
+                row |= {
+                    "easy_acc": float(e[e["easy"]]["correct"].mean()),
+                    "hard_acc": float(e[~e["easy"]]["correct"].mean()),
+                }
         if speed:
             rate = speed["examples_per_s"][m.name]
             row |= {"examples_per_s": rate, "speedup": rate / speed["examples_per_s"][first]}
         rows.append(row)
         if write_cards:
-            sp = {"examples_per_s": row["examples_per_s"], "speedup": row["speedup"], "reference": first} \
-                if speed else None
-            note = (f"Audited by robust-compress {__version__} (`audit`, task {plan.task.name}) beside "
-                    f"{', '.join(x.name for x in plan.models if x.name != m.name) or 'no other model'}; "
-                    f"the reference for F_bias and speed-up is {first}.")
-            write_card(m.folder, build_card(m.name, s, records[m.name], _run_config(m.folder) or
-                                            {"task": cfg.task, "model": records[m.name].get("start_model")},
-                                            sp, note))
-    result = {"task": plan.task.name, "reference": first, "bias_model": bias_model, "notes": plan.notes,
-              "models": rows, "version": __version__}
+            sp = (
+                {
+                    "examples_per_s": row["examples_per_s"],
+                    "speedup": row["speedup"],
+                    "reference": first,
+                }
+                if speed
+                else None
+            )
+            others = ", ".join(x.name for x in plan.models if x.name != m.name)
+            note = (
+                f"Audited by robust-compress {__version__} (`audit`, task {plan.task.name}) beside "
+                f"{others or 'no other model'}; "
+                f"the reference for F_bias and speed-up is {first}."
+            )
+            write_card(
+                m.folder,
+                build_card(
+                    m.name,
+                    s,
+                    records[m.name],
+                    _run_config(m.folder)
+                    or {"task": cfg.task, "model": records[m.name].get("start_model")},
+                    sp,
+                    note,
+                ),
+            )
+    result = {
+        "task": plan.task.name,
+        "reference": first,
+        "bias_model": bias_model,
+        "notes": plan.notes,
+        "models": rows,
+        "version": __version__,
+    }
     write_json(out / "audit.json", result)
     return result

@@ -15,8 +15,20 @@ from .kinds import KINDS
 from .shortcut import BIAS_KINDS
 from .sources import SOURCES
 
-__all__ = ["BIAS_KINDS", "KINDS", "LOSS_NAMES", "METHOD_NAMES", "RUNTIMES", "SOURCES", "input_source",
-           "loss_config", "loss_needs", "method_config", "method_reads_training_data", "method_trains"]
+__all__ = [
+    "BIAS_KINDS",
+    "KINDS",
+    "LOSS_NAMES",
+    "METHOD_NAMES",
+    "RUNTIMES",
+    "SOURCES",
+    "input_source",
+    "loss_config",
+    "loss_needs",
+    "method_config",
+    "method_reads_training_data",
+    "method_trains",
+]
 
 
 def loss_needs(loss: str) -> tuple[str, ...]:
@@ -25,7 +37,8 @@ def loss_needs(loss: str) -> tuple[str, ...]:
 
 
 def input_source(need: str) -> str:
-    """The `Inputs` field a loss input is read from: teacher, uncertainty, reference_model, bias_model."""
+    """The `Inputs` field a loss input is read from: teacher, uncertainty, reference_model,
+    bias_model."""
     return EXTRAS[need].source
 
 

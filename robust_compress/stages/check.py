@@ -26,26 +26,35 @@ class ExternalInputs:
     """The external inputs of one study, each read and digested once. `where` (the experiment file)
     starts every error line."""
 
-    def __init__(self, task: str, teacher_model: str, where: str | Path, label_map: dict[str, str] | None = None):
+    def __init__(
+        self,
+        task: str,
+        teacher_model: str,
+        where: str | Path,
+        label_map: dict[str, str] | None = None,
+    ):
         self.task: TaskSpec = load_task(task)
         self.where, self.label_map = where, label_map
-        # the task's resolved spec (a custom task file's alpha, ood_combine, label sets, ...) is an input
-        # of every stage: the name alone would not change when the file does (non-default fields only:
-        # a field added to the spec later, at its default, keeps every key)
+        # the task's resolved spec (a custom task file's alpha, ood_combine, label sets, ...) is an
+        # input of every stage: the name alone would not change when the file does (non-default
+        # fields only: a field added to the spec later, at its default, keeps every key)
         self.task_key = digest(self.task.model_dump(mode="json", exclude_defaults=True))
         self.teacher_arch = load_arch(resolve_model_dir(teacher_model))
         self._models: dict[str, str] = {}
         self._data: dict[str, tuple[str, int, int]] = {}
 
     def model(self, name: str, label_map: dict[str, str] | None = None) -> str:
-        """Content digest of a model folder a stage starts from, once it is checked usable for the task
-        (a classifier's labels matched to the task's by name, or by the `label_map` setting)."""
+        """Content digest of a model folder a stage starts from, once it is checked usable for the
+        task (a classifier's labels matched to the task's by name, or by the `label_map`
+        setting)."""
         if name not in self._models:
             folder = resolve_model_dir(name)
             check_model_dir(folder)
             family_of(load_arch(folder))
             try:
-                label_order(folder, self.task.labels, label_map if label_map is not None else self.label_map)
+                label_order(
+                    folder, self.task.labels, label_map if label_map is not None else self.label_map
+                )
             except UserError as e:
                 raise UserError(f"{self.where}: {e} (task {self.task.name!r})") from None
             self._models[name] = model_digest(folder)
@@ -67,7 +76,8 @@ class ExternalInputs:
         return self._data[k]
 
     def teacher_layers(self) -> int:
-        """The teacher's encoder layers (a study's time estimate of what a method does per layer)."""
+        """The teacher's encoder layers (a study's time estimate of what a method does per
+        layer)."""
         return int(getattr(self.teacher_arch, family_of(self.teacher_arch).n_layers_key, 12))
 
     def check_start(self, stage: str, model: str | None, cfg: RunConfig) -> None:
@@ -95,8 +105,12 @@ def given_run_config(folder: str | Path) -> RunConfig:
 
 
 def teacher_run_config(config: str | Path, path: str | Path, where: str | Path) -> RunConfig:
-    """The run config a study fine-tunes its missing teacher with: it must write to `teacher.path`."""
+    """The run config a study fine-tunes its missing teacher with: it must write to
+    `teacher.path`."""
     cfg = load_config(config)
     if Path(cfg.output_dir).expanduser().resolve() != Path(path).expanduser().resolve():
-        raise UserError(f"{where}: teacher.config {config} writes to {cfg.output_dir}, but teacher.path is {path}")
+        raise UserError(
+            f"{where}: teacher.config {config} writes to {cfg.output_dir}, but teacher.path is "
+            f"{path}"
+        )
     return cfg

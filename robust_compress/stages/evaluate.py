@@ -1,5 +1,6 @@
 """`evaluate MODEL`: per-example predictions and a summary for any saved model (a folder or a hub
-id), as it is meant to run (an int8 artifact is scored as int8), its classes matched to the task's."""
+id), as it is meant to run (an int8 artifact is scored as int8), its classes matched to the
+task's."""
 
 from __future__ import annotations
 
@@ -23,23 +24,37 @@ def default_output(model: str | Path) -> Path:
     """Beside a model folder, never inside it (evaluating must not change the folder it reads);
     runs/eval/<org>--<name> for a hub id (the cache is not ours)."""
     p = Path(model).expanduser()
-    return p.with_name(p.name + "-eval") if p.is_dir() else Path("runs") / "eval" / str(model).replace("/", "--")
+    return (
+        p.with_name(p.name + "-eval")
+        if p.is_dir()
+        else Path("runs") / "eval" / str(model).replace("/", "--")
+    )
 
 
-def scoring_labels(folder: Path, task: TaskSpec, splits: dict[str, Split], cfg: RunConfig) -> list[str]:
+def scoring_labels(
+    folder: Path, task: TaskSpec, splits: dict[str, Split], cfg: RunConfig
+) -> list[str]:
     """The labels a saved classifier is scored over (the task's, or a 2-way model's on 2-way sets);
     one line naming `label_map` when its classes cannot be matched."""
     check_model_dir(folder)
     have = model_labels(folder)
     if not have:
         return task.labels
-    return eval_labels(have, task.labels, {n: s.labels for n, s in splits.items()}, cfg.label_map, str(folder))
+    return eval_labels(
+        have, task.labels, {n: s.labels for n, s in splits.items()}, cfg.label_map, str(folder)
+    )
 
 
-def evaluate_folder(model_dir: str | Path, cfg: RunConfig, output: Path | None = None,
-                    reference: str | Path | None = None, progress: Reporter | None = None,
-                    overwrite: bool = False, new_head: bool = False, files: dict[str, Any] | None = None
-                    ) -> dict[str, Any]:
+def evaluate_folder(
+    model_dir: str | Path,
+    cfg: RunConfig,
+    output: Path | None = None,
+    reference: str | Path | None = None,
+    progress: Reporter | None = None,
+    overwrite: bool = False,
+    new_head: bool = False,
+    files: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Evaluate a saved model (a folder or a hub id); write predictions/, summary.json (and `files`)
     to `output` (default: `default_output`). An existing non-empty `output` is replaced only with
     `overwrite`, and never the model's own folder. A folder without a classifier head is refused
@@ -51,8 +66,10 @@ def evaluate_folder(model_dir: str | Path, cfg: RunConfig, output: Path | None =
     check_fresh_output(out, overwrite)
     check_model_dir(folder)
     if not model_labels(folder) and not new_head:
-        raise UserError(f"{model_dir}: no classifier head (a bare encoder): it would be scored by a random head; "
-                        "fine-tune it first, or pass --new-head to score a new (seeded) head on purpose")
+        raise UserError(
+            f"{model_dir}: no classifier head (a bare encoder): it would be scored by a random "
+            "head; fine-tune it first, or pass --new-head to score a new (seeded) head on purpose"
+        )
     task = load_task(cfg.task)
     splits = load_eval_splits(cfg.data_args(), task)
     ref = load_reference(reference)
@@ -61,10 +78,21 @@ def evaluate_folder(model_dir: str | Path, cfg: RunConfig, output: Path | None =
     tokenizer = load_tokenizer(str(folder), model)
     rep.task("evaluate", sum(len(s) for s in splits.values()), "examples")
     tables, speed = predict_tables(model, tokenizer, splits, cfg, progress=rep.update)
-    summary = summarize(tables, {n: s.role for n, s in splits.items()}, {n: s.group_by for n, s in splits.items()},
-                        ref, rule=task.delta_rule(list(splits)))
+    summary = summarize(
+        tables,
+        {n: s.role for n, s in splits.items()},
+        {n: s.group_by for n, s in splits.items()},
+        ref,
+        rule=task.delta_rule(list(splits)),
+    )
     summary["eval_examples_per_s"] = {k: round(v, 1) for k, v in speed.items()}
-    write_artifact(out, tables=tables, files={"summary.json": summary,
-                                              "eval_config.yaml": cfg.model_dump(mode="json") | {"model": str(model_dir)}}
-                   | (files or {}))
+    write_artifact(
+        out,
+        tables=tables,
+        files={
+            "summary.json": summary,
+            "eval_config.yaml": cfg.model_dump(mode="json") | {"model": str(model_dir)},
+        }
+        | (files or {}),
+    )
     return summary

@@ -1,5 +1,6 @@
-"""`export MODEL --format onnx`: any saved model (pruned with uneven heads, truncated, distilled, int8)
-to ONNX through torch's exporter, checked against PyTorch on real examples, and timed in onnxruntime.
+"""`export MODEL --format onnx`: any saved model (pruned with uneven heads, truncated, distilled,
+int8) to ONNX through torch's exporter, checked against PyTorch on real examples, and timed in
+onnxruntime.
 
 An int8 artifact is exported from its float weights (dequantized for torchao's int8) and quantized
 again by onnxruntime's own dynamic int8 (`--int8`), since neither int8 kernel set crosses the
@@ -31,8 +32,12 @@ def _float_model(folder: Path, labels: list[str]) -> torch.nn.Module:
     model = load_for_inference(folder, labels)
     if any(type(p).__module__.startswith("torchao") for p in model.parameters()):
         for mod in model.modules():  # torchao int8 -> float (its dequantized weights)
-            if isinstance(mod, torch.nn.Linear) and type(mod.weight).__module__.startswith("torchao"):
-                mod.weight = torch.nn.Parameter(mod.weight.dequantize().float(), requires_grad=False)
+            if isinstance(mod, torch.nn.Linear) and type(mod.weight).__module__.startswith(
+                "torchao"
+            ):
+                mod.weight = torch.nn.Parameter(
+                    mod.weight.dequantize().float(), requires_grad=False
+                )
         return model.eval()
     return load_model(str(folder), labels).eval()  # the torch.ao fallback stores float weights
 
@@ -42,7 +47,9 @@ def _examples(folder: Path, n: int) -> list[dict]:
     cfg = read_yaml(folder / "run_config.yaml") if (folder / "run_config.yaml").is_file() else {}
     task = load_task(cfg.get("task", "mnli"))
     split = next(s for s, spec in task.splits.items() if spec.role == "id")
-    return load_split(task, split, cfg.get("data_dir"), cfg.get("source", "local"), limit=n, seed=0).examples
+    return load_split(
+        task, split, cfg.get("data_dir"), cfg.get("source", "local"), limit=n, seed=0
+    ).examples
 
 
 def _onnx_bytes(path: Path) -> int:
@@ -50,20 +57,32 @@ def _onnx_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, path.with_name(path.name + ".data")) if p.is_file())
 
 
-def _batches(data: EncodedSplit, pad: int, names: tuple[str, ...], batch_size: int) -> list[dict[str, np.ndarray]]:
+def _batches(
+    data: EncodedSplit, pad: int, names: tuple[str, ...], batch_size: int
+) -> list[dict[str, np.ndarray]]:
     collate = Collator(pad)
-    return [{k: collate([data[i] for i in rows])[k].numpy() for k in names}
-            for rows in sorted_batches(data.lengths, batch_size)]
+    return [
+        {k: collate([data[i] for i in rows])[k].numpy() for k in names}
+        for rows in sorted_batches(data.lengths, batch_size)
+    ]
 
 
-def export_onnx(model_dir: str | Path, out: str | Path | None = None, int8: bool = False, n: int = 256,
-                batch_size: int = 32, progress: Reporter | None = None) -> dict[str, Any]:
+def export_onnx(
+    model_dir: str | Path,
+    out: str | Path | None = None,
+    int8: bool = False,
+    n: int = 256,
+    batch_size: int = 32,
+    progress: Reporter | None = None,
+) -> dict[str, Any]:
     rep = progress or Reporter()
     folder = Path(model_dir)
     out = Path(out) if out else folder / "onnx"
     labels = model_labels(folder)
     if not labels:
-        raise UserError(f"{folder}: not a saved classifier (config.json names no *ForSequenceClassification)")
+        raise UserError(
+            f"{folder}: not a saved classifier (config.json names no *ForSequenceClassification)"
+        )
     set_threads()
     model = _float_model(folder, labels)
     tokenizer = load_tokenizer(str(folder), model)
@@ -73,8 +92,12 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, int8: bool
     batches = _batches(data, pad, names, batch_size)
     wrapper = Logits(model).eval()
     example = {k: torch.from_numpy(batches[-1][k]) for k in names}
-    record: dict[str, Any] = {"model": str(folder), "inputs": list(names), "examples": len(data),
-                              "batch_size": batch_size}
+    record: dict[str, Any] = {
+        "model": str(folder),
+        "inputs": list(names),
+        "examples": len(data),
+        "batch_size": batch_size,
+    }
     with atomic_dir(out) as tmp:
         rep.task("export to ONNX", 1, "model")
         export_onnx_file(model, example, tmp / "model.onnx")
@@ -83,7 +106,9 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, int8: bool
             quantize_onnx(tmp / "model.onnx", tmp / "model.int8.onnx")
             variants["int8"] = tmp / "model.int8.onnx"
         with torch.no_grad():
-            torch_logits = [wrapper(*(torch.from_numpy(b[k]) for k in names)).numpy() for b in batches]
+            torch_logits = [
+                wrapper(*(torch.from_numpy(b[k]) for k in names)).numpy() for b in batches
+            ]
         t0 = time.perf_counter()
         with torch.no_grad():
             for b in batches:
@@ -96,10 +121,20 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, int8: bool
             got = [sess.run(None, b)[0] for b in batches]
             rate = len(data) / (time.perf_counter() - t0)
             diff = max(float(np.abs(g - t).max()) for g, t in zip(got, torch_logits, strict=True))
-            agree = float(np.mean(np.concatenate([g.argmax(1) == t.argmax(1) for g, t in
-                                                  zip(got, torch_logits, strict=True)])))
-            record[name] = {"file": path.name, "max_abs_logit_diff": diff, "prediction_agreement": agree,
-                            "examples_per_s": round(rate, 2), "speedup_vs_torch": round(
-                                rate / record["torch_examples_per_s"], 3), "bytes": _onnx_bytes(path)}
+            agree = float(
+                np.mean(
+                    np.concatenate(
+                        [g.argmax(1) == t.argmax(1) for g, t in zip(got, torch_logits, strict=True)]
+                    )
+                )
+            )
+            record[name] = {
+                "file": path.name,
+                "max_abs_logit_diff": diff,
+                "prediction_agreement": agree,
+                "examples_per_s": round(rate, 2),
+                "speedup_vs_torch": round(rate / record["torch_examples_per_s"], 3),
+                "bytes": _onnx_bytes(path),
+            }
         write_json(tmp / "export.json", record)
     return record

@@ -1,11 +1,11 @@
-"""A study's stage graph, typed: each node is one stage of a registered kind (`stages/kinds.py`), with
-a typed config whose teacher is a reference to the teacher's stage, never a string to replace.
+"""A study's stage graph, typed: each node is one stage of a registered kind (`stages/kinds.py`),
+with a typed config whose teacher is a reference to the teacher's stage, never a string to replace.
 
-A stage's artifact lives in `<root>/artifacts/<kind>-<key>`. The key hashes the stage's config as the
-study wrote it (the teacher it starts from as a placeholder: `<teacher>`, `<teacher:NAME>`), the
+A stage's artifact lives in `<root>/artifacts/<kind>-<key>`. The key hashes the stage's config as
+the study wrote it (the teacher it starts from as a placeholder: `<teacher>`, `<teacher:NAME>`), the
 stage's own settings, the keys of the stages it depends on and the content of its external inputs
-(filled by `stages.check`). These are the very data every key was computed from before the graph
-was typed: finished studies keep their keys (tests/test_stage_keys.py).
+(filled by `stages.check`). These are the very data every key was computed from before the graph was
+typed: finished studies keep their keys (tests/test_stage_keys.py).
 """
 
 from __future__ import annotations
@@ -28,17 +28,27 @@ KEY_VERSION = 3  # bump when a stage's artifact changes meaning for the same inp
 class Kind:
     """A kind of stage: what its stage runs (`run`), what it writes (`output_file`: the one file a
     later stage reads, else the folder), what it gives a loss downstream (`provides`: the `Inputs`
-    field), what it checks and costs before any work (`check`), and its one-line result. The kinds are
-    in stages/kinds.py, registered in `KINDS`; the study never asks which kind it holds."""
+    field), what it checks and costs before any work (`check`), and its one-line result. The kinds
+    are in stages/kinds.py, registered in `KINDS`; the study never asks which kind it holds."""
 
     name: ClassVar[str]
     output_file: ClassVar[str | None] = None  # the one file later stages read (else: the folder)
-    provides: ClassVar[str | None] = None  # the loss-input (`Inputs`) field its artifact fills downstream
-    reads_inputs: ClassVar[bool] = False  # its loss reads upstream artifacts (filled in by `provides`)
+    provides: ClassVar[str | None] = (
+        None  # the loss-input (`Inputs`) field its artifact fills downstream
+    )
+    reads_inputs: ClassVar[bool] = (
+        False  # its loss reads upstream artifacts (filled in by `provides`)
+    )
     trains: ClassVar[bool] = True  # trains a model: an executor gives it a GPU where there is one
-    is_model: ClassVar[bool] = False  # a model the study reports (a row of index.json, timed by speed)
-    sharded: ClassVar[bool] = False  # split across `--shard i/n` (others: run by every shard that needs them)
-    needs_every_model: ClassVar[bool] = False  # waits for every model of the study (any shard runs it last)
+    is_model: ClassVar[bool] = (
+        False  # a model the study reports (a row of index.json, timed by speed)
+    )
+    sharded: ClassVar[bool] = (
+        False  # split across `--shard i/n` (others: run by every shard that needs them)
+    )
+    needs_every_model: ClassVar[bool] = (
+        False  # waits for every model of the study (any shard runs it last)
+    )
 
     def run(self, stage: Stage, cfg: RunConfig, rep: Reporter, files: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -72,8 +82,8 @@ class TeacherRef:
 
 @dataclass(eq=False)
 class StageModel:
-    """A start model another stage of the study makes: a compression stacked on another's model (int8
-    on top of structured pruning)."""
+    """A start model another stage of the study makes: a compression stacked on another's model
+    (int8 on top of structured pruning)."""
 
     stage: Stage = field(repr=False)
 
@@ -92,7 +102,9 @@ Ref = TeacherRef | StageModel
 
 def is_placeholder(value: object) -> bool:
     """A teacher's or another stage's model placeholder as stage records (stage.json) store it."""
-    return isinstance(value, str) and value.startswith(("<teacher", "<model:")) and value.endswith(">")
+    return (
+        isinstance(value, str) and value.startswith(("<teacher", "<model:")) and value.endswith(">")
+    )
 
 
 @dataclass(eq=False)
@@ -107,7 +119,9 @@ class StageConfig:
     compression: Any = None  # a compression method's config
     loss: Any = None  # a loss's settings
     teacher: TeacherRef | None = None
-    loss_as_written: dict[str, Any] | None = None  # the key hashes the settings as written (1 and 1.0 differ)
+    loss_as_written: dict[str, Any] | None = (
+        None  # the key hashes the settings as written (1 and 1.0 differ)
+    )
 
     def __post_init__(self) -> None:
         if self.run is None:
@@ -129,16 +143,19 @@ class StageConfig:
         if self.teacher is not None:
             data["inputs"] = {"teacher": self.teacher.placeholder}
         if self.loss is not None:
-            data["loss"] = self.loss_as_written if self.loss_as_written is not None else \
-                self.loss.model_dump(mode="json", exclude_unset=True)
+            data["loss"] = (
+                self.loss_as_written
+                if self.loss_as_written is not None
+                else self.loss.model_dump(mode="json", exclude_unset=True)
+            )
         return data
 
     def model_path(self) -> str | None:
         return str(self.model.path) if isinstance(self.model, Ref) else self.model
 
     def model_label(self) -> str:
-        """What the stage runs, for throughput estimates: "teacher" for any teacher's architecture (and for
-        a model stacked on one of its compressions)."""
+        """What the stage runs, for throughput estimates: "teacher" for any teacher's architecture
+        (and for a model stacked on one of its compressions)."""
         return "teacher" if isinstance(self.model, Ref) else str(self.model or "")
 
 
@@ -148,11 +165,17 @@ class Stage:
     name: str
     config: StageConfig = field(default_factory=StageConfig)
     deps: list[Stage] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)  # settings of the stage itself (in the key)
+    params: dict[str, Any] = field(
+        default_factory=dict
+    )  # settings of the stage itself (in the key)
     meta: dict[str, Any] = field(default_factory=dict)  # descriptive only (names for the report)
     root: Path = Path(".")
-    external: dict[str, str] = field(default_factory=dict)  # content digests of data and model inputs
-    work: dict[str, float] = field(default_factory=dict)  # examples to train on / to score (for estimates)
+    external: dict[str, str] = field(
+        default_factory=dict
+    )  # content digests of data and model inputs
+    work: dict[str, float] = field(
+        default_factory=dict
+    )  # examples to train on / to score (for estimates)
 
     @property
     def spec(self) -> Kind:
@@ -161,8 +184,14 @@ class Stage:
 
     @property
     def key(self) -> str:
-        return digest(KEY_VERSION, self.kind, self.config.key_data(), self.params, [d.key for d in self.deps],
-                      self.external)[:12]
+        return digest(
+            KEY_VERSION,
+            self.kind,
+            self.config.key_data(),
+            self.params,
+            [d.key for d in self.deps],
+            self.external,
+        )[:12]
 
     @property
     def given(self) -> bool:
@@ -178,7 +207,8 @@ class Stage:
 
     @property
     def output(self) -> Path:
-        """What a later stage reads: the folder, or the one file a file-producing stage writes in it."""
+        """What a later stage reads: the folder, or the one file a file-producing stage writes in
+        it."""
         return self.path / self.spec.output_file if self.spec.output_file else self.path
 
     @property
@@ -187,7 +217,8 @@ class Stage:
 
     @property
     def record(self) -> Path:
-        """stage.json: provenance (code version, device, seconds), written last inside the artifact."""
+        """stage.json: provenance (code version, device, seconds), written last inside the
+        artifact."""
         return self.path / "stage.json"
 
     def snapshot_paths(self) -> list[Path]:
@@ -197,16 +228,21 @@ class Stage:
     def done(self) -> bool:
         """Everything the stage produces is there: its artifact is written whole (the record is its
         last file, inside the folder that is renamed into place), and so is every snapshot."""
-        if self.given:  # an input, checked before the study starts, never run (a pending one: made first)
+        if (
+            self.given
+        ):  # an input, checked before the study starts, never run (a pending one: made first)
             return not self.meta.get("pending") and self.path.is_dir()
-        return self.record.is_file() and all((p / "config.json").is_file() for p in self.snapshot_paths())
+        return self.record.is_file() and all(
+            (p / "config.json").is_file() for p in self.snapshot_paths()
+        )
 
     def result(self) -> str:
         """Its key numbers in one line (what the study prints when it ends)."""
         return self.spec.result(self)
 
     def resolve(self) -> RunConfig:
-        """The RunConfig this stage runs: teachers and upstream artifacts filled in by their paths."""
+        """The RunConfig this stage runs: teachers and upstream artifacts filled in by their
+        paths."""
         c = self.config
         data = c.set_fields() | {"model": c.model_path(), "output_dir": str(self.path)}
         if c.compression is not None:
@@ -215,8 +251,14 @@ class Stage:
             data["loss"] = c.loss
         inputs = {"teacher": str(c.teacher.path)} if c.teacher is not None else {}
         if self.spec.reads_inputs:  # a loss's inputs: each upstream artifact by what it provides
-            start = c.model.stage if isinstance(c.model, StageModel) else None  # (the start model is none)
-            inputs |= {d.spec.provides: str(d.output) for d in self.deps if d.spec.provides and d is not start}
+            start = (
+                c.model.stage if isinstance(c.model, StageModel) else None
+            )  # (the start model is none)
+            inputs |= {
+                d.spec.provides: str(d.output)
+                for d in self.deps
+                if d.spec.provides and d is not start
+            }
         if inputs:
             data["inputs"] = inputs
         try:
@@ -226,15 +268,24 @@ class Stage:
             raise UserError(f"stage {self.name}: {msg}") from None
 
     def run(self, rep: Reporter, code_version: str, device: str) -> None:
-        """Run the stage into its artifact folder. Its record (stage.json) is the artifact's last file,
-        written before the folder is renamed into place: a stage is done exactly when its record exists."""
+        """Run the stage into its artifact folder. Its record (stage.json) is the artifact's last
+        file, written before the folder is renamed into place: a stage is done exactly when its
+        record exists."""
         cfg = self.resolve()
         t0 = time.perf_counter()
 
         def record(_folder=None) -> dict:
-            return {"name": self.name, "kind": self.kind, "key": self.key, "code_version": code_version,
-                    "device": device, "seconds": round(time.perf_counter() - t0, 1),
-                    "deps": [d.key for d in self.deps], "external": self.external, "params": self.params,
-                    "config": self.config.key_data()}
+            return {
+                "name": self.name,
+                "kind": self.kind,
+                "key": self.key,
+                "code_version": code_version,
+                "device": device,
+                "seconds": round(time.perf_counter() - t0, 1),
+                "deps": [d.key for d in self.deps],
+                "external": self.external,
+                "params": self.params,
+                "config": self.config.key_data(),
+            }
 
         self.spec.run(self, cfg, rep, {"stage.json": record})

@@ -23,24 +23,33 @@ def summary_line(stage: Stage) -> str:
     if not (stage.path / "summary.json").is_file():
         return ""
     s = schemas.read(stage.path / "summary.json", schemas.Summary)
-    parts = [f"{name} {100 * v.accuracy:.1f}" for name, v in s.splits.items()
-             if v.role != "cue" and v.accuracy is not None]
+    parts = [
+        f"{name} {100 * v.accuracy:.1f}"
+        for name, v in s.splits.items()
+        if v.role != "cue" and v.accuracy is not None
+    ]
     if s.f_bias is not None:
         parts.append(f"F_bias {s.f_bias:.2f}")
     return ", ".join(parts)
 
 
 class ModelStage(Kind):
-    """A stage that trains (or quantizes) and evaluates a model: its data, start model and method are
-    checked, and its summary is its result."""
+    """A stage that trains (or quantizes) and evaluates a model: its data, start model and method
+    are checked, and its summary is its result."""
 
     def result(self, stage: Stage) -> str:
         return summary_line(stage)
 
     def check(self, stage: Stage, cfg: RunConfig, ins: ExternalInputs) -> None:
-        method = METHODS[cfg.compression.method](cfg.compression) if cfg.compression is not None else None
+        method = (
+            METHODS[cfg.compression.method](cfg.compression)
+            if cfg.compression is not None
+            else None
+        )
         trains = method is None or method.trains
-        data, n_train, n_eval = ins.data(cfg, needs_train=method is None or method.reads_training_data())
+        data, n_train, n_eval = ins.data(
+            cfg, needs_train=method is None or method.reads_training_data()
+        )
         stage.external = {"data": data, "task": ins.task_key}
         steps = cfg.max_steps * cfg.batch_size if cfg.max_steps else n_train * cfg.epochs
         stage.work = {"train": steps if trains else 0, "infer": n_eval}
@@ -48,13 +57,16 @@ class ModelStage(Kind):
             for k, v in method.extra_work(n_train, ins.teacher_layers()).items():
                 stage.work[k] = stage.work.get(k, 0) + v
         start = stage.config.model
-        if not isinstance(start, TeacherRef | StageModel):  # a stage's model: its key is among the deps
+        if not isinstance(
+            start, TeacherRef | StageModel
+        ):  # a stage's model: its key is among the deps
             stage.external["model"] = ins.model(start, cfg.label_map)
         ins.check_start(stage.name, start if isinstance(start, str) else None, cfg)
 
 
 class Teacher(ModelStage):
-    """The study's teacher, fine-tuned (a debiased one: with its own loss); or a folder the user gave."""
+    """The study's teacher, fine-tuned (a debiased one: with its own loss); or a folder the user
+    gave."""
 
     name = "teacher"
     provides = "teacher"
@@ -81,17 +93,26 @@ class BiasFold(ModelStage):
 
 
 class Bias(ModelStage):
-    """A bias model, its easy/hard split of an eval set and its (cross-fitted) training-set scores."""
+    """A bias model, its easy/hard split of an eval set and its (cross-fitted) training-set
+    scores."""
 
     name = "bias"
     provides = "bias_model"
 
     def run(self, stage, cfg, rep, files):
         pr = stage.params
-        train_bias_model(cfg, pr["kind"], overwrite=True, progress=rep, easy_hard_split=pr["split"], files=files,
-                         scoring=pr.get("scoring", "insample"), folds=pr.get("folds", 5),
-                         fold_models=[str(d.path) for d in stage.deps if d.kind == BiasFold.name],
-                         features=pr.get("features", "basic"))
+        train_bias_model(
+            cfg,
+            pr["kind"],
+            overwrite=True,
+            progress=rep,
+            easy_hard_split=pr["split"],
+            files=files,
+            scoring=pr.get("scoring", "insample"),
+            folds=pr.get("folds", 5),
+            fold_models=[str(d.path) for d in stage.deps if d.kind == BiasFold.name],
+            features=pr.get("features", "basic"),
+        )
 
 
 class Compress(ModelStage):
@@ -147,15 +168,28 @@ class Speed(Kind):
 
     def run(self, stage, cfg, rep, files):
         with atomic_dir(stage.path) as tmp:
-            measure_speed({d.name: d.path for d in stage.deps}, cfg, tmp / self.output_file,
-                          n=stage.params["examples"], repeats=stage.params["repeats"], progress=rep,
-                          runtimes=stage.params.get("runtimes"))
+            measure_speed(
+                {d.name: d.path for d in stage.deps},
+                cfg,
+                tmp / self.output_file,
+                n=stage.params["examples"],
+                repeats=stage.params["repeats"],
+                progress=rep,
+                runtimes=stage.params.get("runtimes"),
+            )
             schemas.write(tmp / "stage.json", files["stage.json"]())
 
     def check(self, stage, cfg, ins):
         passes = 1 + len(stage.params.get("runtimes") or [])  # its own precision, then each runtime
-        stage.work = {"infer": (stage.params["repeats"] + 1) * stage.params["examples"] * len(stage.deps) * passes}
+        stage.work = {
+            "infer": (stage.params["repeats"] + 1)
+            * stage.params["examples"]
+            * len(stage.deps)
+            * passes
+        }
         stage.external = {"task": ins.task_key}
 
 
-KINDS.update({k.name: k() for k in (Teacher, BiasFold, Bias, UncertaintyRun, Uncertainty, Compress, Speed)})
+KINDS.update(
+    {k.name: k() for k in (Teacher, BiasFold, Bias, UncertaintyRun, Uncertainty, Compress, Speed)}
+)

@@ -18,18 +18,22 @@ from ..models.infer import predict_logits
 def prediction_table(split: Split, logits: np.ndarray, model_labels: list[str]) -> pd.DataFrame:
     """One row per example: id, gold, predicted label, class probabilities, loss, meta columns."""
     probs = softmax(logits.astype(np.float64))
-    if split.collapse is not None and list(model_labels) != list(split.labels):  # (a 2-way model: as is)
+    if split.collapse is not None and list(model_labels) != list(
+        split.labels
+    ):  # (a 2-way model: as is)
         probs = collapse_probs(probs, model_labels, split.collapse, split.labels)
     gold = np.array([e["label"] for e in split.examples])
     pred = probs.argmax(1)
-    df = pd.DataFrame({
-        "id": [e["id"] for e in split.examples],
-        "gold": [split.labels[g] for g in gold],
-        "pred": [split.labels[p] for p in pred],
-        "correct": pred == gold,
-        "confidence": probs.max(1),
-        "loss": -np.log(np.clip(probs[np.arange(len(gold)), gold], 1e-12, None)),
-    })
+    df = pd.DataFrame(
+        {
+            "id": [e["id"] for e in split.examples],
+            "gold": [split.labels[g] for g in gold],
+            "pred": [split.labels[p] for p in pred],
+            "correct": pred == gold,
+            "confidence": probs.max(1),
+            "loss": -np.log(np.clip(probs[np.arange(len(gold)), gold], 1e-12, None)),
+        }
+    )
     for j, name in enumerate(split.labels):
         df[f"p_{name}"] = probs[:, j]
     for meta in split.group_by:
@@ -37,8 +41,9 @@ def prediction_table(split: Split, logits: np.ndarray, model_labels: list[str]) 
     return df
 
 
-def predict_tables(model, tokenizer, splits: dict[str, Split], cfg: RunConfig, progress=None
-                   ) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
+def predict_tables(
+    model, tokenizer, splits: dict[str, Split], cfg: RunConfig, progress=None
+) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
     """Prediction tables of one model on every split, and its examples/s on each.
     `progress(done)` gets the number of examples scored so far, over all splits."""
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -46,7 +51,9 @@ def predict_tables(model, tokenizer, splits: dict[str, Split], cfg: RunConfig, p
     for name, split in splits.items():
         enc = EncodedSplit(split.examples, tokenizer, cfg.max_length, field=cfg.input_field)
         cb = None if progress is None else (lambda n, before=before: progress(before + n))
-        logits, speed[name] = predict_logits(model, enc, cfg.eval_batch_size, bf16=cfg.bf16, progress=cb)
+        logits, speed[name] = predict_logits(
+            model, enc, cfg.eval_batch_size, bf16=cfg.bf16, progress=cb
+        )
         tables[name] = prediction_table(split, logits, labels)
         before += len(split)
     return tables, speed

@@ -55,10 +55,14 @@ class LineReporter(Reporter):
         self.last = now
         eta = "?" if left is None else f"{left:.0f}s"
         extra = f", {_fmt(info)}" if info else ""
-        self._print(f"  {self.label}: {done}/{self.total} {self.unit} ({now - self.t0:.0f}s, eta {eta}{extra})")
+        self._print(
+            f"  {self.label}: {done}/{self.total} {self.unit} ({now - self.t0:.0f}s, eta "
+            f"{eta}{extra})"
+        )
 
     def seconds_left(self, done: int, now: float) -> float | None:
-        """From the rate since the phase's first update: a resumed phase starts at its checkpoint."""
+        """From the rate since the phase's first update: a resumed phase starts at its
+        checkpoint."""
         if self.base is None:
             self.base = (done, now)
         if done >= self.total:

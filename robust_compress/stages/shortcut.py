@@ -32,10 +32,17 @@ def _write_parquet(df: pd.DataFrame, out: Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
-def compute_uncertainty(cfg: RunConfig, out: Path, models: list[str] | None = None, snapshots: str | None = None,
-                        oneshot: str | None = None, sparsities: list[float] | None = None,
-                        dynamics: str | None = None, stat: str = "loss",
-                        progress: Reporter | None = None) -> pd.DataFrame:
+def compute_uncertainty(
+    cfg: RunConfig,
+    out: Path,
+    models: list[str] | None = None,
+    snapshots: str | None = None,
+    oneshot: str | None = None,
+    sparsities: list[float] | None = None,
+    dynamics: str | None = None,
+    stat: str = "loss",
+    progress: Reporter | None = None,
+) -> pd.DataFrame:
     """v_i over the configured training examples from (a) a snapshot folder, (b) explicit model
     folders, (c) one model one-shot pruned to several sparsities without retraining, or (d) the
     training dynamics a teacher recorded while it was fine-tuned (free)."""
@@ -51,9 +58,17 @@ def compute_uncertainty(cfg: RunConfig, out: Path, models: list[str] | None = No
             raise UserError(f"{path}: not found (fine-tune the teacher with record_dynamics: true)")
         df = uncertainty.from_dynamics(pd.read_parquet(path), examples, stat)
         _write_parquet(df, out)
-        write_json(out.with_suffix(".json"), {"source": "dynamics", "model": dynamics, "stat": stat,
-                                              "train_limit": cfg.train_limit, "data_seed": cfg.data_seed,
-                                              "task": cfg.task})
+        write_json(
+            out.with_suffix(".json"),
+            {
+                "source": "dynamics",
+                "model": dynamics,
+                "stat": stat,
+                "train_limit": cfg.train_limit,
+                "data_seed": cfg.data_seed,
+                "task": cfg.task,
+            },
+        )
         return df
     cache = LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16)
     if snapshots:
@@ -65,25 +80,46 @@ def compute_uncertainty(cfg: RunConfig, out: Path, models: list[str] | None = No
         bad = [s for s in sparsities if not 0 <= s < 1]
         if bad:
             raise UserError(f"sparsities {bad} must be in [0, 1)")
-        model = load_model(oneshot, load_task(cfg.task).labels, label_map=cfg.label_map)  # scored on gold labels
+        model = load_model(
+            oneshot, load_task(cfg.task).labels, label_map=cfg.label_map
+        )  # scored on gold labels
         tok = load_tokenizer(oneshot, model)
         rep.task("score (one-shot pruned)", len(sparsities), "models")
-        df, stats = uncertainty.from_oneshot(model, EncodedSplit(examples, tok, cfg.max_length), examples,
-                                             sparsities, cfg.eval_batch_size, cfg.bf16, progress=rep.update)
+        df, stats = uncertainty.from_oneshot(
+            model,
+            EncodedSplit(examples, tok, cfg.max_length),
+            examples,
+            sparsities,
+            cfg.eval_batch_size,
+            cfg.bf16,
+            progress=rep.update,
+        )
         source: dict[str, Any] = {"source": "oneshot", "model": oneshot, "sparsities": sparsities}
     else:
         rep.task("score the training set", len(models), "models")
-        df, stats = uncertainty.from_models(models, examples, cache, cfg.max_length, progress=rep.update)
+        df, stats = uncertainty.from_models(
+            models, examples, cache, cfg.max_length, progress=rep.update
+        )
         source = {"source": "snapshots" if snapshots else "models", "models": models}
     _write_parquet(df, out)
     labels = load_task(cfg.task).labels
     for st in stats:
         st["top_pred"] = labels[st["top_pred"]]
         if st["top_pred_share"] >= 0.9:
-            rep.note(f"scoring model {st['model']} predicts {st['top_pred']!r} on {100 * st['top_pred_share']:.0f}% "
-                     "of the training set (collapsed)")
-    write_json(out.with_suffix(".json"), source | {"train_limit": cfg.train_limit, "data_seed": cfg.data_seed,
-                                                   "task": cfg.task, "models_scored": stats})
+            rep.note(
+                f"scoring model {st['model']} predicts {st['top_pred']!r} on "
+                f"{100 * st['top_pred_share']:.0f}% of the training set (collapsed)"
+            )
+    write_json(
+        out.with_suffix(".json"),
+        source
+        | {
+            "train_limit": cfg.train_limit,
+            "data_seed": cfg.data_seed,
+            "task": cfg.task,
+            "models_scored": stats,
+        },
+    )
     return df
 
 
@@ -92,18 +128,35 @@ class BiasKind:
     without one fold of the training set scores that fold (cross-fitting)."""
 
     name: ClassVar[str]
-    fold_stages: ClassVar[bool] = False  # cross-fitting trains one model per fold, each a study stage
+    fold_stages: ClassVar[bool] = (
+        False  # cross-fitting trains one model per fold, each a study stage
+    )
 
     def params(self, features: str) -> dict[str, Any]:
         """Its settings that change the artifact (in a study stage's key)."""
         return {}
 
-    def train(self, cfg: RunConfig, task, overwrite: bool, progress: Reporter | None, files: dict[str, Any],
-              features: str) -> Path:
+    def train(
+        self,
+        cfg: RunConfig,
+        task,
+        overwrite: bool,
+        progress: Reporter | None,
+        files: dict[str, Any],
+        features: str,
+    ) -> Path:
         raise NotImplementedError
 
-    def fold_probs(self, cfg: RunConfig, task, seen: list[dict], held: list[dict], fold_model: str | None,
-                   features: str, cache: LogitCache) -> np.ndarray:
+    def fold_probs(
+        self,
+        cfg: RunConfig,
+        task,
+        seen: list[dict],
+        held: list[dict],
+        fold_model: str | None,
+        features: str,
+        cache: LogitCache,
+    ) -> np.ndarray:
         raise NotImplementedError
 
 
@@ -114,8 +167,12 @@ class PartialInput(BiasKind):
     fold_stages = True
 
     def train(self, cfg, task, overwrite, progress, files, features):
-        return finetune(cfg.model_copy(update={"input_field": task.bias_field}), overwrite=overwrite,
-                        progress=progress, files=files)
+        return finetune(
+            cfg.model_copy(update={"input_field": task.bias_field}),
+            overwrite=overwrite,
+            progress=progress,
+            files=files,
+        )
 
     def fold_probs(self, cfg, task, seen, held, fold_model, features, cache):
         return easy_hard.bias_probs(fold_model, held, cache, cfg.max_length)
@@ -134,13 +191,27 @@ class Overlap(BiasKind):
         check_output(out, overwrite)
         args = cfg.data_args()
         splits = {n: s for n, s in load_eval_splits(args, task).items() if s.role != "cue"}
-        model = OverlapModel.fit(load_train_split(args, task).examples, task.labels, features=features)
-        tables = {n: prediction_table(s, np.log(np.clip(model.predict_proba(s.examples), 1e-12, None)), task.labels)
-                  for n, s in splits.items()}
-        summary = summarize(tables, {n: s.role for n, s in splits.items()},
-                            {n: s.group_by for n, s in splits.items()}, rule=task.delta_rule(list(splits)))
-        write_artifact(out, cfg=cfg, tables=tables, files={OVERLAP_FILE: model.to_json(), "summary.json": summary}
-                       | files)
+        model = OverlapModel.fit(
+            load_train_split(args, task).examples, task.labels, features=features
+        )
+        tables = {
+            n: prediction_table(
+                s, np.log(np.clip(model.predict_proba(s.examples), 1e-12, None)), task.labels
+            )
+            for n, s in splits.items()
+        }
+        summary = summarize(
+            tables,
+            {n: s.role for n, s in splits.items()},
+            {n: s.group_by for n, s in splits.items()},
+            rule=task.delta_rule(list(splits)),
+        )
+        write_artifact(
+            out,
+            cfg=cfg,
+            tables=tables,
+            files={OVERLAP_FILE: model.to_json(), "summary.json": summary} | files,
+        )
         return out
 
     def fold_probs(self, cfg, task, seen, held, fold_model, features, cache):
@@ -152,53 +223,76 @@ BIAS_KINDS: dict[str, BiasKind] = {k.name: k() for k in (PartialInput, Overlap)}
 
 def bias_kind(name: str) -> BiasKind:
     if name not in BIAS_KINDS:
-        raise UserError(f"unknown bias-model kind {name!r}: use {' or '.join(map(repr, BIAS_KINDS))}")
+        raise UserError(
+            f"unknown bias-model kind {name!r}: use {' or '.join(map(repr, BIAS_KINDS))}"
+        )
     return BIAS_KINDS[name]
 
 
-def train_bias_model(cfg: RunConfig, kind: str = "partial", overwrite: bool = False,
-                     progress: Reporter | None = None, easy_hard_split: str | None = None,
-                     files: dict[str, Any] | None = None, scoring: str | None = None, folds: int = 5,
-                     fold_models: list[str] | None = None, features: str = "basic") -> Path:
+def train_bias_model(
+    cfg: RunConfig,
+    kind: str = "partial",
+    overwrite: bool = False,
+    progress: Reporter | None = None,
+    easy_hard_split: str | None = None,
+    files: dict[str, Any] | None = None,
+    scoring: str | None = None,
+    folds: int = 5,
+    fold_models: list[str] | None = None,
+    features: str = "basic",
+) -> Path:
     """A bias-only model of a kind in `BIAS_KINDS` (`partial`: one side of the pair; `overlap`:
-    lexical-overlap features). With `easy_hard_split`, the artifact also holds that split's easy/hard
-    partition (`easy_hard.parquet`); with `scoring` (crossfit | insample), the training set's
-    probabilities (`train_probs.parquet`, read by the known-bias losses; cross-fitting a kind that
-    trains its folds as stages needs their `fold_models`). Both are written before the artifact is
-    complete: no finished bias model lacks them. `features`: the overlap model's feature set."""
+    lexical-overlap features). With `easy_hard_split`, the artifact also holds that split's
+    easy/hard partition (`easy_hard.parquet`); with `scoring` (crossfit | insample), the training
+    set's probabilities (`train_probs.parquet`, read by the known-bias losses; cross-fitting a kind
+    that trains its folds as stages needs their `fold_models`). Both are written before the artifact
+    is complete: no finished bias model lacks them. `features`: the overlap model's feature set."""
     spec = bias_kind(kind)
     if scoring == "crossfit" and spec.fold_stages and len(fold_models or []) != folds:
         raise UserError(f"cross-fitting a {kind} bias model needs its {folds} fold models")
     task = load_task(cfg.task)
     files = dict(files or {})
     if easy_hard_split is not None:
-        files = {"easy_hard.parquet": lambda tmp: easy_hard_frame(cfg, str(tmp), easy_hard_split)} | files
+        files = {
+            "easy_hard.parquet": lambda tmp: easy_hard_frame(cfg, str(tmp), easy_hard_split)
+        } | files
     if scoring is not None:  # the training set's probabilities, for the losses (before the record)
         made: dict[str, Any] = {}
 
         def probs(tmp: Path) -> pd.DataFrame:
-            made["table"], made["record"] = bias_train_probs(cfg, kind, str(tmp), scoring, folds, fold_models,
-                                                             features)
+            made["table"], made["record"] = bias_train_probs(
+                cfg, kind, str(tmp), scoring, folds, fold_models, features
+            )
             return made["table"]
 
         files = {TRAIN_PROBS: probs, BIAS_RECORD: lambda tmp: made["record"]} | files
     return spec.train(cfg, task, overwrite, progress, files, features)
 
 
-def bias_train_probs(cfg: RunConfig, kind: str, model_dir: str, scoring: str = "crossfit", folds: int = 5,
-                     fold_models: list[str] | None = None, features: str = "basic"
-                     ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A bias model's probabilities on its training split: in-sample (the model trained on all of it)
-    and, cross-fitted, out-of-fold: each example scored by the fold model that never saw it (Clark et
-    al. 2019's caveat: an in-sample bias model is over-confident on its own training examples).
-    Returns the table (id, text key, fold, label, insample_p<j>, crossfit_p<j>) and a record."""
+def bias_train_probs(
+    cfg: RunConfig,
+    kind: str,
+    model_dir: str,
+    scoring: str = "crossfit",
+    folds: int = 5,
+    fold_models: list[str] | None = None,
+    features: str = "basic",
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A bias model's probabilities on its training split: in-sample (the model trained on all of
+    it) and, cross-fitted, out-of-fold: each example scored by the fold model that never saw it
+    (Clark et al. 2019's caveat: an in-sample bias model is over-confident on its own training
+    examples). Returns the table (id, text key, fold, label, insample_p<j>, crossfit_p<j>) and a
+    record."""
     task = load_task(cfg.task)
     args = cfg.data_args().model_copy(update={"cv_fold": None})
     examples = load_train_split(args, task).examples
     cache = LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16)
     gold = np.array([e["label"] for e in examples])
-    columns: dict[str, Any] = {"id": [e["id"] for e in examples], "key": [text_key(e) for e in examples],
-                               "label": gold}
+    columns: dict[str, Any] = {
+        "id": [e["id"] for e in examples],
+        "key": [text_key(e) for e in examples],
+        "label": gold,
+    }
     probs = {"insample": easy_hard.bias_probs(model_dir, examples, cache, cfg.max_length)}
     if scoring == "crossfit":
         fold = np.array(folds_of(examples, folds, cfg.data_seed))
@@ -207,12 +301,17 @@ def bias_train_probs(cfg: RunConfig, kind: str, model_dir: str, scoring: str = "
         for k in range(folds):
             held = [examples[i] for i in np.flatnonzero(fold == k)]
             seen = [examples[i] for i in np.flatnonzero(fold != k)]
-            out[fold == k] = spec.fold_probs(cfg, task, seen, held, fold_models[k] if fold_models else None,
-                                             features, cache)
+            out[fold == k] = spec.fold_probs(
+                cfg, task, seen, held, fold_models[k] if fold_models else None, features, cache
+            )
         probs["crossfit"] = out
         columns["fold"] = fold
-    record: dict[str, Any] = {"kind": kind, "scoring": scoring, "folds": folds if scoring == "crossfit" else None,
-                              "n": len(examples)}
+    record: dict[str, Any] = {
+        "kind": kind,
+        "scoring": scoring,
+        "folds": folds if scoring == "crossfit" else None,
+        "n": len(examples),
+    }
     for mode, p in probs.items():
         for j in range(p.shape[1]):
             columns[f"{mode}_p{j}"] = p[:, j]
@@ -224,9 +323,13 @@ def bias_train_probs(cfg: RunConfig, kind: str, model_dir: str, scoring: str = "
 def easy_hard_frame(cfg: RunConfig, bias_model: str, split_name: str) -> pd.DataFrame:
     """Easy/hard partition (id, easy) of an eval split by a bias-only model (easy = it is right)."""
     task = load_task(cfg.task)
-    split = load_split(task, split_name, cfg.data_dir, cfg.source, limit=cfg.eval_limit, seed=cfg.data_seed)
+    split = load_split(
+        task, split_name, cfg.data_dir, cfg.source, limit=cfg.eval_limit, seed=cfg.data_seed
+    )
     cache = LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16)
-    probs = easy_hard.bias_probs(bias_model, split.examples, cache, cfg.max_length, task.labels, cfg.label_map)
+    probs = easy_hard.bias_probs(
+        bias_model, split.examples, cache, cfg.max_length, task.labels, cfg.label_map
+    )
     return easy_hard.easy_hard_table(split.examples, probs)
 
 
@@ -237,8 +340,12 @@ def write_easy_hard(cfg: RunConfig, bias_model: str, split_name: str, out: Path)
     return df
 
 
-def bias_model_analysis(cfg: RunConfig, teacher_dir: Path, uncertainty_source: tuple[str, Path] | None,
-                        biases: list[tuple[str, str, str, Path]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def bias_model_analysis(
+    cfg: RunConfig,
+    teacher_dir: Path,
+    uncertainty_source: tuple[str, Path] | None,
+    biases: list[tuple[str, str, str, Path]],
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """How a study's bias models did: each one's accuracy, how it scored the training set, and its
     agreement with every uncertainty source the study has (its own, and the teacher's training
     dynamics when recorded) and with the other bias models. `biases`: (name, kind, stage, folder),
@@ -252,33 +359,61 @@ def bias_model_analysis(cfg: RunConfig, teacher_dir: Path, uncertainty_source: t
     if uncertainty_source is None or uncertainty_source[0] != "dynamics":
         dyn = Path(teacher_dir) / uncertainty.DYNAMICS
         if dyn.is_file():
-            with contextlib.suppress(UserError):  # a teacher of one epoch, or of other examples: none
-                sources["dynamics"] = uncertainty.from_dynamics(pd.read_parquet(dyn), examples, "loss")["v"].to_numpy()
+            with contextlib.suppress(
+                UserError
+            ):  # a teacher of one epoch, or of other examples: none
+                sources["dynamics"] = uncertainty.from_dynamics(
+                    pd.read_parquet(dyn), examples, "loss"
+                )["v"].to_numpy()
     cache = LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16)
     easy: dict[str, np.ndarray] = {}
     record: dict[str, dict] = {}
     for name, kind, stage, path in biases:
-        ctx = Context(labels=load_task(cfg.task).labels, alpha=0.5, cache_dir=cfg.cache_dir,
-                      max_length=cfg.max_length, batch_size=cfg.eval_batch_size, bf16=cfg.bf16)
+        ctx = Context(
+            labels=load_task(cfg.task).labels,
+            alpha=0.5,
+            cache_dir=cfg.cache_dir,
+            max_length=cfg.max_length,
+            batch_size=cfg.eval_batch_size,
+            bf16=cfg.bf16,
+        )
         try:  # what the losses read: the stage's own (cross-fitted) probabilities, else in-sample
             probs = np.stack(EXTRAS["bias_probs"].build(str(path), examples, None, ctx))
-        except UserError:  # it was trained on other data than the compressed runs: score them in-sample
+        except (
+            UserError
+        ):  # it was trained on other data than the compressed runs: score them in-sample
             probs = easy_hard.bias_probs(str(path), examples, cache, cfg.max_length)
         easy[name] = easy_hard.easy_mask(probs, gold)
         summary = read_json(path / "summary.json")
         p = float(easy[name].mean())
-        record[name] = {"kind": kind, "stage": stage, "path": str(path),
-                        "accuracy": {s: v["accuracy"] for s, v in summary["splits"].items() if v.get("role") != "cue"},
-                        "training_set": read_json(path / BIAS_RECORD) if (path / BIAS_RECORD).is_file() else None,
-                        "train_examples_scored": len(examples), "easy_fraction": p,
-                        "chance": p * p + (1 - p) * (1 - p),
-                        "agreement": {src: easy_hard.agreement(v, easy[name]) for src, v in sources.items()}}
+        record[name] = {
+            "kind": kind,
+            "stage": stage,
+            "path": str(path),
+            "accuracy": {
+                s: v["accuracy"] for s, v in summary["splits"].items() if v.get("role") != "cue"
+            },
+            "training_set": read_json(path / BIAS_RECORD)
+            if (path / BIAS_RECORD).is_file()
+            else None,
+            "train_examples_scored": len(examples),
+            "easy_fraction": p,
+            "chance": p * p + (1 - p) * (1 - p),
+            "agreement": {src: easy_hard.agreement(v, easy[name]) for src, v in sources.items()},
+        }
     for a, rec in record.items():
-        rec["agreement_with_bias_models"] = {b: float((easy[a] == easy[b]).mean()) for b in record if b != a}
+        rec["agreement_with_bias_models"] = {
+            b: float((easy[a] == easy[b]).mean()) for b in record if b != a
+        }
     first = record[biases[0][0]]
     agree = None
     if uncertainty_source is not None:
-        agree = {"n": len(examples), "agreement": first["agreement"][uncertainty_source[0]],
-                 "bias_easy_fraction": first["easy_fraction"], "chance": first["chance"],
-                 "uncertainty": str(uncertainty_source[1]), "bias_model": str(biases[0][3])}
+        agree = {
+            "n": len(examples),
+            "agreement": first["agreement"][uncertainty_source[0]],
+            "bias_easy_fraction": first["easy_fraction"],
+            "chance": first["chance"],
+            "uncertainty": str(uncertainty_source[1]),
+            "bias_model": str(biases[0][3]),
+        }
     return record, agree

@@ -1,6 +1,6 @@
 """Where a study's per-sample uncertainty comes from, one class per source behind one registry
-(`SOURCES`). A source says which pruning runs of the teacher it needs (each a cached stage), which of
-its settings change the result (in the key), how many models score the training set (for the time
+(`SOURCES`). A source says which pruning runs of the teacher it needs (each a cached stage), which
+of its settings change the result (in the key), how many models score the training set (for the time
 estimate) and how it computes v_i. Adding a source: one class here and one line in `SOURCES` (a new
 setting: a field of the experiment's `uncertainty` section)."""
 
@@ -24,7 +24,8 @@ class Source:
     summary: ClassVar[str]  # for the experiment's help text
 
     def runs(self, sparsities: list[float]) -> dict[str, dict[str, Any]]:
-        """The pruning runs of the teacher it scores with: stage-name suffix -> compression settings."""
+        """The pruning runs of the teacher it scores with: stage-name suffix -> compression
+        settings."""
         return {}
 
     def params(self, settings) -> dict[str, Any]:
@@ -75,8 +76,13 @@ class OneShot(Source):
     summary = "one-shot pruning"
 
     def compute(self, stage, cfg, out, rep):
-        compute_uncertainty(cfg, out, oneshot=str(_teacher(stage)), sparsities=stage.params["sparsities"],
-                            progress=rep)
+        compute_uncertainty(
+            cfg,
+            out,
+            oneshot=str(_teacher(stage)),
+            sparsities=stage.params["sparsities"],
+            progress=rep,
+        )
 
 
 class Dynamics(Source):
@@ -91,15 +97,21 @@ class Dynamics(Source):
 
     def check(self, teacher, where):
         if teacher.given and not (Path(teacher.path).expanduser() / "dynamics.parquet").is_file():
-            raise UserError(f"{where}: uncertainty.source dynamics: the given teacher {teacher.meta['given']} "
-                            "recorded no training dynamics (dynamics.parquet)")
+            raise UserError(
+                f"{where}: uncertainty.source dynamics: the given teacher {teacher.meta['given']} "
+                "recorded no training dynamics (dynamics.parquet)"
+            )
         t = given_run_config(teacher.path) if teacher.given else teacher.resolve()
         if not t.max_steps and t.epochs < 2:
-            raise UserError(f"{where}: uncertainty.source dynamics needs the teacher to see each example at least "
-                            f"twice (teacher epochs {t.epochs} < 2)")
+            raise UserError(
+                f"{where}: uncertainty.source dynamics needs the teacher to see each example at "
+                f"least twice (teacher epochs {t.epochs} < 2)"
+            )
 
     def compute(self, stage, cfg, out, rep):
-        compute_uncertainty(cfg, out, dynamics=str(_teacher(stage)), stat=stage.params["stat"], progress=rep)
+        compute_uncertainty(
+            cfg, out, dynamics=str(_teacher(stage)), stat=stage.params["stat"], progress=rep
+        )
 
 
 SOURCES: dict[str, Source] = {s.name: s() for s in (Snapshots, Runs, OneShot, Dynamics)}

@@ -1,6 +1,7 @@
 """The speed stage: inference examples/s of every model of a study and of its dense teacher,
-measured side by side in one process with the harness `benchmarks/` uses (`models.infer.throughput`),
-so a speed-up is a ratio of two numbers taken under the same conditions.
+measured side by side in one process with the harness `benchmarks/` uses
+(`models.infer.throughput`), so a speed-up is a ratio of two numbers taken under the same
+conditions.
 
 `examples_per_s` is the study's own precision (fp32, or bf16 autocast with int8 models on fp32
 activations), as always. With `runtimes`, every model is also timed on each named runtime
@@ -30,23 +31,36 @@ from ..models.runtimes import time_on
 from .progress import Reporter
 
 
-def measure_speed(models: dict[str, str | Path], cfg: RunConfig, out: Path, n: int = 512, repeats: int = 3,
-                  progress: Reporter | None = None, runtimes: list[str] | None = None) -> dict[str, Any]:
-    """examples/s of each model (folder or hub id) on the same `n` examples of the task's first ID split
-    (each model with its own tokenizer), fp32 (or bf16 autocast if cfg.bf16), batch cfg.eval_batch_size;
-    and on each of `runtimes` when given."""
+def measure_speed(
+    models: dict[str, str | Path],
+    cfg: RunConfig,
+    out: Path,
+    n: int = 512,
+    repeats: int = 3,
+    progress: Reporter | None = None,
+    runtimes: list[str] | None = None,
+) -> dict[str, Any]:
+    """examples/s of each model (folder or hub id) on the same `n` examples of the task's first ID
+    split (each model with its own tokenizer), fp32 (or bf16 autocast if cfg.bf16), batch
+    cfg.eval_batch_size; and on each of `runtimes` when given."""
     rep = progress or Reporter()
     task = load_task(cfg.task)
-    have = eval_split_names(cfg.data_args(), task)  # the chosen sets the source has (offline: no QQP dev)
+    have = eval_split_names(
+        cfg.data_args(), task
+    )  # the chosen sets the source has (offline: no QQP dev)
     chosen = [s for s in task.splits if s in have]
-    ids = [s for s in chosen if task.splits[s].role == "id"] or chosen  # (a 2-way model audited on HANS alone)
+    ids = [
+        s for s in chosen if task.splits[s].role == "id"
+    ] or chosen  # (a 2-way model audited on HANS alone)
     if not ids:
         raise UserError(f"task {task.name!r}: no eval split to time inference on")
     split = load_split(task, ids[0], cfg.data_dir, cfg.source, limit=n, seed=cfg.data_seed)
     set_threads()
     entries = {}
     for name, folder in models.items():
-        folder = resolve_model_dir(str(folder))  # timing is the same in any label order: the model's own
+        folder = resolve_model_dir(
+            str(folder)
+        )  # timing is the same in any label order: the model's own
         model = load_for_inference(folder, model_labels(folder) or task.labels)
         tok = load_tokenizer(str(folder), model)
         entries[name] = (model, EncodedSplit(split.examples, tok, cfg.max_length))
@@ -54,16 +68,37 @@ def measure_speed(models: dict[str, str | Path], cfg: RunConfig, out: Path, n: i
     rep.task("time inference", phase * (1 + len(runtimes or [])), "passes")
     rates = throughput(entries, cfg.eval_batch_size, repeats, cfg.bf16, progress=rep.update)
     per_runtime = {}
-    with tempfile.TemporaryDirectory(prefix="speed-onnx-") as exports:  # one export per model, both onnxruntimes
+    with tempfile.TemporaryDirectory(
+        prefix="speed-onnx-"
+    ) as exports:  # one export per model, both onnxruntimes
         for i, runtime in enumerate(runtimes or [], 1):
-            got, missing = time_on(entries, runtime, cfg.eval_batch_size, repeats, workdir=Path(exports),
-                                   progress=lambda k, done=i * phase: rep.update(done + k))
-            per_runtime[runtime] = {"examples_per_s": {k: round(v, 2) for k, v in got.items()}, "missing": missing}
-    result = {"examples_per_s": {k: round(v, 2) for k, v in rates.items()},
-              "harness": {"split": ids[0], "examples": len(split), "batch_size": cfg.eval_batch_size,
-                          "max_length": cfg.max_length, "bf16": cfg.bf16, "repeats": repeats,
-                          "threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu",
-                          "machine": platform.machine(), "cpus": os.cpu_count()}}
+            got, missing = time_on(
+                entries,
+                runtime,
+                cfg.eval_batch_size,
+                repeats,
+                workdir=Path(exports),
+                progress=lambda k, done=i * phase: rep.update(done + k),
+            )
+            per_runtime[runtime] = {
+                "examples_per_s": {k: round(v, 2) for k, v in got.items()},
+                "missing": missing,
+            }
+    result = {
+        "examples_per_s": {k: round(v, 2) for k, v in rates.items()},
+        "harness": {
+            "split": ids[0],
+            "examples": len(split),
+            "batch_size": cfg.eval_batch_size,
+            "max_length": cfg.max_length,
+            "bf16": cfg.bf16,
+            "repeats": repeats,
+            "threads": torch.get_num_threads(),
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+        },
+    }
     if runtimes:
         result["runtimes"] = per_runtime
     schemas.write(Path(out), result)

@@ -44,8 +44,17 @@ def code_version() -> str:
     if os.environ.get("ROBUST_COMPRESS_CODE_VERSION"):
         return os.environ["ROBUST_COMPRESS_CODE_VERSION"]
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], check=False, capture_output=True,
-                              text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "describe", "--always", "--dirty"],
+                check=False,
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).parent,
+                timeout=5,
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -78,8 +87,8 @@ def clear_leftovers(stage: Stage) -> None:
 
 @dataclass
 class Study:
-    """What an executor is handed: the plan, this shard's stages to run, where to report, how to run a
-    stage here and how to refresh the study's index."""
+    """What an executor is handed: the plan, this shard's stages to run, where to report, how to run
+    a stage here and how to refresh the study's index."""
 
     exp: Any
     stages: list[Stage]
@@ -92,9 +101,14 @@ class Study:
         return Path(self.exp.output_dir) / "locks" / f"{stage.path.name}.lock"
 
     def waits(self, stage: Stage, coming: set[int] = frozenset()) -> bool:
-        """The speed stage needs every model: skipped while one is neither done nor coming in this run."""
-        if stage.spec.needs_every_model and not all(d.done() or id(d) in coming for d in stage.deps):
-            self.rep.note(f"{stage.name}: skipped until every model is done (another shard will time them)")
+        """The speed stage needs every model: skipped while one is neither done nor coming in this
+        run."""
+        if stage.spec.needs_every_model and not all(
+            d.done() or id(d) in coming for d in stage.deps
+        ):
+            self.rep.note(
+                f"{stage.name}: skipped until every model is done (another shard will time them)"
+            )
             return True
         return False
 
@@ -138,12 +152,15 @@ class Outcome:
 
 
 class WorkerReporter(LineReporter):
-    """A remote stage's progress as plain lines (the worker's log); its notes go back to the driver."""
+    """A remote stage's progress as plain lines (the worker's log); its notes go back to the
+    driver."""
 
     def __init__(self, stage: Stage):
         super().__init__(sys.stderr, every=30.0)
         self.stage, self.notes = stage, []
-        self.checkpoint = stage.path.with_name(stage.path.name + ".partial") / "checkpoint" / "loop_state.json"
+        self.checkpoint = (
+            stage.path.with_name(stage.path.name + ".partial") / "checkpoint" / "loop_state.json"
+        )
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -177,13 +194,16 @@ def execute(stage: Stage, code: str, cwd: str, lock: str, threads: int | None = 
         return Outcome(stage.name, ran=True, seconds=time.perf_counter() - t0, notes=rep.notes)
 
 
-def _ray_task(stage: Stage, code: str, cwd: str, lock: str, threads: int, *upstream: Outcome) -> Outcome:
+def _ray_task(
+    stage: Stage, code: str, cwd: str, lock: str, threads: int, *upstream: Outcome
+) -> Outcome:
     """A Ray task: its upstream stages' outcomes are its arguments, so Ray runs it after them."""
     return execute(stage, code, cwd, lock, threads)
 
 
 def _array_task(stage: Stage, code: str, cwd: str, lock: str) -> Outcome:
-    """A submitit job: a bad input comes back as its one line (a traceback would be read as a crash)."""
+    """A submitit job: a bad input comes back as its one line (a traceback would be read as a
+    crash)."""
     try:
         return execute(stage, code, cwd, lock)
     except UserError as e:
@@ -227,12 +247,17 @@ class Ray:
             if s.done() or study.waits(s, set(refs)):
                 continue
             upstream = [refs[id(d)] for d in s.deps if id(d) in refs]
-            refs[id(s)] = task.options(num_cpus=self.cpus, num_gpus=1 if gpus and s.spec.trains else 0,
-                                       max_retries=self.retries, name=s.name).remote(
-                s, code, cwd, str(study.lock(s)), threads, *upstream)
+            refs[id(s)] = task.options(
+                num_cpus=self.cpus,
+                num_gpus=1 if gpus and s.spec.trains else 0,
+                max_retries=self.retries,
+                name=s.name,
+            ).remote(s, code, cwd, str(study.lock(s)), threads, *upstream)
         by_ref = {ref: s for s in study.todo if (ref := refs.get(id(s))) is not None}
-        study.rep.note(f"ray: {len(by_ref)} stages submitted ({ray.cluster_resources().get('CPU', 0):.0f} CPUs"
-                       + (f", {ray.cluster_resources()['GPU']:.0f} GPUs)" if gpus else ")"))
+        study.rep.note(
+            f"ray: {len(by_ref)} stages submitted ({ray.cluster_resources().get('CPU', 0):.0f} CPUs"
+            + (f", {ray.cluster_resources()['GPU']:.0f} GPUs)" if gpus else ")")
+        )
         failed: list[BaseException] = []
         while by_ref:  # as they finish; after a failure, what does not depend on it still finishes
             [ref], _ = ray.wait(list(by_ref), num_returns=1)
@@ -241,9 +266,15 @@ class Ray:
                 _report(study, s, ray.get(ref))
             except ray.exceptions.RayTaskError as e:
                 failed.append(e.cause if isinstance(getattr(e, "cause", None), UserError) else e)
-            except ray.exceptions.RayError as e:  # its worker was lost more often than it may be retried
-                failed.append(UserError(f"stage {s.name}: {type(e).__name__}: {str(e).splitlines()[0]} "
-                                        "(rerun the study: it resumes)"))
+            except (
+                ray.exceptions.RayError
+            ) as e:  # its worker was lost more often than it may be retried
+                failed.append(
+                    UserError(
+                        f"stage {s.name}: {type(e).__name__}: {str(e).splitlines()[0]} "
+                        "(rerun the study: it resumes)"
+                    )
+                )
         if failed:
             raise failed[0]
 
@@ -251,21 +282,35 @@ class Ray:
 class Submitit:
     """Slurm job arrays, one per wave of independent stages (without Slurm: local processes)."""
 
-    def __init__(self, folder: str | Path | None = None, cluster: str | None = None,
-                 slurm_partition: str | None = None, slurm_gpus: int = 0, cpus_per_stage: int = 1,
-                 timeout_min: int = 24 * 60):
+    def __init__(
+        self,
+        folder: str | Path | None = None,
+        cluster: str | None = None,
+        slurm_partition: str | None = None,
+        slurm_gpus: int = 0,
+        cpus_per_stage: int = 1,
+        timeout_min: int = 24 * 60,
+    ):
         try:
             import submitit  # noqa: F401
         except ImportError:
-            raise UserError("--executor submitit needs submitit: pip install -e '.[slurm]'") from None
+            raise UserError(
+                "--executor submitit needs submitit: pip install -e '.[slurm]'"
+            ) from None
         self.folder, self.cluster, self.partition = folder, cluster, slurm_partition
         self.gpus, self.cpus, self.timeout = slurm_gpus, cpus_per_stage, timeout_min
 
     def run(self, study: Study) -> None:
         import submitit
 
-        ex = submitit.AutoExecutor(folder=self.folder or Path(study.exp.output_dir) / "submitit", cluster=self.cluster)
-        params: dict[str, Any] = {"timeout_min": self.timeout, "cpus_per_task": self.cpus, "name": "robust-compress"}
+        ex = submitit.AutoExecutor(
+            folder=self.folder or Path(study.exp.output_dir) / "submitit", cluster=self.cluster
+        )
+        params: dict[str, Any] = {
+            "timeout_min": self.timeout,
+            "cpus_per_task": self.cpus,
+            "name": "robust-compress",
+        }
         if self.gpus:
             params["gpus_per_node"] = self.gpus
         if self.partition:
@@ -276,17 +321,27 @@ class Submitit:
             wave = [s for s in wave if not study.waits(s)]
             if not wave:
                 continue
-            study.rep.note(f"submitit ({ex.cluster}): an array of {len(wave)} stages: "
-                           + ", ".join(s.name for s in wave[:4]) + (", ..." if len(wave) > 4 else ""))
-            jobs = ex.map_array(_array_task, wave, [code] * len(wave), [cwd] * len(wave),
-                                [str(study.lock(s)) for s in wave])
+            study.rep.note(
+                f"submitit ({ex.cluster}): an array of {len(wave)} stages: "
+                + ", ".join(s.name for s in wave[:4])
+                + (", ..." if len(wave) > 4 else "")
+            )
+            jobs = ex.map_array(
+                _array_task,
+                wave,
+                [code] * len(wave),
+                [cwd] * len(wave),
+                [str(study.lock(s)) for s in wave],
+            )
             errors = []
             for job, s in zip(jobs, wave, strict=True):
                 try:
                     out = job.result()
                 except Exception as e:  # noqa: BLE001 -- a crashed job: its log says why
-                    errors.append(f"stage {s.name}: job {job.job_id} failed ({type(e).__name__}); its log: "
-                                  f"{job.paths.stderr} (rerun the study: it resumes)")
+                    errors.append(
+                        f"stage {s.name}: job {job.job_id} failed ({type(e).__name__}); its log: "
+                        f"{job.paths.stderr} (rerun the study: it resumes)"
+                    )
                     continue
                 if out.error:
                     errors.append(out.error)
@@ -318,5 +373,7 @@ def make_executor(name: str, **options: Any):
 
     takes = set(inspect.signature(EXECUTORS[name]).parameters)
     if wrong := sorted(set(given) - takes):
-        raise UserError(f"--executor {name} takes no {', '.join('--' + w.replace('_', '-') for w in wrong)}")
+        raise UserError(
+            f"--executor {name} takes no {', '.join('--' + w.replace('_', '-') for w in wrong)}"
+        )
     return EXECUTORS[name](**given)

@@ -24,7 +24,10 @@ from ..io import UserError, read_json
 from ..stages.graph import Stage, is_placeholder
 from ..stages.progress import LineReporter, Reporter
 
-DEFAULT_RATES = {"train": 80.0, "infer": 400.0}  # examples/s of a MiniLM-size model on 2 CPU cores, bf16 (measured)
+DEFAULT_RATES = {
+    "train": 80.0,
+    "infer": 400.0,
+}  # examples/s of a MiniLM-size model on 2 CPU cores, bf16 (measured)
 
 
 def stage_result(stage: Stage) -> str:
@@ -34,14 +37,22 @@ def stage_result(stage: Stage) -> str:
 
 def title(stage: Stage) -> str:
     """A stage as people read it: its name, with its kind where the name does not say it."""
-    return stage.name if stage.name.split("-")[0] == stage.kind.split("-")[0] else f"{stage.kind} {stage.name}"
+    return (
+        stage.name
+        if stage.name.split("-")[0] == stage.kind.split("-")[0]
+        else f"{stage.kind} {stage.name}"
+    )
 
 
 def _fmt_time(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 MINILM_L6_COST = 6 * (4 * 384 * 384 + 2 * 384 * 1536)  # the model DEFAULT_RATES were measured on
@@ -49,8 +60,8 @@ MINILM_L6_COST = 6 * (4 * 384 * 384 + 2 * 384 * 1536)  # the model DEFAULT_RATES
 
 def relative_cost(model: str) -> float:
     """Per-token encoder FLOPs of a model folder over a MiniLM-L6's, from its config.json (layers x
-    (4 h^2 + 2 h ffn)): scales the default rates, so an unmeasured BERT-base is not timed as a MiniLM.
-    1 where it cannot be read (a hub id offline)."""
+    (4 h^2 + 2 h ffn)): scales the default rates, so an unmeasured BERT-base is not timed as a
+    MiniLM. 1 where it cannot be read (a hub id offline)."""
     try:
         c = read_json(Path(model).expanduser() / "config.json")
         h = c.get("hidden_size") or c["dim"]
@@ -62,7 +73,8 @@ def relative_cost(model: str) -> float:
 
 
 def _model_of(stage: Stage) -> str:
-    """What a stage runs: its start model (a compression of the teacher runs the teacher's architecture)."""
+    """What a stage runs: its start model (a compression of the teacher runs the teacher's
+    architecture)."""
     return stage.config.model_label()
 
 
@@ -85,10 +97,13 @@ class Estimator:
                 model = _model_of_record(schemas.read(p, schemas.StageRecord).config)
                 metrics, summary = p.parent / "train_metrics.json", p.parent / "summary.json"
                 if metrics.is_file():
-                    seen.setdefault((model, "train"), []).append(schemas.read(metrics).examples_per_s)
+                    seen.setdefault((model, "train"), []).append(
+                        schemas.read(metrics).examples_per_s
+                    )
                 if summary.is_file():
                     seen.setdefault((model, "infer"), []).extend(
-                        (getattr(schemas.read(summary), "eval_examples_per_s", None) or {}).values())
+                        (getattr(schemas.read(summary), "eval_examples_per_s", None) or {}).values()
+                    )
             except UserError:
                 continue
         self.rates = {k: statistics.median(v) for k, v in seen.items() if v}
@@ -97,7 +112,9 @@ class Estimator:
     def rate(self, model: str, kind: str) -> float:
         if (model, kind) in self.rates:
             return self.rates[(model, kind)]
-        return DEFAULT_RATES[kind] / relative_cost(self.teacher_model if model == "teacher" else model)
+        return DEFAULT_RATES[kind] / relative_cost(
+            self.teacher_model if model == "teacher" else model
+        )
 
     def observe(self, stage: Stage | None, kind: str, rate: float) -> None:
         if rate > 0 and stage is not None:
@@ -105,7 +122,9 @@ class Estimator:
             self.rates[key] = 0.7 * self.rates[key] + 0.3 * rate if key in self.rates else rate
 
     def seconds(self, stage: Stage) -> float:
-        return sum(stage.work.get(k, 0) / self.rate(_model_of(stage), k) for k in ("train", "infer"))
+        return sum(
+            stage.work.get(k, 0) / self.rate(_model_of(stage), k) for k in ("train", "infer")
+        )
 
     def total(self, stages: list[Stage]) -> float:
         return sum(self.seconds(s) for s in stages)
@@ -114,8 +133,14 @@ class Estimator:
 class StudyLog(LineReporter):
     """Plain-line study progress (no TTY, or a log file)."""
 
-    def __init__(self, todo: list[Stage], root: Path, stream: TextIO | None = None, every: float = 30.0,
-                 teacher_model: str = ""):
+    def __init__(
+        self,
+        todo: list[Stage],
+        root: Path,
+        stream: TextIO | None = None,
+        every: float = 30.0,
+        teacher_model: str = "",
+    ):
         super().__init__(stream or sys.stdout, every)
         self.todo, self.est = list(todo), Estimator(root, teacher_model)
         self.start = time.monotonic()
@@ -143,8 +168,10 @@ class StudyLog(LineReporter):
 
     def stage_start(self, stage: Stage, k: int, n: int) -> None:
         self.current = stage
-        self._print(f"=== [{k}/{n}] {title(stage)} ({_fmt_time(time.monotonic() - self.start)} elapsed, "
-                    f"about {_fmt_time(self.eta(stage))} left)")
+        self._print(
+            f"=== [{k}/{n}] {title(stage)} ({_fmt_time(time.monotonic() - self.start)} elapsed, "
+            f"about {_fmt_time(self.eta(stage))} left)"
+        )
 
     def stage_end(self, stage: Stage, seconds: float) -> None:
         result = stage_result(stage)
@@ -164,7 +191,9 @@ class LiveView(StudyLog):
         self.header = "starting"
         self.done_n, self.total_n = 0, len(todo)
         self.bar: tuple[str, int, int, str, str] = ("", 0, 0, "", "")
-        self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
+        self.live = Live(
+            self._render(), console=self.console, refresh_per_second=2, transient=False
+        )
         self.live.start()
 
     def _render(self):
@@ -178,8 +207,11 @@ class LiveView(StudyLog):
         grid = Table.grid(padding=(0, 1))
         grid.add_column(justify="right", style="bold")
         grid.add_column()
-        grid.add_row("study", f"{self.done_n}/{self.total_n} stages · {_fmt_time(elapsed)} elapsed · "
-                              f"about {_fmt_time(self.eta(self.current))} left")
+        grid.add_row(
+            "study",
+            f"{self.done_n}/{self.total_n} stages · {_fmt_time(elapsed)} elapsed · "
+            f"about {_fmt_time(self.eta(self.current))} left",
+        )
         grid.add_row("", ProgressBar(total=max(self.total_n, 1), completed=self.done_n, width=50))
         grid.add_row("stage", self.header)
         if total:
@@ -200,12 +232,21 @@ class LiveView(StudyLog):
     def update(self, done: int, **info: Any) -> None:
         self._observe(done, info)
         left = self.seconds_left(done, time.monotonic())
-        extra = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
-        self.bar = (self.label, done, self.total, self.unit, f"({'?' if left is None else _fmt_time(left)} left{', ' + extra if extra else ''})")
+        extra = ", ".join(
+            f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()
+        )
+        self.bar = (
+            self.label,
+            done,
+            self.total,
+            self.unit,
+            f"({'?' if left is None else _fmt_time(left)} left{', ' + extra if extra else ''})",
+        )
         self._refresh()
 
     def note(self, text: str) -> None:
-        """Printed above the panel (the terminal keeps every line), under the stage it belongs to."""
+        """Printed above the panel (the terminal keeps every line), under the stage it belongs
+        to."""
         where = f"{self.current.name}: " if self.current is not None else ""
         self.console.print(f"  · {where}{text}", markup=False, highlight=False)
         self._refresh()
@@ -219,8 +260,11 @@ class LiveView(StudyLog):
     def stage_end(self, stage: Stage, seconds: float) -> None:
         self.done_n += 1
         result = stage_result(stage)
-        self.console.print(f"✓ {stage.name} ({_fmt_time(seconds)})" + (f": {result}" if result else ""),
-                           markup=False, highlight=False)
+        self.console.print(
+            f"✓ {stage.name} ({_fmt_time(seconds)})" + (f": {result}" if result else ""),
+            markup=False,
+            highlight=False,
+        )
         self.current = None
         self._refresh()
 
@@ -229,8 +273,9 @@ class LiveView(StudyLog):
         self.live.stop()
 
 
-def reporter_for(todo: list[Stage], root: Path, title: str, stream: TextIO | None = None,
-                 teacher_model: str = "") -> Reporter:
+def reporter_for(
+    todo: list[Stage], root: Path, title: str, stream: TextIO | None = None, teacher_model: str = ""
+) -> Reporter:
     """The live panel on a terminal, plain lines otherwise."""
     out = stream or sys.stdout
     if out.isatty():
@@ -240,7 +285,11 @@ def reporter_for(todo: list[Stage], root: Path, title: str, stream: TextIO | Non
 
 def dry_run_estimate(todo: list[Stage], root: Path, teacher_model: str = "") -> str:
     est = Estimator(root, teacher_model)
-    how = ("throughputs measured in earlier runs of this study" if est.measured else
-           f"no earlier run to measure from: a MiniLM-size model's {DEFAULT_RATES['train']:.0f} training and "
-           f"{DEFAULT_RATES['infer']:.0f} scoring examples/s assumed, scaled by each model's size")
+    how = (
+        "throughputs measured in earlier runs of this study"
+        if est.measured
+        else f"no earlier run to measure from: a MiniLM-size model's "
+        f"{DEFAULT_RATES['train']:.0f} training and {DEFAULT_RATES['infer']:.0f} scoring "
+        "examples/s assumed, scaled by each model's size"
+    )
     return f"{len(todo)} stages to run, about {_fmt_time(est.total(todo))} on this machine ({how})"

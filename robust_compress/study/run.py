@@ -24,9 +24,9 @@ def run_stage(stage: Stage, rep: Reporter) -> None:
 
 
 def stale_leftovers(exp: Experiment, stages: list[Stage]) -> list[Path]:
-    """Partial checkpoints and temporary folders in the study's artifacts/ that no stage of this plan
-    owns (a run killed under settings since changed): dead weight, never results. A stage of this plan
-    keeps its own, to resume from."""
+    """Partial checkpoints and temporary folders in the study's artifacts/ that no stage of this
+    plan owns (a run killed under settings since changed): dead weight, never results. A stage of
+    this plan keeps its own, to resume from."""
     root = Path(exp.output_dir) / "artifacts"
     owned = {s.path.name for s in stages}
     out = []
@@ -44,23 +44,36 @@ def stale_leftovers(exp: Experiment, stages: list[Stage]) -> list[Path]:
 
 
 def size_of(paths: list[Path]) -> int:
-    return sum(f.stat().st_size for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    return sum(
+        f.stat().st_size
+        for p in paths
+        for f in ([p] if p.is_file() else p.rglob("*"))
+        if f.is_file()
+    )
 
 
 def describe(stages: list[Stage]) -> str:
     lines = []
     for i, s in enumerate(stages):
         state = "done" if s.done() else "todo"
-        deps = ", ".join(d.name for d in s.deps[:4]) + (f", +{len(s.deps) - 4}" if len(s.deps) > 4 else "") or "-"
+        deps = (
+            ", ".join(d.name for d in s.deps[:4])
+            + (f", +{len(s.deps) - 4}" if len(s.deps) > 4 else "")
+            or "-"
+        )
         lines.append(f"{i:3d}  [{state}]  {s.kind:15s} {s.name:40s} -> {s.path}   (needs: {deps})")
     return "\n".join(lines)
 
 
 def easy_hard_name(bias: Stage) -> str:
-    """The study's easy/hard file of a bias model: the first one's is `<split>.parquet` (the report's
-    main split), another's `<split>.<name>.parquet`."""
+    """The study's easy/hard file of a bias model: the first one's is `<split>.parquet` (the
+    report's main split), another's `<split>.<name>.parquet`."""
     split = bias.params["split"]
-    return f"{split}.parquet" if bias.meta.get("primary", True) else f"{split}.{bias.meta['bias']}.parquet"
+    return (
+        f"{split}.parquet"
+        if bias.meta.get("primary", True)
+        else f"{split}.{bias.meta['bias']}.parquet"
+    )
 
 
 def write_index(exp: Experiment, stages: list[Stage]) -> None:
@@ -70,12 +83,20 @@ def write_index(exp: Experiment, stages: list[Stage]) -> None:
     rows = []
     for s in stages:
         if s.spec.is_model and s.done():
-            rows.append({"name": s.name, "path": str(Path(s.path).resolve()), **s.meta,
-                         "is_teacher": bool(s.meta.get("is_teacher"))})
+            rows.append(
+                {
+                    "name": s.name,
+                    "path": str(Path(s.path).resolve()),
+                    **s.meta,
+                    "is_teacher": bool(s.meta.get("is_teacher")),
+                }
+            )
     speed = next((s for s in stages if s.spec.needs_every_model and s.done()), None)
     if speed is not None:
         schemas.write(root / "speed.json", schemas.read(speed.output).model_dump())
-    for bias in (s for s in stages if s.kind == "bias" and s.done()):  # the report reads the study's copy
+    for bias in (
+        s for s in stages if s.kind == "bias" and s.done()
+    ):  # the report reads the study's copy
         with atomic_file(root / "easy_hard" / easy_hard_name(bias)) as tmp:
             shutil.copyfile(bias.path / "easy_hard.parquet", tmp)
     write_json(root / "index.json", schemas.Index.dump_python(schemas.Index.validate_python(rows)))
@@ -85,7 +106,8 @@ def write_analysis(exp: Experiment, stages: list[Stage]) -> None:
     """analysis/uncertainty.json (how the scoring models did), analysis/agreement.json (how far
     uncertainty-easy agrees with the first bias model's easy/hard split on the training set; paper:
     82.8 %) and analysis/bias_models.json (each bias model: its accuracy, how it scored the training
-    set, and its agreement with every uncertainty source the study has and with the other bias models)."""
+    set, and its agreement with every uncertainty source the study has and with the other bias
+    models)."""
     out = Path(exp.output_dir) / "analysis"
     unc = next((s for s in stages if s.kind == "uncertainty" and s.done()), None)
     biases = [s for s in stages if s.kind == "bias" and s.done()]
@@ -94,18 +116,24 @@ def write_analysis(exp: Experiment, stages: list[Stage]) -> None:
     if not biases:
         return
     record, agree = bias_model_analysis(
-        (unc or biases[0]).resolve(), stages[0].path, (unc.params["source"], unc.output) if unc else None,
-        [(b.meta.get("bias", b.name), b.params["kind"], b.name, b.path) for b in biases])
+        (unc or biases[0]).resolve(),
+        stages[0].path,
+        (unc.params["source"], unc.output) if unc else None,
+        [(b.meta.get("bias", b.name), b.params["kind"], b.name, b.path) for b in biases],
+    )
     write_json(out / "bias_models.json", record)
     if agree is not None:
         write_json(out / "agreement.json", agree)
 
 
-def prepare(path: str | Path, output_dir: str | Path | None = None, overrides: list[str] | None = None
-            ) -> tuple[Experiment, list[Stage]]:
+def prepare(
+    path: str | Path, output_dir: str | Path | None = None, overrides: list[str] | None = None
+) -> tuple[Experiment, list[Stage]]:
     """Load, plan and check a study (no side effects)."""
     exp = load_experiment(path, overrides)
-    if output_dir is not None:  # the same study elsewhere (another machine's run): stage keys do not change
+    if (
+        output_dir is not None
+    ):  # the same study elsewhere (another machine's run): stage keys do not change
         exp.output_dir = str(output_dir)
     stages = plan(exp)
     check_plan(exp, stages, path)
@@ -118,25 +146,41 @@ def my_stages(stages: list[Stage], shard: tuple[int, int]) -> list[Stage]:
     once all are done."""
     i, n = shard
     todo = [s for s in stages if not s.done()]
-    needed = {id(s) for s in todo if not (s.spec.sharded or s.spec.needs_every_model)
-              or (s.spec.sharded and stages.index(s) % n == i)}
-    for s in reversed(stages):  # plan order puts dependencies first: one backward pass closes the set
+    needed = {
+        id(s)
+        for s in todo
+        if not (s.spec.sharded or s.spec.needs_every_model)
+        or (s.spec.sharded and stages.index(s) % n == i)
+    }
+    for s in reversed(
+        stages
+    ):  # plan order puts dependencies first: one backward pass closes the set
         if id(s) in needed:
             needed.update(id(d) for d in s.deps)
     return [s for s in todo if id(s) in needed or s.spec.needs_every_model]
 
 
-def run_study(exp: Experiment, stages: list[Stage], shard: tuple[int, int] = (0, 1), reporter=None,
-              executor=None) -> list[Stage]:
-    """Run this shard's missing stages through `executor` (default: local, one after another). Shards
-    may run at once (one per GPU, or several on one): a lock per stage makes a second comer wait, then
-    find the stage done and move on. `reporter` (study/live.py) gets `stage_start(stage, k, n)`,
-    `stage_end(stage, seconds)`, and is the stages' Reporter."""
+def run_study(
+    exp: Experiment,
+    stages: list[Stage],
+    shard: tuple[int, int] = (0, 1),
+    reporter=None,
+    executor=None,
+) -> list[Stage]:
+    """Run this shard's missing stages through `executor` (default: local, one after another).
+    Shards may run at once (one per GPU, or several on one): a lock per stage makes a second comer
+    wait, then find the stage done and move on. `reporter` (study/live.py) gets `stage_start(stage,
+    k, n)`, `stage_end(stage, seconds)`, and is the stages' Reporter."""
     code_version()  # fixed now: a tree updated while the study runs must not relabel its stages
     Path(exp.output_dir).mkdir(parents=True, exist_ok=True)
-    study = Study(exp, stages, my_stages(stages, shard), reporter or Reporter(),
-                  run_stage=lambda s, rep: run_stage(s, rep),  # looked up when called (tests replace it)
-                  index=lambda: write_index(exp, stages))
+    study = Study(
+        exp,
+        stages,
+        my_stages(stages, shard),
+        reporter or Reporter(),
+        run_stage=lambda s, rep: run_stage(s, rep),  # looked up when called (tests replace it)
+        index=lambda: write_index(exp, stages),
+    )
     (executor or Local()).run(study)
     write_index(exp, stages)
     write_analysis(exp, stages)
@@ -144,8 +188,8 @@ def run_study(exp: Experiment, stages: list[Stage], shard: tuple[int, int] = (0,
 
 
 def make_pending_teacher(exp: Experiment, stages: list[Stage], rep: Reporter | None = None) -> bool:
-    """A teacher.path that does not exist yet is fine-tuned first from teacher.config (the stages after
-    it are keyed by its content, so the study is planned again afterwards). True if it ran."""
+    """A teacher.path that does not exist yet is fine-tuned first from teacher.config (the stages
+    after it are keyed by its content, so the study is planned again afterwards). True if it ran."""
     teacher = stages[0]
     if not teacher.meta.get("pending"):
         return False
@@ -155,8 +199,14 @@ def make_pending_teacher(exp: Experiment, stages: list[Stage], rep: Reporter | N
     return True
 
 
-def reproduce(path: str | Path, shard: tuple[int, int] = (0, 1), output_dir: str | Path | None = None,
-              reporter=None, overrides: list[str] | None = None, executor=None) -> list[Stage]:
+def reproduce(
+    path: str | Path,
+    shard: tuple[int, int] = (0, 1),
+    output_dir: str | Path | None = None,
+    reporter=None,
+    overrides: list[str] | None = None,
+    executor=None,
+) -> list[Stage]:
     """The study in an experiment file: check it all, then run this shard's missing stages."""
     exp, stages = prepare(path, output_dir, overrides)
     if make_pending_teacher(exp, stages, reporter):

@@ -40,10 +40,17 @@ class _Spec(BaseModel):
 
 class TeacherSpec(_Spec):
     model: str = Field(description="the pretrained model the teacher is fine-tuned from")
-    path: str | None = Field(None, description="use this fine-tuned teacher folder instead of training one")
-    config: str | None = Field(None, description="with `path`: the run config (`finetune -c`) that fine-tunes "
-                                                 "the teacher into `path` when it is missing")
-    train: RunOverrides = Field(default_factory=RunOverrides, description="overrides for fine-tuning")
+    path: str | None = Field(
+        None, description="use this fine-tuned teacher folder instead of training one"
+    )
+    config: str | None = Field(
+        None,
+        description="with `path`: the run config (`finetune -c`) that fine-tunes "
+        "the teacher into `path` when it is missing",
+    )
+    train: RunOverrides = Field(
+        default_factory=RunOverrides, description="overrides for fine-tuning"
+    )
 
     @model_validator(mode="after")
     def _config_needs_path(self) -> TeacherSpec:
@@ -57,17 +64,28 @@ class CompressionSpec(_Spec):
     method: MethodName
     model: str | None = Field(None, description="student / start model; default: the teacher")
     settings: dict[str, Any] = Field(default_factory=dict, description="the method's settings")
-    train: RunOverrides = Field(default_factory=RunOverrides, description="overrides for this compression")
+    train: RunOverrides = Field(
+        default_factory=RunOverrides, description="overrides for this compression"
+    )
     losses: list[LossName] | None = Field(None, description="default: the experiment's losses")
-    teacher: str | None = Field(None, description="one of `teachers` (a debiased teacher) to compress and "
-                                                   "distil from; default: the study's teacher")
+    teacher: str | None = Field(
+        None,
+        description="one of `teachers` (a debiased teacher) to compress and "
+        "distil from; default: the study's teacher",
+    )
     seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] | None = Field(
-        None, min_length=1, description="default: the experiment's seeds (fewer: a trimmed row)")
-    bias_models: list[str] | None = Field(None, description="which bias models the known-bias losses run "
-                                                             "with here; default: every one")
-    start: str | None = Field(None, description="stack on an earlier compression of this study: start from each "
-                                                 "of its models (one run per model, with its seed and loss), e.g. "
-                                                 "int8 on top of structured pruning")
+        None, min_length=1, description="default: the experiment's seeds (fewer: a trimmed row)"
+    )
+    bias_models: list[str] | None = Field(
+        None,
+        description="which bias models the known-bias losses run with here; default: every one",
+    )
+    start: str | None = Field(
+        None,
+        description="stack on an earlier compression of this study: start from each "
+        "of its models (one run per model, with its seed and loss), e.g. "
+        "int8 on top of structured pruning",
+    )
 
     @model_validator(mode="after")
     def _settings(self) -> CompressionSpec:
@@ -80,9 +98,12 @@ class CompressionSpec(_Spec):
 
 class UncertaintySpec(_Spec):
     source: Literal[tuple(SOURCES)] = Field(  # type: ignore[valid-type]
-        "snapshots", description=", ".join(f"{n}: {s.summary}" for n, s in SOURCES.items()))
+        "snapshots", description=", ".join(f"{n}: {s.summary}" for n, s in SOURCES.items())
+    )
     sparsities: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.7, 0.85])
-    stat: Literal["loss", "p_gold"] = Field("loss", description="dynamics: variance of the loss or of p(gold)")
+    stat: Literal["loss", "p_gold"] = Field(
+        "loss", description="dynamics: variance of the loss or of p(gold)"
+    )
     train: RunOverrides = Field(default_factory=RunOverrides)
 
     @field_validator("sparsities")
@@ -98,35 +119,51 @@ class UncertaintySpec(_Spec):
 
 class BiasSpec(_Spec):
     kind: Literal[tuple(BIAS_KINDS)] = Field(  # type: ignore[valid-type]
-        "partial", description=", ".join(f"{n}: {k.__doc__.splitlines()[0]}" for n, k in BIAS_KINDS.items()))
+        "partial",
+        description=", ".join(f"{n}: {k.__doc__.splitlines()[0]}" for n, k in BIAS_KINDS.items()),
+    )
     model: str | None = None
     train: RunOverrides = Field(default_factory=RunOverrides)
     easy_hard_split: str = "dev_matched"
     scoring: Literal["crossfit", "insample"] = Field(
-        "crossfit", description="training-set probabilities for the losses: each example scored by a model "
-                                "that did not see it (k folds), or by the model trained on all of it")
+        "crossfit",
+        description="training-set probabilities for the losses: each example scored by a model "
+        "that did not see it (k folds), or by the model trained on all of it",
+    )
     folds: int = Field(5, ge=2, le=20, description="k of the cross-fitting")
-    features: Literal["basic", "literature"] = Field("basic", description="overlap model: the basic HANS "
-                                                     "features, or the debiasing literature's fuller set")
+    features: Literal["basic", "literature"] = Field(
+        "basic",
+        description="overlap model: the basic HANS "
+        "features, or the debiasing literature's fuller set",
+    )
 
 
 class TeacherVariant(_Spec):
     """Another teacher, fine-tuned like the study's with its own loss: debias, then compress."""
 
     loss: LossName
-    bias: str | None = Field(None, description="the bias model its loss reads (a name in bias_models)")
-    train: RunOverrides = Field(default_factory=RunOverrides, description="more overrides for this teacher")
+    bias: str | None = Field(
+        None, description="the bias model its loss reads (a name in bias_models)"
+    )
+    train: RunOverrides = Field(
+        default_factory=RunOverrides, description="more overrides for this teacher"
+    )
 
 
 class SpeedSpec(_Spec):
     examples: int = Field(512, ge=8, le=1 << 20, description="ID examples each model is timed on")
-    repeats: int = Field(3, ge=1, le=1000, description="timed rounds after a warm-up (best round counts)")
+    repeats: int = Field(
+        3, ge=1, le=1000, description="timed rounds after a warm-up (best round counts)"
+    )
     runtimes: list[Literal[RUNTIMES]] | None = Field(  # type: ignore[valid-type]
-        None, description="also time every model on each of these runtimes (a speed-up column and a Pareto "
-                          "figure per runtime); unset: the study's own precision only")
+        None,
+        description="also time every model on each of these runtimes (a speed-up column and a "
+        "Pareto figure per runtime); unset: the study's own precision only",
+    )
 
     def params(self) -> dict[str, Any]:
-        """The stage's settings (its key): `runtimes` only when set, so studies without it keep their keys."""
+        """The stage's settings (its key): `runtimes` only when set, so studies without it keep
+        their keys."""
         return self.model_dump(exclude=set() if self.runtimes else {"runtimes"})
 
 
@@ -134,21 +171,35 @@ class Experiment(_Spec):
     name: str
     task: str = "mnli"
     output_dir: str
-    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [42], min_length=1)
-    defaults: RunOverrides = Field(default_factory=RunOverrides, description="overrides for every stage")
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+        default_factory=lambda: [42], min_length=1
+    )
+    defaults: RunOverrides = Field(
+        default_factory=RunOverrides, description="overrides for every stage"
+    )
     teacher: TeacherSpec
     compressions: list[CompressionSpec]
     losses: list[LossName] = Field(default_factory=lambda: ["ce"])
-    loss_settings: dict[LossName, dict[str, Any]] = Field(default_factory=dict,
-                                                         description="settings per loss name (lam, T, ...)")
+    loss_settings: dict[LossName, dict[str, Any]] = Field(
+        default_factory=dict, description="settings per loss name (lam, T, ...)"
+    )
     uncertainty: UncertaintySpec = Field(default_factory=UncertaintySpec)
-    bias_model: BiasSpec | None = Field(None, description="one bias model (its split is the study's easy/hard)")
-    bias_models: dict[str, BiasSpec] = Field(default_factory=dict, description="several, by name: each known-"
-                                             "bias loss runs once with each; the first makes the main split")
-    teachers: dict[str, TeacherVariant] = Field(default_factory=dict, description="debiased teachers by name")
-    speed: SpeedSpec | None = Field(default_factory=SpeedSpec,
-                                    description="time every model against the teacher (the Speed-up column); "
-                                                "null: no speed stage")
+    bias_model: BiasSpec | None = Field(
+        None, description="one bias model (its split is the study's easy/hard)"
+    )
+    bias_models: dict[str, BiasSpec] = Field(
+        default_factory=dict,
+        description="several, by name: each known-"
+        "bias loss runs once with each; the first makes the main split",
+    )
+    teachers: dict[str, TeacherVariant] = Field(
+        default_factory=dict, description="debiased teachers by name"
+    )
+    speed: SpeedSpec | None = Field(
+        default_factory=SpeedSpec,
+        description="time every model against the teacher (the Speed-up column); "
+        "null: no speed stage",
+    )
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -156,52 +207,113 @@ class Experiment(_Spec):
         names = [c.name for c in self.compressions]
         if len(set(names)) != len(names):
             raise ValueError(f"compression names must be unique: {names}")
-        unused = sorted(set(self.loss_settings) - set(self.all_losses()))
-        if unused:
-            raise ValueError(f"loss_settings for {unused}: no compression of this study uses "
-                             f"{'that loss' if len(unused) == 1 else 'these losses'} (losses: {self.all_losses()})")
-        for loss, settings in self.loss_settings.items():
-            _nested(lambda loss=loss, settings=settings: loss_config(loss, settings), f"loss_settings.{loss}.")
-        if self.bias_model is not None and self.bias_models:
-            raise ValueError("give `bias_model` (one) or `bias_models` (several, by name), not both")
-        biases = self.named_bias_models()
-        needs_bias = [n for n in self.all_losses() if "bias_probs" in loss_needs(n)]
-        if needs_bias and not biases:
-            raise ValueError(f"losses {needs_bias} need a `bias_model` section")
-        for name, t in self.teachers.items():
-            if "bias_probs" in loss_needs(t.loss) and t.bias not in biases:
-                raise ValueError(f"teachers.{name}: loss {t.loss!r} needs `bias`, one of {list(biases)}")
-            if t.bias is not None and "bias_probs" not in loss_needs(t.loss):
-                raise ValueError(f"teachers.{name}: loss {t.loss!r} reads no bias model (drop `bias`)")
-            if any(n in loss_needs(t.loss) for n in ("difficulty", "weight")):
-                raise ValueError(f"teachers.{name}: loss {t.loss!r} needs inputs a teacher cannot have")
-        for c in self.compressions:
-            if c.teacher is not None and c.teacher not in self.teachers:
-                raise ValueError(f"compression {c.name}: teacher {c.teacher!r} is not one of `teachers` "
-                                 f"{list(self.teachers)}")
-            if unknown := [b for b in c.bias_models or [] if b not in biases]:
-                raise ValueError(f"compression {c.name}: bias_models {unknown} are not in {list(biases)}")
-        for i, c in enumerate(self.compressions):
-            if c.start is None:
-                continue
-            if c.start not in names[:i]:
-                raise ValueError(f"compression {c.name}: start {c.start!r} must name an earlier compression "
-                                 f"(have {names[:i]})")
-            given = [k for k in ("model", "losses", "seeds", "teacher", "bias_models") if getattr(c, k) is not None]
-            if given:
-                raise ValueError(f"compression {c.name}: a stacked compression takes its {', '.join(given)} from "
-                                 f"{c.start!r} (drop them)")
-        for c in self.compressions:
-            if c.start is None and "jtt" in (c.losses or self.losses) and "ce" not in (c.losses or self.losses):
-                raise ValueError(f"compression {c.name}: loss 'jtt' needs 'ce' in its losses (its first model)")
+        self._check_loss_settings()
+        biases = self._check_bias_models()
+        self._check_teachers(biases)
+        self._check_compressions(names, biases)
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct: {self.seeds}")
         return self
 
+    def _check_loss_settings(self) -> None:
+        """Settings only for losses the study uses, each valid for its loss: a typo'd loss name
+        would otherwise be ignored without a word."""
+        unused = sorted(set(self.loss_settings) - set(self.all_losses()))
+        if unused:
+            raise ValueError(
+                f"loss_settings for {unused}: no compression of this study uses "
+                f"{'that loss' if len(unused) == 1 else 'these losses'} (losses: "
+                f"{self.all_losses()})"
+            )
+        for loss, settings in self.loss_settings.items():
+            _nested(
+                lambda loss=loss, settings=settings: loss_config(loss, settings),
+                f"loss_settings.{loss}.",
+            )
+
+    def _check_bias_models(self) -> dict[str, BiasSpec]:
+        """One way of naming bias models, and one wherever a loss reads it; returns them by name
+        for the checks that follow."""
+        if self.bias_model is not None and self.bias_models:
+            raise ValueError(
+                "give `bias_model` (one) or `bias_models` (several, by name), not both"
+            )
+        biases = self.named_bias_models()
+        needs_bias = [n for n in self.all_losses() if "bias_probs" in loss_needs(n)]
+        if needs_bias and not biases:
+            raise ValueError(f"losses {needs_bias} need a `bias_model` section")
+        return biases
+
+    def _check_teachers(self, biases: dict[str, BiasSpec]) -> None:
+        """A debiased teacher's loss must get the inputs it reads, and only ones a teacher can
+        have."""
+        for name, t in self.teachers.items():
+            if "bias_probs" in loss_needs(t.loss) and t.bias not in biases:
+                raise ValueError(
+                    f"teachers.{name}: loss {t.loss!r} needs `bias`, one of {list(biases)}"
+                )
+            if t.bias is not None and "bias_probs" not in loss_needs(t.loss):
+                raise ValueError(
+                    f"teachers.{name}: loss {t.loss!r} reads no bias model (drop `bias`)"
+                )
+            if any(n in loss_needs(t.loss) for n in ("difficulty", "weight")):
+                raise ValueError(
+                    f"teachers.{name}: loss {t.loss!r} needs inputs a teacher cannot have"
+                )
+
+    def _check_compressions(self, names: list[str], biases: dict[str, BiasSpec]) -> None:
+        """Every compression names teachers and bias models the study has, stacks on an earlier
+        one, and runs 'jtt' only beside 'ce' (its first model)."""
+        for c in self.compressions:
+            if c.teacher is not None and c.teacher not in self.teachers:
+                raise ValueError(
+                    f"compression {c.name}: teacher {c.teacher!r} is not one of `teachers` "
+                    f"{list(self.teachers)}"
+                )
+            if unknown := [b for b in c.bias_models or [] if b not in biases]:
+                raise ValueError(
+                    f"compression {c.name}: bias_models {unknown} are not in {list(biases)}"
+                )
+        self._check_stacked(names)
+        for c in self.compressions:
+            if (
+                c.start is None
+                and "jtt" in (c.losses or self.losses)
+                and "ce" not in (c.losses or self.losses)
+            ):
+                raise ValueError(
+                    f"compression {c.name}: loss 'jtt' needs 'ce' in its losses (its first model)"
+                )
+
+    def _check_stacked(self, names: list[str]) -> None:
+        """A stacked compression starts from an earlier one and inherits its model, losses, seeds,
+        teacher and bias models: giving them again would be ignored."""
+        for i, c in enumerate(self.compressions):
+            if c.start is None:
+                continue
+            if c.start not in names[:i]:
+                raise ValueError(
+                    f"compression {c.name}: start {c.start!r} must name an earlier compression "
+                    f"(have {names[:i]})"
+                )
+            given = [
+                k
+                for k in ("model", "losses", "seeds", "teacher", "bias_models")
+                if getattr(c, k) is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"compression {c.name}: a stacked compression takes its {', '.join(given)} "
+                    f"from {c.start!r} (drop them)"
+                )
+
     def named_bias_models(self) -> dict[str, BiasSpec]:
         """Every bias model by name (a lone `bias_model` is called "bias")."""
-        return dict(self.bias_models) if self.bias_models else (
-            {"bias": self.bias_model} if self.bias_model is not None else {})
+        return (
+            dict(self.bias_models)
+            if self.bias_models
+            else ({"bias": self.bias_model} if self.bias_model is not None else {})
+        )
 
     def all_losses(self) -> list[str]:
         """Every loss used, in the declared order (the order stages run in)."""
@@ -211,12 +323,14 @@ class Experiment(_Spec):
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
-    """Parse and type-check an experiment file, with `key=value` overrides (the planner then validates
-    every stage)."""
+    """Parse and type-check an experiment file, with `key=value` overrides (the planner then
+    validates every stage)."""
     raw = apply_overrides(read_yaml(Path(path)), list(overrides or []))
     if "model" in raw and "teacher" not in raw and "compressions" not in raw:
-        raise UserError(f"{path}: a run config (one training run), not a study: run it with "
-                        f"`robust-compress finetune -c {path}`")
+        raise UserError(
+            f"{path}: a run config (one training run), not a study: run it with "
+            f"`robust-compress finetune -c {path}`"
+        )
     try:
         return Experiment.model_validate(raw)
     except ValidationError as e:

@@ -37,15 +37,24 @@ class Inputs(BaseModel):
     """Where per-example loss inputs come from (a study fills these with upstream artifacts)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    teacher: str | None = Field(None, description="fine-tuned teacher folder: KD targets and the F_bias reference")
-    uncertainty: str | None = Field(None, description="per-example uncertainty file (RMC), from `uncertainty`")
-    reference_model: str | None = Field(None, description="JTT: the first model, whose training errors are up-weighted")
-    bias_model: str | None = Field(None, description="bias-only model folder (reweight, poe, conf_reg, learned_mixin)")
+    teacher: str | None = Field(
+        None, description="fine-tuned teacher folder: KD targets and the F_bias reference"
+    )
+    uncertainty: str | None = Field(
+        None, description="per-example uncertainty file (RMC), from `uncertainty`"
+    )
+    reference_model: str | None = Field(
+        None, description="JTT: the first model, whose training errors are up-weighted"
+    )
+    bias_model: str | None = Field(
+        None, description="bias-only model folder (reweight, poe, conf_reg, learned_mixin)"
+    )
 
 
 @dataclass(frozen=True)
 class Context:
-    """What a builder may need besides the source: the run's caching and tokenization, and the task."""
+    """What a builder may need besides the source: the run's caching and tokenization, and the
+    task."""
 
     labels: list[str]
     alpha: float  # the task's RMC difficulty floor
@@ -54,7 +63,9 @@ class Context:
     batch_size: int = 64
     bf16: bool = False
     label_map: dict[str, str] | None = None  # for a given model whose label names need it (LABEL_k)
-    student_vocab: str | None = None  # the student tokenizer's vocabulary digest (a live teacher must share it)
+    student_vocab: str | None = (
+        None  # the student tokenizer's vocabulary digest (a live teacher must share it)
+    )
 
 
 Builder = Callable[[str, list[dict], LossSettings, Context], list[torch.Tensor]]
@@ -87,7 +98,9 @@ class LiveTeacher(Live):
         device = batch["input_ids"].device
         if next(self.model.parameters()).device != device:
             self.model.to(device)
-        return self.model(**model_inputs(self.model, batch), output_hidden_states=True).hidden_states
+        return self.model(
+            **model_inputs(self.model, batch), output_hidden_states=True
+        ).hidden_states
 
 
 def load_per_example(path: str | Path, column: str, examples: list[dict]) -> np.ndarray:
@@ -104,15 +117,18 @@ def load_per_example(path: str | Path, column: str, examples: list[dict]) -> np.
     table = dict(zip(df["id"].astype(str), df[column], strict=True))
     missing = [e["id"] for e in examples if e["id"] not in table]
     if missing:
-        raise UserError(f"{path}: no {column!r} for {len(missing)} training examples (first: {missing[0]}); "
-                        "compute it on the same training data (train_limit, data_seed)")
+        raise UserError(
+            f"{path}: no {column!r} for {len(missing)} training examples (first: {missing[0]}); "
+            "compute it on the same training data (train_limit, data_seed)"
+        )
     return np.array([table[e["id"]] for e in examples], dtype=np.float64)
 
 
 def _logits(source: str, examples: list[dict], ctx: Context) -> np.ndarray:
     """A model's logits in the task's label order (its rows matched by name or `label_map`)."""
-    return LogitCache(ctx.cache_dir, ctx.batch_size, ctx.bf16).get(source, examples, ctx.max_length,
-                                                                    labels=ctx.labels, label_map=ctx.label_map)
+    return LogitCache(ctx.cache_dir, ctx.batch_size, ctx.bf16).get(
+        source, examples, ctx.max_length, labels=ctx.labels, label_map=ctx.label_map
+    )
 
 
 def _probs(source: str, examples: list[dict], ctx: Context) -> np.ndarray:
@@ -124,7 +140,9 @@ def _probs(source: str, examples: list[dict], ctx: Context) -> np.ndarray:
 
 def _teacher_logits(source, examples, settings, ctx):
     if not is_overlap_model(source) and not model_labels(resolve_model_dir(source)):
-        raise UserError(f"{source}: the teacher is not a fine-tuned classifier (its config names no labels)")
+        raise UserError(
+            f"{source}: the teacher is not a fine-tuned classifier (its config names no labels)"
+        )
     logits = _logits(source, examples, ctx)  # refuses labels that cannot be matched to the task's
     return list(torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)))
 
@@ -137,48 +155,79 @@ def _reference_probs(source, examples, settings, ctx):
     return list(torch.tensor(_probs(source, examples, ctx), dtype=torch.float32))
 
 
-TRAIN_PROBS, BIAS_RECORD = "train_probs.parquet", "bias.json"  # written by stages.shortcut (a bias stage)
+TRAIN_PROBS, BIAS_RECORD = (
+    "train_probs.parquet",
+    "bias.json",
+)  # written by stages.shortcut (a bias stage)
 
 
 def _stored_bias_probs(source: Path, examples: list[dict]) -> np.ndarray:
-    """A bias stage's own training-set probabilities (cross-fitted by default), looked up by id; each
-    must have been computed on the very text this run trains on (same data, same cue)."""
+    """A bias stage's own training-set probabilities (cross-fitted by default), looked up by id;
+    each must have been computed on the very text this run trains on (same data, same cue)."""
     scoring = read_json(source / BIAS_RECORD)["scoring"]
     try:
         df = pd.read_parquet(source / TRAIN_PROBS)
     except Exception as e:  # noqa: BLE001 -- pyarrow raises many kinds: one line naming the file
-        raise UserError(f"{source / TRAIN_PROBS}: unreadable parquet ({type(e).__name__}: {e})") from None
-    cols = sorted((c for c in df.columns if c.startswith(f"{scoring}_p")), key=lambda c: int(c.rsplit("p", 1)[1]))
+        raise UserError(
+            f"{source / TRAIN_PROBS}: unreadable parquet ({type(e).__name__}: {e})"
+        ) from None
+    cols = sorted(
+        (c for c in df.columns if c.startswith(f"{scoring}_p")),
+        key=lambda c: int(c.rsplit("p", 1)[1]),
+    )
     rows = {i: r for r, i in enumerate(df["id"].astype(str))}
     missing = [e["id"] for e in examples if e["id"] not in rows]
     if missing:
-        raise UserError(f"{source / TRAIN_PROBS}: no bias probabilities for {len(missing)} training examples "
-                        f"(first: {missing[0]}): train the bias model on a superset of this run's data")
+        raise UserError(
+            f"{source / TRAIN_PROBS}: no bias probabilities for {len(missing)} training examples "
+            f"(first: {missing[0]}): train the bias model on a superset of this run's data"
+        )
     idx = np.array([rows[e["id"]] for e in examples])
-    stale = [e["id"] for e, k in zip(examples, df["key"].to_numpy()[idx], strict=True) if text_key(e) != k]
+    stale = [
+        e["id"]
+        for e, k in zip(examples, df["key"].to_numpy()[idx], strict=True)
+        if text_key(e) != k
+    ]
     if stale:
-        raise UserError(f"{source / TRAIN_PROBS}: the bias model scored other texts for {len(stale)} of these ids "
-                        f"(first: {stale[0]}): other data or a cue drawn per position (use cue.per_example)")
+        raise UserError(
+            f"{source / TRAIN_PROBS}: the bias model scored other texts for {len(stale)} of these "
+            f"ids (first: {stale[0]}): other data or a cue drawn per position (use cue.per_example)"
+        )
     return df[cols].to_numpy(np.float64)[idx]
 
 
 def _bias_probs(source, examples, settings, ctx):
     stored = Path(source) / TRAIN_PROBS
-    # a stage's own (cross-fitted) training-set probabilities; else a transformer's classes, matched to
-    # the task's in _probs
-    p = _stored_bias_probs(Path(source), examples) if stored.is_file() else _probs(source, examples, ctx)
+    # a stage's own (cross-fitted) training-set probabilities; else a transformer's classes, matched
+    # to the task's in _probs
+    p = (
+        _stored_bias_probs(Path(source), examples)
+        if stored.is_file()
+        else _probs(source, examples, ctx)
+    )
     if p.shape[1] != len(ctx.labels):
-        raise UserError(f"{source}: bias model has {p.shape[1]} classes, the task has {len(ctx.labels)}")
+        raise UserError(
+            f"{source}: bias model has {p.shape[1]} classes, the task has {len(ctx.labels)}"
+        )
     return list(torch.tensor(p, dtype=torch.float32))
 
 
 def _live_teacher(source, examples, settings, ctx):
     if not model_labels(resolve_model_dir(source)):
-        raise UserError(f"{source}: the teacher is not a fine-tuned classifier (its config names no labels)")
-    model = load_model(str(source), ctx.labels, label_map=ctx.label_map)  # refuses labels it cannot match
-    if ctx.student_vocab is not None and vocab_digest(load_tokenizer(str(source), model)) != ctx.student_vocab:
-        raise UserError(f"{source}: loss {settings.name!r} runs the teacher on the student's tokens, but its "
-                        "tokenizer has another vocabulary (use a teacher sharing the student's tokenizer)")
+        raise UserError(
+            f"{source}: the teacher is not a fine-tuned classifier (its config names no labels)"
+        )
+    model = load_model(
+        str(source), ctx.labels, label_map=ctx.label_map
+    )  # refuses labels it cannot match
+    if (
+        ctx.student_vocab is not None
+        and vocab_digest(load_tokenizer(str(source), model)) != ctx.student_vocab
+    ):
+        raise UserError(
+            f"{source}: loss {settings.name!r} runs the teacher on the student's tokens, but its "
+            "tokenizer has another vocabulary (use a teacher sharing the student's tokenizer)"
+        )
     return LiveTeacher(model)
 
 
@@ -196,7 +245,9 @@ def required_sources(loss_name: str) -> list[str]:
     return list(dict.fromkeys(EXTRAS[n].source for n in REGISTRY[loss_name].needs))
 
 
-def _build(settings: LossSettings, inputs: Inputs, examples: list[dict], ctx: Context, live: bool) -> dict:
+def _build(
+    settings: LossSettings, inputs: Inputs, examples: list[dict], ctx: Context, live: bool
+) -> dict:
     out = {}
     for name in REGISTRY[settings.name].needs:
         extra = EXTRAS[name]
@@ -206,11 +257,17 @@ def _build(settings: LossSettings, inputs: Inputs, examples: list[dict], ctx: Co
         if source is None:
             raise UserError(f"loss {settings.name!r} needs inputs.{extra.source}")
         raw = extra.build(source, examples, settings, ctx)
-        out[name] = raw if live else REGISTRY[settings.name].prepare(name, raw, examples, settings, ctx.alpha)
+        out[name] = (
+            raw
+            if live
+            else REGISTRY[settings.name].prepare(name, raw, examples, settings, ctx.alpha)
+        )
     return out
 
 
-def build_extras(settings: LossSettings, inputs: Inputs, examples: list[dict], ctx: Context) -> dict[str, list]:
+def build_extras(
+    settings: LossSettings, inputs: Inputs, examples: list[dict], ctx: Context
+) -> dict[str, list]:
     """Every per-example tensor the configured loss needs, in the examples' order."""
     return _build(settings, inputs, examples, ctx, live=False)
 

@@ -45,19 +45,32 @@ class LogitCache:
         self.batch_size, self.bf16 = batch_size, bf16
         self.misses = 0  # how many times a model had to run (tests assert on it)
 
-    def key(self, model_dir: str | Path, examples: list[dict], max_length: int, perm: list[int] | None = None
-            ) -> str:
+    def key(
+        self,
+        model_dir: str | Path,
+        examples: list[dict],
+        max_length: int,
+        perm: list[int] | None = None,
+    ) -> str:
         field = model_input_field(model_dir) or "pair"
         order = "" if perm is None or is_identity(perm) else "-P" + ".".join(map(str, perm))
         return f"{model_digest(model_dir)}-{examples_digest(examples)}-L{max_length}-{field}{order}"
 
-    def get(self, model_dir: str | Path, examples: list[dict], max_length: int, labels: list[str] | None = None,
-            label_map: dict[str, str] | None = None) -> np.ndarray:
-        """Logits of the model in `model_dir` (a folder or hub id), tokenized with its own tokenizer (a
-        student's may differ), in the order of `labels` (default: the model's own order). A
+    def get(
+        self,
+        model_dir: str | Path,
+        examples: list[dict],
+        max_length: int,
+        labels: list[str] | None = None,
+        label_map: dict[str, str] | None = None,
+    ) -> np.ndarray:
+        """Logits of the model in `model_dir` (a folder or hub id), tokenized with its own tokenizer
+        (a student's may differ), in the order of `labels` (default: the model's own order). A
         lexical-overlap bias model answers with its log-probabilities (no cache: it is instant)."""
         if is_overlap_model(model_dir):
-            return np.log(np.clip(OverlapModel.load(Path(model_dir)).predict_proba(examples), 1e-12, None))
+            return np.log(
+                np.clip(OverlapModel.load(Path(model_dir)).predict_proba(examples), 1e-12, None)
+            )
         model_dir = resolve_model_dir(str(model_dir))
         labels = list(labels) if labels is not None else model_labels(model_dir)
         perm = label_order(model_dir, labels, label_map)

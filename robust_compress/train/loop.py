@@ -52,20 +52,41 @@ class TrainArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     epochs: float = Field(1.0, gt=0, le=10_000, description="passes over the training split")
-    max_steps: int | None = Field(None, ge=1, le=MAX_COUNT, description="stop after this many optimizer steps")
-    lr: float = Field(5e-5, gt=0, description="peak learning rate (AdamW, linear warm-up and decay)")
-    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description="global batch size (split across processes)")
+    max_steps: int | None = Field(
+        None, ge=1, le=MAX_COUNT, description="stop after this many optimizer steps"
+    )
+    lr: float = Field(
+        5e-5, gt=0, description="peak learning rate (AdamW, linear warm-up and decay)"
+    )
+    batch_size: int = Field(
+        32, ge=1, le=MAX_BATCH, description="global batch size (split across processes)"
+    )
     grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="micro-batches per optimizer step")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps with a rising learning rate")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorms)")
-    seed: int = Field(42, ge=0, le=MAX_SEED, description="training randomness: init of new heads, dropout, batch order")
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, description="share of steps with a rising learning rate"
+    )
+    weight_decay: float = Field(
+        0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorms)"
+    )
+    seed: int = Field(
+        42,
+        ge=0,
+        le=MAX_SEED,
+        description="training randomness: init of new heads, dropout, batch order",
+    )
     bf16: bool = Field(False, description="bf16 autocast (about 2x on CPUs with AVX-512 bf16)")
-    checkpoint_every: int = Field(200, ge=1, le=MAX_COUNT, description="optimizer steps between resumable checkpoints")
+    checkpoint_every: int = Field(
+        200, ge=1, le=MAX_COUNT, description="optimizer steps between resumable checkpoints"
+    )
     dropout: float | None = Field(None, ge=0, lt=1, description="override the model's dropout")
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
-        default_factory=list, description="also log metrics to these accelerate trackers")
-    record_dynamics: bool = Field(False, description="keep every training example's loss and gold-label "
-                                  "probability each time it is seen (training dynamics; no extra forward pass)")
+        default_factory=list, description="also log metrics to these accelerate trackers"
+    )
+    record_dynamics: bool = Field(
+        False,
+        description="keep every training example's loss and gold-label "
+        "probability each time it is seen (training dynamics; no extra forward pass)",
+    )
 
 
 class Hook:
@@ -95,23 +116,30 @@ def make_accelerator(args: TrainArgs, log_dir: Path | None = None) -> Accelerato
     AcceleratorState._reset_state()
     GradientState._reset_state()
     # split_batches: batch_size is the global batch, so results do not depend on the process count.
-    acc = Accelerator(mixed_precision="bf16" if args.bf16 else "no", gradient_accumulation_steps=args.grad_accum,
-                      dataloader_config=DataLoaderConfiguration(split_batches=True),
-                      cpu=not torch.cuda.is_available(), log_with=list(args.trackers) or None,
-                      project_dir=str(log_dir) if log_dir else None)
+    acc = Accelerator(
+        mixed_precision="bf16" if args.bf16 else "no",
+        gradient_accumulation_steps=args.grad_accum,
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        cpu=not torch.cuda.is_available(),
+        log_with=list(args.trackers) or None,
+        project_dir=str(log_dir) if log_dir else None,
+    )
     if "mlflow" in args.trackers:
         _mlflow_store(Path(log_dir or "runs/run.logs").parent)
     if args.trackers:
         # TensorBoard's hparams take int/float/str/bool only (None and lists fail): the rest as text
-        config = {k: v if isinstance(v, int | float | str | bool) else json.dumps(v)
-                  for k, v in args.model_dump(mode="json").items()}
+        config = {
+            k: v if isinstance(v, int | float | str | bool) else json.dumps(v)
+            for k, v in args.model_dump(mode="json").items()
+        }
         acc.init_trackers(Path(log_dir or "runs").name, config=config)
     return acc
 
 
 def _mlflow_store(folder: Path) -> None:
-    """$MLFLOW_TRACKING_URI, else a SQLite store beside the runs (MLflow's default is a database in the
-    working directory; a study's runs share one). Set for every run: one process may run several."""
+    """$MLFLOW_TRACKING_URI, else a SQLite store beside the runs (MLflow's default is a database in
+    the working directory; a study's runs share one). Set for every run: one process may run
+    several."""
     import mlflow
 
     uri = os.environ.get("MLFLOW_TRACKING_URI")
@@ -129,17 +157,31 @@ def total_steps(n_examples: int, args: TrainArgs) -> int:
     return args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch(n_examples, args)))
 
 
-def _optimizer(params: list[tuple[str, torch.nn.Parameter]], args: TrainArgs) -> torch.optim.Optimizer:
+def _optimizer(
+    params: list[tuple[str, torch.nn.Parameter]], args: TrainArgs
+) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, p in params:
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+            (
+                no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay
+            ).append(p)
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+    )
 
 
-def _save_checkpoint(ckpt: Path, accelerator: Accelerator, step: int, dynamics: list[np.ndarray],
-                     run: dict[str, Any] | None) -> None:
+def _save_checkpoint(
+    ckpt: Path,
+    accelerator: Accelerator,
+    step: int,
+    dynamics: list[np.ndarray],
+    run: dict[str, Any] | None,
+) -> None:
     """accelerate's save_state into a temporary folder (every process writes its RNG state there),
     then one rename: a checkpoint is complete or absent. It records which run wrote it (`run`), so a
     resume never continues another run's steps."""
@@ -155,8 +197,10 @@ def _save_checkpoint(ckpt: Path, accelerator: Accelerator, step: int, dynamics: 
                 write_json(tmp / "loop_state.json", {"step": step})
                 write_json(tmp / RUN_FILE, run or {})
                 if dynamics:
-                    save_file({"dynamics": torch.from_numpy(np.concatenate(dynamics))},
-                              str(tmp / "dynamics.safetensors"))
+                    save_file(
+                        {"dynamics": torch.from_numpy(np.concatenate(dynamics))},
+                        str(tmp / "dynamics.safetensors"),
+                    )
                 publish(tmp, is_dir=True)  # the umask's permissions, like every artifact (not 0600)
     except BaseException:
         if accelerator.is_main_process:
@@ -188,18 +232,24 @@ def _differences(mine: dict[str, Any], theirs: dict[str, Any], prefix: str = "")
 
 
 def check_checkpoint(ckpt: Path, run: dict[str, Any] | None, main_process: bool = True) -> None:
-    """Refuse, before loading anything, a checkpoint of another run (kept: the user decides), and one
-    whose RNG states do not load (accelerate would skip them and resume with other dropout masks).
-    No checkpoint: nothing to check."""
+    """Refuse, before loading anything, a checkpoint of another run (kept: the user decides), and
+    one whose RNG states do not load (accelerate would skip them and resume with other dropout
+    masks). No checkpoint: nothing to check."""
     if not (ckpt / "loop_state.json").is_file():
         return
     if run is not None:
         theirs = read_json(ckpt / RUN_FILE) if (ckpt / RUN_FILE).is_file() else {}
-        diff = _differences(run, theirs) if theirs else ["it records no run settings (an older version)"]
+        diff = (
+            _differences(run, theirs)
+            if theirs
+            else ["it records no run settings (an older version)"]
+        )
         if diff:
-            raise UserError(f"{ckpt}: this checkpoint was written by another run ({'; '.join(diff[:3])}"
-                            f"{'; ...' if len(diff) > 3 else ''}): rerun with that run's settings to resume it, "
-                            "or pass --no-resume to start over (the checkpoint is kept until then)")
+            raise UserError(
+                f"{ckpt}: this checkpoint was written by another run ({'; '.join(diff[:3])}"
+                f"{'; ...' if len(diff) > 3 else ''}): rerun with that run's settings to resume "
+                "it, or pass --no-resume to start over (the checkpoint is kept until then)"
+            )
     for rng in sorted(ckpt.glob("random_states_*.pkl")) or [ckpt / "random_states_0.pkl"]:
         _check_rng(rng, ckpt, main_process)
 
@@ -214,15 +264,21 @@ def _check_rng(rng: Path, ckpt: Path, main_process: bool) -> None:
     except Exception as e:  # noqa: BLE001 -- missing, truncated or foreign: the same answer
         if main_process:
             shutil.rmtree(ckpt, ignore_errors=True)
-        raise UserError(f"{rng}: unreadable RNG state ({type(e).__name__}: {str(e).splitlines()[0][:120]}): "
-                        "the run cannot resume exactly; the checkpoint was removed: run again to start over"
-                        ) from None
+        raise UserError(
+            f"{rng}: unreadable RNG state ({type(e).__name__}: {str(e).splitlines()[0][:120]}): "
+            "the run cannot resume exactly; the checkpoint was removed: run again to start over"
+        ) from None
 
 
-def _load_checkpoint(ckpt: Path, accelerator: Accelerator, dynamics: list[np.ndarray],
-                     run: dict[str, Any] | None = None) -> int:
-    """Restore everything save_state wrote; a checkpoint that cannot be read is removed (a rerun then
-    starts this run over) and reported in one line; another run's checkpoint is refused and kept."""
+def _load_checkpoint(
+    ckpt: Path,
+    accelerator: Accelerator,
+    dynamics: list[np.ndarray],
+    run: dict[str, Any] | None = None,
+) -> int:
+    """Restore everything save_state wrote; a checkpoint that cannot be read is removed (a rerun
+    then starts this run over) and reported in one line; another run's checkpoint is refused and
+    kept."""
     check_checkpoint(ckpt, run, accelerator.is_main_process)
     try:
         step = int(read_json(ckpt / "loop_state.json")["step"])
@@ -232,58 +288,69 @@ def _load_checkpoint(ckpt: Path, accelerator: Accelerator, dynamics: list[np.nda
     except Exception as e:  # noqa: BLE001 -- any unreadable part: the run cannot continue from it
         if accelerator.is_main_process:
             shutil.rmtree(ckpt, ignore_errors=True)
-        raise UserError(f"{ckpt}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                        "it was removed: run again to start over") from None
+        raise UserError(
+            f"{ckpt}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "it was removed: run again to start over"
+        ) from None
     return step
 
 
-def loss_on_batch(model: torch.nn.Module, loss_fn: torch.nn.Module, batch: dict[str, Any],
-                  live: dict[str, Callable[[dict], Any]] | None = None,
-                  autocast: Callable[[], Any] = contextlib.nullcontext) -> tuple[Any, torch.Tensor]:
+def loss_on_batch(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    batch: dict[str, Any],
+    live: dict[str, Callable[[dict], Any]] | None = None,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
+) -> tuple[Any, torch.Tensor]:
     """The model's output and the loss on one batch: the student's hidden states the loss declares
     (`needs_hidden`: False, "cls" or "layers") and its live inputs (put into the batch)."""
-    wants = getattr(getattr(loss_fn, "module", loss_fn), "needs_hidden", False)  # accelerate may wrap it
+    wants = getattr(
+        getattr(loss_fn, "module", loss_fn), "needs_hidden", False
+    )  # accelerate may wrap it
     out = model(**model_inputs(model, batch), output_hidden_states=bool(wants))
-    hidden = None if not wants else out.hidden_states if wants == "layers" else out.hidden_states[-1][:, 0]
+    hidden = (
+        None
+        if not wants
+        else out.hidden_states
+        if wants == "layers"
+        else out.hidden_states[-1][:, 0]
+    )
     if live:
         with autocast():
             batch.update({name: fn(batch) for name, fn in live.items()})
     return out, loss_fn(out.logits, batch, hidden)
 
 
-def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: Loss, work_dir: Path,
-          hooks: list[Hook] | None = None, resume: bool = True, accelerator: Accelerator | None = None,
-          progress: Progress | None = None, run: dict[str, Any] | None = None,
-          live: dict[str, Callable[[dict], Any]] | None = None) -> TrainResult:
-    """Train `model` in place. `live`: name -> function of a batch, put into the batch before the loss
-    (a frozen teacher's hidden states), under the run's autocast. `work_dir/checkpoint` is written periodically and resumed from, only by
-    the run it records (`run`: everything that makes this run this run, JSON-able).
-    `progress(event)` receives {"step", "total", "loss", "examples_per_s", "epoch"} every 10 steps.
-    A non-finite loss stops the run (UserError): nothing of it is worth saving."""
+def train(
+    model: torch.nn.Module,
+    data: EncodedSplit,
+    args: TrainArgs,
+    loss_fn: Loss,
+    work_dir: Path,
+    hooks: list[Hook] | None = None,
+    resume: bool = True,
+    accelerator: Accelerator | None = None,
+    progress: Progress | None = None,
+    run: dict[str, Any] | None = None,
+    live: dict[str, Callable[[dict], Any]] | None = None,
+) -> TrainResult:
+    """Train `model` in place. `live`: name -> function of a batch, put into the batch before the
+    loss (a frozen teacher's hidden states), under the run's autocast. `work_dir/checkpoint` is
+    written periodically and resumed from, only by the run it records (`run`: everything that makes
+    this run this run, JSON-able). `progress(event)` receives {"step", "total", "loss",
+    "examples_per_s", "epoch"} every 10 steps. A non-finite loss stops the run (UserError): nothing
+    of it is worth saving."""
     hooks = hooks or []
     accelerator = accelerator or make_accelerator(args)
     set_seed(args.seed)
     if args.batch_size % accelerator.num_processes:
-        raise UserError(f"batch_size {args.batch_size} must be divisible by {accelerator.num_processes} processes")
-
-    sampler = LengthGroupedSampler(data.lengths, args.batch_size, seed=args.seed)
-    # An own generator: creating a loader iterator must not draw from the global RNG (dropout),
-    # or a resumed run would see different dropout masks than an uninterrupted one.
-    loader = DataLoader(data, batch_size=args.batch_size, sampler=sampler, generator=torch.Generator(),
-                        collate_fn=Collator(getattr(model.config, "pad_token_id", 0) or 0))
-    per_epoch = steps_per_epoch(len(data), args)
-    total = total_steps(len(data), args)
-
-    for h in hooks:  # before the optimizer: a hook may re-parametrize weights (pruning masks)
-        h.on_train_begin(model, total)
-    loss_params = list(loss_fn.named_parameters())
-    optimizer = _optimizer(list(model.named_parameters()) + [(f"loss.{n}", p) for n, p in loss_params], args)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total), total)
-    if loss_params:  # a loss with parameters of its own (learned-mixin) is trained and checkpointed too
-        model, loss_fn, optimizer, loader, scheduler = accelerator.prepare(model, loss_fn, optimizer, loader,
-                                                                           scheduler)
-    else:
-        model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+        raise UserError(
+            f"batch_size {args.batch_size} must be divisible by {accelerator.num_processes} "
+            "processes"
+        )
+    model, loss_fn, optimizer, loader, scheduler, loss_params, per_epoch, total = _setup(
+        model, data, args, loss_fn, hooks, accelerator
+    )
 
     ckpt = Path(work_dir) / "checkpoint"
     step = start = 0
@@ -294,72 +361,219 @@ def train(model: torch.nn.Module, data: EncodedSplit, args: TrainArgs, loss_fn: 
 
     model.train()
     loss_fn.train()
-    live = live or {}
-    losses: list[float] = []
-    window: list[float] = []
-    seen, t0 = 0, time.perf_counter()
-    while step < total:
-        epoch, done_in_epoch = divmod(step, per_epoch)
-        loader.set_epoch(epoch)  # accelerate's loader owns the sampler's epoch: set it, or every epoch repeats
-        epoch_loader = loader
+    loop = _Loop(
+        args=args,
+        accelerator=accelerator,
+        model=model,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loader=loader,
+        loss_params=loss_params,
+        hooks=hooks,
+        live=live or {},
+        progress=progress,
+        run=run,
+        ckpt=ckpt,
+        total=total,
+        per_epoch=per_epoch,
+        step=step,
+        dynamics=dynamics,
+        t0=time.perf_counter(),
+    )
+    while loop.step < total:
+        loop.epoch()
+    return loop.finish(start)
+
+
+def _setup(
+    model: torch.nn.Module,
+    data: EncodedSplit,
+    args: TrainArgs,
+    loss_fn: Loss,
+    hooks: list[Hook],
+    accelerator: Accelerator,
+) -> tuple[Any, Any, Any, Any, Any, list, int, int]:
+    """The loader, optimizer and scheduler, prepared by accelerate (with the loss when it has
+    parameters), and the steps per epoch and in all: apart from `train` so the loop reads as one."""
+    sampler = LengthGroupedSampler(data.lengths, args.batch_size, seed=args.seed)
+    # An own generator: creating a loader iterator must not draw from the global RNG (dropout),
+    # or a resumed run would see different dropout masks than an uninterrupted one.
+    loader = DataLoader(
+        data,
+        batch_size=args.batch_size,
+        sampler=sampler,
+        generator=torch.Generator(),
+        collate_fn=Collator(getattr(model.config, "pad_token_id", 0) or 0),
+    )
+    per_epoch = steps_per_epoch(len(data), args)
+    total = total_steps(len(data), args)
+
+    for h in hooks:  # before the optimizer: a hook may re-parametrize weights (pruning masks)
+        h.on_train_begin(model, total)
+    loss_params = list(loss_fn.named_parameters())
+    optimizer = _optimizer(
+        list(model.named_parameters()) + [(f"loss.{n}", p) for n, p in loss_params], args
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total), total)
+    if (
+        loss_params
+    ):  # a loss with parameters of its own (learned-mixin) is trained and checkpointed too
+        model, loss_fn, optimizer, loader, scheduler = accelerator.prepare(
+            model, loss_fn, optimizer, loader, scheduler
+        )
+    else:
+        model, optimizer, loader, scheduler = accelerator.prepare(
+            model, optimizer, loader, scheduler
+        )
+    return model, loss_fn, optimizer, loader, scheduler, loss_params, per_epoch, total
+
+
+@dataclass
+class _Loop:
+    """A training run between its steps: what the loop works with and what it has counted, in one
+    object, so an epoch, a micro-batch and an optimizer step's bookkeeping are each a short
+    method (called in the very order the one loop ran them)."""
+
+    args: TrainArgs
+    accelerator: Accelerator
+    model: Any
+    loss_fn: Any
+    optimizer: Any
+    scheduler: Any
+    loader: Any
+    loss_params: list
+    hooks: list[Hook]
+    live: dict[str, Callable[[dict], Any]]
+    progress: Progress | None
+    run: dict[str, Any] | None
+    ckpt: Path
+    total: int
+    per_epoch: int
+    step: int
+    dynamics: list[np.ndarray]
+    t0: float
+    losses: list[float] = field(default_factory=list)
+    window: list[float] = field(default_factory=list)
+    seen: int = 0
+
+    def epoch(self) -> None:
+        """The rest of the current epoch (a resumed run skips the batches it already did)."""
+        args, accelerator = self.args, self.accelerator
+        epoch, done_in_epoch = divmod(self.step, self.per_epoch)
+        self.loader.set_epoch(
+            epoch
+        )  # accelerate's loader owns the sampler's epoch: set it, or every epoch repeats
+        epoch_loader = self.loader
         if done_in_epoch:
-            epoch_loader = accelerator.skip_first_batches(loader, done_in_epoch * args.grad_accum)
+            epoch_loader = accelerator.skip_first_batches(
+                self.loader, done_in_epoch * args.grad_accum
+            )
             epoch_loader.set_epoch(epoch)
         micro = 0
         for batch in epoch_loader:
-            with accelerator.accumulate(model):
-                out, loss = loss_on_batch(model, loss_fn, batch, live, accelerator.autocast)
-                if args.record_dynamics:
-                    dynamics.append(_dynamics(out.logits, batch, epoch, accelerator))
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(list(model.parameters()) + [p for _, p in loss_params], 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            value = loss.detach().float().item()
-            if not math.isfinite(value):
-                raise UserError(f"step {step + 1}: the training loss is not finite ({value}) with lr {args.lr}: "
-                                "the run diverged and is stopped; nothing was saved (lower lr, or check the data)")
-            window.append(value)
-            seen += batch["labels"].shape[0] * accelerator.num_processes
+            self.micro_step(batch, epoch)
             micro += 1
             if micro % args.grad_accum:
                 continue
-            step += 1
-            for h in hooks:
-                h.on_step_end(accelerator.unwrap_model(model), step)
-            if step % 10 == 0 or step == total:
-                losses.append(sum(window) / len(window))
-                window = []
-                rate = seen / max(time.perf_counter() - t0, 1e-9)
-                if progress is not None and accelerator.is_local_main_process:
-                    progress({"step": step, "total": total, "loss": losses[-1], "examples_per_s": rate,
-                              "epoch": epoch})
-                if args.trackers:
-                    accelerator.log({"train/loss": losses[-1], "train/examples_per_s": rate}, step=step)
-            if step % args.checkpoint_every == 0 and step < total:
-                _save_checkpoint(ckpt, accelerator, step, dynamics, run)
-            if step >= total or micro // args.grad_accum >= per_epoch:
+            self.step += 1
+            self.step_end(epoch)
+            if self.step >= self.total or micro // args.grad_accum >= self.per_epoch:
                 break
-    if args.trackers:
-        accelerator.end_training()
-    if window:
-        losses.append(sum(window) / len(window))
-    seconds = time.perf_counter() - t0
-    unwrapped = accelerator.unwrap_model(model)
-    for h in hooks:
-        h.on_train_end(unwrapped)
-    return TrainResult(steps=step, examples_per_s=seen / max(seconds, 1e-9), seconds=seconds, losses=losses,
-                       resumed_from=start, dynamics=np.concatenate(dynamics) if dynamics else None)
+
+    def micro_step(self, batch: dict[str, Any], epoch: int) -> None:
+        """Forward, backward and (when the accumulation is complete) the optimizer step on one
+        micro-batch; a non-finite loss stops the run."""
+        accelerator = self.accelerator
+        with accelerator.accumulate(self.model):
+            out, loss = loss_on_batch(
+                self.model, self.loss_fn, batch, self.live, accelerator.autocast
+            )
+            if self.args.record_dynamics:
+                self.dynamics.append(_dynamics(out.logits, batch, epoch, accelerator))
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(
+                    list(self.model.parameters()) + [p for _, p in self.loss_params], 1.0
+                )
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        value = loss.detach().float().item()
+        if not math.isfinite(value):
+            raise UserError(
+                f"step {self.step + 1}: the training loss is not finite ({value}) with lr "
+                f"{self.args.lr}: the run diverged and is stopped; nothing was saved (lower lr, or "
+                "check the data)"
+            )
+        self.window.append(value)
+        self.seen += batch["labels"].shape[0] * accelerator.num_processes
+
+    def step_end(self, epoch: int) -> None:
+        """After an optimizer step: the hooks, the logging window every 10 steps, a checkpoint
+        every `checkpoint_every`."""
+        for h in self.hooks:
+            h.on_step_end(self.accelerator.unwrap_model(self.model), self.step)
+        if self.step % 10 == 0 or self.step == self.total:
+            self.log_window(epoch)
+        if self.step % self.args.checkpoint_every == 0 and self.step < self.total:
+            _save_checkpoint(self.ckpt, self.accelerator, self.step, self.dynamics, self.run)
+
+    def log_window(self, epoch: int) -> None:
+        """The mean loss of the steps since the last report, to `progress` and the trackers."""
+        self.losses.append(sum(self.window) / len(self.window))
+        self.window = []
+        rate = self.seen / max(time.perf_counter() - self.t0, 1e-9)
+        if self.progress is not None and self.accelerator.is_local_main_process:
+            self.progress(
+                {
+                    "step": self.step,
+                    "total": self.total,
+                    "loss": self.losses[-1],
+                    "examples_per_s": rate,
+                    "epoch": epoch,
+                }
+            )
+        if self.args.trackers:
+            self.accelerator.log(
+                {"train/loss": self.losses[-1], "train/examples_per_s": rate}, step=self.step
+            )
+
+    def finish(self, start: int) -> TrainResult:
+        """End the trackers, close the last logging window and let the hooks finalize the model."""
+        if self.args.trackers:
+            self.accelerator.end_training()
+        if self.window:
+            self.losses.append(sum(self.window) / len(self.window))
+        seconds = time.perf_counter() - self.t0
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        for h in self.hooks:
+            h.on_train_end(unwrapped)
+        return TrainResult(
+            steps=self.step,
+            examples_per_s=self.seen / max(seconds, 1e-9),
+            seconds=seconds,
+            losses=self.losses,
+            resumed_from=start,
+            dynamics=np.concatenate(self.dynamics) if self.dynamics else None,
+        )
 
 
 @torch.no_grad()
-def _dynamics(logits: torch.Tensor, batch: dict, epoch: int, accelerator: Accelerator) -> np.ndarray:
-    """[batch, 4]: row, epoch, CE loss and p(gold) of each example, from the logits the step computed
-    anyway (training mode, as cartography records them); gathered from every process."""
+def _dynamics(
+    logits: torch.Tensor, batch: dict, epoch: int, accelerator: Accelerator
+) -> np.ndarray:
+    """[batch, 4]: row, epoch, CE loss and p(gold) of each example, from the logits the step
+    computed anyway (training mode, as cartography records them); gathered from every process."""
     labels = batch["labels"]
     log_p = F.log_softmax(logits.detach().float(), -1).gather(1, labels[:, None]).squeeze(1)
-    rows = torch.stack([batch["row"].double(), torch.full_like(log_p, epoch, dtype=torch.float64),
-                        -log_p.double(), log_p.exp().double()], 1)
+    rows = torch.stack(
+        [
+            batch["row"].double(),
+            torch.full_like(log_p, epoch, dtype=torch.float64),
+            -log_p.double(),
+            log_p.exp().double(),
+        ],
+        1,
+    )
     return accelerator.gather(rows).cpu().numpy()

@@ -25,7 +25,8 @@ class LossSettings(BaseModel):
 
 
 class Loss(nn.Module):
-    """loss(logits, batch, hidden) -> scalar; `batch` holds `labels` and the declared per-example inputs."""
+    """loss(logits, batch, hidden) -> scalar; `batch` holds `labels` and the declared per-example
+    inputs."""
 
     name: ClassVar[str]
     Settings: ClassVar[type[LossSettings]]
@@ -34,20 +35,35 @@ class Loss(nn.Module):
     # "layers" (every layer's output, the embeddings' first: HF's hidden_states tuple)
     needs_hidden: ClassVar[Literal[False, "cls", "layers"]] = False
 
-    def __init__(self, settings: LossSettings, hidden_size: int = 0, num_labels: int = 0,
-                 teacher_hidden_size: int = 0):
+    def __init__(
+        self,
+        settings: LossSettings,
+        hidden_size: int = 0,
+        num_labels: int = 0,
+        teacher_hidden_size: int = 0,
+    ):
         super().__init__()
         self.settings = settings
 
     @classmethod
-    def prepare(cls, name: str, raw: list[torch.Tensor], examples: list[dict], settings: LossSettings,
-                task_alpha: float) -> list[torch.Tensor]:
+    def prepare(
+        cls,
+        name: str,
+        raw: list[torch.Tensor],
+        examples: list[dict],
+        settings: LossSettings,
+        task_alpha: float,
+    ) -> list[torch.Tensor]:
         """One of its per-example inputs, made from the raw values its source gives (train.extras):
         as they are, unless the loss says otherwise."""
         return raw
 
-    def forward(self, logits: torch.Tensor, batch: dict[str, torch.Tensor],
-                hidden: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        logits: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        hidden: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -65,15 +81,22 @@ class KDSettings(LossSettings):
     lam: float = Field(0.9, ge=0, le=1, description="weight of the teacher term")
 
 
-def smoothed_teacher(teacher_logits: torch.Tensor, d: torch.Tensor | float, temperature: float = 1.0) -> torch.Tensor:
+def smoothed_teacher(
+    teacher_logits: torch.Tensor, d: torch.Tensor | float, temperature: float = 1.0
+) -> torch.Tensor:
     """s_ij = p_ij^{d_i} / sum_k p_ik^{d_i}, computed stably as softmax(d_i * z_ij / T)."""
     if isinstance(d, torch.Tensor):
         d = d.reshape(-1, 1)
     return torch.softmax(d * teacher_logits.float() / temperature, dim=-1)
 
 
-def kd_loss(logits: torch.Tensor, labels: torch.Tensor, target: torch.Tensor, lam: float,
-            temperature: float = 1.0) -> torch.Tensor:
+def kd_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    target: torch.Tensor,
+    lam: float,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """(1 - lam) CE(y, p_S) + lam T^2 KL(target || p_S^T), KL averaged over the batch."""
     logits = logits.float()
     ce = F.cross_entropy(logits, labels)

@@ -22,26 +22,32 @@ class ConfRegSettings(LossSettings):
 
 @register
 class Reweight(Loss):
-    """Example reweighting (Clark et al. 2019): w_i = 1 - p_bias(y_i), L = sum_i w_i CE_i / sum_i w_i."""
+    """Example reweighting (Clark et al. 2019):
+    w_i = 1 - p_bias(y_i), L = sum_i w_i CE_i / sum_i w_i."""
 
     name = "reweight"
     Settings = ReweightSettings
     needs = ("bias_probs",)
 
     def forward(self, logits, batch, hidden=None):
-        return weighted_ce(logits, batch["labels"], 1 - gold_prob(batch["bias_probs"], batch["labels"]))
+        return weighted_ce(
+            logits, batch["labels"], 1 - gold_prob(batch["bias_probs"], batch["labels"])
+        )
 
 
 @register
 class PoE(Loss):
-    """Product of experts: L = CE(y, softmax(log p_S + log p_bias)); the model alone is used at test time."""
+    """Product of experts: L = CE(y, softmax(log p_S + log p_bias)); the model alone is used at
+    test time."""
 
     name = "poe"
     Settings = PoESettings
     needs = ("bias_probs",)
 
     def forward(self, logits, batch, hidden=None):
-        combined = F.log_softmax(logits.float(), -1) + torch.log(batch["bias_probs"].float().clamp_min(1e-12))
+        combined = F.log_softmax(logits.float(), -1) + torch.log(
+            batch["bias_probs"].float().clamp_min(1e-12)
+        )
         return F.cross_entropy(combined, batch["labels"])
 
 
@@ -55,5 +61,7 @@ class ConfReg(Loss):
     needs = ("teacher_logits", "bias_probs")
 
     def forward(self, logits, batch, hidden=None):
-        target = smoothed_teacher(batch["teacher_logits"], 1 - gold_prob(batch["bias_probs"], batch["labels"]))
+        target = smoothed_teacher(
+            batch["teacher_logits"], 1 - gold_prob(batch["bias_probs"], batch["labels"])
+        )
         return -(target * F.log_softmax(logits.float(), -1)).sum(-1).mean()

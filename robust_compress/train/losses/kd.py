@@ -21,7 +21,8 @@ class SmoothSettings(KDSettings):
 
 @register
 class KD(Loss):
-    """Hinton et al. (2015): L = (1 - lam) CE(y, p_S) + lam T^2 KL(softmax(z_T / T) || softmax(z_S / T))."""
+    """Hinton et al. (2015):
+    L = (1 - lam) CE(y, p_S) + lam T^2 KL(softmax(z_T / T) || softmax(z_S / T))."""
 
     name = "kd"
     Settings = KDLossSettings
@@ -42,7 +43,12 @@ class Distil(Loss):
     needs = ("teacher_logits",)
 
     def forward(self, logits, batch, hidden=None):
-        return kd_loss(logits, batch["labels"], smoothed_teacher(batch["teacher_logits"], 1.0), self.settings.lam)
+        return kd_loss(
+            logits,
+            batch["labels"],
+            smoothed_teacher(batch["teacher_logits"], 1.0),
+            self.settings.lam,
+        )
 
 
 @register

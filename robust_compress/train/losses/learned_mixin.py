@@ -10,7 +10,9 @@ from .base import Loss, LossSettings, register
 
 class LearnedMixinSettings(LossSettings):
     name: Literal["learned_mixin"] = "learned_mixin"
-    entropy_weight: float = Field(0.2, ge=0, description="w of the +H entropy penalty (0: plain learned-mixin)")
+    entropy_weight: float = Field(
+        0.2, ge=0, description="w of the +H entropy penalty (0: plain learned-mixin)"
+    )
 
 
 @register

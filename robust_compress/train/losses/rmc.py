@@ -8,11 +8,14 @@ from .base import KDSettings, Loss, kd_loss, register, smoothed_teacher
 
 class RMCSettings(KDSettings):
     name: Literal["rmc"] = "rmc"
-    alpha: float | None = Field(None, ge=0, le=1, description="difficulty floor alpha; default: the task's")
+    alpha: float | None = Field(
+        None, ge=0, le=1, description="difficulty floor alpha; default: the task's"
+    )
 
 
 def difficulty(v: torch.Tensor, alpha: float) -> torch.Tensor:
-    """d_i = alpha + (1 - alpha)(v_i - V_min)/(V_max - V_min), in [alpha, 1]; all 1 if v is constant."""
+    """d_i = alpha + (1 - alpha)(v_i - V_min)/(V_max - V_min), in [alpha, 1];
+    all 1 if v is constant."""
     v = v.float()
     span = v.max() - v.min()
     if span <= 0:
@@ -23,7 +26,8 @@ def difficulty(v: torch.Tensor, alpha: float) -> torch.Tensor:
 @register
 class RMC(Loss):
     """Du et al. (2023): per-example smoothing of the teacher by its uncertainty,
-    s_ij ∝ p_T,ij^{d_i} with d_i from `difficulty(v, alpha)`, L = (1 - lam) CE(y, p_S) + lam KL(s_i || p_S,i)."""
+    s_ij ∝ p_T,ij^{d_i} with d_i from `difficulty(v, alpha)`,
+    L = (1 - lam) CE(y, p_S) + lam KL(s_i || p_S,i)."""
 
     name = "rmc"
     Settings = RMCSettings
