@@ -373,3 +373,15 @@ def test_cli_flags_are_config_fields_with_their_help():
     assert field_help("compression.sparsity")[:40] in " ".join(out.split())
     version = runner.invoke(cli_mod.app, ["--version"]).output
     assert version.startswith("robust-compress ") and "code " in version
+
+
+@pytest.mark.parametrize(
+    "args", [["check", "."], ["format", "--check", "."]], ids=["check", "format"]
+)
+def test_ruff_passes_with_the_projects_rules(args):
+    """pyproject.toml's ruff rules (line length 100, bugbear, simplify, pyupgrade, complexity)."""
+    exe = Path(sys.executable).with_name("ruff")
+    r = subprocess.run(
+        [str(exe), *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stdout[-3000:]
