@@ -1,7 +1,7 @@
 """The `robust-compress` command: each subcommand is a thin call into the library.
 
 Option help texts are the config fields' descriptions (`config.field_help`), and every flag maps to
-a config field (`FLAGS`), so the CLI and the config cannot drift (tests/test_cli.py checks both).
+a config field (`FLAGS`), so the CLI and the config cannot drift (tests/test_trust.py checks both).
 """
 
 from __future__ import annotations

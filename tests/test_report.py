@@ -59,7 +59,7 @@ def _write_run(
     ).to_parquet(folder / "predictions" / "hans.parquet", index=False)
     # a stale summary whose numbers the report must NOT use
     roles = {"dev_matched": "id", "hans": "ood"}
-    if cue:  # controlled-shortcut copies of the ID split, as runner.evaluate_model writes them
+    if cue:  # controlled-shortcut copies of the ID split, as data.load.load_eval_splits adds them
         for name, p in (("dev_matched+cue_aligned", 0.95), ("dev_matched+cue_conflicting", 0.4)):
             _table(rng, MNLI, N_DEV, p).to_parquet(
                 folder / "predictions" / f"{name}.parquet", index=False
@@ -94,7 +94,7 @@ def _write_run(
 def study(tmp_path_factory) -> Path:
     """A teacher (1 seed) + magnitude pruning at 2 sparsities × 2 losses × 2 seeds, HANS-like OOD.
 
-    Laid out as experiment.write_index does: one group per compression holding both losses, run
+    Laid out as study.run.write_index does: one group per compression holding both losses, run
     names with slashes, an absolute path for the teacher, and no `sparsity` key for the teacher.
     """
     study = tmp_path_factory.mktemp("study")

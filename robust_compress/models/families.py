@@ -226,14 +226,6 @@ def attention(block: nn.Module, fam: Family) -> nn.Module:
     return get_path(block, fam.attention)
 
 
-def qkv(block: nn.Module, fam: Family) -> list[tuple[str, nn.Linear]]:
-    """(path from the block, module) of the query, key and value projections."""
-    return [
-        (f"{fam.attention}.{n}", get_path(block, f"{fam.attention}.{n}"))
-        for n in (fam.query, fam.key, fam.value)
-    ]
-
-
 def n_heads(block: nn.Module, fam: Family) -> int:
     return int(getattr(attention(block, fam), fam.heads_attr))
 

@@ -33,8 +33,6 @@ from .pruned import register_all
 
 register_all()
 
-WEIGHTS = "model.safetensors"
-
 
 def resolve_model_dir(name_or_path: str) -> Path:
     """A local folder for a model: the folder itself, or the hub snapshot (downloaded or cached)."""

@@ -45,7 +45,6 @@ class Study:
     runs: list[Run]
     easy_hard: dict[str, pd.DataFrame]  # `<split>` or `<split>.<name>` -> id, easy
     speed: dict[str, float]  # run name -> inference examples/s (the speed stage)
-    speed_harness: dict[str, Any]
     agreement: dict[str, Any] | None
     uncertainty: dict[str, Any] | None = None  # how the models scoring per-sample uncertainty did
     bias_models: dict[str, Any] | None = (
@@ -137,10 +136,10 @@ def load_study(study: Path) -> Study:
             {"id": part["id"].astype(str), "easy": part["easy"].astype(bool)}
         )
         easy_hard[p.stem].attrs.update(path=str(p), split=p.stem.split(".")[0])
-    speed, harness = {}, {}
+    speed = {}
     if (study / "speed.json").is_file():
         s = schemas.read(study / "speed.json", schemas.SpeedRecord)
-        speed, harness = dict(s.examples_per_s), s.harness
+        speed = dict(s.examples_per_s)
         runtimes = {rt: dict(r.examples_per_s) for rt, r in s.runtimes.items()}
         runtime_missing = {rt: dict(r.missing) for rt, r in s.runtimes.items()}
     else:
@@ -155,7 +154,6 @@ def load_study(study: Path) -> Study:
         runs,
         easy_hard,
         speed,
-        harness,
         analysis["agreement"],
         analysis["uncertainty"],
         analysis["bias_models"],

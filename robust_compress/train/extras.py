@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.load import text_key
 from ..io import UserError, read_json
+from ..metrics import softmax
 from ..models.infer import model_inputs
 from ..models.load import load_model, load_tokenizer, model_labels, resolve_model_dir, vocab_digest
 from ..models.overlap import is_overlap_model
@@ -132,10 +133,7 @@ def _logits(source: str, examples: list[dict], ctx: Context) -> np.ndarray:
 
 
 def _probs(source: str, examples: list[dict], ctx: Context) -> np.ndarray:
-    logits = _logits(source, examples, ctx)
-    z = logits.astype(np.float64)
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
+    return softmax(_logits(source, examples, ctx).astype(np.float64))
 
 
 def _teacher_logits(source, examples, settings, ctx):
