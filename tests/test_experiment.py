@@ -578,3 +578,21 @@ def test_an_unmeasured_bert_base_is_not_estimated_at_minilm_speed(tmp_path):
         Stage("compress", "t", StageConfig(model=TeacherRef(Stage("teacher", "t"))), work=work)
     )
     assert teacher_run == pytest.approx(8 * small)
+
+
+def test_a_study_moved_by_output_dir_takes_its_cache_with_it(tmp_path, tiny_dir, tiny_task):
+    """`reproduce --output-dir X` writes nothing under ./runs: the cache (teacher logits, latency
+    tables) moves to X/cache unless the study names its own; the cache's place is in no key."""
+    from robust_compress.study.run import prepare
+
+    path = _exp(tmp_path, tiny_dir, tiny_task)
+    exp = yaml.safe_load(path.read_text())
+    del exp["defaults"]["cache_dir"]
+    path.write_text(yaml.safe_dump(exp))
+    _, here = prepare(path)
+    _, moved = prepare(path, output_dir=tmp_path / "elsewhere")
+    assert [s.key for s in moved] == [s.key for s in here]
+    caches = {s.resolve().cache_dir for s in moved if not s.given}
+    assert caches == {str(tmp_path / "elsewhere" / "cache")}
+    _, named = prepare(_exp(tmp_path, tiny_dir, tiny_task, name="n"), output_dir=tmp_path / "e2")
+    assert {s.resolve().cache_dir for s in named} == {str(tmp_path / "cache")}

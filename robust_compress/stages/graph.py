@@ -136,6 +136,7 @@ class StageConfig:
         """The config as the key hashes it: the fields set, teachers by placeholder, a compression's
         settings as given (a compressed run gives all of them, defaults included)."""
         data = self.set_fields()
+        data.pop("cache_dir", None)  # where the cache lives is not an input
         if self.model is not None:
             data["model"] = self.model.placeholder if isinstance(self.model, Ref) else self.model
         if self.compression is not None:

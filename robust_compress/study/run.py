@@ -131,10 +131,11 @@ def prepare(
 ) -> tuple[Experiment, list[Stage]]:
     """Load, plan and check a study (no side effects)."""
     exp = load_experiment(path, overrides)
-    if (
-        output_dir is not None
-    ):  # the same study elsewhere (another machine's run): stage keys do not change
+    if output_dir is not None:  # the same study elsewhere: stage keys do not change
         exp.output_dir = str(output_dir)
+        if "cache_dir" not in exp.defaults.model_fields_set:  # nothing written under ./runs
+            cache = str(Path(output_dir) / "cache")
+            exp.defaults = exp.defaults.model_copy(update={"cache_dir": cache})
     stages = plan(exp)
     check_plan(exp, stages, path)
     return exp, stages
