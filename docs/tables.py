@@ -299,6 +299,24 @@ TABLES: dict[str, Callable[[], str]] = {
             ("÷ FLOPs", num("speedup_per_flops", spread=False)),
         ],
     ),
+    "recovery": study_table(
+        "mnli-recovery-cpu",
+        [
+            ("model / loss", None),
+            ("seeds", field("n_seeds")),
+            ("dev-m (all 9,815)", pct("acc.dev_matched")),
+            ("HANS", pct("acc.hans", mark_constant="hans")),
+            ("HANS non-ent. (lex / sub / con)", HANS_NE_INT),
+            ("F_bias", num("f_bias")),
+            ("easy / hard", EASY_HARD_SD),
+            ("E−H", pct("eh.dev_matched.gap")),
+            ("params", num("parameters", 1, spread=False, scale=1e-6, suffix="M")),
+            ("FLOPs ÷", num("flops_reduction", spread=False)),
+            ("speed-up PyTorch fp32", speed("speedup.pytorch-fp32")),
+            ("onnxruntime fp32", speed("speedup.onnxruntime-fp32")),
+            ("onnxruntime int8", speed("speedup.onnxruntime-int8")),
+        ],
+    ),
     "qqp": study_table(
         "qqp-minilm-cpu",
         [
