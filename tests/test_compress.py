@@ -301,3 +301,54 @@ def test_speed_command_times_models_against_the_first(tiny_task, tmp_path, teach
     rates = json.loads((tmp_path / "speed.json").read_text())["examples_per_s"]
     assert set(rates) == {str(teacher), str(q)} and all(v > 0 for v in rates.values())
     assert "1.00x" in r.output
+
+
+# the smallest settings of every registered method: a new method must add its line here
+SMALLEST = {
+    "magnitude": {"sparsity": 0.5},
+    "heads": {"heads": 1, "importance_batches": 1},
+    "structured": {"target_flops": 0.7, "importance_batches": 1},
+    "truncate": {"layers": 1},
+    "distill": {},
+    "quantize": {},
+    "fisher": {"target_flops": 0.7, "samples": 32},
+}
+
+
+def test_every_registered_method_is_tested():
+    from robust_compress.compress import METHODS
+
+    assert set(SMALLEST) == set(METHODS)
+
+
+@pytest.mark.parametrize("method", sorted(SMALLEST))
+def test_every_method_compresses_records_and_reloads(method, tiny_task, tmp_path, teacher):
+    """Each method, through the one `compress` path: the artifact records its method and
+    settings, reloads with the project's loader and scores every example, and is no larger than
+    the teacher (distill's student is the teacher's own architecture here)."""
+    out = compress(
+        tiny_run_config(
+            teacher,
+            tiny_task,
+            tmp_path / method,
+            max_steps=2,
+            compression={"method": method, **SMALLEST[method]},
+            **(
+                {}
+                if method == "quantize"
+                else {"loss": {"name": "distil"}, "inputs": {"teacher": str(teacher)}}
+            ),
+        )
+    )
+    record = json.loads((out / "compression.json").read_text())
+    assert record["method"] == method and record["settings"]["method"] == method
+    if method == "quantize":  # int8 on disk
+        assert record["bytes_on_disk"] < (teacher / "model.safetensors").stat().st_size
+    elif method == "magnitude":  # half of the encoder's weights are exact zeros
+        assert record["nonzero_parameters"] < 0.9 * record["parameters"]
+    elif method != "distill":  # units or layers removed (distill's student is the teacher's shape)
+        assert record["parameters"] < record["parameters_before"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(s["n"] > 0 for s in summary["splits"].values())
+    again = evaluate_folder(str(out), tiny_run_config(out, tiny_task, tmp_path / f"{method}-eval"))
+    assert again["splits"] == summary["splits"]  # the saved model scores as it was scored
