@@ -354,10 +354,7 @@ def easy_hard(
     ] = None,
 ):
     """Split an ID dev set into easy/hard with a bias-only model; score models on each part."""
-    import pandas as pd
-
-    from .metrics import easy_hard_metrics
-    from .stages import write_easy_hard
+    from .stages import score_easy_hard, write_easy_hard
 
     cfg = _cfg(config, set_, model=bias, task=task, data_dir=data_dir)
     df = write_easy_hard(cfg, bias, split, output)
@@ -365,13 +362,7 @@ def easy_hard(
         f"{split}: {int(df['easy'].sum())} easy / {int((~df['easy']).sum())} hard; written: "
         f"{output}"
     )
-    for m in models or []:
-        pred = m / "predictions" / f"{split}.parquet"
-        if not pred.is_file():
-            raise UserError(f"{pred}: no predictions for split {split!r}")
-        r = easy_hard_metrics(pd.read_parquet(pred), df)
-        if not r:
-            raise UserError(f"{pred}: shares no example id with the easy/hard split")
+    for m, r in score_easy_hard(models or [], split, df):
         typer.echo(
             f"{m!s:40s} easy {100 * r['easy_acc']:5.1f}  hard {100 * r['hard_acc']:5.1f}  "
             f"gap {100 * r['gap']:5.1f}  conf easy {r['easy_conf']:.3f} hard {r['hard_conf']:.3f}"
@@ -709,16 +700,16 @@ def f_bias_cmd(
     """F_bias = Delta_model / Delta_teacher from two summary.json files."""
     import math
 
-    from .io import read_json
+    from . import schemas
     from .metrics import f_bias
 
-    m, t = read_json(model_summary), read_json(teacher_summary)
+    m, t = (schemas.read(p, schemas.Summary) for p in (model_summary, teacher_summary))
     for who, s in (("model", m), ("teacher", t)):
-        if s.get("delta") is None:
+        if s.delta is None:
             raise UserError(f"{who} summary has no Delta (it needs an ID and an OOD split)")
-    fb = f_bias(m["delta"], t["delta"])
+    fb = f_bias(m.delta, t.delta)
     shown = "undefined (teacher Delta < 0.01 or model Delta < 0)" if math.isnan(fb) else f"{fb:.4f}"
-    typer.echo(f"Delta_model={m['delta']:.4f} Delta_teacher={t['delta']:.4f} F_bias={shown}")
+    typer.echo(f"Delta_model={m.delta:.4f} Delta_teacher={t.delta:.4f} F_bias={shown}")
 
 
 @app.command()

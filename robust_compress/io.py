@@ -358,3 +358,22 @@ def digest(*parts: Any) -> str:
     """A short stable hash of JSON-able parts."""
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_parquet(path: str | Path, required: tuple[str, ...] = ()):
+    """A parquet table, or one line naming the file and the problem (missing, unreadable, a required
+    column absent). pandas and pyarrow load on first use: io stays light."""
+    import pandas as pd
+    import pyarrow as pa
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise UserError(f"{path}: unreadable parquet ({type(e).__name__}: {e})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {missing}")
+    return df

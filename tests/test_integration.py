@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from .conftest import DATA, MODELS, ROOT, needs_shared
@@ -114,6 +115,13 @@ def test_reload_evaluate_and_f_bias(finetuned, tmp_path):
     assert (out / "predictions" / "hans.parquet").is_file()
     r = cli("f-bias", str(out / "summary.json"), str(finetuned / "summary.json"))
     assert r.returncode == 0 and "F_bias=" in r.stdout
+    from robust_compress.stages import score_easy_hard
+
+    pred = pd.read_parquet(out / "predictions" / "dev_matched.parquet")
+    easy = pd.DataFrame({"id": pred["id"], "easy": np.arange(len(pred)) % 3 == 0})
+    [(_, got)] = score_easy_hard([out], "dev_matched", easy)
+    assert got["hard_acc"] == pytest.approx(pred["correct"][~easy["easy"]].mean(), abs=1e-12)
+    assert got["easy_acc"] == pytest.approx(pred["correct"][easy["easy"]].mean(), abs=1e-12)
 
 
 def test_bad_inputs_exit_cleanly(tmp_path):

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 from .. import schemas
-from ..io import UserError, read_json
+from ..io import UserError, read_json, read_parquet
 
 REQUIRED = ("id", "gold", "pred", "correct", "confidence")
 
@@ -56,19 +55,6 @@ class Study:
     runtime_missing: dict[str, dict[str, str]] = field(
         default_factory=dict
     )  # runtime -> run name -> why not
-
-
-def read_parquet(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        df = pd.read_parquet(path)
-    except (OSError, ValueError, pa.ArrowException) as e:
-        raise UserError(f"{path}: unreadable parquet ({type(e).__name__}: {e})") from None
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {missing}")
-    return df
 
 
 def _load_run(study: Path, e: schemas.IndexEntry) -> Run:

@@ -14,8 +14,8 @@ from ..config import RunConfig
 from ..data.batching import EncodedSplit
 from ..data.load import folds_of, load_eval_splits, load_split, load_train_split, text_key
 from ..data.tasks import load_task
-from ..io import UserError, atomic_file, check_writable, read_json, write_json
-from ..metrics import summarize
+from ..io import UserError, atomic_file, check_writable, read_json, read_parquet, write_json
+from ..metrics import easy_hard_metrics, summarize
 from ..models.load import load_model, load_tokenizer
 from ..models.overlap import FILE as OVERLAP_FILE
 from ..models.overlap import OverlapModel
@@ -338,6 +338,23 @@ def write_easy_hard(cfg: RunConfig, bias_model: str, split_name: str, out: Path)
     df = easy_hard_frame(cfg, bias_model, split_name)
     _write_parquet(df, Path(out))
     return df
+
+
+def score_easy_hard(
+    model_dirs: list[Path], split_name: str, easy: pd.DataFrame
+) -> list[tuple[Path, dict[str, float]]]:
+    """Each evaluated model's accuracy and confidence on the easy and the hard part of a split,
+    from its saved predictions."""
+    out = []
+    for m in model_dirs:
+        pred = Path(m) / "predictions" / f"{split_name}.parquet"
+        if not pred.is_file():
+            raise UserError(f"{pred}: no predictions for split {split_name!r}")
+        r = easy_hard_metrics(read_parquet(pred, ("id", "correct", "confidence")), easy)
+        if not r:
+            raise UserError(f"{pred}: shares no example id with the easy/hard split")
+        out.append((Path(m), r))
+    return out
 
 
 def bias_model_analysis(

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.load import text_key
-from ..io import UserError, read_json
+from ..io import UserError, read_json, read_parquet
 from ..metrics import softmax
 from ..models.infer import model_inputs
 from ..models.load import load_model, load_tokenizer, model_labels, resolve_model_dir, vocab_digest
@@ -107,12 +106,7 @@ class LiveTeacher(Live):
 def load_per_example(path: str | Path, column: str, examples: list[dict]) -> np.ndarray:
     """Look up a per-example column by id; every training example must be covered."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as e:  # noqa: BLE001 -- pyarrow raises many kinds: one line naming the file
-        raise UserError(f"{path}: unreadable parquet ({type(e).__name__}: {e})") from None
+    df = read_parquet(path)
     if "id" not in df or column not in df:
         raise UserError(f"{path}: needs columns 'id' and {column!r}, has {list(df.columns)}")
     table = dict(zip(df["id"].astype(str), df[column], strict=True))
@@ -163,12 +157,7 @@ def _stored_bias_probs(source: Path, examples: list[dict]) -> np.ndarray:
     """A bias stage's own training-set probabilities (cross-fitted by default), looked up by id;
     each must have been computed on the very text this run trains on (same data, same cue)."""
     scoring = read_json(source / BIAS_RECORD)["scoring"]
-    try:
-        df = pd.read_parquet(source / TRAIN_PROBS)
-    except Exception as e:  # noqa: BLE001 -- pyarrow raises many kinds: one line naming the file
-        raise UserError(
-            f"{source / TRAIN_PROBS}: unreadable parquet ({type(e).__name__}: {e})"
-        ) from None
+    df = read_parquet(source / TRAIN_PROBS, ("id", "key"))
     cols = sorted(
         (c for c in df.columns if c.startswith(f"{scoring}_p")),
         key=lambda c: int(c.rsplit("p", 1)[1]),
