@@ -8,6 +8,7 @@ reads; the keys listed here are the ones the code relies on.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -161,8 +162,6 @@ def read_index(path: str | Path) -> list[IndexEntry]:
 
 def read_metrics_long(path: str | Path) -> list[MetricRow]:
     """metrics_long.csv, validated row by row (a bad row: one line naming the file and its line)."""
-    import csv
-
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     out = []

@@ -161,3 +161,17 @@ def test_train_names_no_study_stage_and_each_loss_prepares_its_own_inputs():
         "weight", probs, [{"label": 0}, {"label": 0}], jtt.Settings(name="jtt", upweight=3.0), 0.5
     )
     assert torch.stack(got).tolist() == [1.0, 3.0]
+
+
+def test_jtt_reads_the_first_models_errors_at_full_precision(monkeypatch):
+    """A training error decided in float64, as the first model's probabilities are computed: two
+    classes 2e-12 apart round to a tie in float32, where argmax would call the example right."""
+    import numpy as np
+
+    from robust_compress.train import extras
+
+    monkeypatch.setattr(extras, "_probs", lambda *a: np.array([[0.5 - 1e-12, 0.5 + 1e-12]]))
+    raw = extras._reference_probs("first-model", [{"label": 0}], None, None)
+    jtt = REGISTRY["jtt"]
+    got = jtt.prepare("weight", raw, [{"label": 0}], jtt.Settings(name="jtt", upweight=3.0), 0.5)
+    assert torch.stack(got).tolist() == [3.0]

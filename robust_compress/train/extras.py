@@ -144,7 +144,7 @@ def _uncertainty(source, examples, settings, ctx):
 
 
 def _reference_probs(source, examples, settings, ctx):
-    return list(torch.tensor(_probs(source, examples, ctx), dtype=torch.float32))
+    return list(torch.tensor(_probs(source, examples, ctx), dtype=torch.float64))
 
 
 TRAIN_PROBS, BIAS_RECORD = (
