@@ -95,6 +95,35 @@ def test_the_plan_of_a_mitigation_study(tmp_path, tiny_dir, tiny_task):
     )
 
 
+def test_seeds_by_loss_adds_and_drops_seeds_for_single_runs(tmp_path, tiny_dir, tiny_task):
+    from robust_compress.io import UserError
+
+    comps = [
+        {
+            "name": "mag",
+            "method": "magnitude",
+            "settings": {"sparsity": 0.5},
+            "seeds": [0],
+            "seeds_by_loss": {"ce": [0, 1, 2], "poe-ov": [0, 2], "poe": [1]},
+        }
+    ]
+    _, stages = prepare(_study(tmp_path, tiny_dir, tiny_task, compressions=comps, teachers={}))
+    names = {s.name for s in stages if s.kind == "compress"}
+    assert names == {
+        "mag/ce/seed0", "mag/ce/seed1", "mag/ce/seed2",
+        "mag/poe-ov/seed0", "mag/poe-ov/seed2",  # the loss-bias key wins over the loss key
+        "mag/poe-hyp/seed1",
+    }  # fmt: skip
+    # a run at a seed without its vanilla reference, or a key naming no run, is refused
+    for bad, match in (
+        ({"poe": [0, 5]}, r"seeds_by_loss.poe has seeds \[5\]"),
+        ({"poe-nope": [0]}, "not runs of this row"),
+    ):
+        comps[0]["seeds_by_loss"] = bad
+        with pytest.raises(UserError, match=match):
+            prepare(_study(tmp_path, tiny_dir, tiny_task, compressions=comps, teachers={}))
+
+
 @pytest.fixture(scope="module")
 def done(tmp_path_factory, tiny_dir, shared_tiny_task):
     tmp = tmp_path_factory.mktemp("mitigation")

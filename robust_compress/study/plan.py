@@ -270,9 +270,15 @@ class _Compressions:
             trains = method_trains(c.method)
             seeds = c.seeds or exp.seeds
             losses = (c.losses or exp.losses) if trains else ["ce"]  # no training: one row...
-            if (
-                seed not in seeds or loss not in losses or (not trains and seed != seeds[0])
-            ):  # ...one seed
+            if loss not in losses or (not trains and seed != seeds[0]):  # ...one seed
+                continue
+            uses_bias = trains and "bias_probs" in loss_needs(loss)
+            biases = [
+                b
+                for b in ((c.bias_models or list(self.biases)) if uses_bias else [None])
+                if seed in exp.seeds_for(c, loss, b)
+            ]
+            if not biases:
                 continue
             src = self.variants[c.teacher] if c.teacher else self.teacher
             if (
@@ -280,8 +286,7 @@ class _Compressions:
             ):  # a debiased teacher, trained just before its first compression
                 self.stages.append(src)
             ref = TeacherRef(src, c.teacher)
-            uses_bias = trains and "bias_probs" in loss_needs(loss)
-            for bias in (c.bias_models or list(self.biases)) if uses_bias else [None]:
+            for bias in biases:
                 s = self.compress(c, loss, bias, seed, src, ref, vanilla.get(c.name))
                 self.stages.append(s)
                 self.models.append(s)
@@ -375,7 +380,11 @@ def plan(exp: Experiment) -> list[Stage]:
     order = ["ce"] + [loss for loss in exp.all_losses() if loss != "ce"]
     models = [teacher, *variants.values()]
     all_seeds = list(
-        dict.fromkeys(exp.seeds + [s for c in exp.compressions for s in c.seeds or []])
+        dict.fromkeys(
+            exp.seeds
+            + [s for c in exp.compressions for s in c.seeds or []]
+            + [s for c in exp.compressions for ss in c.seeds_by_loss.values() for s in ss]
+        )
     )
     by_teacher = sorted(
         (c for c in exp.compressions if c.start is None), key=lambda c: c.teacher is not None

@@ -80,6 +80,12 @@ class CompressionSpec(_Spec):
         None,
         description="which bias models the known-bias losses run with here; default: every one",
     )
+    seeds_by_loss: dict[str, list[Annotated[int, Field(ge=0, le=MAX_SEED)]]] = Field(
+        default_factory=dict,
+        description="seeds for some runs other than the row's `seeds`, by loss or loss-bias "
+        "name (e.g. {reweight-hyp: [42, 43, 44], smooth: [42]}): more seeds where a result is "
+        "close, fewer for a control; 'ce' must run at every seed another loss runs at",
+    )
     start: str | None = Field(
         None,
         description="stack on an earlier compression of this study: start from each "
@@ -276,6 +282,7 @@ class Experiment(_Spec):
                 )
         self._check_stacked(names)
         for c in self.compressions:
+            self._check_seeds_by_loss(c, biases)
             if (
                 c.start is None
                 and "jtt" in (c.losses or self.losses)
@@ -284,6 +291,30 @@ class Experiment(_Spec):
                 raise ValueError(
                     f"compression {c.name}: loss 'jtt' needs 'ce' in its losses (its first model)"
                 )
+
+    def _check_seeds_by_loss(self, c: CompressionSpec, biases: dict[str, BiasSpec]) -> None:
+        """Every key names a run of this row, and its vanilla (ce) run exists at each seed: the
+        row's differences are paired by seed."""
+        losses = c.losses or self.losses
+        runs = set(losses) | {f"{loss}-{b}" for loss in losses for b in c.bias_models or biases}
+        if unknown := sorted(set(c.seeds_by_loss) - runs):
+            raise ValueError(
+                f"compression {c.name}: seeds_by_loss names {unknown}, not runs of this row "
+                f"(have {sorted(runs)})"
+            )
+        vanilla = set(c.seeds_by_loss.get("ce", c.seeds or self.seeds))
+        for key, seeds in c.seeds_by_loss.items():
+            if missing := sorted(set(seeds) - vanilla):
+                raise ValueError(
+                    f"compression {c.name}: seeds_by_loss.{key} has seeds {missing} at which "
+                    f"'ce' (the row's reference) does not run"
+                )
+
+    def seeds_for(self, c: CompressionSpec, loss: str, bias: str | None) -> list[int]:
+        """The seeds one run of a compression row trains at."""
+        by = c.seeds_by_loss
+        row = c.seeds or self.seeds
+        return by.get(f"{loss}-{bias}", by.get(loss, row)) if bias else by.get(loss, row)
 
     def _check_stacked(self, names: list[str]) -> None:
         """A stacked compression starts from an earlier one and inherits its model, losses, seeds,
@@ -298,8 +329,8 @@ class Experiment(_Spec):
                 )
             given = [
                 k
-                for k in ("model", "losses", "seeds", "teacher", "bias_models")
-                if getattr(c, k) is not None
+                for k in ("model", "losses", "seeds", "teacher", "bias_models", "seeds_by_loss")
+                if getattr(c, k) not in (None, {})
             ]
             if given:
                 raise ValueError(
