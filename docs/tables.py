@@ -168,6 +168,33 @@ def benchmark_table(name: str) -> Callable[[], str]:
     return build
 
 
+def report_table(
+    study: str, title: str, columns: list[str], where: dict[str, str] | None = None
+) -> Callable[[], str]:
+    """Some columns (and rows, `where` column == value) of a table the study's exported report
+    computed (its differences carry intervals that need the per-example predictions)."""
+
+    def build() -> str:
+        text = (RESULTS / study / "report" / "report.md").read_text(encoding="utf-8")
+        head = f"## {title}\n"
+        if head not in text:
+            raise SystemExit(f"{study}: its report has no table {title!r}")
+        lines = text.split(head, 1)[1].lstrip("\n").splitlines()
+        table = []
+        for line in lines:
+            if not line.startswith("|"):
+                break
+            table.append([c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+        header, body = table[0], table[2:]
+        if missing := [c for c in [*columns, *(where or {})] if c not in header]:
+            raise SystemExit(f"{study} / {title}: no columns {missing}; have {header}")
+        keep = [header.index(c) for c in columns]
+        rows = [r for r in body if all(r[header.index(k)] == v for k, v in (where or {}).items())]
+        return render(columns, [[r[i] for i in keep] for r in rows])
+
+    return build
+
+
 def uncertainty_sources() -> str:
     """Vanilla and RMC with each uncertainty source, one study per source on the same data and
     seeds."""

@@ -203,6 +203,8 @@ def test_a_mitigation_study_reports_every_bias_model(done):
     ):
         assert heading in md, heading
     assert "| teacher-poe-hyp | poe-hyp |" in md
+    # Δ hard also on the other bias model's split (its values: tests/test_docs.py, on the export)
+    assert "| Δ hard (ov split) |" in md
     assert (
         "| mag@poe-hyp | ce | 1 |" in md
     )  # against mag / ce, the same compression of the study's teacher

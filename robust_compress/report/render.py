@@ -167,7 +167,12 @@ def build_report(
         )
     summary = summary_lines(study, rows, easy_splits)
     easy = study.easy_hard[easy_splits[0]] if easy_splits else None
-    back_tables, back_lines, back_points = wins_back(study, rows, easy)
+    others = {  # the same split by the study's other bias models: "dev_matched.overlap" -> overlap
+        s.split(".", 1)[1]: study.easy_hard[s]
+        for s in easy_splits[1:]
+        if "." in s and easy_splits and s.split(".")[0] == easy_splits[0].split(".")[0]
+    }
+    back_tables, back_lines, back_points = wins_back(study, rows, easy, others)
     debias_tables, debias_lines = debias_then_compress(study, rows, easy)
     back_tables += debias_tables + bias_model_table(study)
     back_fig = wins_back_figure(back_points)
