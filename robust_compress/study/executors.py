@@ -242,6 +242,12 @@ class Ray:
         task = ray.remote(_ray_task)
         code, cwd = code_version(), os.getcwd()
         threads = _driver_threads()  # Ray would give each worker num_cpus threads: other float sums
+        slots = int(ray.cluster_resources().get("CPU", 1) // self.cpus)
+        if self.address is None and slots > 1 and threads * slots > (os.cpu_count() or 1):
+            study.rep.note(
+                f"ray: {slots} stages at once with {threads} threads each on {os.cpu_count()} "
+                "cores oversubscribe them (many times slower): run with OMP_NUM_THREADS=1"
+            )
         refs: dict[int, Any] = {}
         for s in study.todo:
             if s.done() or study.waits(s, set(refs)):
