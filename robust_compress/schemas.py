@@ -74,6 +74,8 @@ class StageRecord(_File):
     kind: str
     key: str
     code_version: str
+    device: str | None = None
+    threads: int | None = None  # the compute threads: numbers are bit-identical at the same count
     seconds: float | None = None
     deps: list[str] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict)

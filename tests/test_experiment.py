@@ -557,6 +557,10 @@ def test_stage_records_name_the_code_the_study_started_with(
         run.code_version.cache_clear()
     records = list((tmp_path / "exp").rglob("*stage.json"))
     assert records and {json.loads(p.read_text())["code_version"] for p in records} == {"v-start"}
+    # and the thread count (numbers are bit-identical only at the same count)
+    import torch
+
+    assert {json.loads(p.read_text())["threads"] for p in records} == {torch.get_num_threads()}
 
 
 def test_an_unmeasured_bert_base_is_not_estimated_at_minilm_speed(tmp_path):

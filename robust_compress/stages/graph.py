@@ -276,12 +276,15 @@ class Stage:
         t0 = time.perf_counter()
 
         def record(_folder=None) -> dict:
+            import torch
+
             return {
                 "name": self.name,
                 "kind": self.kind,
                 "key": self.key,
                 "code_version": code_version,
                 "device": device,
+                "threads": torch.get_num_threads(),  # another count sums floats in another order
                 "seconds": round(time.perf_counter() - t0, 1),
                 "deps": [d.key for d in self.deps],
                 "external": self.external,
