@@ -237,3 +237,11 @@ def test_each_known_bias_loss_reads_its_bias_probabilities(
         )
         weights.append(model.classifier.weight.detach().clone())
     assert not torch.allclose(weights[0], weights[1])
+
+
+def test_the_verdict_on_a_second_split_follows_its_interval():
+    from robust_compress.report.mitigation import Effect, _elsewhere
+
+    assert _elsewhere("ov", Effect(0.02, 0.01, 0.03)).startswith("also on the ov split")
+    assert _elsewhere("ov", Effect(-0.013, -0.02, -0.006)).startswith("but loses on the ov split")
+    assert _elsewhere("ov", Effect(0.01, -0.01, 0.03)).startswith("not measurably on the ov")

@@ -244,12 +244,7 @@ def _verdict(
                 parts.append(
                     f"wins back {share.share()} of the hard-example cost (Δ hard {hard.pts()})"
                 )
-                parts += [
-                    f"{'also' if e.sig and e.d > 0 else 'not measurably'} on the {name} "
-                    f"split's hard examples ({e.pts()})"
-                    for name, e in elsewhere.items()
-                    if e is not None
-                ]
+                parts += [_elsewhere(name, e) for name, e in elsewhere.items() if e is not None]
             elif hard.sig:
                 parts.append(f"adds to the hard-example cost (Δ hard {hard.pts()})")
             else:
@@ -284,6 +279,14 @@ def _verdict(
     ):
         parts.append("meets the target")
     return "; ".join(parts)
+
+
+def _elsewhere(name: str, e: Effect) -> str:
+    """What a loss that wins on one bias model's hard examples does on another's."""
+    if not e.sig:
+        return f"not measurably on the {name} split's hard examples ({e.pts()})"
+    word = "also on" if e.d > 0 else "but loses on"
+    return f"{word} the {name} split's hard examples ({e.pts()})"
 
 
 def debias_then_compress(study: Study, rows: Rows, easy) -> tuple[list[Table], list[str]]:
