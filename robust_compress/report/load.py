@@ -57,6 +57,15 @@ class Study:
     )  # runtime -> run name -> why not
 
 
+def at_seeds_of(ref: list[Run], mine: list[Run]) -> list[Run]:
+    """The reference row's runs at the seeds of a row trained at fewer of them (a trimmed row):
+    a loss at seed 42 is compared with Vanilla at seed 42, paired, not with the mean of three
+    Vanilla seeds as if its own run had no noise."""
+    seeds = {r.seed for r in mine}
+    same = [r for r in ref if r.seed in seeds]
+    return same if len(ref) > len(mine) and len(same) == len(mine) else ref
+
+
 def _load_run(study: Path, e: schemas.IndexEntry) -> Run:
     folder = study / e.path
     summary = schemas.read(folder / "summary.json", schemas.Summary)

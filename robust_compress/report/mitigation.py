@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from ..metrics import cell_metric, compare, metric_parts, ratio_ci
 from .compute import Rows
 from .figures import _figure
-from .load import Run, Study
+from .load import Run, Study, at_seeds_of
 from .tables import Table, collapsed
 
 TARGET_SHARE = 0.5  # issue 18's target: >= half of the hard-example cost won back ...
@@ -175,12 +175,13 @@ def wins_back(
                 )
                 lines.append(f"  {loss}: collapsed — not read.")
                 continue
-            eff = {m: _diff(mine, vanilla, m, easy) for m, _ in metrics}
+            ref = at_seeds_of(vanilla, mine)
+            eff = {m: _diff(mine, ref, m, easy) for m, _ in metrics}
             share = Effect(math.nan)
             measurable_cost = hard_cost is not None and hard_cost.sig and hard_cost.d < 0
             if measurable_cost:
-                share = _share("hard", (mine, vanilla), (teacher, vanilla), easy)
-            elsewhere = {n: _diff(mine, vanilla, "hard", e) for n, e in others.items()}
+                share = _share("hard", (mine, ref), (teacher, ref), easy)
+            elsewhere = {n: _diff(mine, ref, "hard", e) for n, e in others.items()}
             verdict = _verdict(loss, eff, share, measurable_cost, cells, elsewhere)
             row += [e.pts() if e is not None else "–" for e in eff.values()]
             row += [e.pts() if e is not None else "–" for e in elsewhere.values()]
@@ -342,6 +343,7 @@ def debias_then_compress(study: Study, rows: Rows, easy) -> tuple[list[Table], l
         ref = base.get((mine[0].method, _settings(mine[0]), mine[0].loss))
         if not ref or v not in variants:
             continue
+        ref = at_seeds_of(ref, mine)
         eff = {m: _diff(mine, ref, m, easy) for m, _ in metrics[1:]}
         shares = {
             m: (

@@ -8,7 +8,7 @@ import math
 
 from ..metrics import compare, metric_parts
 from .compute import Rows
-from .load import Run, Study
+from .load import Run, Study, at_seeds_of
 from .tables import collapsed
 
 NAMES = {
@@ -103,6 +103,7 @@ def _loss_parts(
     """A loss against its compression's reference row, metric by metric: kept apart from the
     group's lines so the comparison itself is one short loop."""
     parts = []
+    ref_runs = at_seeds_of(ref_runs, mine)
     for m in METRICS:
         a, b = _parts(mine, m, easy), _parts(ref_runs, m, easy)
         if a and b:
