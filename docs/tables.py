@@ -368,6 +368,83 @@ TABLES: dict[str, Callable[[], str]] = {
         ],
     ),
     "uncertainty-sources": uncertainty_sources,
+    "mitigation": report_table(
+        "mnli-mitigation",
+        "What wins it back: each loss against the Vanilla row of its compression",
+        [
+            "Compression",
+            "Loss",
+            "Seeds",
+            "Δ ID",
+            "Δ hard",
+            "Δ hard (overlap split)",
+            "Δ E−H gap",
+            "Δ cue reliance",
+            "hard-example cost recovered",
+        ],
+    ),
+    "mitigation-hans": study_table(
+        "mnli-mitigation",
+        [
+            ("model / loss", None),
+            ("seeds", field("n_seeds")),
+            ("dev-m", pct("acc.dev_matched")),
+            ("HANS", pct("acc.hans", mark_constant="hans")),
+            ("HANS non-ent. (lex / sub / con)", HANS_NE_INT),
+            (
+                "HANS entailed (lex / sub / con)",
+                joined(
+                    *(
+                        pct(f"by.hans.heuristic.{h}/entailment", 0)
+                        for h in ("lexical_overlap", "subsequence", "constituent")
+                    )
+                ),
+            ),
+            ("easy / hard", EASY_HARD_SD),
+        ],
+        only=[
+            "teacher",
+            "teacher-poe-overlap",
+            "magnitude-0.60/ce",
+            "magnitude-0.60/poe-overlap",
+            "magnitude-0.60/focal",
+            "magnitude-0.60@poe-overlap/ce",
+            "magnitude-0.60@poe-overlap/distil",
+            "structured-0.50/ce",
+            "structured-0.50/poe-overlap",
+            "student-L3/ce",
+        ],
+    ),
+    "bias-models": report_table(
+        "mnli-mitigation",
+        "Bias models: accuracy, how they scored the training set, and agreement (%)",
+        [
+            "Bias model",
+            "Kind",
+            "Accuracy (eval splits)",
+            "Train acc. in-sample",
+            "Train acc. cross-fitted",
+            "Easy share (train)",
+            "Chance agreement",
+            "Agreement with dynamics uncertainty",
+            "Agreement with other bias models",
+        ],
+    ),
+    "debias-then-compress": report_table(
+        "mnli-mitigation",
+        "Debias, then compress: what a compressed model keeps of its teacher's debiasing gain",
+        [
+            "Compression",
+            "Loss",
+            "Seeds",
+            "Δ hard",
+            "Δ hans non-entailment constituent",
+            "Δ hans non-entailment subsequence",
+            "share kept: hard",
+            "share kept: hans non-entailment constituent",
+            "share kept: hans non-entailment subsequence",
+        ],
+    ),
     **{
         name: benchmark_table(name)
         for name in (
