@@ -61,7 +61,7 @@ def test_ray_runs_the_study_to_the_same_metrics(
     reproduce(
         path, executor=Ray(), reporter=rep
     )  # done anywhere is done everywhere: nothing to submit
-    assert "ray: 0 stages submitted" in rep.notes[0]
+    assert any("ray: 0 stages submitted" in n for n in rep.notes)
 
 
 def test_a_lost_ray_worker_is_retried_and_resumes(
