@@ -492,6 +492,21 @@ def test_the_cpu_sized_mpnet_preset_is_rows_of_the_full_one():
     assert set(part["losses"]) <= set(full["losses"])
 
 
+def test_the_mpnet_mitigation_preset_is_the_mitigation_study_with_another_teacher():
+    """configs/mnli-mitigation-mpnet.yaml reads each of its rows beside the MiniLM study's: the same
+    data, cue, evaluation subsets and bias models (so their stages share keys), only the teacher and
+    the rows differ."""
+    minilm = yaml.safe_load((ROOT / "configs" / "mnli-mitigation.yaml").read_text())
+    mpnet = yaml.safe_load((ROOT / "configs" / "mnli-mitigation-mpnet.yaml").read_text())
+    own = {"name", "output_dir", "seeds", "teacher", "teachers", "compressions", "losses"}
+    own |= {"uncertainty"}  # RMC's source: no RMC row here
+    assert {k: v for k, v in mpnet.items() if k not in own} == {
+        k: v for k, v in minilm.items() if k not in own
+    }
+    assert set(mpnet["losses"]) <= set(minilm["losses"])
+    assert mpnet["seeds"][0] == minilm["seeds"][0]  # the bias models train at the first seed
+
+
 def test_the_eta_counts_each_stage_at_its_own_models_rate(tmp_path):
     """A 3-layer bias model's fast training must not speed up the estimate of the teacher's runs."""
     from robust_compress.stages.graph import Stage, StageConfig, TeacherRef
