@@ -288,6 +288,37 @@ MPNET_COLUMNS = [
     ("FLOPs ÷", num("flops_reduction", suffix="×")),
 ]
 
+WINS_BACK = "What wins it back: each loss against the Vanilla row of its compression"
+WINS_BACK_COLUMNS = [
+    "Compression",
+    "Loss",
+    "Seeds",
+    "Δ ID",
+    "Δ hard",
+    "Δ hard (overlap split)",
+    "Δ E−H gap",
+    "Δ cue reliance",
+    "hard-example cost recovered",
+]
+MITIGATION_HANS_COLUMNS = [
+    ("model / loss", None),
+    ("seeds", field("n_seeds")),
+    ("dev-m", pct("acc.dev_matched")),
+    ("HANS", pct("acc.hans", mark_constant="hans")),
+    ("HANS non-ent. (lex / sub / con)", HANS_NE_INT),
+    (
+        "HANS entailed (lex / sub / con)",
+        joined(
+            *(
+                pct(f"by.hans.heuristic.{h}/entailment", 0)
+                for h in ("lexical_overlap", "subsequence", "constituent")
+            )
+        ),
+    ),
+    ("easy / hard", EASY_HARD_SD),
+]
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "main-job": study_table(
         "mnli-minilm-quick",
@@ -368,40 +399,10 @@ TABLES: dict[str, Callable[[], str]] = {
         ],
     ),
     "uncertainty-sources": uncertainty_sources,
-    "mitigation": report_table(
-        "mnli-mitigation",
-        "What wins it back: each loss against the Vanilla row of its compression",
-        [
-            "Compression",
-            "Loss",
-            "Seeds",
-            "Δ ID",
-            "Δ hard",
-            "Δ hard (overlap split)",
-            "Δ E−H gap",
-            "Δ cue reliance",
-            "hard-example cost recovered",
-        ],
-    ),
+    "mitigation": report_table("mnli-mitigation", WINS_BACK, WINS_BACK_COLUMNS),
     "mitigation-hans": study_table(
         "mnli-mitigation",
-        [
-            ("model / loss", None),
-            ("seeds", field("n_seeds")),
-            ("dev-m", pct("acc.dev_matched")),
-            ("HANS", pct("acc.hans", mark_constant="hans")),
-            ("HANS non-ent. (lex / sub / con)", HANS_NE_INT),
-            (
-                "HANS entailed (lex / sub / con)",
-                joined(
-                    *(
-                        pct(f"by.hans.heuristic.{h}/entailment", 0)
-                        for h in ("lexical_overlap", "subsequence", "constituent")
-                    )
-                ),
-            ),
-            ("easy / hard", EASY_HARD_SD),
-        ],
+        MITIGATION_HANS_COLUMNS,
         only=[
             "teacher",
             "teacher-poe-overlap",
