@@ -416,6 +416,10 @@ TABLES: dict[str, Callable[[], str]] = {
             "student-L3/ce",
         ],
     ),
+    "mitigation-mpnet": report_table("mnli-mitigation-mpnet", WINS_BACK, WINS_BACK_COLUMNS),
+    "mitigation-mpnet-hans": study_table(
+        "mnli-mitigation-mpnet", [*MITIGATION_HANS_COLUMNS, ("speed-up", speed())]
+    ),
     "bias-models": report_table(
         "mnli-mitigation",
         "Bias models: accuracy, how they scored the training set, and agreement (%)",

@@ -57,3 +57,24 @@ def test_no_difference_in_the_mitigation_report_has_a_zero_width_interval():
         if m.group(2) == m.group(3) and float(m.group(1)) != 0
     ]
     assert not bad, bad[:5]
+
+
+def test_a_model_that_predicts_one_class_on_hans_is_marked_in_the_wins_back_table():
+    """The MPNet study's 6-layer student trained with PoE-overlap calls every HANS pair
+    non-entailed: its +93-point 'gain' on non-entailed lexical overlap is a constant's score. Its
+    HANS cells carry ‡ and its verdict claims no HANS gain; a model with both HANS classes right
+    often enough (magnitude 40 % with the same loss) keeps its cells unmarked."""
+    md = (ROOT / "docs" / "results" / "mnli-mitigation-mpnet" / "report" / "report.md").read_text()
+    table = md.split("## What wins it back: each loss against the Vanilla row")[1].split("\n\n")[1]
+    header, _, *body = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines()]
+    rows = {(r[0], r[1]): dict(zip(header, r, strict=True)) for r in body}
+    hans = [h for h in header if h.startswith("Δ hans")]
+    assert hans
+    student = rows[("student-MiniLM-L6", "poe-overlap")]
+    assert all(student[h].endswith("‡") for h in hans)
+    assert "hans non-entailment" not in student["verdict"]
+    assert "its hans changes are not read: one class on hans (‡)" in student["verdict"]
+    pruned = rows[("magnitude-0.40", "poe-overlap")]
+    assert not any(pruned[h].endswith("‡") for h in hans)
+    assert "hans non-entailment constituent +" in pruned["verdict"]
+    assert "‡" in md.split("## What wins it back: each loss against the Vanilla row")[1]

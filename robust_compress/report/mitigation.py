@@ -15,7 +15,7 @@ from ..metrics import cell_metric, compare, metric_parts, ratio_ci
 from .compute import Rows
 from .figures import _figure
 from .load import Run, Study, at_seeds_of
-from .tables import Table, collapsed
+from .tables import Table, collapsed, constant
 
 TARGET_SHARE = 0.5  # issue 18's target: >= half of the hard-example cost won back ...
 TARGET_ID_COST = 0.005  # ... at <= 0.5 points of ID accuracy
@@ -100,6 +100,28 @@ def _units(runs: list[Run]) -> dict[str, list[Run]]:
     return out
 
 
+def _one_class(rows: Rows, runs: list[Run], cells) -> set[str]:
+    """The OOD splits on which a row predicts one class (>= 90 %): its breakdown cells there are a
+    constant predictor's score, marked ‡ and never called a gain."""
+    g = rows.groups[runs[0].unit]
+    return {m.split(":")[1] for m, _ in cells if constant(g, m.split(":")[1])}
+
+
+def _mark(metric: str, one_class: set[str]) -> str:
+    split = metric.split(":")[1] if metric.startswith("cell:") else None
+    return " ‡" if split in one_class else ""
+
+
+def _cell(e: Effect | None, metric: str, one_class: set[str]) -> str:
+    return "–" if e is None else e.pts() + _mark(metric, one_class)
+
+
+ONE_CLASS_NOTE = (
+    "‡ the row predicts one class on ≥ 90 % of this split: its cell is (close to) a constant "
+    "predictor's score, not a gain in robustness."
+)
+
+
 def _compressions(study: Study, rows: Rows) -> list[tuple[str, list[Run], dict[str, list[Run]]]]:
     """(group, its Vanilla runs, loss -> runs) for every compression of the study's teacher."""
     out = []
@@ -147,6 +169,7 @@ def wins_back(
         + ["hard-example cost recovered", "verdict"]
     )
     table, lines, points = [], [], []
+    any_one_class = False
     for group, vanilla, losses in _compressions(study, rows):
         if any(r.meta.get("teacher_variant") for r in vanilla):
             continue  # compressions of a debiased teacher: the next table
@@ -182,8 +205,10 @@ def wins_back(
             if measurable_cost:
                 share = _share("hard", (mine, ref), (teacher, ref), easy)
             elsewhere = {n: _diff(mine, ref, "hard", e) for n, e in others.items()}
-            verdict = _verdict(loss, eff, share, measurable_cost, cells, elsewhere)
-            row += [e.pts() if e is not None else "–" for e in eff.values()]
+            one_class = _one_class(rows, mine, cells)
+            any_one_class |= bool(one_class)
+            verdict = _verdict(loss, eff, share, measurable_cost, cells, elsewhere, one_class)
+            row += [_cell(e, m, one_class) for m, e in eff.items()]
             row += [e.pts() if e is not None else "–" for e in elsewhere.values()]
             row += [share.share() if measurable_cost else "no measurable cost", verdict]
             table.append(row)
@@ -219,7 +244,7 @@ def wins_back(
             f"share's and Δ hard's intervals above 0, at ≤ {100 * TARGET_ID_COST:.1f} points of ID "
             "accuracy."
         ),
-    ]
+    ] + ([ONE_CLASS_NOTE] if any_one_class else [])
     return (
         [
             Table(
@@ -235,7 +260,13 @@ def wins_back(
 
 
 def _verdict(
-    loss: str, eff: dict, share: Effect, measurable_cost: bool, cells, elsewhere: dict
+    loss: str,
+    eff: dict,
+    share: Effect,
+    measurable_cost: bool,
+    cells,
+    elsewhere: dict,
+    one_class: set[str] = frozenset(),
 ) -> str:
     hard, acc = eff["hard"], eff["acc_id"]
     parts = []
@@ -258,10 +289,15 @@ def _verdict(
             )
     if acc is not None:
         parts.append(f"ID {acc.pts()}" if acc.sig else "no measurable ID change")
+    unread = set()
     for m, label in cells:
         e = eff.get(m)
         if e is not None and e.sig:
-            parts.append(f"{label} {e.pts()}")
+            if m.split(":")[1] in one_class:
+                unread.add(m.split(":")[1])
+            else:
+                parts.append(f"{label} {e.pts()}")
+    parts += [f"its {s} changes are not read: one class on {s} (‡)" for s in sorted(unread)]
     rel = eff.get("reliance")
     if rel is not None and rel.sig:
         parts.append(f"cue reliance {'cut' if rel.d < 0 else 'raised'} ({rel.pts()})")
@@ -333,6 +369,7 @@ def debias_then_compress(study: Study, rows: Rows, easy) -> tuple[list[Table], l
         if r.meta.get("teacher_variant") is None and not r.is_teacher and r.method != "teacher":
             base.setdefault((r.method, _settings(r), r.loss), []).append(r)
     rows_c = []
+    any_one_class = False
     header = (
         ["Compression", "Loss", "Seeds"]
         + [f"Δ {label}" for _, label in metrics[1:]]
@@ -353,18 +390,21 @@ def debias_then_compress(study: Study, rows: Rows, easy) -> tuple[list[Table], l
             )
             for m, _ in metrics[1:]
         }
+        one_class = _one_class(rows, mine, cells)
+        any_one_class |= bool(one_class)
+        mark = {m: _mark(m, one_class) for m in shares}
         rows_c.append(
             [mine[0].group, mine[0].loss, _seeds(mine)]
-            + [e.pts() if e else "–" for e in eff.values()]
+            + [_cell(e, m, one_class) for m, e in eff.items()]
             + [
-                s.share() if not math.isnan(s.d) else "no measurable teacher gain"
-                for s in shares.values()
+                s.share() + mark[m] if not math.isnan(s.d) else "no measurable teacher gain"
+                for m, s in shares.items()
             ]
         )
         kept = [
             f"{label}: keeps {shares[m].share()} of the teacher's {gains[v][m].pts()}"
             for m, label in metrics[1:]
-            if not math.isnan(shares[m].d)
+            if not math.isnan(shares[m].d) and not mark[m]
         ]
         lines.append(
             f"  {mine[0].group} / {mine[0].loss} ({len(mine)} seed{'s' * (len(mine) > 1)}) against "
@@ -383,7 +423,8 @@ def debias_then_compress(study: Study, rows: Rows, easy) -> tuple[list[Table], l
                 "95 % bootstrap interval over examples and seeds; only where the teacher's gain is "
                 "measurable."
             )
-        ],
+        ]
+        + ([ONE_CLASS_NOTE] if any_one_class else []),
     )
     return [t1, t2], lines
 

@@ -66,7 +66,8 @@ def collapsed(g: dict) -> bool:
     return g.get("collapsed", 0.0) >= 0.5
 
 
-def _constant(g: dict, split: str) -> bool:
+def constant(g: dict, split: str) -> bool:
+    """The row predicts one class on >= 90 % of the split: its score there is a constant's."""
     return g.get(f"top_pred_share.{split}", 0.0) >= 0.9
 
 
@@ -129,7 +130,7 @@ def _accuracy_table(groups: dict[str, dict], splits: dict[str, str]) -> Table:
         row = list(f)
         for s in splits:
             cell = pct(g, f"acc.{s}")
-            if _constant(g, s) and cell != "–":
+            if constant(g, s) and cell != "–":
                 cell += " ‡"
                 const_cells = True
             row.append(cell)
