@@ -100,16 +100,20 @@ def _units(runs: list[Run]) -> dict[str, list[Run]]:
     return out
 
 
+def _split_of(metric: str) -> str | None:
+    """The OOD split of a breakdown cell's metric (`cell_metric`'s name); None for other metrics."""
+    return metric.split(":")[1] if metric.startswith("cell:") else None
+
+
 def _one_class(rows: Rows, runs: list[Run], cells) -> set[str]:
     """The OOD splits on which a row predicts one class (>= 90 %): its breakdown cells there are a
     constant predictor's score, marked ‡ and never called a gain."""
     g = rows.groups[runs[0].unit]
-    return {m.split(":")[1] for m, _ in cells if constant(g, m.split(":")[1])}
+    return {_split_of(m) for m, _ in cells if constant(g, _split_of(m))}
 
 
 def _mark(metric: str, one_class: set[str]) -> str:
-    split = metric.split(":")[1] if metric.startswith("cell:") else None
-    return " ‡" if split in one_class else ""
+    return " ‡" if _split_of(metric) in one_class else ""
 
 
 def _cell(e: Effect | None, metric: str, one_class: set[str]) -> str:
@@ -266,7 +270,7 @@ def _verdict(
     measurable_cost: bool,
     cells,
     elsewhere: dict,
-    one_class: set[str] = frozenset(),
+    one_class: set[str],
 ) -> str:
     hard, acc = eff["hard"], eff["acc_id"]
     parts = []
@@ -293,8 +297,8 @@ def _verdict(
     for m, label in cells:
         e = eff.get(m)
         if e is not None and e.sig:
-            if m.split(":")[1] in one_class:
-                unread.add(m.split(":")[1])
+            if _split_of(m) in one_class:
+                unread.add(_split_of(m))
             else:
                 parts.append(f"{label} {e.pts()}")
     parts += [f"its {s} changes are not read: one class on {s} (‡)" for s in sorted(unread)]
