@@ -680,15 +680,31 @@ def report_cmd(
             metavar="DIR",
         ),
     ] = None,
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge",
+            help="add the study's runs to the existing --export folder (rows added later, a "
+            "shard run elsewhere); a run both hold must be the same run",
+        ),
+    ] = False,
     overwrite: OverwriteOpt = False,
 ):
     """Rebuild the HTML + Markdown report of a study from its saved predictions (default: its
     report/ folder, which the tool owns and replaces; an existing -o or --export folder needs
-    --overwrite)."""
-    from .report import build_report, export_study
+    --overwrite, or --merge to add to an export)."""
+    from .report import build_report, export_study, merge_export
 
+    if merge and export is None:
+        raise UserError("--merge: needs --export DIR, the export to add the study's runs to")
     typer.echo(f"report: {build_report(study, output, overwrite=overwrite)}")
-    if export is not None:
+    if merge:
+        added, same = merge_export(study, export)
+        typer.echo(
+            f"merged into {export}: {len(added)} run(s) added, {len(same)} held by both and "
+            "identical (stage key and predictions)"
+        )
+    elif export is not None:
         typer.echo(f"exported: {export_study(study, export, overwrite=overwrite)}")
 
 

@@ -523,3 +523,67 @@ def test_collapsed_rows_are_marked_and_left_out_of_trend_lines(study, tmp_path):
     }
     assert rows[("group", "magnitude-0.70/ce")]["collapsed"] == 1.0
     assert rows[("group", "magnitude-0.70/rmc")]["collapsed"] == 0.0
+
+
+def _part(study: Path, dest: Path, keep) -> Path:
+    """A copy of `study` holding only the index entries `keep` accepts (a shard run elsewhere)."""
+    import shutil
+
+    shutil.copytree(study, dest)
+    index = [e for e in json.loads((dest / "index.json").read_text()) if keep(e)]
+    for e in index:  # the teacher's absolute path points into the original study
+        e["path"] = (
+            str(Path(e["path"]).relative_to(study)) if Path(e["path"]).is_absolute() else e["path"]
+        )
+    (dest / "index.json").write_text(json.dumps(index))
+    return dest
+
+
+def test_merging_two_exports_gives_the_whole_study(study, tmp_path):
+    """Rows added to a study later (or a shard run on another machine) join its committed export;
+    the merged report is the one-piece export's, and a run both hold is checked to be the same."""
+    from robust_compress.report import export_study, merge_export
+
+    whole = export_study(study, tmp_path / "whole")
+    low = _part(study, tmp_path / "low", lambda e: e.get("sparsity") in (None, 0.4))
+    high = _part(study, tmp_path / "high", lambda e: e.get("sparsity") in (None, 0.7))
+    merged = export_study(low, tmp_path / "merged")
+    added, same = merge_export(high, merged)
+    assert same == ["teacher"] and len(added) == 4 and all("0.70" in a for a in added)
+
+    def rows(d):
+        m = json.loads((d / "report" / "metrics.json").read_text())["rows"]
+        return {r["name"]: {k: v for k, v in r.items() if k != "path"} for r in m}
+
+    assert rows(merged) == rows(whole)
+    assert (merged / "speed.json").is_file()  # the export's own files stay
+    # the command: a second merge of the same runs adds nothing; --merge alone is a user error
+    from .test_trust import cli
+
+    r = cli("report", str(high), "--export", str(merged), "--merge")
+    assert r.returncode == 0 and "0 run(s) added, 5 held by both" in r.stdout, r.stderr[-2000:]
+    assert rows(merged) == rows(whole)
+    r = cli("report", str(high), "--merge")
+    assert r.returncode == 2 and "needs --export" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_merge_refuses_a_different_run_under_the_same_name(study, tmp_path):
+    from robust_compress.io import UserError
+    from robust_compress.report import export_study, merge_export
+
+    dest = export_study(study, tmp_path / "dest")
+    other = _part(study, tmp_path / "other", lambda e: True)
+    p = other / "artifacts" / "compress-1" / "predictions" / "dev_matched.parquet"
+    df = pd.read_parquet(p)
+    df.loc[0, [c for c in df.columns if c.startswith("p_")][0]] = 0.123
+    df.to_parquet(p, index=False)
+    before = (dest / "report" / "metrics.json").read_text()
+    with pytest.raises(UserError, match="magnitude-0.40/ce/seed1.*differ"):
+        merge_export(other, dest)
+    assert (dest / "report" / "metrics.json").read_text() == before  # untouched
+    flipped = _part(study, tmp_path / "flipped", lambda e: "0.70" in e["name"])
+    eh = pd.read_parquet(flipped / "easy_hard" / "dev_matched.parquet")
+    eh["easy"] = ~eh["easy"]
+    eh.to_parquet(flipped / "easy_hard" / "dev_matched.parquet", index=False)
+    with pytest.raises(UserError, match="easy_hard/dev_matched.parquet"):
+        merge_export(flipped, dest)

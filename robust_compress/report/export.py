@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from ..io import atomic_dir, check_fresh_output, check_not_inside, read_json
+from ..io import (
+    UserError,
+    atomic_dir,
+    check_fresh_output,
+    check_not_inside,
+    read_json,
+    read_parquet,
+)
 from .render import build_report
 
 RUN_FILES = (
@@ -31,6 +39,19 @@ def _compact_parquet(src: Path, dst: Path) -> None:
     df.to_parquet(dst, index=False, compression="zstd")
 
 
+def _copy_run(src: Path, dst: Path) -> None:
+    (dst / "predictions").mkdir(parents=True)
+    for f in RUN_FILES:
+        if (src / f).is_file():
+            shutil.copy2(src / f, dst / f)
+    for p in sorted((src / "predictions").glob("*.parquet")):
+        _compact_parquet(p, dst / "predictions" / p.name)
+
+
+def _rel(entry: dict) -> Path:
+    return Path("runs") / str(entry["name"]).replace("/", "__")
+
+
 def export_study(study_dir: str | Path, dest: str | Path, overwrite: bool = False) -> Path:
     """Copy a study's records, predictions and analysis to `dest` and build its report there. An
     existing non-empty `dest` is replaced only with `overwrite`, and never the study itself."""
@@ -41,15 +62,8 @@ def export_study(study_dir: str | Path, dest: str | Path, overwrite: bool = Fals
     with atomic_dir(dest) as tmp:
         rows = []
         for e in entries:
-            src = study / str(e["path"])
-            rel = Path("runs") / str(e["name"]).replace("/", "__")
-            (tmp / rel / "predictions").mkdir(parents=True)
-            for f in RUN_FILES:
-                if (src / f).is_file():
-                    shutil.copy2(src / f, tmp / rel / f)
-            for p in sorted((src / "predictions").glob("*.parquet")):
-                _compact_parquet(p, tmp / rel / "predictions" / p.name)
-            rows.append(e | {"path": rel.as_posix()})
+            _copy_run(study / str(e["path"]), tmp / _rel(e))
+            rows.append(e | {"path": _rel(e).as_posix()})
         (tmp / "index.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
         for sub in ("easy_hard", "analysis"):
             if (study / sub).is_dir():
@@ -58,3 +72,68 @@ def export_study(study_dir: str | Path, dest: str | Path, overwrite: bool = Fals
             shutil.copy2(study / "speed.json", tmp / "speed.json")
         build_report(tmp, name=dest.name)
     return dest
+
+
+def _same_run(new: Path, old: Path, name: str, dest: Path) -> None:
+    """A run both hold must be one run: the same stage key and the same predictions, bit for bit
+    (a rerun on another machine or thread count is another run, not a duplicate)."""
+    keys = [
+        read_json(d / "stage.json").get("key") if (d / "stage.json").is_file() else None
+        for d in (new, old)
+    ]
+    files = [sorted(p.name for p in (d / "predictions").glob("*.parquet")) for d in (new, old)]
+    why = None
+    if None not in keys and keys[0] != keys[1]:
+        why = f"stage key {keys[0]} vs {keys[1]}"
+    elif files[0] != files[1]:
+        why = f"prediction files {files[0]} vs {files[1]}"
+    else:
+        for f in files[0]:
+            a, b = (read_parquet(d / "predictions" / f) for d in (new, old))
+            if not a.equals(b):
+                why = f"predictions/{f} differ"
+                break
+    if why:
+        raise UserError(
+            f"{name}: the study's run and the one in {dest} differ ({why}); nothing merged"
+        )
+
+
+def merge_export(study_dir: str | Path, dest: str | Path) -> tuple[list[str], list[str]]:
+    """Add a study's runs to an existing export (rows added to a preset later, a shard run on
+    another machine): the merged export reports as a one-piece export would. A run both hold is
+    checked to be the same run, and the easy/hard splits they share to be equal; `dest`'s analysis
+    and speed files are kept. Returns the runs added and the runs both held."""
+    study, dest = Path(study_dir), Path(dest)
+    check_not_inside(dest, study, "study folder")
+    if not (dest / "index.json").is_file():
+        raise UserError(f"{dest}: not an export (no index.json) to merge into")
+    index = read_json(dest / "index.json")
+    held = {e["name"]: e for e in index}
+    added, same = [], []
+    with atomic_dir(dest) as tmp:
+        shutil.copytree(dest, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("report"))
+        for p in sorted((study / "easy_hard").glob("*.parquet")):
+            mine = tmp / "easy_hard" / p.name
+            if not mine.is_file():
+                shutil.copy2(p, mine)
+            elif not read_parquet(p).equals(read_parquet(mine)):
+                raise UserError(
+                    f"{p}: differs from {dest}/easy_hard/{p.name} (another bias model's split); "
+                    "nothing merged"
+                )
+        for e in read_json(study / "index.json"):
+            src = study / str(e["path"])
+            if e["name"] in held:
+                scratch = Path(tempfile.mkdtemp(dir=tmp))
+                _copy_run(src, scratch / "run")
+                _same_run(scratch / "run", tmp / held[e["name"]]["path"], e["name"], dest)
+                shutil.rmtree(scratch)
+                same.append(e["name"])
+            else:
+                _copy_run(src, tmp / _rel(e))
+                index.append(e | {"path": _rel(e).as_posix()})
+                added.append(e["name"])
+        (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+        build_report(tmp, name=dest.name)
+    return added, same
