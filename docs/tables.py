@@ -406,6 +406,8 @@ TABLES: dict[str, Callable[[], str]] = {
         only=[
             "teacher",
             "teacher-poe-overlap",
+            "teacher-poe-hyp",
+            "teacher-conf_reg-hyp",
             "magnitude-0.60/ce",
             "magnitude-0.60/poe-overlap",
             "magnitude-0.60/focal",
@@ -445,9 +447,11 @@ TABLES: dict[str, Callable[[], str]] = {
             "Δ hard",
             "Δ hans non-entailment constituent",
             "Δ hans non-entailment subsequence",
+            "Δ cue reliance",
             "share kept: hard",
             "share kept: hans non-entailment constituent",
             "share kept: hans non-entailment subsequence",
+            "share kept: cue reliance",
         ],
     ),
     **{
