@@ -76,6 +76,8 @@ class StageRecord(_File):
     code_version: str
     device: str | None = None
     threads: int | None = None  # the compute threads: numbers are bit-identical at the same count
+    torch: str | None = None
+    transformers: str | None = None
     seconds: float | None = None
     deps: list[str] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict)

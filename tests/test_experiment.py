@@ -576,6 +576,14 @@ def test_stage_records_name_the_code_the_study_started_with(
     import torch
 
     assert {json.loads(p.read_text())["threads"] for p in records} == {torch.get_num_threads()}
+    # and the CPU and library versions (another CPU or kernel sums in another order)
+    import transformers
+
+    recs = [json.loads(p.read_text()) for p in records]
+    assert {(r["torch"], r["transformers"]) for r in recs} == {
+        (torch.__version__, transformers.__version__)
+    }
+    assert all(r["device"] for r in recs)
 
 
 def test_an_unmeasured_bert_base_is_not_estimated_at_minilm_speed(tmp_path):

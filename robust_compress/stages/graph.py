@@ -277,6 +277,7 @@ class Stage:
 
         def record(_folder=None) -> dict:
             import torch
+            import transformers
 
             return {
                 "name": self.name,
@@ -285,6 +286,8 @@ class Stage:
                 "code_version": code_version,
                 "device": device,
                 "threads": torch.get_num_threads(),  # another count sums floats in another order
+                "torch": torch.__version__,  # another version may pick other kernels
+                "transformers": transformers.__version__,
                 "seconds": round(time.perf_counter() - t0, 1),
                 "deps": [d.key for d in self.deps],
                 "external": self.external,
