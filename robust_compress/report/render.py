@@ -7,6 +7,7 @@ import base64
 import html
 import json
 import math
+import re
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -45,14 +46,32 @@ TIMED = {
 }  # measured on the machine, not from predictions
 
 
+def _md_text(text: str) -> str:
+    """Markdown text that may hold user strings (names of sets, groups, labels, the study): no
+    HTML tag or comment (an unclosed `<!--` would hide the rest of the page); a bare `<` as in
+    "< 0.01" is kept."""
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
+
+
+def _md_cell(text: str) -> str:
+    """A table cell: HTML escaped, and `\\`, `|` (a new cell) and backticks escaped."""
+    s = html.escape(str(text), quote=False).replace("\\", "\\\\")
+    return " ".join(s.replace("|", "\\|").replace("`", "\\`").splitlines())
+
+
 def _md_table(t: Table) -> str:
-    lines = [f"## {t.title}", "", "| " + " | ".join(t.header) + " |", "|" + "---|" * len(t.header)]
+    lines = [
+        f"## {_md_text(t.title)}",
+        "",
+        "| " + " | ".join(map(_md_cell, t.header)) + " |",
+        "|" + "---|" * len(t.header),
+    ]
     return (
         "\n".join(
             lines
-            + ["| " + " | ".join(r) + " |" for r in t.rows]
+            + ["| " + " | ".join(map(_md_cell, r)) + " |" for r in t.rows]
             + [""]
-            + [f"{n}  " for n in t.notes]
+            + [f"{_md_text(n)}  " for n in t.notes]
         )
         + "\n"
     )
@@ -192,7 +211,7 @@ def build_report(
     out = Path(out_dir) if out_dir is not None else study_path / "report"
     with atomic_dir(out) as tmp:
         (tmp / "figures").mkdir()
-        md = ["# Robustness report", ""] + [f"{n}\n" for n in notes]
+        md = ["# Robustness report", ""] + [f"{_md_text(n)}\n" for n in notes]
         page = [
             (
                 "<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
@@ -203,7 +222,9 @@ def build_report(
         page += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
         if summary:
             md += ["## Summary: what compression cost, what each loss won back", ""]
-            md += [f"    - {s.strip()}" if s.startswith("  ") else f"- {s}" for s in summary] + [""]
+            md += [
+                _md_text(f"    - {s.strip()}" if s.startswith("  ") else f"- {s}") for s in summary
+            ] + [""]
             page.append(
                 "<h2>Summary: what compression cost, what each loss won back</h2>"
                 + _html_list(summary)
@@ -213,7 +234,7 @@ def build_report(
             md += (
                 [f"## {title}", ""]
                 + [
-                    f"    - {x.strip()}" if x.startswith("  ") else f"- {x}"
+                    _md_text(f"    - {x.strip()}" if x.startswith("  ") else f"- {x}")
                     for x in back_lines + debias_lines
                 ]
                 + [""]

@@ -6,8 +6,12 @@ and OOD sets; a bias-only model (given, or a hypothesis/claim-only one trained o
 splits the ID sets into easy and hard; the models are timed side by side. Everything is laid out
 as a study folder (index.json, one evaluation folder per model, easy_hard/, speed.json), so the
 report (`report.build_report`) computes Δ, F_bias against the first model, calibration, collapse
-and speed-ups with the same code as a study's. `write_card` rewrites each model's README.md card
-with these numbers.
+and speed-ups with the same code as a study's. `write_card` rewrites each model's card with these
+numbers and the audit's task (README.md, or MODEL_CARD.md beside a README.md the user wrote).
+
+Nothing is written into an audited model folder but its card: the audit folder may not lie in one,
+and the cache (bias-only models, logits) follows the audit folder (`<out>/cache`) unless cache_dir
+is set. A row is named after the folder as resolved (`audit .`, `audit ..`).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from ..models.load import (
 from ..models.overlap import is_overlap_model
 from ..models.quantized import QUANT_FILE
 from .artifact import bytes_on_disk
-from .card import build_card, write_card
+from .card import SIDE_CARD, build_card, card_path, md, write_card
 from .evaluate import evaluate_folder, scoring_labels
 from .progress import Reporter
 from .shortcut import train_bias_model, write_easy_hard
@@ -73,6 +77,7 @@ class Audited:
     name: str  # its run name in the audit folder
     source: str  # as given (folder or hub id)
     folder: Path  # resolved
+    card: Path | None = None  # where --write-card writes its card
 
 
 @dataclass
@@ -90,7 +95,8 @@ class Plan:
 def _names(sources: list[str]) -> list[str]:
     names = []
     for s in sources:
-        base = Path(s).name if Path(s).expanduser().is_dir() else s.replace("/", "--")
+        p = Path(s).expanduser()
+        base = (p.resolve().name or "model") if p.is_dir() else s.replace("/", "--")
         name, k = base, 2
         while name in names:
             name, k = f"{base}-{k}", k + 1
@@ -109,6 +115,8 @@ def check_audit(
     (a classifier whose classes match the task's), the bias model or its training data."""
     if not sources:
         raise UserError("audit: give at least one model")
+    for src in sources:
+        _check_cache(cfg.cache_dir, src)
     check_writable(out)
     task = load_task(cfg.task)
     splits = load_eval_splits(cfg.data_args(), task)
@@ -130,7 +138,7 @@ def check_audit(
                     "first"
                 )
             check_writable(folder)
-        models.append(Audited(name, src, folder))
+        models.append(Audited(name, src, folder, card_path(folder) if write_cards else None))
     id_splits = [s for s, sp in splits.items() if sp.role == "id"]
     notes, train, bias_start = [], None, None
     if not id_splits:
@@ -153,6 +161,18 @@ def check_audit(
             check_model_dir(folder)
             label_order(folder, task.labels, cfg.label_map)
     return Plan(task, splits, models, id_splits, bias, bias_start, train, notes)
+
+
+def _check_cache(cache: str | Path, src: str) -> None:
+    """The cache (bias-only models, logits) stays out of an audited model folder (the output is
+    checked by `claim_output`)."""
+    if not Path(src).expanduser().is_dir():
+        return  # a hub id: its folder is the hub cache's
+    if Path(cache).resolve().is_relative_to(Path(src).expanduser().resolve()):
+        raise UserError(
+            f"cache_dir {cache}: lies inside the model folder {src} being audited; set "
+            "-s cache_dir=DIR elsewhere"
+        )
 
 
 def _record(m: Audited, labels: list[str], cfg: RunConfig) -> dict[str, Any]:
@@ -199,6 +219,73 @@ def cached_bias_model(plan: Plan, cfg: RunConfig, progress: Reporter) -> Path:
     return train_bias_model(bcfg, "partial", overwrite=True, progress=progress)
 
 
+def _row(
+    m: Audited,
+    s: dict[str, Any],
+    first: str,
+    out: Path,
+    easy: dict[str, pd.DataFrame],
+    speed: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One model's line of audit.json: what was measured (ID, ECE and easy/hard without an OOD set
+    too; speed only when timed)."""
+    fb = s.get("f_bias")
+    id_split = s.get("id_split") or next(
+        (k for k, v in s.get("splits", {}).items() if v.get("role") == "id"), None
+    )
+    if m.name == first and s.get("delta") is not None:  # against itself: 1, or undefined
+        fb = None if math.isnan(f := f_bias(s["delta"], s["delta"])) else f
+    row: dict[str, Any] = {
+        "name": m.name,
+        "source": m.source,
+        "acc_id": s["splits"][id_split]["accuracy"] if id_split else None,
+        "acc_ood": s.get("acc_ood"),
+        "delta": s.get("delta"),
+        "f_bias": fb,
+        "id_split": id_split,
+    }
+    if id_split:
+        df = pd.read_parquet(out / "models" / m.name / "predictions" / f"{id_split}.parquet")
+        row |= {"ece_id": s["splits"][id_split]["ece"], "collapsed": bool(is_collapsed(df))}
+        if id_split in easy:
+            e = df.merge(easy[id_split], on="id")
+            row |= {
+                "easy_acc": float(e[e["easy"]]["correct"].mean()),
+                "hard_acc": float(e[~e["easy"]]["correct"].mean()),
+            }
+    if speed:
+        rate = speed["examples_per_s"][m.name]
+        row |= {"examples_per_s": rate, "speedup": rate / speed["examples_per_s"][first]}
+    return row
+
+
+def _write_card(
+    m: Audited,
+    plan: Plan,
+    summary: dict[str, Any],
+    record: dict[str, Any],
+    row: dict[str, Any],
+    first: str,
+    cfg: RunConfig,
+) -> Path:
+    """The model's card with the audit's numbers, measured on the audit's task and sets (not the
+    task of its run_config.yaml); where `card_path` said (checked before any work)."""
+    sp = (
+        {"examples_per_s": row["examples_per_s"], "speedup": row["speedup"], "reference": first}
+        if "speedup" in row
+        else None
+    )
+    others = ", ".join(md(x.name) for x in plan.models if x.name != m.name)
+    note = (
+        f"Audited by robust-compress {__version__} (`audit`, task {md(plan.task.name)}) "
+        f"beside {others or 'no other model'}; "
+        f"the reference for F_bias and speed-up is {md(first)}."
+    )
+    run = _run_config(m.folder) or {"task": cfg.task, "model": record.get("start_model")}
+    card = build_card(m.name, summary, record, run, sp, note, task=plan.task)
+    return write_card(m.folder, card)
+
+
 def audit(
     sources: list[str],
     cfg: RunConfig,
@@ -213,10 +300,12 @@ def audit(
     audit.json's content (per model: ID/OOD accuracy, Δ, F_bias, ECE, collapse, speed)."""
     rep = progress or Reporter()
     out = Path(out)
+    if "cache_dir" not in cfg.model_fields_set:  # not ./runs/cache: the cwd may be a model folder
+        cfg = cfg.model_copy(update={"cache_dir": str(out / "cache")})
     plan = check_audit(sources, cfg, out, bias, write_cards)
     for n in plan.notes:
         rep.note(n)
-    index, summaries, records = [], {}, {}
+    index, summaries, records, cards = [], {}, {}, {}
     for i, m in enumerate(plan.models):
         labels = scoring_labels(m.folder, plan.task, plan.splits, cfg)
         records[m.name] = _record(m, labels, cfg)
@@ -271,74 +360,51 @@ def audit(
     rows = []
     first = plan.models[0].name
     for m in plan.models:
-        s = summaries[m.name]
-        fb = s.get("f_bias")
-        if (
-            m.name == first and s.get("delta") is not None
-        ):  # against itself: 1, or undefined as for any model
-            fb = None if math.isnan(f := f_bias(s["delta"], s["delta"])) else f
-        row: dict[str, Any] = {
-            "name": m.name,
-            "source": m.source,
-            "acc_id": s.get("acc_id"),
-            "acc_ood": s.get("acc_ood"),
-            "delta": s.get("delta"),
-            "f_bias": fb,
-            "id_split": s.get("id_split"),
-        }
-        if s.get("id_split"):
-            df = pd.read_parquet(
-                out / "models" / m.name / "predictions" / f"{s['id_split']}.parquet"
-            )
-            row |= {
-                "ece_id": s["splits"][s["id_split"]]["ece"],
-                "collapsed": bool(is_collapsed(df)),
-            }
-            if s["id_split"] in easy:
-                e = df.merge(easy[s["id_split"]], on="id")
-                row |= {
-                    "easy_acc": float(e[e["easy"]]["correct"].mean()),
-                    "hard_acc": float(e[~e["easy"]]["correct"].mean()),
-                }
-        if speed:
-            rate = speed["examples_per_s"][m.name]
-            row |= {"examples_per_s": rate, "speedup": rate / speed["examples_per_s"][first]}
-        rows.append(row)
+        rows.append(row := _row(m, summaries[m.name], first, out, easy, speed))
         if write_cards:
-            sp = (
-                {
-                    "examples_per_s": row["examples_per_s"],
-                    "speedup": row["speedup"],
-                    "reference": first,
-                }
-                if speed
-                else None
-            )
-            others = ", ".join(x.name for x in plan.models if x.name != m.name)
-            note = (
-                f"Audited by robust-compress {__version__} (`audit`, task {plan.task.name}) beside "
-                f"{others or 'no other model'}; "
-                f"the reference for F_bias and speed-up is {first}."
-            )
-            write_card(
-                m.folder,
-                build_card(
-                    m.name,
-                    s,
-                    records[m.name],
-                    _run_config(m.folder)
-                    or {"task": cfg.task, "model": records[m.name].get("start_model")},
-                    sp,
-                    note,
-                ),
-            )
+            path = _write_card(m, plan, summaries[m.name], records[m.name], row, first, cfg)
+            cards[m.name] = str(path)
+            if path.name == SIDE_CARD:
+                rep.note(
+                    f"{m.name}: {path.parent / 'README.md'} is yours (not written by "
+                    f"robust-compress): the card is written beside it, {path}"
+                )
     result = {
         "task": plan.task.name,
         "reference": first,
         "bias_model": bias_model,
         "notes": plan.notes,
         "models": rows,
+        "cards": cards,
         "version": __version__,
     }
     write_json(out / "audit.json", result)
     return result
+
+
+def format_audit_table(result: dict[str, Any]) -> str:
+    """audit.json's rows as the command prints them: one line per model; "–" where nothing was
+    measured (no OOD set: no OOD, Delta, F_bias; no bias model: no easy/hard; --examples 0: no
+    speed)."""
+
+    def num(v: Any, fmt: str, width: int, scale: float = 1.0) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return f"{'–':>{width}s}"
+        return f"{scale * v:{width}{fmt}}"
+
+    lines = [
+        f"{'model':32s} {'ID':>6s} {'OOD':>6s} {'Delta':>6s} {'F_bias':>6s} {'ECE':>5s} "
+        f"{'easy':>6s} {'hard':>6s} {'ex/s':>7s} {'speed':>6s}"
+    ]
+    for r in result["models"]:
+        speed = r.get("speedup")
+        lines.append(
+            f"{r['name'][:32]:32s} {num(r.get('acc_id'), '.1f', 6, 100)} "
+            f"{num(r.get('acc_ood'), '.1f', 6, 100)} {num(r.get('delta'), '.3f', 6)} "
+            f"{num(r.get('f_bias'), '.2f', 6)} {num(r.get('ece_id'), '.3f', 5)} "
+            f"{num(r.get('easy_acc'), '.1f', 6, 100)} {num(r.get('hard_acc'), '.1f', 6, 100)} "
+            f"{num(r.get('examples_per_s'), '.1f', 7)} "
+            + ("     –" if speed is None else f"{speed:5.2f}x")
+            + ("  collapsed" if r.get("collapsed") else "")
+        )
+    return "\n".join(lines)
