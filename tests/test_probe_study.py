@@ -502,18 +502,18 @@ def test_stale_partials_are_reported_and_cleaned_only_on_request(finished, tmp_p
     (stale / "checkpoint" / "model.safetensors").write_bytes(b"x" * 2048)
     tmp_left = study / "artifacts" / ".teacher-ba9876543210.abc.tmp"
     tmp_left.mkdir()
-    mine = (
-        study / "artifacts" / (stages[-1].path.name + ".partial")
-    )  # a stage of this plan keeps its own
-    mine.mkdir()
+    # a finished stage never resumes: its own `.partial` (a cleanup cut short) is dead weight too
+    # (issue 28; an unfinished stage keeps its own: test_weak28)
+    done = study / "artifacts" / (stages[-1].path.name + ".partial")
+    done.mkdir()
     r = cli("reproduce", str(finished), "--output-dir", str(study), "--dry-run")
-    assert r.returncode == 0 and "2 partial checkpoint(s)" in r.stdout and "--clean" in r.stdout, (
+    assert r.returncode == 0 and "3 partial checkpoint(s)" in r.stdout and "--clean" in r.stdout, (
         r.stdout
     )
-    assert stale.exists() and tmp_left.exists()
+    assert stale.exists() and tmp_left.exists() and done.exists()
     r = cli("reproduce", str(finished), "--output-dir", str(study), "--clean", "--no-report")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert not stale.exists() and not tmp_left.exists() and mine.exists()
+    assert not stale.exists() and not tmp_left.exists() and not done.exists()
 
 
 def test_checkpoint_files_get_the_umask_permissions(tmp_path, tiny_dir, tiny_task):

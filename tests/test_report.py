@@ -587,3 +587,22 @@ def test_a_merge_refuses_a_different_run_under_the_same_name(study, tmp_path):
     eh.to_parquet(flipped / "easy_hard" / "dev_matched.parquet", index=False)
     with pytest.raises(UserError, match="easy_hard/dev_matched.parquet"):
         merge_export(flipped, dest)
+
+
+def test_a_merge_adds_the_easy_hard_folder_an_export_lacks(study, tmp_path):
+    """Issue 28: a study with a bias model merged into an export without `easy_hard/` (one exported
+    before any bias model ran). Before: ENOENT on a temporary path."""
+    import shutil
+
+    from robust_compress.report import export_study, merge_export
+
+    plain = _part(study, tmp_path / "plain", lambda e: e.get("sparsity") in (None, 0.4))
+    shutil.rmtree(plain / "easy_hard")
+    dest = export_study(plain, tmp_path / "dest")
+    assert not (dest / "easy_hard").exists()
+    high = _part(study, tmp_path / "high", lambda e: e.get("sparsity") in (None, 0.7))
+    added, same = merge_export(high, dest)
+    assert len(added) == 4 and same == ["teacher"]
+    assert pd.read_parquet(dest / "easy_hard" / "dev_matched.parquet").equals(
+        pd.read_parquet(study / "easy_hard" / "dev_matched.parquet")
+    )

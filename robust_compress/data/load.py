@@ -124,8 +124,9 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
 def _read_csv(path: Path, f) -> list[dict[str, Any]]:
     """Rows of a CSV/TSV file, read as CSV and not as lines: a quoted field keeps its newlines, and
     U+2028 or a form feed is text. `_line` is the physical line where the record starts. A row
-    with more or fewer fields than the header is refused (DictReader would pad it with None)."""
-    reader = csv.reader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+    with more or fewer fields than the header is refused (DictReader would pad it with None), and
+    so is a quote left open (strict: it would swallow the rest of the file into one field)."""
+    reader = csv.reader(f, delimiter="\t" if path.suffix == ".tsv" else ",", strict=True)
     header, rows = None, []
     try:
         while True:
@@ -147,6 +148,11 @@ def _read_csv(path: Path, f) -> list[dict[str, Any]]:
             else:
                 rows.append(dict(zip(header, fields, strict=True), _line=start))
     except csv.Error as e:
+        if str(e) == "unexpected end of data":  # strict: the file ended inside a quoted field
+            raise UserError(
+                f"{path}:{start}: unclosed quote (the record starting on this line has a quote "
+                "that is never closed: it runs to the end of the file)"
+            ) from None
         kind = path.suffix[1:].upper()
         raise UserError(f"{path}:{reader.line_num}: malformed {kind} ({e})") from None
 

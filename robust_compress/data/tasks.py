@@ -6,10 +6,11 @@ own sentence-pair task is the same structure read from a YAML file (`--task my_t
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..io import UserError, read_yaml, validation_line
 
@@ -66,6 +67,19 @@ class TaskSpec(BaseModel):
     ood_combine: Literal["pooled", "mean"] = (
         "pooled"  # OOD accuracy for Delta: pooled examples or mean of sets
     )
+
+    @field_validator("splits")
+    @classmethod
+    def _split_names(cls, v: dict[str, SplitSpec]) -> dict[str, SplitSpec]:
+        """A split's name names its files (predictions/<split>.parquet, easy_hard/, caches)."""
+        for name in v:
+            if not re.fullmatch(r"\w[\w.+-]*", name) or len(name) > 100:
+                raise ValueError(
+                    f"{name!r} is not a safe file name (a split's name names its files, e.g. "
+                    "predictions/<split>.parquet): use letters, digits, '_', '-', '+' and '.', "
+                    "starting with a letter, digit or '_'"
+                )
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:

@@ -116,6 +116,7 @@ def merge_export(study_dir: str | Path, dest: str | Path) -> tuple[list[str], li
         for p in sorted((study / "easy_hard").glob("*.parquet")):
             mine = tmp / "easy_hard" / p.name
             if not mine.is_file():
+                mine.parent.mkdir(exist_ok=True)  # an export made before any bias model ran
                 shutil.copy2(p, mine)
             elif not read_parquet(p).equals(read_parquet(mine)):
                 raise UserError(

@@ -10,7 +10,7 @@ from typing import Any
 from ..config import RunConfig
 from ..data.load import Split, load_eval_splits
 from ..data.tasks import TaskSpec, load_task
-from ..io import UserError, check_fresh_output, check_not_inside
+from ..io import UserError, check_fresh_output, check_not_inside, read_yaml
 from ..metrics import summarize
 from ..models.labels import eval_labels
 from ..models.load import check_model_dir, load_tokenizer, model_labels, resolve_model_dir
@@ -29,6 +29,36 @@ def default_output(model: str | Path) -> Path:
         if p.is_dir()
         else Path("runs") / "eval" / str(model).replace("/", "--")
     )
+
+
+# what `evaluate MODEL` takes from the model's run_config.yaml (evaluated as trained); the
+# task-bound ones only while the task is the one it was trained on
+INHERITED = ("task", "max_length", "data_dir", "source", "input_field", "cue", "eval_sets")
+TASK_BOUND = ("task", "cue", "eval_sets")  # split names, one marker per label
+
+
+def _same_task(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return load_task(a) == load_task(b)
+    except UserError:  # one does not load (here): not known to be the same
+        return False
+
+
+def saved_settings(model_dir: str | Path, task: str | None = None) -> dict[str, Any]:
+    """The settings `evaluate MODEL` inherits from MODEL's run_config.yaml (none for a hub id or a
+    folder without one): task, lengths, data and eval sets. With `task` (--task) naming another
+    task than the saved one, nothing task-bound is inherited (its eval sets are another task's
+    split names, its cue markers another task's labels)."""
+    saved = Path(model_dir) / "run_config.yaml"
+    if not saved.is_file():
+        return {}
+    raw = read_yaml(saved)
+    base = {k: v for k, v in raw.items() if k in INHERITED}
+    if task is not None and not _same_task(str(task), str(raw.get("task"))):
+        base = {k: v for k, v in base.items() if k not in TASK_BOUND}
+    return base
 
 
 def scoring_labels(

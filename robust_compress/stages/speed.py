@@ -43,6 +43,10 @@ def measure_speed(
     """examples/s of each model (folder or hub id) on the same `n` examples of the task's first ID
     split (each model with its own tokenizer), fp32 (or bf16 autocast if cfg.bf16), batch
     cfg.eval_batch_size; and on each of `runtimes` when given."""
+    if Path(out).is_dir():  # before any timing: the result would fail to land after it
+        raise UserError(
+            f"{out}: a folder; speed writes one JSON file (e.g. {Path(out) / 'speed.json'})"
+        )
     rep = progress or Reporter()
     task = load_task(cfg.task)
     have = eval_split_names(

@@ -223,6 +223,26 @@ def _report(study: Study, stage: Stage, out: Outcome) -> None:
         study.finished(stage, out.seconds)
 
 
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """A `HOST:PORT` (or `ray://HOST:PORT`) address must answer a TCP connect within `timeout`
+    seconds: ray.init would wait minutes on an address where no cluster listens. Other forms
+    (`auto`, `local`) are Ray's to resolve."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError, OverflowError) as e:
+        why = "timed out" if isinstance(e, TimeoutError) else getattr(e, "strerror", None) or e
+        raise UserError(
+            f"--address {address}: no Ray cluster answers there ({why} within {timeout:g} s); "
+            "start one with `ray start --head`, or leave --address out for a local one"
+        ) from None
+
+
 class Ray:
     """Each stage a Ray task with its resources; upstream tasks' ObjectRefs as its arguments."""
 
@@ -231,6 +251,8 @@ class Ray:
             import ray  # noqa: F401
         except ImportError:
             raise UserError("--executor ray needs Ray: pip install -e '.[ray]'") from None
+        if address is not None:
+            check_ray_address(address)
         self.address, self.cpus, self.retries = address, cpus_per_stage, retries
 
     def run(self, study: Study) -> None:
@@ -298,11 +320,21 @@ class Submitit:
         timeout_min: int = 24 * 60,
     ):
         try:
-            import submitit  # noqa: F401
+            import submitit
         except ImportError:
             raise UserError(
                 "--executor submitit needs submitit: pip install -e '.[slurm]'"
             ) from None
+        if slurm_gpus < 0:
+            raise UserError(f"--slurm-gpus {slurm_gpus}: must be 0 or more")
+        options = (("--slurm-partition", slurm_partition), ("--slurm-gpus", slurm_gpus))
+        asked = [flag for flag, value in options if value]
+        where = (cluster or submitit.AutoExecutor.which()) if asked else None
+        if asked and where != "slurm":
+            raise UserError(
+                f"{asked[0]}: no Slurm here (submitit would run the stages as {where} processes "
+                "and ignore it): run on a Slurm login node, or leave the --slurm-* options out"
+            )
         self.folder, self.cluster, self.partition = folder, cluster, slurm_partition
         self.gpus, self.cpus, self.timeout = slurm_gpus, cpus_per_stage, timeout_min
 

@@ -24,11 +24,12 @@ def run_stage(stage: Stage, rep: Reporter) -> None:
 
 
 def stale_leftovers(exp: Experiment, stages: list[Stage]) -> list[Path]:
-    """Partial checkpoints and temporary folders in the study's artifacts/ that no stage of this
-    plan owns (a run killed under settings since changed): dead weight, never results. A stage of
-    this plan keeps its own, to resume from."""
+    """Partial checkpoints and temporary folders in the study's artifacts/ that no unfinished stage
+    of this plan owns (a run killed under settings since changed, or a finished stage's cleanup cut
+    short by a kill): dead weight, never results. An unfinished stage of this plan keeps its own,
+    to resume from."""
     root = Path(exp.output_dir) / "artifacts"
-    owned = {s.path.name for s in stages}
+    owned = {s.path.name for s in stages if not s.done()}
     out = []
     for p in sorted(root.glob("*")) if root.is_dir() else []:
         name = p.name
@@ -41,6 +42,32 @@ def stale_leftovers(exp: Experiment, stages: list[Stage]) -> list[Path]:
         if owner not in owned:
             out.append(p)
     return out
+
+
+def clean_leftovers(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Remove `paths` (files or folders): the ones now gone, and the ones kept with why (the first
+    error met inside each). Only what is gone counts as removed."""
+    removed, kept = [], []
+    for p in paths:
+        errors: list[str] = []
+
+        def note(_fn, where, exc_info, errors=errors) -> None:
+            e = exc_info[1]
+            why = getattr(e, "strerror", None) or e
+            errors.append(f"{getattr(e, 'filename', None) or where}: {why}")
+
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, onerror=note)
+            else:
+                p.unlink(missing_ok=True)
+        except OSError as e:
+            errors.append(f"{p}: {e.strerror or e}")
+        if p.exists() or p.is_symlink():
+            kept.append((p, errors[0] if errors else f"{p}: still there"))
+        else:
+            removed.append(p)
+    return removed, kept
 
 
 def size_of(paths: list[Path]) -> int:

@@ -201,6 +201,7 @@ def _save_checkpoint(
                         {"dynamics": torch.from_numpy(np.concatenate(dynamics))},
                         str(tmp / "dynamics.safetensors"),
                     )
+                write_json(tmp / DONE_FILE, {"files": _files_of(tmp)})  # last: the whole of it
                 publish(tmp, is_dir=True)  # the umask's permissions, like every artifact (not 0600)
     except BaseException:
         if accelerator.is_main_process:
@@ -217,7 +218,48 @@ def _save_checkpoint(
 
 
 RUN_FILE = "run.json"
+DONE_FILE = "complete.json"  # a checkpoint's completion record: each file and its size, last
 RNG_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
+
+
+def _files_of(folder: Path) -> dict[str, int]:
+    return {
+        p.relative_to(folder).as_posix(): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def checkpoint_debris(ckpt: Path) -> str | None:
+    """Why the folder `ckpt` is not a whole checkpoint; None when it is one (or there is none).
+    The rename makes a checkpoint whole or absent, so a part of one is what a removal cut short
+    left behind (a kill during the cleanup after the artifact's rename, or during the removal of an
+    unreadable checkpoint): its completion record, or a file the record lists, is gone. (A file
+    there but damaged is `_load_checkpoint`'s to refuse.) A checkpoint from before completion
+    records counts as whole while it holds its step and run."""
+    if not ckpt.is_dir():
+        return None
+    if not (ckpt / DONE_FILE).is_file():
+        if (ckpt / "loop_state.json").is_file() and (ckpt / RUN_FILE).is_file():
+            return None
+        return f"no completion record ({DONE_FILE})"
+    try:
+        files, have = read_json(ckpt / DONE_FILE)["files"], _files_of(ckpt)
+        gone = [n for n in files if n not in have]
+    except Exception as e:  # noqa: BLE001 -- a record cut short or foreign: the same answer
+        return f"unreadable {DONE_FILE} ({type(e).__name__})"
+    return f"{gone[0]} is missing" if gone else None
+
+
+def clear_debris(ckpt: Path) -> bool:
+    """Remove a part of a checkpoint (`checkpoint_debris`): the run starts over instead of being
+    refused on every rerun. True if there was one."""
+    why = checkpoint_debris(ckpt)
+    if why is None:
+        return False
+    shutil.rmtree(ckpt, ignore_errors=True)
+    log.warning(f"{ckpt}: removed, not a whole checkpoint ({why}): the run starts over")
+    return True
 
 
 def _differences(mine: dict[str, Any], theirs: dict[str, Any], prefix: str = "") -> list[str]:
@@ -234,7 +276,9 @@ def _differences(mine: dict[str, Any], theirs: dict[str, Any], prefix: str = "")
 def check_checkpoint(ckpt: Path, run: dict[str, Any] | None, main_process: bool = True) -> None:
     """Refuse, before loading anything, a checkpoint of another run (kept: the user decides), and
     one whose RNG states do not load (accelerate would skip them and resume with other dropout
-    masks). No checkpoint: nothing to check."""
+    masks). No checkpoint: nothing to check; a part of one (`checkpoint_debris`) is removed."""
+    if main_process and clear_debris(ckpt):
+        return
     if not (ckpt / "loop_state.json").is_file():
         return
     if run is not None:
@@ -355,6 +399,9 @@ def train(
     ckpt = Path(work_dir) / "checkpoint"
     step = start = 0
     dynamics: list[np.ndarray] = []
+    if resume and accelerator.is_main_process:
+        clear_debris(ckpt)
+    accelerator.wait_for_everyone()
     if resume and (ckpt / "loop_state.json").is_file():
         step = start = _load_checkpoint(ckpt, accelerator, dynamics, run)
         log.info(f"resumed from {ckpt} at step {step}/{total}")
