@@ -73,6 +73,13 @@ class DataArgs(BaseModel):
     cv_folds: int = Field(
         5, ge=2, le=100, description="how many folds the training split is cut into"
     )
+    train_subset: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_COUNT,
+        description="train on a seeded subset of this many of the training examples (those left "
+        "after cv_fold): a shallow bias-only model; unlike train_limit, the split stays whole",
+    )
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
@@ -445,7 +452,19 @@ def load_train_split(args: DataArgs, task: TaskSpec | None = None) -> Split:
             raise UserError(f"cv_fold {args.cv_fold} must be below cv_folds {args.cv_folds}")
         fold = folds_of(split.examples, args.cv_folds, args.data_seed)
         split.examples = [e for e, f in zip(split.examples, fold, strict=True) if f != args.cv_fold]
+    if args.train_subset is not None:
+        split.examples = seeded_subset(split.examples, args.train_subset, args.data_seed)
     return split
+
+
+def seeded_subset(examples: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """`n` of the examples (all when fewer): the first `n` of a seeded permutation, in their order;
+    the same examples and seed give the same subset in every process, a smaller one nested in it."""
+    if n >= len(examples):
+        return list(examples)
+    order = list(range(len(examples)))
+    random.Random(f"subset:{seed}").shuffle(order)
+    return [examples[i] for i in sorted(order[:n])]
 
 
 def text_key(e: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from ..config import RunConfig
 from ..io import atomic_dir
 from .check import ExternalInputs
 from .graph import KINDS, Kind, Stage, StageModel, TeacherRef
-from .shortcut import train_bias_model
+from .shortcut import bias_kind, train_bias_model
 from .sources import SOURCES
 from .speed import measure_speed
 from .training import compress, finetune
@@ -83,16 +83,41 @@ class Teacher(ModelStage):
             super().check(stage, cfg, ins)
 
 
-class BiasFold(ModelStage):
+def bias_settings(params: dict) -> dict:
+    """A bias stage's kind settings, as its params hold them (a kind's own only: `features` of
+    overlap, `subset` and `epochs` of shallow)."""
+    return {k: params[k] for k in ("features", "subset", "epochs") if k in params}
+
+
+class BiasStage(ModelStage):
+    """A stage that trains a bias model: its work is what its kind trains on (a shallow model: its
+    subset, for its epochs), not the whole training split."""
+
+    def check(self, stage, cfg, ins):
+        super().check(stage, cfg, ins)
+        fit = bias_kind(stage.params["kind"]).fit_config(cfg, bias_settings(stage.params))
+        if fit.train_subset is not None and not fit.max_steps:
+            n = ins.data(cfg, needs_train=True)[1]
+            stage.work["train"] = min(n, fit.train_subset) * fit.epochs
+
+
+class BiasFold(BiasStage):
     """A bias model trained without one fold of the training set (it scores that fold)."""
 
     name = "bias-fold"
 
     def run(self, stage, cfg, rep, files):
-        train_bias_model(cfg, stage.params["kind"], overwrite=True, progress=rep, files=files)
+        train_bias_model(
+            cfg,
+            stage.params["kind"],
+            overwrite=True,
+            progress=rep,
+            files=files,
+            **bias_settings(stage.params),
+        )
 
 
-class Bias(ModelStage):
+class Bias(BiasStage):
     """A bias model, its easy/hard split of an eval set and its (cross-fitted) training-set
     scores."""
 
@@ -111,7 +136,7 @@ class Bias(ModelStage):
             scoring=pr.get("scoring", "insample"),
             folds=pr.get("folds", 5),
             fold_models=[str(d.path) for d in stage.deps if d.kind == BiasFold.name],
-            features=pr.get("features", "basic"),
+            **bias_settings(pr),
         )
 
 

@@ -132,9 +132,15 @@ class BiasKind:
         False  # cross-fitting trains one model per fold, each a study stage
     )
 
-    def params(self, features: str) -> dict[str, Any]:
-        """Its settings that change the artifact (in a study stage's key)."""
+    def params(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Its settings that change the artifact (in a study stage's key), from all the settings
+        (`features`, `subset`, `epochs`: a study's `BiasSpec`, dumped)."""
         return {}
+
+    def fit_config(self, cfg: RunConfig, settings: dict[str, Any]) -> RunConfig:
+        """The config its model (and each fold model) is trained with: `cfg`, with what its own
+        settings change in it."""
+        return cfg
 
     def train(
         self,
@@ -178,13 +184,46 @@ class PartialInput(BiasKind):
         return easy_hard.bias_probs(fold_model, held, cache, cfg.max_length)
 
 
+class Shallow(BiasKind):
+    """The task's encoder fit on a small seeded subset till over-confident (needs no known bias)."""
+
+    # Utama et al. 2020 ("Towards debiasing NLU models from unknown biases"): a model fit on a few
+    # thousand examples for a few epochs learns mostly what a shortcut gives; its confident-correct
+    # examples are the easy ones. It sees the full input (both texts) and needs no `bias_field`.
+    name = "shallow"
+    fold_stages = True
+
+    def params(self, settings):
+        return {"subset": settings["subset"], "epochs": settings["epochs"]}
+
+    def fit_config(self, cfg, settings):
+        if not (isinstance(settings["subset"], int) and settings["subset"] >= 1):
+            raise UserError(f"shallow bias model: subset {settings['subset']!r} must be >= 1")
+        if not settings["epochs"] > 0:
+            raise UserError(f"shallow bias model: epochs {settings['epochs']!r} must be > 0")
+        # a fold model's subset is drawn from the examples its fold leaves (cv_fold, then subset)
+        return cfg.model_copy(
+            update={
+                "input_field": None,
+                "train_subset": settings["subset"],
+                "epochs": float(settings["epochs"]),
+            }
+        )
+
+    def train(self, cfg, task, overwrite, progress, files, features):
+        return finetune(cfg, overwrite=overwrite, progress=progress, files=files)
+
+    def fold_probs(self, cfg, task, seen, held, fold_model, features, cache):
+        return easy_hard.bias_probs(fold_model, held, cache, cfg.max_length)
+
+
 class Overlap(BiasKind):
     """A logistic regression on lexical-overlap features (the HANS heuristics)."""
 
     name = "overlap"
 
-    def params(self, features):
-        return {"features": features}
+    def params(self, settings):
+        return {"features": settings["features"]}
 
     def train(self, cfg, task, overwrite, progress, files, features):
         out = Path(cfg.output_dir)
@@ -218,7 +257,7 @@ class Overlap(BiasKind):
         return OverlapModel.fit(seen, task.labels, features=features).predict_proba(held)
 
 
-BIAS_KINDS: dict[str, BiasKind] = {k.name: k() for k in (PartialInput, Overlap)}
+BIAS_KINDS: dict[str, BiasKind] = {k.name: k() for k in (PartialInput, Overlap, Shallow)}
 
 
 def bias_kind(name: str) -> BiasKind:
@@ -240,14 +279,20 @@ def train_bias_model(
     folds: int = 5,
     fold_models: list[str] | None = None,
     features: str = "basic",
+    subset: int = 2000,
+    epochs: float = 3.0,
 ) -> Path:
     """A bias-only model of a kind in `BIAS_KINDS` (`partial`: one side of the pair; `overlap`:
-    lexical-overlap features). With `easy_hard_split`, the artifact also holds that split's
-    easy/hard partition (`easy_hard.parquet`); with `scoring` (crossfit | insample), the training
-    set's probabilities (`train_probs.parquet`, read by the known-bias losses; cross-fitting a kind
-    that trains its folds as stages needs their `fold_models`). Both are written before the artifact
-    is complete: no finished bias model lacks them. `features`: the overlap model's feature set."""
+    lexical-overlap features; `shallow`: the full input, fit on a small subset). With
+    `easy_hard_split`, the artifact also holds that split's easy/hard partition
+    (`easy_hard.parquet`); with `scoring` (crossfit | insample), the training set's probabilities
+    (`train_probs.parquet`, read by the known-bias losses; cross-fitting a kind that trains its
+    folds as stages needs their `fold_models`). Both are written before the artifact is complete:
+    no finished bias model lacks them. `features`: the overlap model's feature set; `subset`,
+    `epochs`: the shallow model's seeded training subset (of `cfg`'s training examples: a fold
+    model's, of those its `cv_fold` leaves) and its epochs on it."""
     spec = bias_kind(kind)
+    fit = spec.fit_config(cfg, {"features": features, "subset": subset, "epochs": epochs})
     if scoring == "crossfit" and spec.fold_stages and len(fold_models or []) != folds:
         raise UserError(f"cross-fitting a {kind} bias model needs its {folds} fold models")
     task = load_task(cfg.task)
@@ -266,7 +311,7 @@ def train_bias_model(
             return made["table"]
 
         files = {TRAIN_PROBS: probs, BIAS_RECORD: lambda tmp: made["record"]} | files
-    return spec.train(cfg, task, overwrite, progress, files, features)
+    return spec.train(fit, task, overwrite, progress, files, features)
 
 
 def bias_train_probs(
@@ -284,7 +329,7 @@ def bias_train_probs(
     examples). Returns the table (id, text key, fold, label, insample_p<j>, crossfit_p<j>) and a
     record."""
     task = load_task(cfg.task)
-    args = cfg.data_args().model_copy(update={"cv_fold": None})
+    args = cfg.data_args().model_copy(update={"cv_fold": None, "train_subset": None})
     examples = load_train_split(args, task).examples
     cache = LogitCache(cfg.cache_dir, cfg.eval_batch_size, cfg.bf16)
     gold = np.array([e["label"] for e in examples])

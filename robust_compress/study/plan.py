@@ -75,7 +75,7 @@ def _bias_stages(exp: Experiment, base: dict[str, Any], root: Path) -> dict[str,
                     f"{label}-fold{k}",
                     _config(bcfg | {"cv_fold": k, "cv_folds": b.folds}),
                     root=root,
-                    params={"kind": b.kind},
+                    params={"kind": b.kind} | kind.params(b.model_dump()),
                 )
                 for k in range(b.folds)
             ]
@@ -91,7 +91,7 @@ def _bias_stages(exp: Experiment, base: dict[str, Any], root: Path) -> dict[str,
                 "scoring": b.scoring,
                 "folds": b.folds,
             }
-            | kind.params(b.features),
+            | kind.params(b.model_dump()),
             meta={"bias": name, "primary": name == next(iter(biases))},
         )
     return out

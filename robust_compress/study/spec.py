@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..config import RunOverrides, apply_overrides, error_lines, error_where
-from ..io import MAX_SEED, UserError, read_yaml
+from ..io import MAX_COUNT, MAX_SEED, UserError, read_yaml
 from ..stages.catalog import (
     BIAS_KINDS,
     LOSS_NAMES,
@@ -142,6 +142,30 @@ class BiasSpec(_Spec):
         description="overlap model: the basic HANS "
         "features, or the debiasing literature's fuller set",
     )
+    subset: int = Field(
+        2000,
+        ge=1,
+        le=MAX_COUNT,
+        description="shallow model: how many training examples it is fit on, a seeded subset "
+        "(data_seed) of the training split; cross-fitted, each fold model's of the folds it sees",
+    )
+    epochs: float = Field(
+        3.0,
+        gt=0,
+        le=100,
+        description="shallow model: its epochs on that subset (a few: over-confident by design)",
+    )
+
+    @model_validator(mode="after")
+    def _shallow_settings(self) -> BiasSpec:
+        given = [k for k in ("subset", "epochs") if k in self.model_fields_set]
+        if self.kind != "shallow" and given:
+            raise ValueError(
+                f"{' and '.join(given)}: settings of kind 'shallow' (not {self.kind!r})"
+            )
+        if self.kind == "shallow" and "epochs" in self.train.model_fields_set:
+            raise ValueError("a shallow model's epochs are `epochs` (default 3), not train.epochs")
+        return self
 
 
 class TeacherVariant(_Spec):
