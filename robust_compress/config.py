@@ -25,7 +25,15 @@ from pydantic import (
 
 from .compress import METHODS
 from .data.load import DataArgs
-from .io import MAX_BATCH, UserError, line_of, read_yaml, validation_line, yaml_key_lines
+from .io import (
+    MAX_BATCH,
+    UserError,
+    line_of,
+    read_yaml,
+    safe_yaml,
+    validation_line,
+    yaml_key_lines,
+)
 from .models.labels import canonical
 from .train.extras import Inputs, required_sources
 from .train.loop import TrainArgs
@@ -155,7 +163,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise UserError(f"override {item!r}: expected key=value")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw else None
+            value = safe_yaml(raw) if raw else None
         except yaml.YAMLError:
             raise UserError(f"override {item!r}: value is not valid YAML") from None
         d = data

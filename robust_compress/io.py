@@ -139,10 +139,46 @@ def read_json(path: Path) -> Any:
         raise UserError(f"{path}: JSON nested too deeply") from None
 
 
+MAX_YAML_DEPTH = 100
+
+
+class YamlTooDeep(yaml.MarkedYAMLError):
+    """A YAML document nested deeper than `MAX_YAML_DEPTH`."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader with its nesting bounded: the composer recurses once per level, so a
+    document nested thousands deep ended in a RecursionError (a traceback), not one line."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise YamlTooDeep(
+                    problem=f"nested deeper than {MAX_YAML_DEPTH} levels",
+                    problem_mark=self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def safe_yaml(text: str) -> Any:
+    """Parse (never execute) YAML text, at most `MAX_YAML_DEPTH` levels deep (else `YamlTooDeep`,
+    a yaml.YAMLError)."""
+    return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader: constructs no objects
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse (never execute) a YAML file into a mapping."""
     try:
-        data = yaml.safe_load(read_text(path))
+        data = safe_yaml(read_text(path))
+    except YamlTooDeep as e:
+        raise UserError(
+            f"{path}:{e.problem_mark.line + 1}: YAML nested deeper than {MAX_YAML_DEPTH} levels"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -159,7 +195,7 @@ def yaml_key_lines(path: Path) -> dict[tuple, int]:
     or ("compressions", 0). Read with the safe composer (no object is constructed); {} if
     unreadable."""
     try:
-        root = yaml.compose(read_text(path), Loader=yaml.SafeLoader)
+        root = yaml.compose(read_text(path), Loader=_BoundedLoader)
     except (yaml.YAMLError, UserError):
         return {}
     lines: dict[tuple, int] = {}

@@ -240,8 +240,15 @@ def test_each_known_bias_loss_reads_its_bias_probabilities(
 
 
 def test_the_verdict_on_a_second_split_follows_its_interval():
-    from robust_compress.report.mitigation import Effect, _elsewhere
+    from robust_compress.metrics.multiboot import Effect
+    from robust_compress.report.verdict import Diff, elsewhere
 
-    assert _elsewhere("ov", Effect(0.02, 0.01, 0.03)).startswith("also on the ov split")
-    assert _elsewhere("ov", Effect(-0.013, -0.02, -0.006)).startswith("but loses on the ov split")
-    assert _elsewhere("ov", Effect(0.01, -0.01, 0.03)).startswith("not measurably on the ov")
+    def d(est, lo, hi, one_seed=False):
+        return Diff(Effect(est, lo, hi, (hi - lo) / 4, 2.0, 3, one_seed))
+
+    assert elsewhere("ov", d(0.02, 0.01, 0.03)).startswith("also on the ov split")
+    assert elsewhere("ov", d(-0.013, -0.02, -0.006)).startswith("but loses on the ov split")
+    assert elsewhere("ov", d(0.01, -0.01, 0.03)).startswith("not measurably on the ov")
+    # one seed: neither "also" nor "measurably", the one-seed phrase
+    one = elsewhere("ov", d(0.02, 0.01, 0.03, one_seed=True))
+    assert "measurabl" not in one and "also" not in one and "1 seed" in one

@@ -1,8 +1,8 @@
-"""Metrics as a pure layer (numpy and pandas; no torch, no config), low in the stack: a model's
+"""Metrics as a pure layer (numpy, pandas, scipy; no torch, no config), low in the stack: a model's
 summary, a study's report and an audit all compute every number with these functions, from the
 saved per-example prediction tables."""
 
-from .compare import Parts, cell_metric, compare, diff_ci, metric_parts, parts_stat, ratio_ci
+from .compare import Parts, cell_metric, example_scores, metric_parts, metric_weights
 from .scores import (
     COLLAPSE_MARGIN,
     COLLAPSE_SHARE,
@@ -39,18 +39,16 @@ __all__ = [
     "cell_metric",
     "collapse_check",
     "collapse_probs",
-    "compare",
     "default_rule",
-    "diff_ci",
     "easy_hard_metrics",
+    "example_scores",
     "expected_calibration_error",
     "f_bias",
     "is_collapsed",
     "meta_columns",
     "metric_parts",
+    "metric_weights",
     "ood_accuracy",
-    "parts_stat",
-    "ratio_ci",
     "relative_bias",
     "reliance",
     "run_metrics",

@@ -1,20 +1,19 @@
-"""Comparing two rows of a study: the difference of a metric with its 95 % interval (over seeds, or
-a paired bootstrap over the examples both share), and ratios of differences (the share of a cost a
-loss wins back). Pure numpy and pandas."""
+"""Comparing two rows of a study: the per-example scores a comparable metric is computed from, and
+the metric as a weighted sum of their means, so that a difference between models (its interval:
+`metrics.multiboot`) is a linear statistic of per-seed, per-example scores. numpy and pandas."""
 
 from __future__ import annotations
-
-import functools
-import math
 
 import numpy as np
 import pandas as pd
 
-from .scores import T975, default_rule, expected_calibration_error
+from .scores import default_rule
 
 Parts = dict[
     str, pd.Series
 ]  # named per-example correctness, indexed by example key (arrays in the bootstrap)
+
+CALIBRATION_BINS = 10  # as `scores.expected_calibration_error`
 
 
 def cell_metric(split: str, column: str, value: str, gold: str) -> str:
@@ -79,127 +78,32 @@ def metric_parts(
     return None
 
 
-def parts_stat(metric: str, parts: Parts) -> float:
-    if metric == "ece":
-        v = np.asarray(parts["calibration"], float)  # columns: correct, confidence
-        return expected_calibration_error(v[:, 1], v[:, 0])
-    if all(k.startswith("mean:") for k in parts):
-        return float(np.mean([v.mean() for v in parts.values()]))
+def metric_weights(metric: str, keys) -> dict[str, float]:
+    """The metric as sum_k weight_k x mean of part k's per-example scores (`metric_parts`' keys):
+    gap = easy - hard, reliance = aligned - conflicting, a mean over sets (FEVER) = each set / n,
+    every other metric its one part."""
+    keys = list(keys)
+    if all(k.startswith("mean:") for k in keys):
+        return {k: 1.0 / len(keys) for k in keys}
     if metric == "gap":
-        return float(parts["easy"].mean() - parts["hard"].mean())
+        return {"easy": 1.0, "hard": -1.0}
     if metric == "reliance":
-        return float(parts["aligned"].mean() - parts["conflicting"].mean())
-    return float(next(iter(parts.values())).mean())
+        return {"aligned": 1.0, "conflicting": -1.0}
+    if len(keys) != 1:
+        raise ValueError(f"{metric}: expected one part, got {keys}")
+    return {keys[0]: 1.0}
 
 
-def compare(
-    metric: str,
-    a: list[Parts],
-    b: list[Parts],
-    seeds_a: list[int],
-    seeds_b: list[int],
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """Mean difference a - b of a metric, with a 95% interval: over seeds when either side has
-    several runs (paired by seed where both have it; against the other side's mean when it has one
-    run), else a paired bootstrap. Always on the examples every run shares (a given teacher may have
-    been evaluated on a subset of the study's sets)."""
-    shared = {
-        k: functools.reduce(lambda x, y: x.intersection(y), [p[k].index for p in (*a, *b)])
-        for k in a[0]
-    }
-    a = [{k: p[k].loc[idx] for k, idx in shared.items()} for p in a]
-    b = [{k: p[k].loc[idx] for k, idx in shared.items()} for p in b]
-    if any(len(idx) == 0 for idx in shared.values()):
-        return math.nan, math.nan, math.nan
-    va = [parts_stat(metric, p) for p in a]
-    vb = [parts_stat(metric, p) for p in b]
-    if len(a) > 1 or len(b) > 1:
-        if len(a) > 1 and len(b) > 1 and set(seeds_a) == set(seeds_b):
-            order = {s: i for i, s in enumerate(seeds_b)}
-            return diff_ci(va, [vb[order[s]] for s in seeds_a])
-        if len(b) == 1:
-            return diff_ci(va, vb * len(va))
-        if len(a) == 1:
-            return diff_ci(va * len(vb), vb)
-        return diff_ci(va, vb)
-    rng = np.random.default_rng(seed)
-    xa = {k: v.to_numpy() for k, v in a[0].items()}
-    xb = {k: v.to_numpy() for k, v in b[0].items()}
-    diffs = np.empty(n_boot)
-    for i in range(n_boot):
-        draw = {k: rng.integers(0, len(v), len(v)) for k, v in xa.items()}
-        diffs[i] = parts_stat(metric, {k: xa[k][d] for k, d in draw.items()}) - parts_stat(
-            metric, {k: xb[k][d] for k, d in draw.items()}
-        )
-    d = parts_stat(metric, xa) - parts_stat(metric, xb)
-    return d, float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
-
-
-def ratio_ci(
-    metric: str,
-    num: tuple[list[Parts], list[Parts]],
-    den: tuple[list[Parts], list[Parts]],
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """(mean(A) - mean(B)) / (mean(C) - mean(D)) of a metric over runs, e.g. the share of a
-    compression's hard-example cost a loss wins back, (loss - vanilla) / (teacher - vanilla), or the
-    share of a teacher's debiasing gain a compressed model keeps. 95 % interval by one bootstrap
-    that resamples the examples all runs share (one draw for all) and, per list, its runs (seeds);
-    NaN bounds when there is nothing to resample, NaN altogether when the denominator is 0."""
-    lists = [*num, *den]
-    keys = list(lists[0][0])
-    shared = {
-        k: functools.reduce(
-            lambda a, b: a.intersection(b), [p[k].index for runs in lists for p in runs]
-        )
-        for k in keys
-    }
-    arrays = [[{k: np.asarray(p[k].loc[shared[k]]) for k in keys} for p in runs] for runs in lists]
-
-    def value(draw: dict[str, np.ndarray] | None, picks: list[np.ndarray]) -> float:
-        means = []
-        for runs, pick in zip(arrays, picks, strict=True):
-            means.append(
-                np.mean(
-                    [
-                        parts_stat(
-                            metric, {k: (r[k] if draw is None else r[k][draw[k]]) for k in keys}
-                        )
-                        for r in (runs[i] for i in pick)
-                    ]
-                )
-            )
-        d = means[2] - means[3]
-        return (means[0] - means[1]) / d if d != 0 else math.nan
-
-    point = value(None, [np.arange(len(r)) for r in arrays])
-    if any(len(v) == 0 for v in shared.values()) or math.isnan(point):
-        return point, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        draw = {k: rng.integers(0, len(shared[k]), len(shared[k])) for k in keys}
-        boots.append(value(draw, [rng.integers(0, len(r), len(r)) for r in arrays]))
-    boots = np.array([b for b in boots if not math.isnan(b)])
-    if len(boots) < n_boot // 2:
-        return point, math.nan, math.nan
-    return point, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
-
-
-def diff_ci(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """Mean difference a - b over seeds with a 95% t interval (paired by position when the lengths
-    match; Welch-like otherwise). One value each: (d, nan, nan)."""
-    a_, b_ = np.asarray(a, float), np.asarray(b, float)
-    d = float(a_.mean() - b_.mean())
-    if len(a_) == len(b_) and len(a_) > 1:
-        diffs = a_ - b_
-        half = T975[min(len(a_) - 1, len(T975)) - 1] * diffs.std(ddof=1) / math.sqrt(len(a_))
-    elif len(a_) > 1 and len(b_) > 1:
-        se = math.sqrt(a_.var(ddof=1) / len(a_) + b_.var(ddof=1) / len(b_))
-        half = T975[min(min(len(a_), len(b_)) - 1, len(T975)) - 1] * se
-    else:
-        return d, math.nan, math.nan
-    return d, d - half, d + half
+def example_scores(key: str, part: pd.Series | pd.DataFrame) -> np.ndarray:
+    """A part's per-example scores, whose mean is the part's statistic on these examples: 0/1
+    correctness, or for ECE ("calibration": correct and confidence) its linearisation, the sign of
+    each example's bin gap x (correct - confidence): its mean is the ECE of these examples exactly,
+    and its bootstrap the delta method's (the bins and their signs held at the estimate)."""
+    if key != "calibration":
+        return np.asarray(part, float)
+    correct = part["correct"].to_numpy(float)
+    confidence = part["confidence"].to_numpy(float)
+    edges = np.linspace(0, 1, CALIBRATION_BINS + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, CALIBRATION_BINS - 1)
+    gap = np.bincount(which, correct - confidence, minlength=CALIBRATION_BINS)
+    return np.sign(gap)[which] * (correct - confidence)

@@ -4,9 +4,11 @@ A model fine-tuned elsewhere names and orders its classes its own way (roberta-l
 CONTRADICTION, NEUTRAL, ENTAILMENT; cross-encoders: contradiction, entailment, neutral; many
 models: LABEL_0..k). Names are matched case-insensitively and through `SYNONYMS`; a `label_map`
 (model label -> task label) covers names that say nothing (it is used by a model that names its
-keys, or whose names cannot be matched without it). The classifier's output rows are then
-permuted at load (`permute_classifier`) and id2label rewritten to the task's names, so every
-prediction, logit and saved model downstream is in the task's order.
+keys, even one whose names match the task's: a map is never silently ignored; a model whose names
+it does not mention and which matches on its own, e.g. beside a LABEL_k model in one audit, is left
+alone with a warning; one that cannot match is mapped, by index keys too, or refused). The
+classifier's output rows are then permuted at load (`permute_classifier`) and id2label rewritten
+to the task's names, so every prediction, logit and saved model downstream is in the task's order.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import re
 import torch
 from torch import nn
 
-from ..io import UserError
+from ..io import UserError, log
 from .families import classifier_out
 
 # known spellings of one class (after lower-casing and joining words with "_")
@@ -40,6 +42,26 @@ def canonical(name: str) -> str:
     return _CANON.get(key, key)
 
 
+def _named_row(key: str, have: list[str]) -> int | None:
+    """The output row a label_map key names by its label: as the model spells it, or in another
+    case."""
+    if key in have:
+        return have.index(key)
+    folded = [i for i, h in enumerate(have) if str(h).lower() == str(key).lower()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def _row_of(key: str, have: list[str]) -> int | None:
+    """The output row a label_map key names: by its label, or by its index."""
+    i = _named_row(key, have)
+    if i is None and str(key).isdigit() and int(key) < len(have):
+        i = int(key)
+    return i
+
+
+_told: set[tuple] = set()
+
+
 def _apply_map(
     have: list[str], label_map: dict[str, str], want: list[str], where: str
 ) -> list[str]:
@@ -47,11 +69,8 @@ def _apply_map(
     names = list(have)
     wanted = {canonical(w) for w in want}
     for key, value in label_map.items():
-        if key in have:
-            i = have.index(key)
-        elif str(key).isdigit() and int(key) < len(have):
-            i = int(key)
-        else:
+        i = _row_of(key, have)
+        if i is None:
             raise UserError(f"label_map: {where} has no label {key!r} (its labels: {have})")
         if canonical(value) not in wanted:
             raise UserError(
@@ -66,13 +85,22 @@ def align(
 ) -> list[int]:
     """perm with perm[i] = the model's output row that is `want[i]`; an error naming `label_map`
     when the names cannot be matched one to one."""
-    if list(have) == list(want):
-        return list(range(len(want)))
-    if label_map and not any(k in have for k in label_map):
-        try:  # names that match on their own win; the map is for models that need it (LABEL_k)
-            return align(have, want, None, where)
+    if label_map and all(_named_row(k, have) is None for k in label_map):
+        try:  # a map for other models (one audit, several models): names that match on their own
+            perm = align(have, want, None, where)
         except UserError:
-            pass
+            pass  # refused below, naming the key this model lacks
+        else:
+            if (where, tuple(label_map.items())) not in _told:
+                _told.add((where, tuple(label_map.items())))
+                log.warning(
+                    f"{where}: label_map {label_map} names none of its labels {have}: not used "
+                    "for it (its names match the task's)"
+                )
+            return perm
+    elif not label_map and list(have) == list(want):
+        return list(range(len(want)))
+    # a map that names this model's labels is applied, whether or not they match the task's
     names = _apply_map(have, label_map, want, where) if label_map else list(have)
     hint = (
         f"; say which is which with the label_map setting (model label -> task label), e.g. "

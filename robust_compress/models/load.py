@@ -26,7 +26,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from ..io import UserError, file_digest, read_json, write_json
+from ..io import UserError, file_digest, read_json, read_yaml, write_json
 from .families import dropout_overrides, family_of, max_positions
 from .labels import align, permute_classifier
 from .pruned import register_all
@@ -57,12 +57,42 @@ def resolve_model_dir(name_or_path: str) -> Path:
         ) from None
 
 
+def _kind(value) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
+def read_model_config(folder: str | Path) -> dict:
+    """A model folder's config.json, checked for what transformers would otherwise trip over with a
+    traceback (or a prompt): a JSON object, id2label/label2id mappings, and no `auto_map` (the
+    model's own code, which this tool never runs)."""
+    path = Path(folder) / "config.json"
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a JSON object, got {_kind(raw)}")
+    for key in ("id2label", "label2id"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise UserError(
+                f"{path}: {key} is {_kind(raw[key])}, not a mapping "
+                + ("of output row -> label name" if key == "id2label" else "of label name -> row")
+            )
+    if raw.get("auto_map"):
+        names = raw["auto_map"] if isinstance(raw["auto_map"], dict) else {}
+        what = ", ".join(f"{k}: {v}" for k, v in names.items()) or str(raw["auto_map"])
+        raise UserError(
+            f"{path}: auto_map names the model's own code ({what}); robust-compress never runs "
+            "code from a model folder: use a model whose model_type transformers implements"
+        )
+    return raw
+
+
 def check_model_dir(folder: Path) -> None:
     """config.json and readable safetensors weights, or one line saying what is wrong."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder}: no config.json (not a saved model folder)")
-    read_json(folder / "config.json")
+    read_model_config(folder)
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         pickled = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
@@ -100,8 +130,8 @@ def load_arch(folder: str | Path):
     """A model folder's config (its architecture), or one line: an unknown or missing `model_type`
     is the user's file, not a traceback."""
     folder = Path(folder)
-    raw = read_json(folder / "config.json")
-    if not isinstance(raw, dict) or not raw.get("model_type"):
+    raw = read_model_config(folder)
+    if not raw.get("model_type"):
         raise UserError(
             f"{folder / 'config.json'}: no model_type (not a transformers model config)"
         )
@@ -147,7 +177,7 @@ def model_labels(folder: str | Path) -> list[str]:
     """Label names of a saved classifier, in index order (empty for a bare encoder). A regression
     head or an id2label that is not indexed 0..n-1 is refused in one line."""
     path = Path(folder) / "config.json"
-    config = read_json(path)
+    config = read_model_config(folder)
     archs = config.get("architectures") or []
     if not any("ForSequenceClassification" in a for a in archs):
         return []
@@ -178,7 +208,66 @@ def label_order(
     have = model_labels(folder)
     if not have:
         return list(range(len(labels)))
-    return align(have, list(labels), label_map, where=str(folder))
+    return align(have, list(labels), unapplied_map(folder, label_map), where=str(folder))
+
+
+def unapplied_map(folder: str | Path, label_map: dict[str, str] | None) -> dict[str, str] | None:
+    """`label_map`, unless `folder` is a model this tool made in a run with this very map (its
+    run_config.yaml says so): the map was applied to that run's start model, and the folder's
+    id2label has been the task's since; applying it again would permute the rows twice."""
+    made = Path(folder) / "run_config.yaml"
+    if not label_map or not made.is_file():
+        return label_map
+    try:
+        recorded = read_yaml(made).get("label_map")
+    except UserError:
+        return label_map
+    return None if recorded == label_map else label_map
+
+
+def head_tensors(config) -> list[str]:
+    """The tensors of the classification head a *ForSequenceClassification checkpoint of `config`
+    holds: its state-dict keys outside the encoder (`base_model_prefix`), read from the model class
+    itself, built on the meta device (no memory, no initialization)."""
+    with torch.device("meta"), _quiet_load_report():
+        model = AutoModelForSequenceClassification.from_config(config)
+    prefix = f"{model.base_model_prefix}."
+    return [k for k in model.state_dict() if not k.startswith(prefix)]
+
+
+def _saved_tensors(folder: Path) -> set[str]:
+    """Every tensor name in a folder's safetensors files (a quantized tensor flattened into its
+    parts counts under its own name: torchao's metadata lists them)."""
+    names: set[str] = set()
+    for w in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(w), framework="pt") as f:
+            names.update(f.keys())
+            meta = f.metadata() or {}
+        with contextlib.suppress(ValueError, TypeError):
+            names.update(json.loads(meta.get("tensor_names", "[]")))
+    return names
+
+
+def check_head(folder: str | Path, config=None, hint: str = "") -> None:
+    """A folder whose config.json names a fine-tuned classifier (a *ForSequenceClassification with
+    labels) must hold its head's tensors: from_pretrained would draw the missing ones at random,
+    and every score of it would be a random head's. One line naming the weights and the tensors;
+    `hint` says what to do instead."""
+    folder = Path(folder)
+    have = model_labels(folder)
+    if not have:
+        return
+    config = config if config is not None else load_arch(folder)
+    saved = _saved_tensors(folder)
+    missing = [k for k in head_tensors(config) if k not in saved]
+    if missing:
+        weights = sorted(folder.glob("*.safetensors"))
+        where = weights[0] if len(weights) == 1 else folder / "*.safetensors"
+        arch = ", ".join(config.architectures or []) or type(config).__name__
+        raise UserError(
+            f"{where}: no classifier head (missing {', '.join(missing)}); its config.json names "
+            f"{arch} with labels {have}, so it would be scored by a random head{hint}"
+        )
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from transformers import AutoModelForSequenceClassification
 from ..io import UserError, read_json, write_json
 from .labels import permute_classifier
 from .load import (
+    check_head,
     check_model_dir,
     label_order,
     load_arch,
@@ -120,11 +121,18 @@ def _load_torchao(folder: Path) -> torch.nn.Module:
 
 
 def load_for_inference(
-    folder: str | Path, labels: list[str], label_map: dict[str, str] | None = None
+    folder: str | Path,
+    labels: list[str],
+    label_map: dict[str, str] | None = None,
+    new_head: bool = False,
 ) -> torch.nn.Module:
     """A saved model (folder or hub id) ready to predict, its outputs in `labels`' order: int8 as
-    saved (or re-applied, for the torch.ao fallback)."""
+    saved (or re-applied, for the torch.ao fallback). A classifier folder missing its head tensors
+    is refused (they would be drawn at random), unless `new_head` asks for a new one on purpose."""
     folder = resolve_model_dir(str(folder))
+    if not new_head:
+        check_model_dir(folder)
+        check_head(folder)
     recipe = folder / QUANT_FILE
     if not recipe.is_file():
         return load_model(str(folder), labels, label_map=label_map).eval()

@@ -24,6 +24,9 @@ class Rows:
     missing: dict[str, dict[str, str]] = field(
         default_factory=dict
     )  # runtime -> row -> why it has no rate
+    differences: dict = field(
+        default_factory=dict, repr=False
+    )  # the report's differences between rows, each computed once (`report.effects`)
 
 
 def compute(study: Study) -> Rows:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import schemas
 from ..io import (
     UserError,
     atomic_dir,
@@ -99,6 +100,13 @@ def _same_run(new: Path, old: Path, name: str, dest: Path) -> None:
         )
 
 
+def read_index(path: Path) -> list[dict]:
+    """An index.json's runs as written (a merge writes them back), read through their schema: one
+    line naming the file and the entry when it is not a list of runs."""
+    schemas.read_index(path)
+    return read_json(path)
+
+
 def merge_export(study_dir: str | Path, dest: str | Path) -> tuple[list[str], list[str]]:
     """Add a study's runs to an existing export (rows added to a preset later, a shard run on
     another machine): the merged export reports as a one-piece export would. A run both hold is
@@ -108,7 +116,7 @@ def merge_export(study_dir: str | Path, dest: str | Path) -> tuple[list[str], li
     check_not_inside(dest, study, "study folder")
     if not (dest / "index.json").is_file():
         raise UserError(f"{dest}: not an export (no index.json) to merge into")
-    index = read_json(dest / "index.json")
+    index = read_index(dest / "index.json")
     held = {e["name"]: e for e in index}
     added, same = [], []
     with atomic_dir(dest) as tmp:
@@ -123,7 +131,7 @@ def merge_export(study_dir: str | Path, dest: str | Path) -> tuple[list[str], li
                     f"{p}: differs from {dest}/easy_hard/{p.name} (another bias model's split); "
                     "nothing merged"
                 )
-        for e in read_json(study / "index.json"):
+        for e in read_index(study / "index.json"):
             src = study / str(e["path"])
             if e["name"] in held:
                 scratch = Path(tempfile.mkdtemp(dir=tmp))

@@ -14,6 +14,13 @@ from .load import Run
 from .tables import SPEED_NOISE, collapsed
 
 
+def plain(text: str) -> str:
+    """A label as matplotlib shows it verbatim: run, group, loss and split names are the user's, and
+    a pair of `$` would otherwise be parsed as mathtext (`$\\foo{$` raised at drawing time, after
+    a whole study had run)."""
+    return str(text).replace("$", r"\$")
+
+
 def _figure(w: float, h: float) -> Figure:
     fig = Figure(figsize=(w, h))
     FigureCanvasAgg(fig)
@@ -86,7 +93,9 @@ def _plot_lines(
 ) -> None:
     for label, pts in lines.items():
         x, y, lo, hi = (np.array(c, float) for c in zip(*pts, strict=True))
-        ax.errorbar(x, y * scale, yerr=[lo * scale, hi * scale], marker="o", capsize=3, label=label)
+        ax.errorbar(
+            x, y * scale, yerr=[lo * scale, hi * scale], marker="o", capsize=3, label=plain(label)
+        )
     if marked:
         ax.scatter(
             [p[0] for p in marked],
@@ -97,7 +106,7 @@ def _plot_lines(
         )
     if floor is not None:
         ax.axhline(scale * floor, color="grey", ls=":", lw=1, label="floor: a constant predictor")
-    ax.set(xlabel="sparsity (teacher at 0)", ylabel=ylabel, title=title)
+    ax.set(xlabel="sparsity (teacher at 0)", ylabel=ylabel, title=plain(title))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
@@ -187,8 +196,10 @@ def _easy_hard_figures(
                 yerr=[100 * np.nan_to_num(g.get(f"{k}.std", math.nan)) for g in have.values()],
                 capsize=3,
             )
-        ax.set_xticks(x, list(have), rotation=30, ha="right", fontsize=8)
-        ax.set(ylabel="mean confidence (%)", title=f"Confidence on easy vs hard examples of {s}")
+        ax.set_xticks(x, [plain(n) for n in have], rotation=30, ha="right", fontsize=8)
+        ax.set(
+            ylabel="mean confidence (%)", title=plain(f"Confidence on easy vs hard examples of {s}")
+        )
         ax.legend()
         figs.append(
             (
@@ -242,8 +253,10 @@ def _reliability_figure(groups: dict[str, dict], runs: list[Run]) -> list[tuple[
         ax.bar(edges[:-1], accs, 0.1, align="edge", edgecolor="k", alpha=0.7, label="accuracy")
         ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
         ax.set(
-            title=f"{n}{' ⚠ collapsed' if collapsed(groups[n]) else ''} "
-            f"(ECE {100 * groups[n].get('ece_id', math.nan):.1f}%)",
+            title=plain(
+                f"{n}{' ⚠ collapsed' if collapsed(groups[n]) else ''} "
+                f"(ECE {100 * groups[n].get('ece_id', math.nan):.1f}%)"
+            ),
             xlim=(0, 1),
             ylim=(0, 1),
             xlabel="confidence",
@@ -352,7 +365,9 @@ def speed_figure(
                 color="grey" if grey else None,
                 mec="k" if i in front else None,
             )
-            ax.annotate(n, (x, 100 * y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                plain(n), (x, 100 * y), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
         fx = sorted(pts[i] for i in front)
         ax.plot([p[0] for p in fx], [100 * p[1] for p in fx], "--", color="gray", lw=1)
         ax.set(

@@ -21,6 +21,7 @@ from ..data.tasks import TaskSpec, load_task
 from ..io import UserError, atomic_dir, check_writable, read_json, write_yaml
 from ..models.families import family_of
 from ..models.load import (
+    check_head,
     check_max_length,
     check_model_dir,
     label_order,
@@ -62,7 +63,9 @@ def check_inputs(cfg: RunConfig, labels: list[str]) -> None:
         elif not is_overlap_model(p):
             folder = resolve_model_dir(src)
             check_model_dir(folder)
+            check_head(folder)  # its logits are what the student learns from
             label_order(folder, labels, cfg.label_map)
+    load_reference(cfg.inputs.teacher)  # read after training (F_bias): a broken one found now
 
 
 def preflight(cfg: RunConfig, overwrite: bool, needs_train: bool = True, method=None) -> Checked:
@@ -86,14 +89,21 @@ def preflight(cfg: RunConfig, overwrite: bool, needs_train: bool = True, method=
     return Checked(task, train, evals)
 
 
-def load_reference(path: str | Path | None) -> dict[str, Any] | None:
-    """A teacher's summary.json (or the model folder holding one) for F_bias; None if it has
-    none."""
+def load_reference(path: str | Path | None, required: bool = False) -> dict[str, Any] | None:
+    """A teacher's summary.json (or the model folder holding one) for F_bias, read through its
+    schema (a broken one: one line naming the file and the key); None if it has none, which is
+    an error when the reference was asked for (`required`: `evaluate --reference`)."""
     if path is None:
         return None
     p = Path(path)
     p = p / "summary.json" if p.is_dir() else p
-    return read_json(p) if p.is_file() else None
+    if not p.is_file():
+        if required:
+            raise UserError(f"{p}: file not found (--reference)")
+        return None
+    data = read_json(p)
+    schemas.parse(data, schemas.Summary, p)
+    return data
 
 
 def write_artifact(

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from transformers import AutoConfig
 
 from .. import __version__, schemas
 from ..config import RunConfig
@@ -30,21 +29,21 @@ from ..data.load import Split, load_eval_splits, load_train_split
 from ..data.tasks import TaskSpec, load_task
 from ..io import UserError, check_writable, digest, read_json, read_yaml, write_json
 from ..metrics import f_bias, is_collapsed
-from ..models.families import encoder_flops, family_of
+from ..models.families import encoder_flops
 from ..models.load import (
+    check_head,
     check_model_dir,
     count_parameters,
     label_order,
     load_model,
     model_digest,
-    model_labels,
     resolve_model_dir,
 )
 from ..models.overlap import is_overlap_model
 from ..models.quantized import QUANT_FILE
 from .artifact import bytes_on_disk
 from .card import SIDE_CARD, build_card, card_path, md, write_card
-from .evaluate import evaluate_folder, scoring_labels
+from .evaluate import check_classifier, evaluate_folder, scoring_labels
 from .progress import Reporter
 from .shortcut import train_bias_model, write_easy_hard
 from .speed import measure_speed
@@ -123,13 +122,7 @@ def check_audit(
     models = []
     for name, src in zip(_names(sources), sources, strict=True):
         folder = resolve_model_dir(src)
-        check_model_dir(folder)
-        family_of(AutoConfig.from_pretrained(folder))
-        if not model_labels(folder):
-            raise UserError(
-                f"{src}: not a fine-tuned classifier (its config.json names no "
-                "*ForSequenceClassification architecture): audit scores models as they are"
-            )
+        check_classifier(folder, src, "; audit scores models as they are")  # evaluate's checks
         scoring_labels(folder, task, splits, cfg)
         if write_cards:
             if not Path(src).expanduser().is_dir():
@@ -147,6 +140,7 @@ def check_audit(
         if not is_overlap_model(bias):
             folder = resolve_model_dir(bias)
             check_model_dir(folder)
+            check_head(folder)  # its logits split easy from hard
             label_order(folder, task.labels, cfg.label_map)
     else:
         try:

@@ -12,8 +12,17 @@ from ..data.load import Split, load_eval_splits
 from ..data.tasks import TaskSpec, load_task
 from ..io import UserError, check_fresh_output, check_not_inside, read_yaml
 from ..metrics import summarize
+from ..models.families import family_of
 from ..models.labels import eval_labels
-from ..models.load import check_model_dir, load_tokenizer, model_labels, resolve_model_dir
+from ..models.load import (
+    check_head,
+    check_model_dir,
+    load_arch,
+    load_tokenizer,
+    model_labels,
+    resolve_model_dir,
+    unapplied_map,
+)
 from ..models.quantized import load_for_inference
 from .artifact import load_reference, write_artifact
 from .predict import predict_tables
@@ -71,8 +80,36 @@ def scoring_labels(
     if not have:
         return task.labels
     return eval_labels(
-        have, task.labels, {n: s.labels for n, s in splits.items()}, cfg.label_map, str(folder)
+        have,
+        task.labels,
+        {n: s.labels for n, s in splits.items()},
+        unapplied_map(folder, cfg.label_map),
+        str(folder),
     )
+
+
+NEW_HEAD = "; fine-tune it first, or pass --new-head to score a new (seeded) head on purpose"
+
+
+def check_classifier(
+    folder: Path, source: str | Path, hint: str = NEW_HEAD, new_head: bool = False
+) -> None:
+    """The model checks `evaluate` and `audit` share, before any data is read: a saved model whose
+    config transformers loads without running the folder's code, of a supported family, and a
+    fine-tuned classifier that holds its head's tensors (else it would be scored by a random
+    head), unless `new_head` asks for a new head on purpose. `hint`: what to do instead."""
+    check_model_dir(folder)
+    config = load_arch(folder)
+    family_of(config)
+    if new_head:
+        return
+    if not model_labels(folder):
+        raise UserError(
+            f"{source}: not a fine-tuned classifier (a bare encoder: its config.json names no "
+            f"*ForSequenceClassification architecture), so it would be scored by a random head"
+            f"{hint}"
+        )
+    check_head(folder, config, hint)
 
 
 def evaluate_folder(
@@ -94,17 +131,12 @@ def evaluate_folder(
     folder = resolve_model_dir(str(model_dir))
     check_not_inside(out, folder, "model folder")
     check_fresh_output(out, overwrite)
-    check_model_dir(folder)
-    if not model_labels(folder) and not new_head:
-        raise UserError(
-            f"{model_dir}: no classifier head (a bare encoder): it would be scored by a random "
-            "head; fine-tune it first, or pass --new-head to score a new (seeded) head on purpose"
-        )
+    check_classifier(folder, model_dir, new_head=new_head)
+    ref = load_reference(reference, required=True)
     task = load_task(cfg.task)
     splits = load_eval_splits(cfg.data_args(), task)
-    ref = load_reference(reference)
     labels = scoring_labels(folder, task, splits, cfg)
-    model = load_for_inference(folder, labels, cfg.label_map)
+    model = load_for_inference(folder, labels, cfg.label_map, new_head=new_head)
     tokenizer = load_tokenizer(str(folder), model)
     rep.task("evaluate", sum(len(s) for s in splits.values()), "examples")
     tables, speed = predict_tables(model, tokenizer, splits, cfg, progress=rep.update)

@@ -1,5 +1,7 @@
 """Per-example logits of a saved model (teacher logits for KD, bias-model and snapshot outputs):
-computed once, cached on disk, reused by every student, seed and loss.
+computed once, cached on disk, reused by every student, seed and loss. An entry that cannot be
+used (unreadable, or not one row per example and one column per label) is only a cache's loss:
+one warning naming it, removed and recomputed.
 
 The key hashes the model folder's content, the examples (ids, texts, labels) and the
 tokenization settings, so a changed teacher or data set can never be served stale logits.
@@ -77,9 +79,19 @@ class LogitCache:
         path = self.root / f"{self.key(model_dir, examples, max_length, perm)}.safetensors"
         if path.is_file():
             try:
-                return load_file(str(path))["logits"]
+                cached = load_file(str(path))["logits"]
             except (SafetensorError, KeyError) as e:  # truncated or corrupt: it is only a cache
                 log.warning(f"{path}: unreadable logit cache entry ({e}); removed, recomputing")
+                path.unlink(missing_ok=True)
+            else:  # the key hashes the examples: another shape is a damaged entry, not other data
+                cols = len(labels) or (cached.shape[1] if cached.ndim == 2 else 0)
+                want = (len(examples), cols)
+                if cached.shape == want:
+                    return cached
+                log.warning(
+                    f"{path}: logit cache entry of {' x '.join(map(str, cached.shape))} logits, "
+                    f"expected {want[0]} x {want[1]} (examples x labels); removed, recomputing"
+                )
                 path.unlink(missing_ok=True)
         self.misses += 1
         model = load_for_inference(model_dir, labels, label_map)
