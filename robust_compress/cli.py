@@ -69,7 +69,12 @@ ResumeOpt = Annotated[
     bool, typer.Option("--resume/--no-resume", help="continue from the last checkpoint")
 ]
 OverwriteOpt = Annotated[
-    bool, typer.Option("--overwrite", help="replace an existing output folder")
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="replace an output robust-compress wrote earlier (never a file or folder it did "
+        "not write, nor an input)",
+    ),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="also show library messages")]
 
@@ -225,19 +230,11 @@ def evaluate(
     """Write per-example predictions and a summary (accuracy + CI, per heuristic, ECE, Delta,
     F_bias) to -o (default: <model>-eval beside the model)."""
     from .config import load_config
-    from .io import read_yaml
     from .stages import evaluate_folder
-    from .stages.evaluate import default_output
+    from .stages.evaluate import default_output, saved_settings
 
     _quiet(verbose)
-    saved = model_dir / "run_config.yaml"
-    base: dict[str, Any] = {}
-    if saved.is_file() and config is None:  # evaluate as trained: task, lengths, eval sets
-        base = {
-            k: v
-            for k, v in read_yaml(saved).items()
-            if k in ("task", "max_length", "data_dir", "source", "input_field", "cue", "eval_sets")
-        }
+    base = saved_settings(model_dir, task) if config is None else {}  # evaluate as trained
     cfg = load_config(
         config,
         list(set_ or []),
@@ -278,6 +275,7 @@ def uncertainty(
         typer.Option(help="a teacher folder with training dynamics (free)", metavar="DIR"),
     ] = None,
     stat: Annotated[str, typer.Option(help="for --dynamics: loss | p_gold")] = "loss",
+    overwrite: OverwriteOpt = False,
     verbose: VerboseOpt = False,
 ):
     """Per-training-example loss variance across models of different sparsities (RMC step 1)."""
@@ -301,6 +299,7 @@ def uncertainty(
         dynamics=dynamics,
         stat=stat,
         progress=_reporter(),
+        overwrite=overwrite,
     )
     typer.echo(
         f"{len(df)} examples, v mean {df['v'].mean():.4f} max {df['v'].max():.4f}; written: "
@@ -311,9 +310,17 @@ def uncertainty(
 @app.command("bias-model")
 def bias_model(
     kind: Annotated[
-        str, typer.Option(help="partial (hypothesis/claim only) | overlap")
+        str,
+        typer.Option(
+            help="partial (hypothesis/claim only) | overlap | shallow (the encoder on a small "
+            "seeded subset: no known bias needed)"
+        ),
     ] = "partial",
     features: Annotated[str, typer.Option(help="overlap: basic | literature")] = "basic",
+    subset: Annotated[
+        int, typer.Option(help="shallow: training examples it is fit on (a seeded subset)")
+    ] = 2000,
+    epochs: Annotated[float, typer.Option(help="shallow: epochs on that subset")] = 3.0,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     model: ModelOpt = None,
@@ -333,7 +340,15 @@ def bias_model(
     cfg = _cfg(config, set_, model=model or "none", task=task, data_dir=data_dir, output=output)
     if features not in ("basic", "literature"):
         raise UserError(f"--features {features!r}: use 'basic' or 'literature'")
-    out = train_bias_model(cfg, kind, overwrite=overwrite, progress=_reporter(), features=features)
+    out = train_bias_model(
+        cfg,
+        kind,
+        overwrite=overwrite,
+        progress=_reporter(),
+        features=features,
+        subset=subset,
+        epochs=epochs,
+    )
     _print_summary(out / "summary.json")
 
 
@@ -352,12 +367,13 @@ def easy_hard(
         list[Path] | None,
         typer.Option("--model", help="evaluated model folders to score", metavar="DIR"),
     ] = None,
+    overwrite: OverwriteOpt = False,
 ):
     """Split an ID dev set into easy/hard with a bias-only model; score models on each part."""
     from .stages import score_easy_hard, write_easy_hard
 
     cfg = _cfg(config, set_, model=bias, task=task, data_dir=data_dir)
-    df = write_easy_hard(cfg, bias, split, output)
+    df = write_easy_hard(cfg, bias, split, output, models or [], overwrite)
     typer.echo(
         f"{split}: {int(df['easy'].sum())} easy / {int((~df['easy']).sum())} hard; written: "
         f"{output}"
@@ -424,11 +440,10 @@ def reproduce(
 ):
     """Run a whole study: teacher, uncertainty, bias model, every compression x loss x seed,
     report."""
-    import shutil
-
     from .study.executors import make_executor
     from .study.live import dry_run_estimate, reporter_for
     from .study.run import (
+        clean_leftovers,
         describe,
         make_pending_teacher,
         my_stages,
@@ -450,17 +465,21 @@ def reproduce(
     exp, stages = prepare(experiment, output_dir, set_)
     stale = stale_leftovers(exp, stages)
     if stale and clean and not dry_run:
-        for p in stale:
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        removed, kept = clean_leftovers(stale)
         typer.echo(
-            f"removed {len(stale)} partial checkpoint(s) / temporary folder(s) no stage of this "
-            "plan owns"
+            f"removed {len(removed)} partial checkpoint(s) / temporary folder(s) no unfinished "
+            "stage of this plan owns"
         )
+        if kept:
+            typer.echo(
+                f"could not remove {len(kept)}: {kept[0][1]}" + (" ..." if len(kept) > 1 else "")
+            )
     elif stale:
         typer.echo(
             f"{len(stale)} partial checkpoint(s) / temporary folder(s) "
             f"({size_of(stale) / 2**20:.0f} MiB) in {Path(exp.output_dir) / 'artifacts'} belong "
-            "to no stage of this plan (runs killed under other settings): --clean removes them"
+            "to no unfinished stage of this plan (runs killed under other settings, or a finished "
+            "stage's cleanup cut short): --clean removes them"
         )
     pending = stages[0].meta.get("pending")
     if pending and not dry_run:
@@ -490,7 +509,11 @@ def reproduce(
         + (" (this shard)" if n > 1 else "")
     )
     rep = reporter_for(
-        todo, Path(exp.output_dir), f"robust-compress: {exp.name}", teacher_model=teacher_model
+        todo,
+        Path(exp.output_dir),
+        f"robust-compress: {exp.name}",
+        teacher_model=teacher_model,
+        reused=reused,
     )
     try:
         run_study(exp, stages, shard=(i, n), reporter=rep, executor=runner)
@@ -530,13 +553,15 @@ def audit(
         bool,
         typer.Option(
             "--write-card",
-            help="rewrite each model folder's README.md card with the audit's numbers",
+            help="write each model folder's card with the audit's numbers (README.md; "
+            "MODEL_CARD.md beside a README.md the tool did not write)",
         ),
     ] = False,
     examples: Annotated[
         int, typer.Option(help="ID examples to time on (0: no speed)", metavar="N")
     ] = 512,
     repeats: Annotated[int, typer.Option(help="timed rounds after a warm-up", metavar="N")] = 3,
+    overwrite: OverwriteOpt = False,
     verbose: VerboseOpt = False,
 ):
     """Robustness card of existing models (none trained): ID and OOD accuracy, per heuristic,
@@ -544,6 +569,7 @@ def audit(
     report."""
     from .report import build_report
     from .stages import audit as run
+    from .stages.audit import format_audit_table
 
     _quiet(verbose)
     cfg = _cfg(config, set_, model=models[0] if models else None, task=task, data_dir=data_dir)
@@ -556,28 +582,13 @@ def audit(
         speed_examples=examples,
         repeats=repeats,
         progress=_reporter(),
+        overwrite=overwrite,
     )
     report = build_report(output, name=output.name)
-
-    def pct(v):
-        return "   –  " if v is None else f"{100 * v:5.1f}"
-
-    typer.echo(
-        f"{'model':32s} {'ID':>6s} {'OOD':>6s} {'Delta':>6s} {'F_bias':>6s} {'ECE':>5s} "
-        f"{'easy':>6s} {'hard':>6s} {'ex/s':>7s} {'speed':>6s}"
-    )
-    for r in result["models"]:
-        fb = "–" if r.get("f_bias") is None else f"{r['f_bias']:.2f}"
-        typer.echo(
-            f"{r['name'][:32]:32s} {pct(r.get('acc_id'))} {pct(r.get('acc_ood'))} "
-            f"{'–' if r.get('delta') is None else format(r['delta'], '.3f'):>6s} {fb:>6s} "
-            f"{'–' if r.get('ece_id') is None else format(r['ece_id'], '.3f'):>5s} "
-            f"{pct(r.get('easy_acc'))} {pct(r.get('hard_acc'))} "
-            f"{r.get('examples_per_s', float('nan')):7.1f} "
-            f"{r.get('speedup', float('nan')):5.2f}x"
-            + ("  collapsed" if r.get("collapsed") else "")
-        )
-    typer.echo(f"report: {report}" + (" (cards rewritten)" if write_card else ""))
+    typer.echo(format_audit_table(result))
+    for card in (result.get("cards") or {}).values():
+        typer.echo(f"card: {card}")
+    typer.echo(f"report: {report}")
 
 
 @app.command()
@@ -591,6 +602,7 @@ def export(
     examples: Annotated[
         int, typer.Option(help="examples to check parity and time on", metavar="N")
     ] = 256,
+    overwrite: OverwriteOpt = False,
     verbose: VerboseOpt = False,
 ):
     """Export a model for serving (ONNX), check it against PyTorch and time it in onnxruntime."""
@@ -599,7 +611,9 @@ def export(
     _quiet(verbose)
     if format != "onnx":
         raise UserError(f"--format {format!r}: only 'onnx' is supported")
-    rec = export_onnx(model_dir, output, int8=int8, n=examples, progress=_reporter())
+    rec = export_onnx(
+        model_dir, output, int8=int8, n=examples, progress=_reporter(), overwrite=overwrite
+    )
     typer.echo(f"PyTorch {rec['torch_examples_per_s']:.1f} ex/s")
     for name in ("fp32", "int8"):
         if name in rec:
@@ -634,6 +648,7 @@ def speed(
         ),
     ] = None,
     output: OutOpt = None,
+    overwrite: OverwriteOpt = False,
     verbose: VerboseOpt = False,
 ):
     """Time saved models side by side on this machine (the speed stage's harness): examples/s and
@@ -649,7 +664,15 @@ def speed(
     names = {str(m): m for m in models}
     out = Path(output) if output else Path("speed.json")
     result = measure_speed(
-        names, cfg, out, n=examples, repeats=repeats, progress=_reporter(), runtimes=runtime
+        names,
+        cfg,
+        out,
+        n=examples,
+        repeats=repeats,
+        progress=_reporter(),
+        runtimes=runtime,
+        overwrite=overwrite,
+        record=True,
     )
     for label, rates, missing in [("bf16" if bf16 else "fp32", result["examples_per_s"], {})] + [
         (rt, r["examples_per_s"], r["missing"]) for rt, r in result.get("runtimes", {}).items()
@@ -694,9 +717,12 @@ def report_cmd(
     report/ folder, which the tool owns and replaces; an existing -o or --export folder needs
     --overwrite, or --merge to add to an export)."""
     from .report import build_report, export_study, merge_export
+    from .report.export import claim_export
 
     if merge and export is None:
         raise UserError("--merge: needs --export DIR, the export to add the study's runs to")
+    if export is not None:  # every output claimed before any work
+        claim_export(study, export, overwrite, merge)
     typer.echo(f"report: {build_report(study, output, overwrite=overwrite)}")
     if merge:
         added, same = merge_export(study, export)

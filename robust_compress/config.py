@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from .compress import METHODS
-from .data.load import DataArgs
+from .data.load import DataArgs, resolve_data_dir
 from .io import (
     MAX_BATCH,
     UserError,
@@ -102,6 +102,19 @@ class RunConfig(DataArgs, TrainArgs):
                 f"loss {self.loss.name!r} needs " + " and ".join(f"inputs.{m}" for m in missing)
             )
         return self
+
+    def input_paths(self) -> list[tuple[str | Path | None, str]]:
+        """Every local path a run reads, named: an output must not be, hold or lie inside one."""
+        i = self.inputs
+        return [
+            (self.model, "model"),
+            (i.teacher, "teacher"),
+            (i.bias_model, "bias model"),
+            (i.uncertainty, "uncertainty file"),
+            (i.reference_model, "reference model"),
+            (resolve_data_dir(self.data_dir), "data folder"),
+            (self.task, "task file"),
+        ]
 
     def data_args(self) -> DataArgs:
         return DataArgs.model_validate(self.model_dump(include=set(DataArgs.model_fields)))

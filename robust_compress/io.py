@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,13 +225,16 @@ def line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
     return None
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_file(path) as tmp:
+def atomic_write_text(path: Path, text: str, record: bool = False) -> None:
+    with atomic_file(path, record=record) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+def write_json(path: Path, data: Any, record: bool = False) -> None:
+    """`record`: a user-facing output file (see `atomic_file`)."""
+    atomic_write_text(
+        path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", record=record
+    )
 
 
 def write_yaml(path: Path, data: Any) -> None:
@@ -272,8 +275,10 @@ def disk_errors(where: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_file(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path to write; on success it replaces `final`."""
+def atomic_file(final: Path, record: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path to write; on success it replaces `final`. `record`: a
+    user-facing output file, whose content digest goes to its record beside it (`.NAME` +
+    `RECORD`), so a later `--overwrite` knows the tool wrote it."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
@@ -284,6 +289,11 @@ def atomic_file(final: Path) -> Iterator[Path]:
         with disk_errors(final):
             yield Path(tmp)
         publish(Path(tmp), is_dir=False)
+        if record:
+            if final.exists() and not owned(final):
+                raise UserError(f"{final}: already exists" + _not_ours(final))
+            with atomic_file(_file_record(final)) as rec:
+                rec.write_text(json.dumps({"tool": TOOL, "sha256": file_digest(Path(tmp))}))
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -293,21 +303,24 @@ def atomic_file(final: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(final: Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `final`, on error it is removed."""
+    """Yield a temporary sibling folder; on success it replaces `final`, on error it is removed.
+    The folder carries the tool's record (`RECORD`), and an existing `final` is replaced only when
+    it is empty or carries one: a folder the tool did not write is never deleted."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         with disk_errors(final):
             yield tmp
+            _write_record(tmp)
         publish(tmp, is_dir=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if final.exists():
-        if not overwrite:
+        if not overwrite or not (owned(final) or _empty_dir(final)):
             shutil.rmtree(tmp, ignore_errors=True)
-            raise UserError(f"{final}: already exists")
+            raise UserError(f"{final}: already exists" + _not_ours(final))
         old = final.with_name(f".{final.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
@@ -340,20 +353,117 @@ def check_writable(folder: Path) -> None:
         ) from None
 
 
-def check_not_inside(out: Path, read: Path, what: str) -> None:
-    """An output that is the folder being read, holds it, or lies in it would change or delete
-    it."""
-    o, r = Path(out).resolve(), Path(read).resolve()
-    if o == r or r.is_relative_to(o) or o.is_relative_to(r):
-        raise UserError(f"{out}: is or overlaps the {what} being read ({read}); write elsewhere")
+# The one output guard. Every folder the tool writes holds this record and every output file has
+# one beside it (`.NAME.robust-compress`, its content digest): `--overwrite` replaces only what
+# carries it, so a user's folder or file is never deleted, whatever the flags.
+TOOL = "robust-compress"
+RECORD = ".robust-compress"
 
 
-def check_fresh_output(out: Path, overwrite: bool) -> None:
-    """An existing non-empty folder is the user's: replaced only with --overwrite."""
+def _write_record(folder: Path) -> None:
+    (folder / RECORD).write_text(json.dumps({"tool": TOOL}) + "\n")
+
+
+def _file_record(path: Path) -> Path:
+    return path.with_name(f".{path.name}{RECORD}")
+
+
+def _empty_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+def owned(path: Path) -> bool:
+    """The tool wrote `path`: a folder holding its record, or a file whose record beside it names
+    its current content (a file the user edited since is theirs)."""
+    path = Path(path)
+    if path.is_symlink():
+        return False
+    if path.is_dir():
+        return (path / RECORD).is_file()
+    rec = _file_record(path)
+    if not path.is_file() or not rec.is_file():
+        return False
+    try:
+        return json.loads(rec.read_text()).get("sha256") == file_digest(path)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def adopt(folder: Path) -> None:
+    """Mark a folder that an earlier version of the tool wrote (recognised by its own validated
+    record, e.g. a study's index.json) as the tool's."""
+    if Path(folder).is_dir() and not (Path(folder) / RECORD).exists():
+        _write_record(Path(folder))
+
+
+def _not_ours(path: Path) -> str:
+    """Why an existing output is refused: what is there, and whose it is."""
+    if owned(path):
+        return " (pass --overwrite to replace it)"
+    if path.is_dir() and not path.is_symlink():
+        names = sorted(p.name for p in path.iterdir())
+        shown = ", ".join(names[:3]) + (f", ... ({len(names)} entries)" if len(names) > 3 else "")
+        return (
+            f" and holds {shown}, which robust-compress did not write: it is never replaced, "
+            "--overwrite included; choose another output"
+        )
+    kind = "a link" if path.is_symlink() else "a file"
+    return (
+        f" ({kind} robust-compress did not write: it is never replaced, --overwrite included; "
+        "choose another output)"
+    )
+
+
+def _overlap(out: Path, read: Path) -> str | None:
+    o, r = out.resolve(), read.resolve()
+    if o == r:
+        return "is"
+    if r.is_relative_to(o):
+        return "holds"
+    if o.is_relative_to(r):
+        return "lies inside"
+    return None
+
+
+def check_apart(out: Path, inputs: Iterable[tuple[str | Path | None, str]]) -> None:
+    """`out` is not, does not hold and does not lie inside any existing input path."""
+    for path, what in inputs:
+        if path is None or str(path) == "" or not Path(path).exists():
+            continue
+        if how := _overlap(Path(out), Path(path)):
+            raise UserError(f"{out}: {how} the {what} this command reads ({path}); write elsewhere")
+
+
+def claim_output(
+    out: str | Path,
+    inputs: Iterable[tuple[str | Path | None, str]] = (),
+    overwrite: bool = False,
+    folder: bool = True,
+) -> Path:
+    """The one output guard, called by every command and stage writer before any work.
+
+    Refuses an output that is, holds or lies inside an input (`inputs`: (path, what) pairs; hub
+    ids and missing paths are skipped), an existing non-empty folder or file that the tool did not
+    write (`--overwrite` or not), and one the tool wrote unless `overwrite`. `folder`: the output
+    is a folder (else a file: an existing folder there is refused)."""
     out = Path(out)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_apart(out, inputs)
+    if out.is_symlink() or out.exists():
+        if not folder and out.is_dir() and not out.is_symlink():
+            raise UserError(f"{out}: is a folder; the output is a file (name a file)")
+        if not _empty_dir(out) and not (overwrite and owned(out)):
+            raise UserError(f"{out}: already exists" + _not_ours(out))
     check_writable(out.parent)
+    return out
+
+
+def own_dir(folder: Path) -> Path:
+    """Create a claimed output folder that is filled piece by piece (a study, an audit) and mark
+    it the tool's."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    if not (Path(folder) / RECORD).exists():
+        _write_record(Path(folder))
+    return Path(folder)
 
 
 @contextlib.contextmanager

@@ -188,6 +188,7 @@ def checked(name: str, data: Any, where: str | Path) -> Any:
     return data
 
 
-def write(path: str | Path, data: Any) -> None:
-    """Validate (by the file's name) and write an artifact file."""
-    write_json(Path(path), checked(Path(path).name, data, path))
+def write(path: str | Path, data: Any, record: bool = False) -> None:
+    """Validate (by the file's name) and write an artifact file (`record`: a user-facing output,
+    see `io.atomic_file`)."""
+    write_json(Path(path), checked(Path(path).name, data, path), record=record)

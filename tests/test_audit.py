@@ -125,7 +125,9 @@ def test_audit_on_the_command_line_reuses_the_cached_bias_model(written, tmp_pat
     summary = json.loads((tmp_path / "a" / "models" / "mag" / "summary.json").read_text())
     assert summary["splits"]["dev"]["n"] == 40  # -s eval_limit=40 reached the evaluation
     assert (tmp_path / "a" / "report" / "report.html").is_file()
-    again = cli(*args)
+    refused = cli(*args)  # an earlier audit of the tool's is replaced only with --overwrite
+    assert refused.returncode == 2 and "pass --overwrite" in refused.stderr, refused.stderr
+    again = cli(*args, "--overwrite")
     assert again.returncode == 0 and "bias-only model: cached" in again.stderr, again.stderr[-3000:]
     assert len(list((cache / "bias").glob("partial-*"))) == 1
 

@@ -623,3 +623,18 @@ def test_a_study_moved_by_output_dir_takes_its_cache_with_it(tmp_path, tiny_dir,
     assert caches == {str(tmp_path / "elsewhere" / "cache")}
     _, named = prepare(_exp(tmp_path, tiny_dir, tiny_task, name="n"), output_dir=tmp_path / "e2")
     assert {s.resolve().cache_dir for s in named} == {str(tmp_path / "cache")}
+
+
+def test_a_fully_cached_rerun_says_what_it_reused(tmp_path, monkeypatch):
+    """The live panel of a rerun with nothing left to run names the stages it reused (it read
+    'study 0/0 stages · stage starting')."""
+    from rich.console import Console
+
+    from robust_compress.study import live
+
+    view = live.LiveView([], tmp_path, "t", reused=19)
+    view.close()
+    console = Console(record=True, width=120)
+    console.print(view._render())
+    text = console.export_text()
+    assert "nothing to run: all 19 stages reused" in text and "starting" not in text

@@ -362,7 +362,12 @@ def test_evaluate_never_deletes_a_folder(tmp_path, tiny_dir, tiny_task):
     r = cli("evaluate", str(model), "--task", str(tiny_task), "-o", str(mine))
     assert r.returncode == 2 and "--overwrite" in r.stderr and (mine / "precious.txt").is_file()
     r = cli("evaluate", str(model), "--task", str(tiny_task), "-o", str(mine), "--overwrite")
-    assert r.returncode == 0 and (mine / "summary.json").is_file(), r.stderr[-2000:]
+    assert r.returncode == 2 and (mine / "precious.txt").is_file()  # not the tool's: never replaced
+    assert "did not write" in r.stderr and not (mine / "summary.json").exists()
+    ours = tmp_path / "ours"
+    for flags in ([], ["--overwrite"]):  # the tool's own earlier output: replaced with --overwrite
+        r = cli("evaluate", str(model), "--task", str(tiny_task), "-o", str(ours), *flags)
+        assert r.returncode == 0 and (ours / "summary.json").is_file(), r.stderr[-2000:]
     r = cli(
         "evaluate", str(model), "--task", str(tiny_task)
     )  # default: beside the model, not inside it
@@ -380,7 +385,11 @@ def test_report_and_export_never_delete_a_folder(finished, tmp_path):
     r = cli("report", exp.output_dir, "-o", exp.output_dir)
     assert r.returncode == 2 and (tmp_path / exp.output_dir).exists()
     r = cli("report", exp.output_dir, "--export", str(mine), "--overwrite")
-    assert r.returncode == 0 and (mine / "index.json").is_file(), r.stderr[-2000:]
+    assert r.returncode == 2 and "did not write" in r.stderr  # --overwrite: only the tool's own
+    assert sorted(p.name for p in mine.iterdir()) == ["precious.txt"]
+    for flags in ([], ["--overwrite"]):
+        r = cli("report", exp.output_dir, "--export", str(tmp_path / "ours"), *flags)
+        assert r.returncode == 0 and (tmp_path / "ours" / "index.json").is_file(), r.stderr[-2000:]
     r = cli("report", exp.output_dir)  # its own report folder is replaced: the tool wrote it
     assert r.returncode == 0, r.stderr[-2000:]
 

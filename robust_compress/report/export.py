@@ -14,12 +14,14 @@ import pandas as pd
 from .. import schemas
 from ..io import (
     UserError,
+    adopt,
     atomic_dir,
-    check_fresh_output,
-    check_not_inside,
+    check_apart,
+    claim_output,
     read_json,
     read_parquet,
 )
+from .load import study_reads
 from .render import build_report
 
 RUN_FILES = (
@@ -53,12 +55,38 @@ def _rel(entry: dict) -> Path:
     return Path("runs") / str(entry["name"]).replace("/", "__")
 
 
+def read_index(path: Path) -> list[dict]:
+    """An index.json's runs as written (a merge writes them back), read through their schema: one
+    line naming the file and the entry when it is not a list of runs."""
+    schemas.read_index(path)
+    return read_json(path)
+
+
+def claim_export(
+    study: Path, dest: Path, overwrite: bool = False, merge: bool = False
+) -> list | None:
+    """The output guard for an export (before any work): `dest` is apart from all the study reads;
+    a new export needs a fresh `dest` (or the tool's own, with `overwrite`); a merge needs an
+    existing export (one made before output records is recognised by its index). Returns the
+    index a merge adds to."""
+    study, dest = Path(study), Path(dest)
+    if not merge:
+        claim_output(dest, study_reads(study), overwrite)
+        return None
+    check_apart(dest, study_reads(study))
+    if not (dest / "index.json").is_file():
+        raise UserError(f"{dest}: not an export (no index.json) to merge into")
+    index = read_index(dest / "index.json")
+    adopt(dest)
+    claim_output(dest, overwrite=True)
+    return index
+
+
 def export_study(study_dir: str | Path, dest: str | Path, overwrite: bool = False) -> Path:
     """Copy a study's records, predictions and analysis to `dest` and build its report there. An
     existing non-empty `dest` is replaced only with `overwrite`, and never the study itself."""
     study, dest = Path(study_dir), Path(dest)
-    check_not_inside(dest, study, "study folder")
-    check_fresh_output(dest, overwrite)
+    claim_export(study, dest, overwrite)
     entries = read_json(study / "index.json")
     with atomic_dir(dest) as tmp:
         rows = []
@@ -100,23 +128,13 @@ def _same_run(new: Path, old: Path, name: str, dest: Path) -> None:
         )
 
 
-def read_index(path: Path) -> list[dict]:
-    """An index.json's runs as written (a merge writes them back), read through their schema: one
-    line naming the file and the entry when it is not a list of runs."""
-    schemas.read_index(path)
-    return read_json(path)
-
-
 def merge_export(study_dir: str | Path, dest: str | Path) -> tuple[list[str], list[str]]:
     """Add a study's runs to an existing export (rows added to a preset later, a shard run on
     another machine): the merged export reports as a one-piece export would. A run both hold is
     checked to be the same run, and the easy/hard splits they share to be equal; `dest`'s analysis
     and speed files are kept. Returns the runs added and the runs both held."""
     study, dest = Path(study_dir), Path(dest)
-    check_not_inside(dest, study, "study folder")
-    if not (dest / "index.json").is_file():
-        raise UserError(f"{dest}: not an export (no index.json) to merge into")
-    index = read_index(dest / "index.json")
+    index = claim_export(study, dest, merge=True)
     held = {e["name"]: e for e in index}
     added, same = [], []
     with atomic_dir(dest) as tmp:

@@ -57,6 +57,21 @@ class Study:
     )  # runtime -> run name -> why not
 
 
+def study_reads(study: Path) -> list[tuple[Path, str]]:
+    """What reporting or exporting a study reads or names, for the output guard: the study folder
+    and a given teacher outside it."""
+    study = Path(study)
+    reads = [(study, "study folder")]
+    try:
+        entries = read_json(study / "index.json")
+    except (UserError, OSError):
+        return reads
+    for e in entries if isinstance(entries, list) else []:
+        if isinstance(e, dict) and isinstance(e.get("given"), str) and e["given"]:
+            reads.append((Path(e["given"]).expanduser(), "given teacher"))
+    return reads
+
+
 def at_seeds_of(ref: list[Run], mine: list[Run]) -> list[Run]:
     """The reference row's runs at the seeds of a row trained at fewer of them (a trimmed row):
     a loss at seed 42 is compared with Vanilla at seed 42, paired, not with the mean of three

@@ -14,12 +14,12 @@ from typing import Any
 
 import pandas as pd
 
-from ..io import UserError, atomic_dir, check_fresh_output
+from ..io import adopt, atomic_dir, claim_output
 from ..metrics.long import COLUMNS, long_rows
 from ..schemas import MetricsTable
 from .compute import compute, metric_rows
 from .figures import make_figures
-from .load import load_study
+from .load import load_study, study_reads
 from .mitigation import bias_model_table, debias_then_compress, wins_back, wins_back_figure
 from .summary import summary_lines
 from .tables import Table, make_tables
@@ -118,14 +118,11 @@ def build_report(
     into `out_dir` (default `<study>/report`, the tool's own: replaced) in one rename; returns that
     folder. An existing `out_dir` of the user's is replaced only with `overwrite`."""
     study_path = Path(study_dir)
-    if out_dir is not None and Path(out_dir).resolve() != (study_path / "report").resolve():
-        if study_path.resolve().is_relative_to(
-            Path(out_dir).resolve()
-        ):  # it would replace the study
-            raise UserError(
-                f"{out_dir}: is or holds the study folder being read ({study_dir}); write elsewhere"
-            )
-        check_fresh_output(Path(out_dir), overwrite)
+    default = study_path / "report"
+    if out_dir is None or Path(out_dir).resolve() == default.resolve():
+        out_dir = default  # a study's report folder is the tool's own
+    else:
+        claim_output(out_dir, study_reads(study_path), overwrite)
     study = load_study(study_path)
     runs = study.runs
     rows = compute(study)
@@ -208,7 +205,9 @@ def build_report(
                 back_fig,
             ),
         )
-    out = Path(out_dir) if out_dir is not None else study_path / "report"
+    out = Path(out_dir)
+    if out == default and out.is_dir():
+        adopt(out)  # the study loaded: its report folder, maybe from before records, is ours
     with atomic_dir(out) as tmp:
         (tmp / "figures").mkdir()
         md = ["# Robustness report", ""] + [f"{_md_text(n)}\n" for n in notes]

@@ -18,7 +18,7 @@ from .. import schemas
 from ..config import RunConfig
 from ..data.load import Split, load_eval_splits, load_train_split
 from ..data.tasks import TaskSpec, load_task
-from ..io import UserError, atomic_dir, check_writable, read_json, write_yaml
+from ..io import UserError, atomic_dir, claim_output, read_json, write_yaml
 from ..models.families import family_of
 from ..models.load import (
     check_head,
@@ -45,12 +45,6 @@ class Checked:
     evals: dict[str, Split]
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
-    check_writable(out.parent)
-
-
 def check_inputs(cfg: RunConfig, labels: list[str]) -> None:
     """The loss's input sources exist (a teacher folder, an uncertainty file, ...); a given model's
     classes can be matched to the task's."""
@@ -71,8 +65,7 @@ def check_inputs(cfg: RunConfig, labels: list[str]) -> None:
 def preflight(cfg: RunConfig, overwrite: bool, needs_train: bool = True, method=None) -> Checked:
     """Everything that can fail before training, checked now: output location, task, data,
     models."""
-    out = Path(cfg.output_dir)
-    check_output(out, overwrite)
+    claim_output(cfg.output_dir, cfg.input_paths(), overwrite)
     task = load_task(cfg.task)
     args = cfg.data_args()
     evals = load_eval_splits(args, task)

@@ -27,7 +27,16 @@ from .. import __version__, schemas
 from ..config import RunConfig
 from ..data.load import Split, load_eval_splits, load_train_split
 from ..data.tasks import TaskSpec, load_task
-from ..io import UserError, check_writable, digest, read_json, read_yaml, write_json
+from ..io import (
+    UserError,
+    check_writable,
+    claim_output,
+    digest,
+    own_dir,
+    read_json,
+    read_yaml,
+    write_json,
+)
 from ..metrics import f_bias, is_collapsed
 from ..models.families import encoder_flops
 from ..models.load import (
@@ -289,14 +298,19 @@ def audit(
     speed_examples: int = 512,
     repeats: int = 3,
     progress: Reporter | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Audit `sources` (the first is the reference) into the study-shaped folder `out`; returns
-    audit.json's content (per model: ID/OOD accuracy, Δ, F_bias, ECE, collapse, speed)."""
+    """Audit `sources` (the first is the reference) into the study-shaped folder `out` (an
+    existing audit of the tool's only with `overwrite`); returns audit.json's content (per model:
+    ID/OOD accuracy, Δ, F_bias, ECE, collapse, speed)."""
     rep = progress or Reporter()
     out = Path(out)
+    read = [(s, "model") for s in sources] + [(bias, "bias model")] + cfg.input_paths()
+    claim_output(out, read, overwrite)
     if "cache_dir" not in cfg.model_fields_set:  # not ./runs/cache: the cwd may be a model folder
         cfg = cfg.model_copy(update={"cache_dir": str(out / "cache")})
     plan = check_audit(sources, cfg, out, bias, write_cards)
+    own_dir(out)
     for n in plan.notes:
         rep.note(n)
     index, summaries, records, cards = [], {}, {}, {}
@@ -336,7 +350,7 @@ def audit(
     if bias_model is not None and plan.id_splits:
         for split in plan.id_splits:
             easy[split] = write_easy_hard(
-                cfg, bias_model, split, out / "easy_hard" / f"{split}.parquet"
+                cfg, bias_model, split, out / "easy_hard" / f"{split}.parquet", overwrite=True
             )
     speed = (
         measure_speed(

@@ -10,7 +10,7 @@ from typing import Any
 from ..config import RunConfig
 from ..data.load import Split, load_eval_splits
 from ..data.tasks import TaskSpec, load_task
-from ..io import UserError, check_fresh_output, check_not_inside, read_yaml
+from ..io import UserError, claim_output, read_yaml
 from ..metrics import summarize
 from ..models.families import family_of
 from ..models.labels import eval_labels
@@ -129,8 +129,8 @@ def evaluate_folder(
     rep = progress or Reporter()
     out = Path(output) if output else default_output(model_dir)
     folder = resolve_model_dir(str(model_dir))
-    check_not_inside(out, folder, "model folder")
-    check_fresh_output(out, overwrite)
+    read = [(folder, "model folder"), (reference, "reference summary")] + cfg.input_paths()
+    claim_output(out, read, overwrite)
     check_classifier(folder, model_dir, new_head=new_head)
     ref = load_reference(reference, required=True)
     task = load_task(cfg.task)

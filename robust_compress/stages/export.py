@@ -19,7 +19,7 @@ import torch
 from ..data.batching import Collator, EncodedSplit, sorted_batches
 from ..data.load import load_split
 from ..data.tasks import load_task
-from ..io import UserError, atomic_dir, read_yaml, write_json
+from ..io import UserError, atomic_dir, claim_output, read_yaml, write_json
 from ..models.load import load_model, load_tokenizer, model_labels, set_threads
 from ..models.quantized import QUANT_FILE, load_for_inference
 from ..models.runtimes import Logits, export_onnx_file, onnx_inputs, onnx_session, quantize_onnx
@@ -74,10 +74,13 @@ def export_onnx(
     n: int = 256,
     batch_size: int = 32,
     progress: Reporter | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
+    """Export to `out` (default `<model>-onnx` beside the model, never inside it)."""
     rep = progress or Reporter()
     folder = Path(model_dir)
-    out = Path(out) if out else folder / "onnx"
+    out = Path(out) if out else folder.with_name(folder.name + "-onnx")
+    claim_output(out, [(folder, "model folder")], overwrite)
     labels = model_labels(folder)
     if not labels:
         raise UserError(

@@ -14,21 +14,21 @@ from ..config import RunConfig
 from ..data.batching import EncodedSplit
 from ..data.load import folds_of, load_eval_splits, load_split, load_train_split, text_key
 from ..data.tasks import load_task
-from ..io import UserError, atomic_file, check_writable, read_json, read_parquet, write_json
+from ..io import UserError, atomic_file, claim_output, read_json, read_parquet, write_json
 from ..metrics import easy_hard_metrics, summarize
 from ..models.load import load_model, load_tokenizer
 from ..models.overlap import FILE as OVERLAP_FILE
 from ..models.overlap import OverlapModel
 from ..train.extras import BIAS_RECORD, EXTRAS, TRAIN_PROBS, Context, load_per_example
 from ..train.logit_cache import LogitCache
-from .artifact import check_output, write_artifact
+from .artifact import write_artifact
 from .predict import prediction_table
 from .progress import Reporter
 from .training import finetune
 
 
 def _write_parquet(df: pd.DataFrame, out: Path) -> None:
-    with atomic_file(out) as tmp:
+    with atomic_file(out, record=True) as tmp:
         df.to_parquet(tmp, index=False)
 
 
@@ -42,13 +42,24 @@ def compute_uncertainty(
     dynamics: str | None = None,
     stat: str = "loss",
     progress: Reporter | None = None,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """v_i over the configured training examples from (a) a snapshot folder, (b) explicit model
     folders, (c) one model one-shot pruned to several sparsities without retraining, or (d) the
     training dynamics a teacher recorded while it was fine-tuned (free)."""
     rep = progress or Reporter()
     out = Path(out)
-    check_writable(out.parent)
+    read = (
+        [(m, "model") for m in models or []]
+        + [
+            (snapshots, "snapshot folder"),
+            (oneshot, "model"),
+            (dynamics, "teacher folder"),
+        ]
+        + cfg.input_paths()
+    )
+    for o in (out, out.with_suffix(".json")):
+        claim_output(o, read, overwrite, folder=False)
     if sum(x is not None and x != [] for x in (models, snapshots, oneshot, dynamics)) != 1:
         raise UserError("give exactly one of --models, --snapshots, --oneshot or --dynamics")
     examples = load_train_split(cfg.data_args()).examples
@@ -60,7 +71,8 @@ def compute_uncertainty(
         _write_parquet(df, out)
         write_json(
             out.with_suffix(".json"),
-            {
+            record=True,
+            data={
                 "source": "dynamics",
                 "model": dynamics,
                 "stat": stat,
@@ -112,7 +124,8 @@ def compute_uncertainty(
             )
     write_json(
         out.with_suffix(".json"),
-        source
+        record=True,
+        data=source
         | {
             "train_limit": cfg.train_limit,
             "data_seed": cfg.data_seed,
@@ -226,8 +239,7 @@ class Overlap(BiasKind):
         return {"features": settings["features"]}
 
     def train(self, cfg, task, overwrite, progress, files, features):
-        out = Path(cfg.output_dir)
-        check_output(out, overwrite)
+        out = claim_output(cfg.output_dir, cfg.input_paths(), overwrite)
         args = cfg.data_args()
         splits = {n: s for n, s in load_eval_splits(args, task).items() if s.role != "cue"}
         model = OverlapModel.fit(
@@ -378,8 +390,18 @@ def easy_hard_frame(cfg: RunConfig, bias_model: str, split_name: str) -> pd.Data
     return easy_hard.easy_hard_table(split.examples, probs)
 
 
-def write_easy_hard(cfg: RunConfig, bias_model: str, split_name: str, out: Path) -> pd.DataFrame:
-    """Easy/hard partition of an eval split by a bias-only model, written to `out` (parquet)."""
+def write_easy_hard(
+    cfg: RunConfig,
+    bias_model: str,
+    split_name: str,
+    out: Path,
+    models: list[Path] = (),
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Easy/hard partition of an eval split by a bias-only model, written to `out` (parquet);
+    `models`: the evaluated folders to be scored on it (read, so never written over)."""
+    read = [(bias_model, "bias model")] + [(m, "model") for m in models] + cfg.input_paths()
+    claim_output(out, read, overwrite, folder=False)
     df = easy_hard_frame(cfg, bias_model, split_name)
     _write_parquet(df, Path(out))
     return df

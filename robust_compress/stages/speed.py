@@ -23,7 +23,7 @@ from ..config import RunConfig
 from ..data.batching import EncodedSplit
 from ..data.load import eval_split_names, load_split
 from ..data.tasks import load_task
-from ..io import UserError
+from ..io import UserError, claim_output
 from ..models.infer import throughput
 from ..models.load import load_tokenizer, model_labels, resolve_model_dir, set_threads
 from ..models.quantized import load_for_inference
@@ -39,15 +39,21 @@ def measure_speed(
     repeats: int = 3,
     progress: Reporter | None = None,
     runtimes: list[str] | None = None,
+    overwrite: bool = False,
+    record: bool = False,
 ) -> dict[str, Any]:
     """examples/s of each model (folder or hub id) on the same `n` examples of the task's first ID
     split (each model with its own tokenizer), fp32 (or bf16 autocast if cfg.bf16), batch
-    cfg.eval_batch_size; and on each of `runtimes` when given."""
+    cfg.eval_batch_size; and on each of `runtimes` when given. `record`: `out` is a user-facing
+    file (claimed before any timing; see `io.claim_output`)."""
     if Path(out).is_dir():  # before any timing: the result would fail to land after it
         raise UserError(
             f"{out}: a folder; speed writes one JSON file (e.g. {Path(out) / 'speed.json'})"
         )
     rep = progress or Reporter()
+    if record:
+        read = [(m, "model") for m in models.values()] + cfg.input_paths()
+        claim_output(out, read, overwrite, folder=False)
     task = load_task(cfg.task)
     have = eval_split_names(
         cfg.data_args(), task
@@ -105,5 +111,5 @@ def measure_speed(
     }
     if runtimes:
         result["runtimes"] = per_runtime
-    schemas.write(Path(out), result)
+    schemas.write(Path(out), result, record=record)
     return result

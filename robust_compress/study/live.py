@@ -181,14 +181,17 @@ class StudyLog(LineReporter):
 class LiveView(StudyLog):
     """The same events in one rich panel that redraws in place (a terminal)."""
 
-    def __init__(self, todo: list[Stage], root: Path, title: str, teacher_model: str = ""):
+    def __init__(
+        self, todo: list[Stage], root: Path, title: str, teacher_model: str = "", reused: int = 0
+    ):
         super().__init__(todo, root, stream=sys.stdout, teacher_model=teacher_model)
         from rich.console import Console
         from rich.live import Live
 
         self.console = Console()
         self.title = title
-        self.header = "starting"
+        self.reused = reused
+        self.header = "starting" if todo else f"nothing to run: all {reused} stages reused"
         self.done_n, self.total_n = 0, len(todo)
         self.bar: tuple[str, int, int, str, str] = ("", 0, 0, "", "")
         self.live = Live(
@@ -209,8 +212,9 @@ class LiveView(StudyLog):
         grid.add_column()
         grid.add_row(
             "study",
-            f"{self.done_n}/{self.total_n} stages · {_fmt_time(elapsed)} elapsed · "
-            f"about {_fmt_time(self.eta(self.current))} left",
+            f"{self.done_n}/{self.total_n} stages run"
+            + (f" ({self.reused} reused)" if self.reused else "")
+            + f" · {_fmt_time(elapsed)} elapsed · about {_fmt_time(self.eta(self.current))} left",
         )
         grid.add_row("", ProgressBar(total=max(self.total_n, 1), completed=self.done_n, width=50))
         grid.add_row("stage", self.header)
@@ -274,12 +278,18 @@ class LiveView(StudyLog):
 
 
 def reporter_for(
-    todo: list[Stage], root: Path, title: str, stream: TextIO | None = None, teacher_model: str = ""
+    todo: list[Stage],
+    root: Path,
+    title: str,
+    stream: TextIO | None = None,
+    teacher_model: str = "",
+    reused: int = 0,
 ) -> Reporter:
-    """The live panel on a terminal, plain lines otherwise."""
+    """The live panel on a terminal, plain lines otherwise. `reused`: finished stages the run
+    takes from the cache (a fully cached rerun says so)."""
     out = stream or sys.stdout
     if out.isatty():
-        return LiveView(todo, root, title, teacher_model)
+        return LiveView(todo, root, title, teacher_model, reused)
     return StudyLog(todo, root, stream=out, teacher_model=teacher_model)
 
 

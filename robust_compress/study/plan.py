@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..io import UserError, check_writable
+from ..io import UserError, check_apart, check_writable, claim_output, owned
 from ..stages.catalog import (
     BIAS_KINDS,
     SOURCES,
@@ -418,11 +418,34 @@ def compression_config(settings: dict[str, Any]):
     return method_config(rest.pop("method"), rest)
 
 
+def is_study(folder: Path) -> bool:
+    """A study folder, also one an earlier version wrote before output records existed."""
+    return owned(folder) or (folder / "index.json").is_file() or (folder / "artifacts").is_dir()
+
+
+def check_study_folder(exp: Experiment, where: str | Path) -> None:
+    """The study's folder (resumed when it is one) is not a folder of the user's, and neither is,
+    holds nor lies inside what the study reads."""
+    out = Path(exp.output_dir)
+    reads = [
+        (where, "experiment file"),
+        (exp.teacher.path, "teacher"),
+        (exp.teacher.model, "teacher model"),
+        (exp.teacher.config, "teacher config"),
+        (exp.task, "task file"),
+        (exp.defaults.data_dir, "data folder"),
+    ] + [(b.model, "bias model") for b in exp.named_bias_models().values()]
+    check_apart(out, reads)
+    if not is_study(out):
+        claim_output(out, overwrite=False)
+    check_writable(out)
+
+
 def check_plan(exp: Experiment, stages: list[Stage], where: str | Path) -> None:
     """Validate every stage before any work and fill each stage's external digests (data,
     models)."""
     teacher = stages[0]
-    check_writable(Path(exp.output_dir))
+    check_study_folder(exp, where)
     pending = exp.teacher.path is not None and not Path(exp.teacher.path).expanduser().exists()
     if pending and exp.teacher.config is None:
         raise UserError(

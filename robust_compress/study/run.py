@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from .. import schemas
-from ..io import atomic_file, file_lock, read_json, write_json
+from ..io import atomic_file, file_lock, own_dir, read_json, write_json
 from ..stages.graph import Stage
 from ..stages.progress import Reporter
 from ..stages.shortcut import bias_model_analysis
@@ -200,7 +200,7 @@ def run_study(
     wait, then find the stage done and move on. `reporter` (study/live.py) gets `stage_start(stage,
     k, n)`, `stage_end(stage, seconds)`, and is the stages' Reporter."""
     code_version()  # fixed now: a tree updated while the study runs must not relabel its stages
-    Path(exp.output_dir).mkdir(parents=True, exist_ok=True)
+    own_dir(Path(exp.output_dir))  # checked by the plan: empty, new or a study
     study = Study(
         exp,
         stages,
@@ -221,6 +221,7 @@ def make_pending_teacher(exp: Experiment, stages: list[Stage], rep: Reporter | N
     teacher = stages[0]
     if not teacher.meta.get("pending"):
         return False
+    own_dir(Path(exp.output_dir))  # checked by the plan: empty, new or a study
     with file_lock(Path(exp.output_dir) / "locks" / "pending-teacher.lock"):
         if not Path(exp.teacher.path).expanduser().is_dir():
             finetune_config(exp.teacher.config, progress=rep)
