@@ -143,3 +143,23 @@ def test_every_preset_dry_runs(preset, monkeypatch):
             assert "not found" in msg and (
                 "fetch-all-mpnet" in header or "download" in header.lower()
             ), msg
+
+
+def test_the_layer_order_the_docs_give_is_the_contracts():
+    """One layer order: every 'a → b → … → cli' chain in the README and docs is the import-linter
+    contract's layers, read bottom to top (the docs had listed an `evaluate` layer that does not
+    exist)."""
+    import tomllib
+
+    contract = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c for c in contract["contracts"] if c["type"] == "layers")["layers"]
+    order = [m.removeprefix("robust_compress.") for m in reversed(layers)]
+    chains = [
+        re.split(r"\s*→\s*", m.group(0))
+        for page in PAGES
+        for m in re.finditer(r"\w+(?:\s*→\s*\w+){3,}", page.read_text())
+    ]
+    layer_chains = [c for c in chains if c[-1] == "cli"]
+    assert len(layer_chains) >= 2  # the README's and methods.md's
+    for chain in layer_chains:
+        assert chain == order, chain
