@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from robust_compress.io import UserError
-from robust_compress.metrics import easy_hard_metrics, is_collapsed
+from robust_compress.metrics import is_collapsed
 from robust_compress.report import build_report
 from robust_compress.stages import audit
 
@@ -53,6 +53,8 @@ def test_audit_of_a_teacher_and_two_compressed_models(written, tmp_path):
         pd.read_csv(report / "speed.csv").query("level == 'run'").set_index("name")
     )  # (timed: apart)
     easy = pd.read_parquet(out / "easy_hard" / "dev.parquet")
+    timed = json.loads((out / "speed.json").read_text())["examples_per_s"]
+    assert set(timed) == set(names)
     bias_dirs = list((tmp_path / "cache" / "bias").glob("partial-*"))
     assert len(bias_dirs) == 1 and result["bias_model"] == str(bias_dirs[0])
     for r in result["models"]:
@@ -64,12 +66,19 @@ def test_audit_of_a_teacher_and_two_compressed_models(written, tmp_path):
             row["delta"]
         )
         assert r["ece_id"] == pytest.approx(row["ece_id"]) and r["collapsed"] == is_collapsed(pred)
-        eh = easy_hard_metrics(pred, easy)
-        assert (r["easy_acc"], r["hard_acc"]) == pytest.approx((eh["easy_acc"], eh["hard_acc"]))
-        assert (
-            r["speedup"] == pytest.approx(speed.loc[r["name"], "speedup"])
-            and r["examples_per_s"] > 0
+        # easy / hard accuracy recomputed here: the predictions joined to the easy/hard split by id
+        joined = pred.assign(right=pred["pred"] == pred["gold"]).merge(
+            easy[["id", "easy"]], on="id", how="inner", validate="one_to_one"
         )
+        assert len(joined) == len(pred) and 0 < joined["easy"].sum() < len(joined)
+        easy_acc, hard_acc = (
+            joined.loc[m, "right"].mean() for m in (joined["easy"], ~joined["easy"])
+        )
+        assert (r["easy_acc"], r["hard_acc"]) == pytest.approx((easy_acc, hard_acc), abs=1e-12)
+        # each model's own rate as timed, and its speed-up: that rate over the first model's
+        assert r["examples_per_s"] == timed[r["name"]] > 0
+        assert r["speedup"] == pytest.approx(timed[r["name"]] / timed[names[0]], rel=1e-12)
+        assert r["speedup"] == pytest.approx(speed.loc[r["name"], "speedup"])
         if row.get("f_bias") is not None and r["name"] != "teacher":
             assert r["f_bias"] == pytest.approx(row["f_bias"])
     assert result["models"][0]["speedup"] == 1.0

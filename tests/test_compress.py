@@ -1,5 +1,7 @@
 import json
+import re
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
@@ -264,13 +266,52 @@ def test_int8_artifact_is_int8_reloads_and_scores_as_saved(tiny_task, tmp_path, 
 def test_a_run_with_the_controlled_shortcut_reports_reliance_and_delta(
     tiny_dir, tiny_task, tmp_path
 ):
-    out = finetune(
-        tiny_run_config(tiny_dir, tiny_task, tmp_path / "cue", max_steps=4, cue={"rho": 0.5})
-    )
+    import pandas as pd
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    # markers in the tiny vocabulary (the default ones are [UNK] to it: both copies would read
+    # alike and score alike, and aligned could not be told from conflicting)
+    markers = ["sat", "ran", "on"]
+    cue = {"rho": 0.9, "markers": markers}
+    cfg = tiny_run_config(tiny_dir, tiny_task, tmp_path / "cue", max_steps=24, lr=5e-3, cue=cue)
+    out = finetune(cfg)  # long enough to lean on the markers, not on the task's own cue words yet
     s = json.loads((out / "summary.json").read_text())
     assert {"dev+cue_aligned", "dev+cue_conflicting"} <= set(s["splits"])
     assert s["delta_ood"]["splits"] == ["ood"] and s["delta"] is not None
-    assert set(s["shortcut"]["dev"]) == {"aligned", "conflicting", "reliance"}
+    preds = {
+        n: pd.read_parquet(out / "predictions" / f"{n}.parquet").set_index("id")
+        for n in ("dev", "ood", "dev+cue_aligned", "dev+cue_conflicting")
+    }
+    acc = {n: float((df["pred"] == df["gold"]).mean()) for n, df in preds.items()}
+    # the aligned copy carries each example's gold marker: its saved probabilities are the model's
+    # on the dev texts with that marker appended, scored here with plain transformers
+    dev_file = tiny_task.parent / "data" / "dev.jsonl"
+    rows = [json.loads(x) for x in dev_file.read_text().splitlines()]
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    enc = AutoTokenizer.from_pretrained(out)(
+        [r["a"] for r in rows],
+        [f"{r['b']} {markers[LABELS.index(r['label'])]}" for r in rows],
+        padding=True,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        probs = torch.softmax(model(**enc).logits.double(), -1).numpy()
+    aligned = preds["dev+cue_aligned"].loc[[r["uid"] for r in rows]]
+    assert sorted(aligned.index) == sorted(preds["dev+cue_conflicting"].index)
+    cols = [f"p_{model.config.id2label[j]}" for j in range(len(LABELS))]
+    np.testing.assert_allclose(aligned[cols].to_numpy(), probs, atol=1e-5)
+    # reliance = acc(cue-aligned) - acc(cue-conflicting), from the saved predictions
+    a, c = acc["dev+cue_aligned"], acc["dev+cue_conflicting"]
+    assert a != c  # the model reads the markers: a swapped pair would show
+    got = s["shortcut"]["dev"]
+    assert set(got) == {"aligned", "conflicting", "reliance"}
+    assert (got["aligned"], got["conflicting"]) == pytest.approx((a, c), abs=1e-12)
+    assert got["reliance"] == pytest.approx(a - c, abs=1e-12)
+    # Delta = (acc_ID - acc_OOD) / acc_ID, from the summary's accuracies and from the predictions
+    acc_id, acc_ood = s["splits"]["dev"]["accuracy"], s["splits"]["ood"]["accuracy"]
+    assert (acc_id, acc_ood) == pytest.approx((acc["dev"], acc["ood"]), abs=1e-12)
+    assert (s["acc_id"], s["acc_ood"]) == pytest.approx((acc_id, acc_ood), abs=1e-12)
+    assert s["delta"] == pytest.approx((acc_id - acc_ood) / acc_id, abs=1e-12)
 
 
 def test_speed_command_times_models_against_the_first(tiny_task, tmp_path, teacher):
@@ -300,7 +341,18 @@ def test_speed_command_times_models_against_the_first(tiny_task, tmp_path, teach
     assert r.exit_code == 0, r.output
     rates = json.loads((tmp_path / "speed.json").read_text())["examples_per_s"]
     assert set(rates) == {str(teacher), str(q)} and all(v > 0 for v in rates.values())
-    assert "1.00x" in r.output
+    # the printed lines, "<model> <rate> ex/s <speed-up>x": each model's rate as the JSON has it,
+    # and its speed-up that rate over the first model's (the first: 1.00x)
+    printed = {
+        m[1]: (float(m[2]), float(m[3]))
+        for line in r.output.splitlines()
+        if (m := re.fullmatch(r"(\S+)\s+([\d.]+) ex/s\s+([\d.]+)x", line.strip()))
+    }
+    assert set(printed) == set(rates), r.output
+    for name, (rate, speedup) in printed.items():
+        assert rate == pytest.approx(rates[name], abs=0.05 + 1e-9), name
+        assert speedup == pytest.approx(rates[name] / rates[str(teacher)], abs=0.005 + 1e-9), name
+    assert printed[str(teacher)][1] == 1.0
 
 
 # the smallest settings of every registered method: a new method must add its line here

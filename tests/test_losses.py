@@ -61,6 +61,23 @@ def test_rmc_with_d_one_equals_distil():
     rmc = make_loss(cfg)(LOGITS, _batch(difficulty=torch.ones(2)))
     distil = make_loss(LossConfig(name="distil"))(LOGITS, _batch())
     torch.testing.assert_close(rmc, distil)
+    # d != 1, a different d per example: the paper's formula (docs/paper.md, "RMC, exactly"),
+    # s_ij = p^T_ij^{d_i} / sum_k p^T_ik^{d_i}, L = (1 - lam) CE(y_i, p^S_i) + lam KL(s_i || p^S_i),
+    # computed here with plain torch ops and averaged over the batch
+    lam, d = 0.7, torch.tensor([0.3, 0.8])
+    got = make_loss(LossConfig(name="rmc", lam=lam))(LOGITS, _batch(difficulty=d))
+    p_t = TEACHER.exp() / TEACHER.exp().sum(-1, keepdim=True)
+    powered = p_t ** d.unsqueeze(1)
+    s = powered / powered.sum(-1, keepdim=True)
+    p_s = LOGITS.exp() / LOGITS.exp().sum(-1, keepdim=True)
+    ce = -p_s[torch.arange(2), LABELS].log()
+    kl = (s * (s.log() - p_s.log())).sum(-1)
+    expected = ((1 - lam) * ce + lam * kl).mean()
+    torch.testing.assert_close(got, expected)
+    assert (got - rmc).abs() > 1e-3  # the check is not the d = 1 case again
+    # each example's own d: swapping them changes the loss
+    swapped = make_loss(LossConfig(name="rmc", lam=lam))(LOGITS, _batch(difficulty=d.flip(0)))
+    assert (swapped - got).abs() > 1e-3
 
 
 def test_difficulty_range_and_monotone():

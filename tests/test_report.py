@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from robust_compress.io import UserError
-from robust_compress.metrics import bootstrap_ci
 from robust_compress.report import build_report
 
 MNLI = ["entailment", "neutral", "contradiction"]
@@ -244,11 +243,29 @@ def test_metrics_match_pandas_recomputation(study, report):
         assert got["f_bias"] == pytest.approx(
             np.mean([expected[n]["delta"] for n in names]) / t_delta
         )
-    # CI: bootstrap over examples for the single-seed teacher, Student t over 2 seeds otherwise
+    # CI of every run's accuracy: the percentile bootstrap over its examples, recomputed here with
+    # numpy from the pandas `correct` column (seed 0, 1000 resamples, 2.5 / 97.5 percentiles), and
+    # about as wide as the normal interval of a proportion, 1.96 sqrt(p (1 - p) / n) each side
+    for e in index:
+        got = rows[("run", e["name"])]
+        for split in ("dev_matched", "hans"):
+            correct = _preds(study, e, split)["correct"].to_numpy(float)
+            lo, hi = _bootstrap_by_hand(correct)
+            where = (e["name"], split)
+            assert got[f"acc.{split}.ci_lo"] == pytest.approx(lo, abs=1e-12), where
+            assert got[f"acc.{split}.ci_hi"] == pytest.approx(hi, abs=1e-12), where
+            p, n = correct.mean(), len(correct)
+            assert lo < p < hi, where
+            assert 0.8 < (hi - lo) / (2 * 1.96 * np.sqrt(p * (1 - p) / n)) < 1.2, where
+        assert [got["acc_ood.ci_lo"], got["acc_ood.ci_hi"]] == [
+            got["acc.hans.ci_lo"],
+            got["acc.hans.ci_hi"],
+        ]  # one OOD split: its own interval
+    # over seeds: the single-seed teacher keeps its run's bootstrap CI, Student t over 2 seeds
     teacher = rows[("group", "teacher")]
-    hans_t = _preds(study, index[0], "hans")["correct"].to_numpy()
+    hans_t = _preds(study, index[0], "hans")["correct"].to_numpy(float)
     assert [teacher["acc_ood.ci_lo"], teacher["acc_ood.ci_hi"]] == pytest.approx(
-        bootstrap_ci(hans_t)
+        _bootstrap_by_hand(hans_t), abs=1e-12
     )
     g = rows[("group", "magnitude-0.40/rmc")]
     half = 12.706 * g["acc_ood.std"] / np.sqrt(2)
@@ -275,6 +292,15 @@ def test_metrics_match_pandas_recomputation(study, report):
     )
     assert rows[("run", CUE_RUN)]["shortcut.reliance"] == pytest.approx(a - c, abs=1e-12)
     assert "shortcut.reliance" not in teacher
+
+
+def _bootstrap_by_hand(correct: np.ndarray) -> tuple[float, float]:
+    """Percentile 95% interval of the mean of 0/1 outcomes: 1000 resamples of the examples with
+    replacement (numpy's default_rng(0)), their means' 2.5th and 97.5th percentiles."""
+    n = len(correct)
+    resampled = correct[np.random.default_rng(0).integers(0, n, size=(1000, n))]
+    means = resampled.sum(axis=1) / n
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def test_missing_index_names_the_file(tmp_path):

@@ -1,4 +1,5 @@
 import copy
+import json
 
 import numpy as np
 import pandas as pd
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from robust_compress.analysis.easy_hard import agreement
-from robust_compress.analysis.uncertainty import example_losses, loss_variance
+from robust_compress.analysis.uncertainty import loss_variance
 from robust_compress.compress.magnitude import prunable_linears
 from robust_compress.data.batching import EncodedSplit
 from robust_compress.data.cue import CueConfig, add_cue, cue_copies, cue_markers
@@ -14,7 +15,6 @@ from robust_compress.data.load import load_split
 from robust_compress.data.tasks import load_task
 from robust_compress.io import UserError
 from robust_compress.metrics import easy_hard_metrics, reliance
-from robust_compress.models.infer import predict_logits
 from robust_compress.models.load import load_model, load_tokenizer, save_model
 from robust_compress.models.overlap import OverlapModel
 from robust_compress.stages import compute_uncertainty
@@ -31,9 +31,18 @@ def test_loss_variance_by_hand():
 
 
 def test_uncertainty_from_snapshots_equals_variance_by_hand(tiny_dir, tiny_task, tmp_path):
-    """Snapshots of a tiny model at several sparsities: v_i equals the variance of l_i computed
-    here."""
+    """Snapshots of a tiny model at several sparsities: v_i equals the variance of
+    l_i = -log p_i(gold) across them, computed here from the saved snapshots with plain
+    transformers, torch and numpy (none of the project's scoring code), joined by id."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     base = load_model(str(tiny_dir), LABELS).eval()
+    # weights x10: at the init's scale the output is near-uniform whatever is pruned (v ~ 1e-10,
+    # below any tolerance); scaled, pruning moves each example's loss (v ~ 0.03)
+    scaled = [lin for _, lin in prunable_linears(base)] + [base.bert.pooler.dense, base.classifier]
+    with torch.no_grad():
+        for lin in scaled:
+            lin.weight.mul_(10)
     tok = load_tokenizer(str(tiny_dir))
     snap_dir = tmp_path / "snaps"
     for s in (0.2, 0.5, 0.8):
@@ -45,17 +54,33 @@ def test_uncertainty_from_snapshots_equals_variance_by_hand(tiny_dir, tiny_task,
         save_model(m, tok, snap_dir / f"sparsity-{s:.2f}")
     cfg = tiny_run_config(tiny_dir, tiny_task, tmp_path / "x")
     df = compute_uncertainty(cfg, tmp_path / "u.parquet", snapshots=str(snap_dir))
-    ex = load_split(load_task(str(tiny_task)), "train", None).examples
-    labels = np.array([e["label"] for e in ex])
+    train_file = tiny_task.parent / "data" / "train.jsonl"
+    rows = [json.loads(x) for x in train_file.read_text().splitlines()]
     losses = []
     for p in sorted(snap_dir.iterdir()):
-        lg, _ = predict_logits(load_model(str(p), LABELS), EncodedSplit(ex, tok, 32))
-        losses.append(example_losses(lg, labels))
-    np.testing.assert_allclose(
-        df["v"].to_numpy(), np.var(np.stack(losses), axis=0), rtol=1e-5, atol=1e-7
+        model = AutoModelForSequenceClassification.from_pretrained(p).eval()
+        enc = AutoTokenizer.from_pretrained(p)(
+            [r["a"] for r in rows], [r["b"] for r in rows], padding=True, return_tensors="pt"
+        )
+        with torch.no_grad():
+            log_p = torch.log_softmax(model(**enc).logits.double(), dim=-1)
+        gold = torch.tensor([model.config.label2id[r["label"]] for r in rows])
+        losses.append(-log_p[torch.arange(len(rows)), gold].numpy())
+    losses = np.stack(losses)  # snapshots x examples
+    by_hand = dict(
+        zip([r["uid"] for r in rows], ((losses - losses.mean(0)) ** 2).mean(0), strict=True)
     )
+    assert sorted(df["id"]) == sorted(by_hand)
+    np.testing.assert_allclose(
+        df["v"].to_numpy(), [by_hand[i] for i in df["id"]], rtol=1e-4, atol=1e-7
+    )
+    assert np.median(df["v"]) > 1e-3 and np.ptp(df["v"]) > 0.05  # the snapshots disagree
+    ex = load_split(load_task(str(tiny_task)), "train", None).examples
     assert list(df["id"]) == [e["id"] for e in ex]
-    assert pd.read_parquet(tmp_path / "u.parquet")["v"].shape == (len(ex),)
+    saved = pd.read_parquet(tmp_path / "u.parquet")
+    assert saved["v"].shape == (len(ex),)
+    np.testing.assert_array_equal(saved["id"], df["id"])
+    np.testing.assert_array_equal(saved["v"], df["v"])
 
 
 def _ctx(tmp_path):
@@ -75,13 +100,24 @@ def test_jtt_weights_exactly_first_model_errors(tiny_dir, tiny_task, tmp_path):
 
 
 def test_rmc_difficulty_extras_cover_range(tiny_dir, tiny_task, tmp_path):
+    """d_i = alpha + (1 - alpha)(v_i - V_min)/(V_max - V_min) of each example's own v_i, looked
+    up by id: the file lists the ids in another order than the examples, so a join by position
+    (or any other wrong join) gives other values."""
     ex = load_split(load_task(str(tiny_task)), "train", None).examples
-    pd.DataFrame({"id": [e["id"] for e in ex], "v": np.linspace(0, 1, len(ex))}).to_parquet(
+    rng = np.random.default_rng(0)
+    ids = [e["id"] for e in ex]
+    v = dict(zip(ids, rng.random(len(ex)), strict=True))
+    order = rng.permutation(len(ex))
+    assert (order != np.arange(len(ex))).mean() > 0.9
+    pd.DataFrame({"id": [ids[i] for i in order], "v": [v[ids[i]] for i in order]}).to_parquet(
         tmp_path / "u.parquet"
     )
     settings = REGISTRY["rmc"].Settings(name="rmc")
     inputs = Inputs(teacher=str(tiny_dir), uncertainty=str(tmp_path / "u.parquet"))
     d = torch.stack(build_extras(settings, inputs, ex, _ctx(tmp_path))["difficulty"])
+    lo, hi = min(v.values()), max(v.values())
+    by_hand = [0.5 + 0.5 * (v[i] - lo) / (hi - lo) for i in ids]  # alpha 0.5: the task's
+    np.testing.assert_allclose(d.numpy(), by_hand, rtol=1e-6, atol=1e-7)
     assert d.min().item() == pytest.approx(0.5) and d.max().item() == pytest.approx(1.0)
     pd.DataFrame({"id": ["nope"], "v": [0.1]}).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(UserError, match=r"bad\.parquet: no 'v' for"):
