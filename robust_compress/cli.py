@@ -2,6 +2,8 @@
 
 Option help texts are the config fields' descriptions (`config.field_help`), and every flag maps to
 a config field (`FLAGS`), so the CLI and the config cannot drift (tests/test_trust.py checks both).
+The config is torch-free and each command imports what it runs inside itself, so `--help`,
+`--version`, `tasks`, `f-bias` and `report` load no torch (tests/test_docs.py checks it).
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def _reporter():
 
 def _version(value: bool) -> None:
     if value:
-        from .study.run import code_version
+        from . import code_version
 
         typer.echo(f"robust-compress {__version__} (code {code_version()})")
         raise typer.Exit()

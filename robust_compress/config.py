@@ -4,7 +4,9 @@ One `RunConfig` drives fine-tuning and every compression; it is saved resolved b
 artifact, so an artifact always says exactly how it was made. It is flat for YAML and `-s`
 overrides, but made of the parts each layer takes: `DataArgs` (data), `TrainArgs` (the loop),
 the loss settings (a discriminated union built from the loss registry), the compression
-method's config (a union built from the method registry) and the loss `Inputs`.
+method's config (a union built from the method registry) and the loss `Inputs`. Every part is
+declared torch-free (`settings/`, `data.load`), so validating a config or building the CLI's help
+imports no torch, transformers or accelerate.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from .compress import METHODS
+from .data.labels import canonical
 from .data.load import DataArgs, resolve_data_dir
 from .io import (
     MAX_BATCH,
@@ -34,21 +36,21 @@ from .io import (
     validation_line,
     yaml_key_lines,
 )
-from .models.labels import canonical
-from .train.extras import Inputs, required_sources
-from .train.loop import TrainArgs
-from .train.losses import REGISTRY
+from .settings.inputs import Inputs, required_sources
+from .settings.losses import LOSS_SETTINGS
+from .settings.methods import METHOD_CONFIGS
+from .settings.train import TrainArgs
 
 LossConfig = Annotated[
-    Union[tuple(c.Settings for c in REGISTRY.values())],  # noqa: UP007
+    Union[tuple(LOSS_SETTINGS.values())],  # noqa: UP007
     Field(discriminator="name"),
 ]
 CompressionConfig = Annotated[
-    Union[tuple(m.Config for m in METHODS.values())],  # noqa: UP007
+    Union[tuple(METHOD_CONFIGS.values())],  # noqa: UP007
     Field(discriminator="method"),
 ]
-LOSS_NAMES = list(REGISTRY)
-METHOD_NAMES = list(METHODS)
+LOSS_NAMES = list(LOSS_SETTINGS)
+METHOD_NAMES = list(METHOD_CONFIGS)
 
 
 class RunConfig(DataArgs, TrainArgs):
@@ -65,7 +67,7 @@ class RunConfig(DataArgs, TrainArgs):
     )
     inputs: Inputs = Field(default_factory=Inputs, description="sources of per-example loss inputs")
     loss: LossConfig = Field(
-        default_factory=lambda: REGISTRY["ce"].Settings(), description="training objective"
+        default_factory=lambda: LOSS_SETTINGS["ce"](), description="training objective"
     )
     compression: CompressionConfig | None = Field(
         None, description="compression method and its settings"
@@ -235,15 +237,15 @@ def field_help(dotted: str) -> str:
     for p in parents:
         if p == "compression":
             return next(
-                m.Config.model_fields[last].description or ""
-                for m in METHODS.values()
-                if last in m.Config.model_fields
+                c.model_fields[last].description or ""
+                for c in METHOD_CONFIGS.values()
+                if last in c.model_fields
             )
         if p == "loss":
             return next(
-                s.Settings.model_fields[last].description or ""
-                for s in REGISTRY.values()
-                if last in s.Settings.model_fields
+                s.model_fields[last].description or ""
+                for s in LOSS_SETTINGS.values()
+                if last in s.model_fields
             )
         model = model.model_fields[p].annotation
     return model.model_fields[last].description or ""

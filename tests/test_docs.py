@@ -99,6 +99,69 @@ def test_the_report_imports_no_torch():
     assert out.strip() == "[]"
 
 
+HEAVY = ("torch", "transformers", "accelerate", "torchao")
+# commands that need no model: each runs in a fresh interpreter (`{tmp}`: a scratch folder)
+LIGHT_COMMANDS = {
+    "help": (["--help"], "Usage:"),
+    "compress-help": (["compress", "--help"], "--sparsity"),  # option help read from the config
+    "version": (["--version"], "robust-compress "),
+    "tasks": (["tasks", "--data-dir", "{tmp}"], "data folder:"),
+    "f-bias": (["f-bias", "{tmp}/model.json", "{tmp}/teacher.json"], "F_bias=0.5000"),
+    "report": (["report", "{tmp}/study"], "index.json"),  # refused: no study there, after imports
+}
+
+
+@pytest.mark.parametrize("name", sorted(LIGHT_COMMANDS))
+def test_commands_without_a_model_import_no_torch(name, tmp_path):
+    """The CLI's help (built from the config's field descriptions), --version, `tasks`, `f-bias` and
+    `report` load no torch, transformers, accelerate or torchao: the settings are declared apart
+    from the modules that run them (`robust_compress/settings/`), so `--help` takes a fraction of a
+    second instead of seconds. An import-graph property, not a timing."""
+    import json
+
+    for who, delta in (("model", 0.1), ("teacher", 0.2)):
+        (tmp_path / f"{who}.json").write_text(
+            json.dumps({"splits": {"dev": {"role": "id"}}, "delta": delta})
+        )
+    args, expect = LIGHT_COMMANDS[name]
+    args = [a.format(tmp=tmp_path) for a in args]
+    code = (
+        "import json, sys\n"
+        "from typer.testing import CliRunner\n"
+        "from robust_compress.cli import app\n"
+        f"r = CliRunner().invoke(app, {args!r}, terminal_width=200)\n"
+        "print(json.dumps([r.output + str(r.exception or ''), "
+        f"sorted(m for m in {HEAVY!r} if m in sys.modules)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    shown, loaded = json.loads(out.strip().splitlines()[-1])
+    assert expect in shown, shown
+    assert loaded == [], f"robust-compress {' '.join(args)} imported {loaded}"
+
+
+def test_the_settings_are_the_registries_settings():
+    """The light registries (settings/, torch-free) and the heavy ones (the losses' formulas, the
+    compression methods) name the same entries with the same settings classes, and the config's
+    unions and the CLI's choices are built from the light ones."""
+    from robust_compress import config
+    from robust_compress.compress import METHODS
+    from robust_compress.settings import INPUT_SOURCES, LOSS_SETTINGS, METHOD_CONFIGS
+    from robust_compress.train.extras import EXTRAS
+    from robust_compress.train.losses import REGISTRY
+
+    assert set(REGISTRY) == set(LOSS_SETTINGS) and set(METHODS) == set(METHOD_CONFIGS)
+    for name, loss in REGISTRY.items():
+        assert loss.Settings is LOSS_SETTINGS[name] and loss.needs == loss.Settings.needs
+        assert set(loss.needs) <= set(INPUT_SOURCES), name
+    for name, method in METHODS.items():
+        assert method.Config is METHOD_CONFIGS[name]
+    assert {n: e.source for n, e in EXTRAS.items()} == INPUT_SOURCES
+    names = (config.LOSS_NAMES, config.METHOD_NAMES)
+    assert names == (list(LOSS_SETTINGS), list(METHOD_CONFIGS))
+
+
 def test_tasks_names_the_data_folder_it_read():
     from .conftest import DATA
 

@@ -1,7 +1,8 @@
 """What a compression method is: a config (one member of the discriminated union on `method`), a
 check against the start model before any work, a preparation that changes the model and returns
-the loop's hooks, and a record of what it did. Adding a method: one module and one registry line
-in `compress/__init__.py`."""
+the loop's hooks, and a record of what it did. The config is declared torch-free in
+`settings/methods.py` (with its line in `METHOD_CONFIGS`); the method is one module here and one
+registry line in `compress/__init__.py`."""
 
 from __future__ import annotations
 
@@ -10,28 +11,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, model_serializer
 
 from ..data.batching import EncodedSplit
+from ..settings.methods import MethodConfig
 from ..train.loop import Hook
 
 SnapshotFn = Callable[[float, torch.nn.Module], None]
-
-
-class MethodConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    # Settings added after studies were keyed by these configs: written out only when set away from
-    # their default, so a study that does not use them keeps every stage key (and its artifacts).
-    later: ClassVar[frozenset[str]] = frozenset()
-    method: str
-
-    @model_serializer(mode="wrap")
-    def _drop_later_defaults(self, handler):
-        data = handler(self)
-        for k in self.later:
-            if k in data and getattr(self, k) == type(self).model_fields[k].default:
-                del data[k]
-        return data
 
 
 @dataclass

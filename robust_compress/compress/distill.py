@@ -1,12 +1,7 @@
 from __future__ import annotations
 
-from typing import Literal
-
-from .base import Method, MethodConfig
-
-
-class DistillConfig(MethodConfig):
-    method: Literal["distill"] = "distill"
+from ..settings.methods import DistillConfig
+from .base import Method
 
 
 class Distill(Method):

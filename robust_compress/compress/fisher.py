@@ -24,66 +24,23 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
 
 from ..data.batching import EncodedSplit
 from ..io import UserError
 from ..models.families import blocks, encoder_flops, family_of, ffn_width, get_path, n_heads
 from ..models.infer import model_inputs
 from ..models.pruned import prune_ffn_neurons, prune_heads
-from ..models.runtimes import Runtime
-from .base import Method, MethodConfig, Prepare
+from ..settings.methods import FISHER_BATCH as BATCH
+from ..settings.methods import FisherConfig
+from .base import Method, Prepare
 from .latency import Costs, flops_costs, predicted_speedup, speed_target, unit_counts
 from .structured import _gate_importance, train_batches
 
-BATCH = 32
 MAX_SCALE = 10.0
-
-
-class FisherConfig(MethodConfig):
-    method: Literal["fisher"] = "fisher"
-    target_flops: float | None = Field(
-        None, gt=0, lt=1, description="keep this fraction of the encoder's FLOPs"
-    )
-    target_speedup: float | None = Field(
-        None, gt=1, description="or this speed-up on `target_runtime`"
-    )
-    target_runtime: Runtime = Field(
-        "pytorch-fp32",
-        description="the runtime of a speed-up target: its per-layer "
-        "latency table, measured on this machine, prices heads and neurons",
-    )
-    samples: int = Field(
-        2048,
-        ge=BATCH,
-        le=1 << 20,
-        description="training examples for the Fisher information (Kwon et al.: 2,048)",
-    )
-    rescale: bool = Field(
-        True, description="rescale kept heads/neurons by least squares on layer outputs"
-    )
-    rescale_examples: int = Field(
-        512,
-        ge=BATCH,
-        le=1 << 20,
-        description="examples (of the samples) the rescaling "
-        "fits on (to be measured against `samples`)",
-    )
-    seq_len: int = Field(
-        128, ge=8, description="sequence length of the FLOPs count and of the latency table"
-    )
-
-    @model_validator(mode="after")
-    def _one_target(self) -> FisherConfig:
-        if (self.target_flops is None) == (self.target_speedup is None):
-            raise ValueError(
-                "method 'fisher' needs exactly one of `target_flops` and `target_speedup`"
-            )
-        return self
 
 
 # ---------------------------------------------------------------- importance and search

@@ -20,54 +20,16 @@ between) masks are not guaranteed to be nested. Masks are frozen once the target
 from __future__ import annotations
 
 import copy
-from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.utils import prune
 
 from ..io import UserError
 from ..models.families import embeddings, encoder_linears
+from ..settings.methods import MagnitudeConfig
 from ..train.loop import Hook
-from .base import Method, MethodConfig, Prepare, SnapshotFn
-
-
-class MagnitudeConfig(MethodConfig):
-    method: Literal["magnitude"] = "magnitude"
-    sparsity: float = Field(
-        ge=0, lt=1, description="target fraction of zero weights in the encoder's Linear layers"
-    )
-    schedule: Literal["cubic", "linear", "oneshot"] = Field(
-        "cubic", description="how sparsity rises during training"
-    )
-    prune_start: float = Field(
-        0.0, ge=0, le=1, description="fraction of training when pruning starts"
-    )
-    prune_end: float = Field(
-        0.7, ge=0, le=1, description="fraction of training when the target is reached"
-    )
-    prune_every: int = Field(10, ge=1, description="optimizer steps between mask updates")
-    scope: Literal["global", "layer"] = Field(
-        "global", description="rank weights over the encoder or per layer"
-    )
-    rewind: bool = Field(
-        False, description="rewind surviving weights to the starting model after pruning"
-    )
-    snapshots: list[float] = Field(
-        default_factory=list, description="also save models at these sparsities"
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> MagnitudeConfig:
-        if self.prune_end < self.prune_start:
-            raise ValueError("prune_end must not be before prune_start")
-        bad = [v for v in self.snapshots if not 0 < v <= self.sparsity]
-        if bad:
-            raise ValueError(
-                f"snapshots {bad} are never reached: they must be in (0, {self.sparsity}]"
-            )
-        return self
+from .base import Method, Prepare, SnapshotFn
 
 
 def check_sparsity(value: float) -> float:

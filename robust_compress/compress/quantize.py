@@ -1,20 +1,8 @@
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
-
-from ..models.quantized import SCHEMES, quantize
-from .base import Method, MethodConfig, Prepare
-
-
-class QuantizeConfig(MethodConfig):
-    method: Literal["quantize"] = "quantize"
-    scheme: Literal[SCHEMES] = Field(
-        "dynamic-int8",
-        description="dynamic-int8 (torchao, int8 on disk) or "
-        "dynamic-int8-torch-ao (the deprecated torch.ao fallback)",
-    )
+from ..models.quantized import quantize
+from ..settings.methods import QuantizeConfig
+from .base import Method, Prepare
 
 
 class Quantize(Method):

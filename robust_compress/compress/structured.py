@@ -9,42 +9,18 @@ dropped `head_mask`), then the least important units are physically removed
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 
 from ..data.batching import Collator, EncodedSplit
 from ..io import UserError
 from ..models.families import blocks, family_of, ffn_width, get_path, n_heads
 from ..models.infer import model_inputs
 from ..models.pruned import prune_ffn_neurons, prune_heads
-from .base import Method, MethodConfig, Prepare
-
-
-class HeadsConfig(MethodConfig):
-    method: Literal["heads"] = "heads"
-    heads: float | None = Field(
-        None, gt=0, description="attention heads to remove: a count (>=1) or a fraction (<1)"
-    )
-    ffn: float | None = Field(None, gt=0, lt=1, description="fraction of FFN neurons to remove")
-    importance_batches: int = Field(
-        32, ge=1, description="batches of 32 training examples for importance"
-    )
-    iterative_steps: int = Field(
-        1, ge=1, description="remove in this many rounds, re-estimating importance"
-    )
-
-    @model_validator(mode="after")
-    def _some(self) -> HeadsConfig:
-        if self.heads is None and self.ffn is None:
-            raise ValueError("method 'heads' needs `heads` and/or `ffn`")
-        if self.heads is not None and self.heads >= 1 and self.heads != int(self.heads):
-            raise ValueError(f"a head count must be a whole number, got {self.heads}")
-        return self
-
+from ..settings.methods import HeadsConfig
+from .base import Method, Prepare
 
 # ---------------------------------------------------------------- importance by gates
 

@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
 
 from ..io import UserError
 from ..models.families import (
@@ -45,71 +43,12 @@ from ..models.families import (
 )
 from ..models.infer import throughput
 from ..models.pruned import prune_ffn_neurons, prune_heads
-from ..models.runtimes import Runtime
+from ..settings.methods import StructuredConfig
 from ..train.loop import Hook
-from .base import Method, MethodConfig, Prepare
+from .base import Method, Prepare
 from .fisher import fisher_prune, fisher_work
 from .latency import Costs, flops_costs, predicted_speedup, speed_target
 from .structured import _gate_importance, train_batches
-
-
-class StructuredConfig(MethodConfig):
-    later = frozenset({"target_runtime", "init", "fisher_samples", "fisher_rescale"})
-    method: Literal["structured"] = "structured"
-    target_flops: float | None = Field(
-        None, gt=0, lt=1, description="keep this fraction of the encoder's FLOPs"
-    )
-    target_speedup: float | None = Field(
-        None, gt=1, description="or reach this measured inference speed-up"
-    )
-    target_runtime: Runtime | None = Field(
-        None,
-        description="the runtime the speed-up is for: prune against its per-layer latency table "
-        "measured on this machine (cached); unset: calibrate one-shot pruned copies in PyTorch "
-        "fp32",
-    )
-    init: Literal["dense", "fisher"] = Field(
-        "dense",
-        description="dense: prune gradually during training; fisher: prune to the target first "
-        "(Fisher mask search + rescaling, no training), then all of training recovers (which "
-        "recovers better: to be measured, benchmarks/structured_recovery.py)",
-    )
-    fisher_samples: int = Field(
-        2048,
-        ge=32,
-        le=1 << 20,
-        description="init fisher: training examples for the "
-        "Fisher information (Kwon et al.: 2,048)",
-    )
-    fisher_rescale: bool = Field(
-        True, description="init fisher: rescale kept heads/neurons by least squares"
-    )
-    prune_start: float = Field(
-        0.0, ge=0, le=1, description="fraction of training when pruning starts"
-    )
-    prune_end: float = Field(
-        0.6, gt=0, le=1, description="fraction of training when the target is reached"
-    )
-    prune_every: int = Field(25, ge=1, description="optimizer steps between pruning rounds")
-    importance_batches: int = Field(
-        4, ge=1, description="batches of 32 training examples per importance estimate"
-    )
-    seq_len: int = Field(128, ge=8, description="sequence length of the FLOPs count")
-
-    @model_validator(mode="after")
-    def _one_target(self) -> StructuredConfig:
-        if (self.target_flops is None) == (self.target_speedup is None):
-            raise ValueError(
-                "method 'structured' needs exactly one of `target_flops` and `target_speedup`"
-            )
-        if self.prune_end <= self.prune_start:
-            raise ValueError("prune_end must be after prune_start")
-        if self.target_runtime is not None and self.target_speedup is None:
-            raise ValueError(
-                "target_runtime goes with target_speedup (a FLOPs target is the same on every "
-                "runtime)"
-            )
-        return self
 
 
 class _Masks:

@@ -2,13 +2,14 @@
 
 A model fine-tuned elsewhere names and orders its classes its own way (roberta-large-mnli:
 CONTRADICTION, NEUTRAL, ENTAILMENT; cross-encoders: contradiction, entailment, neutral; many
-models: LABEL_0..k). Names are matched case-insensitively and through `SYNONYMS`; a `label_map`
-(model label -> task label) covers names that say nothing (it is used by a model that names its
-keys, even one whose names match the task's: a map is never silently ignored; a model whose names
-it does not mention and which matches on its own, e.g. beside a LABEL_k model in one audit, is left
-alone with a warning; one that cannot match is mapped, by index keys too, or refused). The
-classifier's output rows are then permuted at load (`permute_classifier`) and id2label rewritten
-to the task's names, so every prediction, logit and saved model downstream is in the task's order.
+models: LABEL_0..k). Names are matched case-insensitively and through synonyms (`data.labels`); a
+`label_map` (model label -> task label) covers names that say nothing (it is used by a model that
+names its keys, even one whose names match the task's: a map is never silently ignored; a model
+whose names it does not mention and which matches on its own, e.g. beside a LABEL_k model in one
+audit, is left alone with a warning; one that cannot match is mapped, by index keys too, or
+refused). The classifier's output rows are then permuted at load (`permute_classifier`) and
+id2label rewritten to the task's names, so every prediction, logit and saved model downstream is in
+the task's order.
 """
 
 from __future__ import annotations
@@ -18,28 +19,11 @@ import re
 import torch
 from torch import nn
 
+from ..data.labels import canonical
 from ..io import UserError, log
 from .families import classifier_out
 
-# known spellings of one class (after lower-casing and joining words with "_")
-SYNONYMS: dict[str, tuple[str, ...]] = {
-    "entailment": ("entails", "entailed", "entail"),
-    "contradiction": ("contradicts", "contradicted", "contradict", "contradictory"),
-    "non_entailment": ("not_entailment", "non_entailed", "not_entailed", "nonentailment"),
-    "not_duplicate": ("non_duplicate", "not_paraphrase", "0"),
-    "duplicate": ("is_duplicate", "paraphrase", "1"),
-    "supports": ("support", "supported"),
-    "refutes": ("refute", "refuted"),
-    "not_enough_info": ("nei", "not_enough_information", "notenoughinfo"),
-}
-_CANON = {alias: name for name, aliases in SYNONYMS.items() for alias in (name, *aliases)}
 _PLACEHOLDER = re.compile(r"^label_\d+$")
-
-
-def canonical(name: str) -> str:
-    """The class a label name means: case, spaces, '-' and '_' ignored, synonyms merged."""
-    key = re.sub(r"[\s_\-]+", "_", str(name).strip().lower()).strip("_")
-    return _CANON.get(key, key)
 
 
 def _named_row(key: str, have: list[str]) -> int | None:

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from transformers import AutoModelForSequenceClassification
 
 from ..io import UserError, read_json, write_json
+from ..settings.methods import SCHEMES
 from .labels import permute_classifier
 from .load import (
     check_head,
@@ -37,7 +38,6 @@ from .load import (
 )
 
 QUANT_FILE = "quantization.json"
-SCHEMES = ("dynamic-int8", "dynamic-int8-torch-ao")
 INT8_WEIGHTS = "model.safetensors"
 
 

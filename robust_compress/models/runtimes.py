@@ -18,16 +18,14 @@ import platform
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from ..data.batching import Collator, EncodedSplit, sorted_batches
+from ..settings.methods import RUNTIMES
 from .infer import INPUT_KEYS, model_inputs, pytorch_pass, round_robin
 from .quantized import is_quantized
-
-RUNTIMES = ("pytorch-fp32", "pytorch-bf16", "onnxruntime-fp32", "onnxruntime-int8")
-Runtime = Literal[RUNTIMES]
 
 
 class Unsupported(Exception):

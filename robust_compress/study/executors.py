@@ -20,7 +20,6 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import code_version
 from ..io import UserError, file_lock
 from ..stages.graph import Stage
 from ..stages.progress import LineReporter, Reporter
@@ -35,28 +35,6 @@ from ..stages.progress import LineReporter, Reporter
 # test-only: the path of a file that, while it exists, makes the first remote stage past its first
 # checkpoint delete it and SIGKILL its own process (a lost worker, exactly once)
 KILL_ONCE_ENV = "ROBUST_COMPRESS_TEST_KILL_ONCE"
-
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """The code version this process started with; $ROBUST_COMPRESS_CODE_VERSION names it where the
-    tree has no .git (a copied working tree)."""
-    if os.environ.get("ROBUST_COMPRESS_CODE_VERSION"):
-        return os.environ["ROBUST_COMPRESS_CODE_VERSION"]
-    try:
-        return (
-            subprocess.run(
-                ["git", "describe", "--always", "--dirty"],
-                check=False,
-                capture_output=True,
-                text=True,
-                cwd=Path(__file__).parent,
-                timeout=5,
-            ).stdout.strip()
-            or "unknown"
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,11 +1,11 @@
 """Per-example loss inputs: what each is, where it comes from, and how it is built.
 
-A loss lists the inputs it needs (`Loss.needs`); each input here names the `Inputs` field that
-points at its source (a model folder or a file) and how its raw values are read from it; the loss
-then prepares them itself (`Loss.prepare`: RMC turns uncertainty into difficulty, JTT the first
-model's errors into weights). The config check ("loss rmc needs inputs.uncertainty") and the
-builder below read this one table; which study stage produces each source is the study's business
-(`study/plan.py`).
+A loss lists the inputs it needs (`needs`, declared with its Settings in `settings/losses.py`);
+which `Inputs` field points at each one's source (a model folder or a file) is one torch-free table,
+`settings.inputs.INPUT_SOURCES`, read by the config check ("loss rmc needs inputs.uncertainty") and
+by the builders here, which read each input's raw values from its source; the loss then prepares
+them itself (`Loss.prepare`: RMC turns uncertainty into difficulty, JTT the first model's errors
+into weights). Which study stage produces each source is the study's business (`study/plan.py`).
 
 Most inputs are per-example tensors, built once and carried by the dataset. A *live* input is built
 once as a function of a training batch (a frozen teacher whose hidden states layer distillation
@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.load import text_key
 from ..io import UserError, read_json, read_parquet
@@ -29,26 +28,9 @@ from ..metrics import softmax
 from ..models.infer import model_inputs
 from ..models.load import load_model, load_tokenizer, model_labels, resolve_model_dir, vocab_digest
 from ..models.overlap import is_overlap_model
+from ..settings.inputs import INPUT_SOURCES, Inputs
 from .logit_cache import LogitCache
 from .losses import REGISTRY, LossSettings
-
-
-class Inputs(BaseModel):
-    """Where per-example loss inputs come from (a study fills these with upstream artifacts)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    teacher: str | None = Field(
-        None, description="fine-tuned teacher folder: KD targets and the F_bias reference"
-    )
-    uncertainty: str | None = Field(
-        None, description="per-example uncertainty file (RMC), from `uncertainty`"
-    )
-    reference_model: str | None = Field(
-        None, description="JTT: the first model, whose training errors are up-weighted"
-    )
-    bias_model: str | None = Field(
-        None, description="bias-only model folder (reweight, poe, conf_reg, learned_mixin)"
-    )
 
 
 @dataclass(frozen=True)
@@ -73,7 +55,7 @@ Builder = Callable[[str, list[dict], LossSettings, Context], list[torch.Tensor]]
 
 @dataclass(frozen=True)
 class Extra:
-    source: str  # field of `Inputs`
+    source: str  # field of `Inputs` (settings.inputs.INPUT_SOURCES)
     build: Builder  # the raw per-example values (the loss's `prepare` makes its input of them)
     live: bool = False  # built as a function of each batch (`Live`), not as per-example tensors
 
@@ -218,18 +200,18 @@ def _live_teacher(source, examples, settings, ctx):
     return LiveTeacher(model)
 
 
-EXTRAS: dict[str, Extra] = {
-    "teacher_logits": Extra("teacher", _teacher_logits),
-    "teacher_hidden": Extra("teacher", _live_teacher, live=True),
-    "difficulty": Extra("uncertainty", _uncertainty),
-    "weight": Extra("reference_model", _reference_probs),
-    "bias_probs": Extra("bias_model", _bias_probs),
+_BUILDERS: dict[str, tuple[Builder, bool]] = {  # input -> its builder, live or not
+    "teacher_logits": (_teacher_logits, False),
+    "teacher_hidden": (_live_teacher, True),
+    "difficulty": (_uncertainty, False),
+    "weight": (_reference_probs, False),
+    "bias_probs": (_bias_probs, False),
 }
-
-
-def required_sources(loss_name: str) -> list[str]:
-    """The `Inputs` fields a loss needs set, in declaration order."""
-    return list(dict.fromkeys(EXTRAS[n].source for n in REGISTRY[loss_name].needs))
+if set(_BUILDERS) != set(INPUT_SOURCES):
+    raise ImportError("train.extras builds other inputs than settings.inputs.INPUT_SOURCES names")
+EXTRAS: dict[str, Extra] = {
+    name: Extra(INPUT_SOURCES[name], build, live) for name, (build, live) in _BUILDERS.items()
+}
 
 
 def _build(

@@ -1,10 +1,13 @@
 """What every objective shares: the `Loss` base class, its registry, and the formulas several use.
 
-A loss declares, in its own file and nowhere else: its formula (docstring), its `Settings` (a
-pydantic model whose `name` is the loss's name: the config's discriminated union is built from
-them), the per-example inputs it `needs` (keys of `train.extras.EXTRAS`, which say where each
-comes from) and which of the student's hidden states it reads (none, the [CLS] state, or every
-layer's). Config validation, the study planner and the input builders all read these declarations.
+A loss declares: its formula (docstring) and which of the student's hidden states it reads (none,
+the [CLS] state, or every layer's) in its own file here; its `Settings` (a pydantic model whose
+`name` is the loss's name: the config's discriminated union is built from them) and the
+per-example inputs it `needs` (keys of `settings.inputs.INPUT_SOURCES`, built by
+`train.extras.EXTRAS`) in `settings/losses.py`, torch-free, where the config and the CLI read them.
+`register` takes a loss only with the Settings `LOSS_SETTINGS` lists under its name, and gives the
+loss its Settings' `needs`. Config validation, the study planner and the input builders all read
+these declarations.
 """
 
 from __future__ import annotations
@@ -13,15 +16,11 @@ from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from ...settings.losses import LOSS_SETTINGS, LossSettings
+
 REGISTRY: dict[str, type[Loss]] = {}
-
-
-class LossSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    name: str
 
 
 class Loss(nn.Module):
@@ -30,7 +29,7 @@ class Loss(nn.Module):
 
     name: ClassVar[str]
     Settings: ClassVar[type[LossSettings]]
-    needs: ClassVar[tuple[str, ...]] = ()
+    needs: ClassVar[tuple[str, ...]] = ()  # its Settings' (set by `register`)
     # the student's hidden states it reads: "cls" (the last layer's first token, [batch, hidden]) or
     # "layers" (every layer's output, the embeddings' first: HF's hidden_states tuple)
     needs_hidden: ClassVar[Literal[False, "cls", "layers"]] = False
@@ -68,17 +67,16 @@ class Loss(nn.Module):
 
 
 def register(cls: type[Loss]) -> type[Loss]:
-    """Class decorator: the registry line of a loss."""
+    """Class decorator: the registry line of a loss (its Settings: the light registry's)."""
     if cls.name in REGISTRY:
         raise ValueError(f"loss {cls.name!r} registered twice")
+    if LOSS_SETTINGS.get(cls.name) is not cls.Settings:
+        raise ValueError(
+            f"loss {cls.name!r}: its Settings must be settings.losses.LOSS_SETTINGS[{cls.name!r}]"
+        )
+    cls.needs = cls.Settings.needs
     REGISTRY[cls.name] = cls
     return cls
-
-
-class KDSettings(LossSettings):
-    """Settings shared by the teacher-distillation losses."""
-
-    lam: float = Field(0.9, ge=0, le=1, description="weight of the teacher term")
 
 
 def smoothed_teacher(

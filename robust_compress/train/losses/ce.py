@@ -1,12 +1,7 @@
-from typing import Literal
-
 import torch.nn.functional as F
 
-from .base import Loss, LossSettings, register
-
-
-class CESettings(LossSettings):
-    name: Literal["ce"] = "ce"
+from ...settings.losses import CESettings
+from .base import Loss, register
 
 
 @register

@@ -1,23 +1,10 @@
 """Debiasing losses that read a bias-only model's probabilities (Utama et al. 2020's family)."""
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
-from .base import Loss, LossSettings, gold_prob, register, smoothed_teacher, weighted_ce
-
-
-class ReweightSettings(LossSettings):
-    name: Literal["reweight"] = "reweight"
-
-
-class PoESettings(LossSettings):
-    name: Literal["poe"] = "poe"
-
-
-class ConfRegSettings(LossSettings):
-    name: Literal["conf_reg"] = "conf_reg"
+from ...settings.losses import ConfRegSettings, PoESettings, ReweightSettings
+from .base import Loss, gold_prob, register, smoothed_teacher, weighted_ce
 
 
 @register
@@ -27,7 +14,6 @@ class Reweight(Loss):
 
     name = "reweight"
     Settings = ReweightSettings
-    needs = ("bias_probs",)
 
     def forward(self, logits, batch, hidden=None):
         return weighted_ce(
@@ -42,7 +28,6 @@ class PoE(Loss):
 
     name = "poe"
     Settings = PoESettings
-    needs = ("bias_probs",)
 
     def forward(self, logits, batch, hidden=None):
         combined = F.log_softmax(logits.float(), -1) + torch.log(
@@ -58,7 +43,6 @@ class ConfReg(Loss):
 
     name = "conf_reg"
     Settings = ConfRegSettings
-    needs = ("teacher_logits", "bias_probs")
 
     def forward(self, logits, batch, hidden=None):
         target = smoothed_teacher(

@@ -1,25 +1,8 @@
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import nn
 
-from .base import KDSettings, Loss, kd_loss, register, smoothed_teacher
-
-
-class DistilLayersSettings(KDSettings):
-    name: Literal["distil_layers"] = "distil_layers"
-    mu: float = Field(
-        1.0,
-        ge=0,
-        description="weight of the layer-matching term (to be measured, "
-        "benchmarks/structured_recovery.py; 0: the distil loss)",
-    )
-    layer_map: Literal["search", "uniform"] = Field(
-        "search",
-        description="which teacher layer each student layer matches: search (CoFi: the lowest MSE "
-        "after the map, at or after the previous layer's) or uniform (fixed, evenly spaced)",
-    )
+from ...settings.losses import DistilLayersSettings
+from .base import Loss, kd_loss, register, smoothed_teacher
 
 
 def layer_map(mse: torch.Tensor, how: str) -> list[int]:
@@ -49,7 +32,6 @@ class DistilLayers(Loss):
 
     name = "distil_layers"
     Settings = DistilLayersSettings
-    needs = ("teacher_logits", "teacher_hidden")
     needs_hidden = "layers"
 
     def __init__(

@@ -1,14 +1,7 @@
-from typing import Literal
-
 import torch
-from pydantic import Field
 
-from .base import Loss, LossSettings, gold_prob, register, weighted_ce
-
-
-class FocalSettings(LossSettings):
-    name: Literal["focal"] = "focal"
-    gamma: float = Field(2.0, ge=0, description="focal-loss exponent")
+from ...settings.losses import FocalSettings
+from .base import Loss, gold_prob, register, weighted_ce
 
 
 @register

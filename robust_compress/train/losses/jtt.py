@@ -1,14 +1,7 @@
-from typing import Literal
-
 import torch
-from pydantic import Field
 
-from .base import Loss, LossSettings, register, weighted_ce
-
-
-class JTTSettings(LossSettings):
-    name: Literal["jtt"] = "jtt"
-    upweight: float = Field(2.0, ge=1, description="weight of the first model's training errors")
+from ...settings.losses import JTTSettings
+from .base import Loss, register, weighted_ce
 
 
 @register
@@ -18,7 +11,6 @@ class JTT(Loss):
 
     name = "jtt"
     Settings = JTTSettings
-    needs = ("weight",)
 
     @classmethod
     def prepare(cls, name, raw, examples, settings, task_alpha):

@@ -1,22 +1,5 @@
-from typing import Literal
-
-from pydantic import Field
-
-from .base import KDSettings, Loss, kd_loss, register, smoothed_teacher
-
-
-class KDLossSettings(KDSettings):
-    name: Literal["kd"] = "kd"
-    temperature: float = Field(1.0, gt=0, description="KD temperature T")
-
-
-class DistilSettings(KDSettings):
-    name: Literal["distil"] = "distil"
-
-
-class SmoothSettings(KDSettings):
-    name: Literal["smooth"] = "smooth"
-    smooth_d: float = Field(0.9, gt=0, le=1, description="global exponent d of the Smooth baseline")
+from ...settings.losses import DistilSettings, KDLossSettings, SmoothSettings
+from .base import Loss, kd_loss, register, smoothed_teacher
 
 
 @register
@@ -26,7 +9,6 @@ class KD(Loss):
 
     name = "kd"
     Settings = KDLossSettings
-    needs = ("teacher_logits",)
 
     def forward(self, logits, batch, hidden=None):
         s = self.settings
@@ -40,7 +22,6 @@ class Distil(Loss):
 
     name = "distil"
     Settings = DistilSettings
-    needs = ("teacher_logits",)
 
     def forward(self, logits, batch, hidden=None):
         return kd_loss(
@@ -58,7 +39,6 @@ class Smooth(Loss):
 
     name = "smooth"
     Settings = SmoothSettings
-    needs = ("teacher_logits",)
 
     def forward(self, logits, batch, hidden=None):
         target = smoothed_teacher(batch["teacher_logits"], self.settings.smooth_d)

@@ -1,18 +1,9 @@
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from .base import Loss, LossSettings, register
-
-
-class LearnedMixinSettings(LossSettings):
-    name: Literal["learned_mixin"] = "learned_mixin"
-    entropy_weight: float = Field(
-        0.2, ge=0, description="w of the +H entropy penalty (0: plain learned-mixin)"
-    )
+from ...settings.losses import LearnedMixinSettings
+from .base import Loss, register
 
 
 @register
@@ -25,7 +16,6 @@ class LearnedMixin(Loss):
 
     name = "learned_mixin"
     Settings = LearnedMixinSettings
-    needs = ("bias_probs",)
     needs_hidden = "cls"
 
     def __init__(self, settings, hidden_size: int = 0, num_labels: int = 0, **kw):

@@ -1,16 +1,7 @@
-from typing import Literal
-
 import torch
-from pydantic import Field
 
-from .base import KDSettings, Loss, kd_loss, register, smoothed_teacher
-
-
-class RMCSettings(KDSettings):
-    name: Literal["rmc"] = "rmc"
-    alpha: float | None = Field(
-        None, ge=0, le=1, description="difficulty floor alpha; default: the task's"
-    )
+from ...settings.losses import RMCSettings
+from .base import Loss, kd_loss, register, smoothed_teacher
 
 
 def difficulty(v: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -31,7 +22,6 @@ class RMC(Loss):
 
     name = "rmc"
     Settings = RMCSettings
-    needs = ("teacher_logits", "difficulty")
 
     @classmethod
     def prepare(cls, name, raw, examples, settings, task_alpha):
