@@ -9,7 +9,11 @@ measured side by side on one small configuration, for four uncertainty sources:
 It also prints how the signals agree (Spearman rank correlation of v). The teacher trains 2 epochs
 (dynamics need each example seen twice).
 
-    python benchmarks/rmc_overhead.py [--n 1000]
+    python benchmarks/rmc_overhead.py [--n 1000] [--processes 2] [--rounds 3]
+
+Every round runs every recipe in turn, from scratch (fresh outputs, the distillation runs a teacher
+cache of their own, as a single run pays), in several fresh processes (`common.measure`); the record
+docs/results/benchmarks/rmc-overhead.json keeps every round's seconds.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from common import DATA, MODELS
+from common import DATA, MODELS, fmt, harness_args, measure
 
 from robust_compress.config import RunConfig
 from robust_compress.stages import compress, compute_uncertainty, finetune
@@ -34,10 +39,17 @@ def timed(fn, *a, **k) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=1000)
-    args = ap.parse_args()
+RECIPES = [
+    "Vanilla (CE)",
+    "Distil (teacher logits, no uncertainty)",
+    "RMC, training-dynamics uncertainty",
+    "RMC, one-shot pruned teacher (5 sparsities, inference only)",
+    "RMC, snapshots (one pruning run saving 5 snapshots)",
+    "RMC, 5 separately pruned runs (paper)",
+]
+
+
+def worker(args) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="rmc-overhead-"))
     base = {
         "task": "mnli",
@@ -77,77 +89,93 @@ def main() -> None:
             **run_base,
         )
 
-    t_vanilla = timed(compress, cfg("vanilla", sparsity=0.4))
-    t_snap_run = timed(compress, cfg("snap", sparsity=0.85, snapshots=SPARSITIES))
-    u_snap = tmp / "u_snap.parquet"
-    t_snap_u = timed(
-        compute_uncertainty, cfg("x", sparsity=0.4), u_snap, snapshots=str(tmp / "snap-snapshots")
-    )
-    u_one = tmp / "u_one.parquet"
-    t_one_u = timed(
-        compute_uncertainty,
-        cfg("x", sparsity=0.4),
-        u_one,
-        oneshot=str(teacher),
-        sparsities=SPARSITIES,
-    )
-    t_runs = sum(timed(compress, cfg(f"run{s}", sparsity=s)) for s in SPARSITIES)
-    u_runs = tmp / "u_runs.parquet"
-    t_runs_u = timed(
-        compute_uncertainty,
-        cfg("x", sparsity=0.4),
-        u_runs,
-        models=[str(tmp / f"run{s}") for s in SPARSITIES],
-    )
-    u_dyn = tmp / "u_dyn.parquet"
-    t_dyn_u = timed(compute_uncertainty, cfg("x", sparsity=0.4), u_dyn, dynamics=str(teacher))
-    t_distil = timed(compress, cfg("distil", "distil", cold=True, sparsity=0.4))
-    t_rmc = timed(compress, cfg("rmc", "rmc", str(u_snap), cold=True, sparsity=0.4))
-    t_rmc_dyn = timed(compress, cfg("rmc-dyn", "rmc", str(u_dyn), cold=True, sparsity=0.4))
+    def one_round(r: str) -> tuple[list[float], dict[str, Path]]:
+        """Seconds of every recipe, each from scratch, and the uncertainty files it made."""
+        u = {k: tmp / f"u_{k}{r}.parquet" for k in ("snapshots", "oneshot", "n-runs", "dynamics")}
+        t_vanilla = timed(compress, cfg(f"vanilla{r}", sparsity=0.4))
+        t_distil = timed(compress, cfg(f"distil{r}", "distil", cold=True, sparsity=0.4))
+        t_dyn = timed(
+            compute_uncertainty, cfg("x", sparsity=0.4), u["dynamics"], dynamics=str(teacher)
+        )
+        t_dyn += timed(
+            compress, cfg(f"rmc-dyn{r}", "rmc", str(u["dynamics"]), cold=True, sparsity=0.4)
+        )
+        t_one = timed(
+            compute_uncertainty,
+            cfg("x", sparsity=0.4),
+            u["oneshot"],
+            oneshot=str(teacher),
+            sparsities=SPARSITIES,
+        )
+        t_one += timed(
+            compress, cfg(f"rmc-one{r}", "rmc", str(u["oneshot"]), cold=True, sparsity=0.4)
+        )
+        t_snap = timed(compress, cfg(f"snap{r}", sparsity=0.85, snapshots=SPARSITIES))
+        t_snap += timed(
+            compute_uncertainty,
+            cfg("x", sparsity=0.4),
+            u["snapshots"],
+            snapshots=str(tmp / f"snap{r}-snapshots"),
+        )
+        t_snap += timed(
+            compress, cfg(f"rmc-snap{r}", "rmc", str(u["snapshots"]), cold=True, sparsity=0.4)
+        )
+        t_runs = sum(timed(compress, cfg(f"run{s}{r}", sparsity=s)) for s in SPARSITIES)
+        t_runs += timed(
+            compute_uncertainty,
+            cfg("x", sparsity=0.4),
+            u["n-runs"],
+            models=[str(tmp / f"run{s}{r}") for s in SPARSITIES],
+        )
+        t_runs += timed(
+            compress, cfg(f"rmc-runs{r}", "rmc", str(u["n-runs"]), cold=True, sparsity=0.4)
+        )
+        return [t_vanilla, t_distil, t_dyn, t_one, t_snap, t_runs], u
 
-    print(
-        f"{args.n} MNLI train examples, paraphrase-MiniLM-L3-v2 teacher, magnitude 0.4, bf16, "
-        "1 epoch"
-    )
-    print(f"{'':44s} {'seconds':>8s} {'ratio to vanilla':>17s}")
-    print(f"{'vanilla (ce) run':44s} {t_vanilla:8.1f} {1.0:16.2f}x")
-    print(
-        f"{'Distil run (teacher logits, no uncertainty)':44s} {t_distil:8.1f} "
-        f"{t_distil / t_vanilla:16.2f}x"
-    )
-    for name, t in (
-        ("RMC, training-dynamics uncertainty (free)", t_dyn_u + t_rmc_dyn),
-        ("RMC, snapshots uncertainty", t_snap_run + t_snap_u + t_rmc),
-        ("RMC, one-shot uncertainty (cheap)", t_one_u + t_rmc),
-        ("RMC, 5 separate runs (paper-faithful)", t_runs + t_runs_u + t_rmc),
-    ):
-        print(f"{name:44s} {t:8.1f} {t / t_vanilla:16.2f}x")
-    print(f"{'  of which the RMC run itself':44s} {t_rmc:8.1f} {t_rmc / t_vanilla:16.2f}x")
-    print(
-        "each RMC and Distil run scores the training set with the teacher itself (a cache of its "
-        "own); in a study that pass and the uncertainty step are shared by every run (losses, "
-        "seeds, sparsities)"
-    )
+    compress(cfg("warm-up", sparsity=0.4))  # the first run of a process pays for lazy imports
+    seconds: dict[str, list[float]] = {k: [] for k in RECIPES}
+    for r in range(args.rounds):
+        times, u = one_round(f"-{r}")
+        for k, t in zip(RECIPES, times, strict=True):
+            seconds[k].append(t)
 
     import pandas as pd
 
-    v = {
-        k: pd.read_parquet(p)["v"].rank().to_numpy()
-        for k, p in (
-            ("dynamics", u_dyn),
-            ("snapshots", u_snap),
-            ("oneshot", u_one),
-            ("n-runs", u_runs),
-        )
+    v = {k: pd.read_parquet(p)["v"].rank().to_numpy() for k, p in u.items()}
+    pairs = [("dynamics", "n-runs"), ("dynamics", "snapshots"), ("snapshots", "n-runs")]
+    pairs += [("oneshot", "n-runs"), ("oneshot", "snapshots")]
+    return {
+        "groups": {"run": {"seconds": seconds, "examples": dict.fromkeys(RECIPES, args.n)}},
+        "info": {
+            "spearman_v": {f"{a} vs {b}": float(np.corrcoef(v[a], v[b])[0, 1]) for a, b in pairs}
+        },
     }
-    for a, b in (
-        ("dynamics", "n-runs"),
-        ("dynamics", "snapshots"),
-        ("snapshots", "n-runs"),
-        ("oneshot", "n-runs"),
-        ("oneshot", "snapshots"),
-    ):
-        print(f"Spearman rank correlation of v, {a} vs {b}: {np.corrcoef(v[a], v[b])[0, 1]:.3f}")
+
+
+def table(rec: dict) -> tuple[list[str], list[list[str]]]:
+    """Seconds and the multiple of a Vanilla run's (the inverse of the rate's speed-up)."""
+    rows = []
+    for name, est in rec["estimates"]["run"].items():
+        n = rec["runs"][0]["groups"]["run"]["examples"][name]
+        secs = [n / x for x in (est["rate"][0], est["rate"][2], est["rate"][1])]
+        times = [1 / x for x in (est["speedup"][0], est["speedup"][2], est["speedup"][1])]
+        rows.append([name, fmt(secs, 1, ""), fmt(times)])
+    return ["run", "seconds", "× a Vanilla run"], rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1000)
+    harness_args(ap, "rmc-overhead", processes=2, rounds=3)
+    args = ap.parse_args()
+    measure(
+        "rmc-overhead",
+        args,
+        worker,
+        table,
+        f"{args.n} MNLI pairs, a paraphrase-MiniLM-L3-v2 teacher fine-tuned 2 epochs, magnitude "
+        "40 %, bf16, 1 epoch; every run pays its own teacher pass and uncertainty step",
+    )
 
 
 if __name__ == "__main__":

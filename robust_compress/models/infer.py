@@ -77,36 +77,42 @@ def predict_logits(
     return out, len(data) / max(time.perf_counter() - t0, 1e-9)
 
 
-def round_robin(
-    runs: dict[str, tuple[Callable[[], None], int]], repeats: int = 3, progress=None
-) -> dict[str, float]:
-    """examples/s of each `run()` (one pass over its n examples), the runs taking turns
-    (round-robin, `repeats` rounds after a warm-up round) so machine drift hits all alike; the best
-    round counts. `progress(k)` is called after each pass with the number of passes done."""
-    best = dict.fromkeys(runs, 0.0)
+def round_robin_seconds(
+    runs: dict[str, Callable[[], None]], repeats: int = 3, progress=None
+) -> dict[str, list[float]]:
+    """Seconds of every timed `run()` of each entry, the runs taking turns (round-robin, `repeats`
+    rounds after a warm-up round) so machine drift hits all alike. `progress(k)` is called after
+    each pass with the number of passes done."""
+    out: dict[str, list[float]] = {name: [] for name in runs}
     passes = 0
     for r in range(repeats + 1):
-        for name, (run, n) in runs.items():
+        for name, run in runs.items():
             t0 = time.perf_counter()
             run()
             if r:  # round 0 warms caches and allocators
-                best[name] = max(best[name], n / (time.perf_counter() - t0))
+                out[name].append(time.perf_counter() - t0)
             passes += 1
             if progress is not None:
                 progress(passes)
-    return best
+    return out
 
 
-@torch.no_grad()
-def throughput(
+def round_robin(
+    runs: dict[str, tuple[Callable[[], None], int]], repeats: int = 3, progress=None
+) -> dict[str, float]:
+    """examples/s of each `run()` (one pass over its n examples) in its best round of
+    `round_robin_seconds`."""
+    seconds = round_robin_seconds({k: run for k, (run, _) in runs.items()}, repeats, progress)
+    return {k: runs[k][1] / max(min(v), 1e-9) for k, v in seconds.items()}
+
+
+def pytorch_runs(
     entries: dict[str, tuple[torch.nn.Module, EncodedSplit]],
     batch_size: int = 64,
-    repeats: int = 3,
     bf16: bool = False,
-    progress=None,
-) -> dict[str, float]:
-    """Inference examples/s of each (model, its tokenized data), measured side by side
-    (`round_robin`). fp32 unless `bf16` (int8 models always take fp32 activations)."""
+) -> dict[str, tuple[Callable[[], None], int]]:
+    """One timed pass (and its example count) per (model, its tokenized data). fp32 unless `bf16`
+    (int8 models always take fp32 activations)."""
     runs = {}
     for name, (m, data) in entries.items():
         m.eval()
@@ -115,7 +121,19 @@ def throughput(
             collate([data[i] for i in rows]) for rows in sorted_batches(data.lengths, batch_size)
         ]
         runs[name] = (pytorch_pass(m, batches, bf16 and not is_quantized(m)), len(data))
-    return round_robin(runs, repeats, progress)
+    return runs
+
+
+def throughput(
+    entries: dict[str, tuple[torch.nn.Module, EncodedSplit]],
+    batch_size: int = 64,
+    repeats: int = 3,
+    bf16: bool = False,
+    progress=None,
+) -> dict[str, float]:
+    """Inference examples/s of each (model, its tokenized data), measured side by side
+    (`round_robin`)."""
+    return round_robin(pytorch_runs(entries, batch_size, bf16), repeats, progress)
 
 
 def pytorch_pass(m: torch.nn.Module, batches: list[dict], bf16: bool) -> Callable[[], None]:

@@ -24,7 +24,7 @@ import torch
 
 from ..data.batching import Collator, EncodedSplit, sorted_batches
 from ..settings.methods import RUNTIMES
-from .infer import INPUT_KEYS, model_inputs, pytorch_pass, round_robin
+from .infer import INPUT_KEYS, model_inputs, pytorch_pass, round_robin_seconds
 from .quantized import is_quantized
 
 
@@ -191,6 +191,22 @@ def time_on(
     side: round-robin, `repeats` rounds after a warm-up round, the best round counts. ONNX exports
     go to `workdir` (one folder per entry, reused by a later call with the same entries), else a
     temporary folder. `progress(k)`: after each timed pass."""
+    seconds, examples, missing = time_rounds(
+        entries, runtime, batch_size, repeats, workdir, progress
+    )
+    return {k: examples[k] / max(min(v), 1e-9) for k, v in seconds.items()}, missing
+
+
+def time_rounds(
+    entries: dict[str, tuple[torch.nn.Module, EncodedSplit]],
+    runtime: str,
+    batch_size: int = 64,
+    repeats: int = 3,
+    workdir: Path | None = None,
+    progress=None,
+) -> tuple[dict[str, list[float]], dict[str, int], dict[str, str]]:
+    """`time_on`'s raw timings: (seconds of every timed round of each model, its examples,
+    {name: why not} for the models `runtime` cannot run)."""
     runs, missing = {}, {}
     with tempfile.TemporaryDirectory(prefix="runtime-") as tmp:
         for i, (name, (m, data)) in enumerate(entries.items()):
@@ -203,5 +219,5 @@ def time_on(
                 runs[name] = (runner(m, runtime, batches, Path(workdir or tmp) / str(i)), len(data))
             except Unsupported as e:
                 missing[name] = str(e)
-        rates = round_robin(runs, repeats, progress)
-    return rates, missing
+        seconds = round_robin_seconds({k: r for k, (r, _) in runs.items()}, repeats, progress)
+    return seconds, {k: n for k, (_, n) in runs.items()}, missing
