@@ -529,6 +529,85 @@ def reproduce(
 
 
 @app.command()
+def shrink(
+    model: Annotated[str, typer.Argument(help="the fine-tuned model to shrink (folder)")],
+    task: Annotated[str, typer.Option(help="a built-in task or a task YAML")] = "mnli",
+    speedup: Annotated[float, typer.Option(help="how many times faster on --runtime")] = 2.0,
+    runtime: Annotated[str, typer.Option(help="the runtime that will serve it")] = (
+        "onnxruntime-fp32"
+    ),
+    bias: Annotated[
+        str, typer.Option(help="bias models: auto (the task's known ones, else shallow) or kinds")
+    ] = "auto",
+    loss: Annotated[str, typer.Option(help="the recovery loss (reads the first bias model)")] = (
+        "conf_reg"
+    ),
+    seeds: Annotated[str, typer.Option(help="comma-separated training seeds")] = "42,43,44",
+    epochs: Annotated[float, typer.Option(help="recovery epochs")] = 1.0,
+    train_limit: Annotated[int | None, typer.Option(help="training pairs (default all)")] = None,
+    eval_limit: Annotated[int | None, typer.Option(help="examples per set (default all)")] = None,
+    data_dir: DataOpt = None,
+    set_: SetOpt = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="shrink folder", metavar="DIR")
+    ] = Path("runs/shrink"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show the plan and its time")] = False,
+    quality_gate: Annotated[
+        bool,
+        typer.Option(
+            "--quality-gate", help="refuse to write the model if a robustness row is worse"
+        ),
+    ] = False,
+    verbose: VerboseOpt = False,
+):
+    """Your model, N times faster on a runtime and no less robust, or a refusal with the row."""
+    import yaml
+    from pydantic import ValidationError
+
+    from .recipes.shrink import shrink as run_shrink
+    from .study.shrink import ShrinkOptions
+
+    _quiet(verbose)
+    try:
+        opts = ShrinkOptions(
+            model=model,
+            task=task,
+            speedup=speedup,
+            runtime=runtime,
+            bias=bias.split(","),
+            loss=loss,
+            seeds=[int(x) for x in seeds.split(",")],
+            epochs=epochs,
+            train_limit=train_limit,
+            eval_limit=eval_limit,
+            data_dir=str(data_dir) if data_dir else None,
+            settings={k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in set_ or [])},
+        )
+    except (ValidationError, ValueError) as e:
+        raise UserError(f"shrink: {_first_error(e)}") from None
+    done = run_shrink(opts, output, dry_run=dry_run, quality_gate=quality_gate, echo=typer.echo)
+    typer.echo(done.text)
+    if done.failures:
+        rows = "; ".join(f"{r.what} {r.difference}" for r in done.failures)
+        if quality_gate:
+            typer.echo(f"refused by the quality gate: measurably less robust on {rows}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"warning: measurably less robust on {rows}")
+    for p in done.written:
+        typer.echo(f"written: {p}")
+
+
+def _first_error(e: Exception) -> str:
+    """One line from a pydantic or conversion error."""
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):
+        err = e.errors()[0]
+        return f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+    return str(e)
+
+
+@app.command()
 def audit(
     models: Annotated[
         list[str], typer.Argument(help="model folders or hub ids; the first is the reference")

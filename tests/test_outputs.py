@@ -112,6 +112,10 @@ def invocations(w) -> dict[tuple[str, str], tuple[list[Path], Callable[[str], li
             lambda o: ["audit", m, "--task", t, "--examples", "0", "-o", o],
         ),
         ("export", "--output"): ([w["model"]], lambda o: ["export", m, "-o", o]),
+        ("shrink", "--output"): (
+            [w["model"], w["task"]],
+            lambda o: ["shrink", m, "--task", t, "-o", o],
+        ),
         ("speed", "--output"): (
             [w["model"]],
             lambda o: ["speed", m, "--task", t, "--examples", "8", "-o", o],

@@ -32,7 +32,7 @@ def metric_parts(
 ) -> Parts | None:
     """The per-example correctness a comparable metric is computed from; None if the run lacks it.
     metric: acc_id | acc_ood | hard | easy | gap | reliance | ece (ID; correctness and confidence) |
-    a breakdown cell (`cell_metric`)."""
+    a breakdown cell (`cell_metric`) | acc:SPLIT (one set's accuracy)."""
     rule = rule or default_rule(roles)
 
     def series(df: pd.DataFrame, prefix: str = "") -> pd.Series:
@@ -51,6 +51,9 @@ def metric_parts(
                 index=df["id"].astype(str),
             )
         }
+    if metric.startswith("acc:"):
+        df = tables.get(metric[4:])
+        return {"all": series(df)} if df is not None and len(df) else None
     if metric.startswith("cell:"):
         _, split, cell = metric.split(":", 2)
         (column, value), gold = cell.rsplit("/", 1)[0].split("=", 1), cell.rsplit("/", 1)[1]

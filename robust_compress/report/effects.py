@@ -48,7 +48,7 @@ def side(runs: Iterable[Run], fixed: bool | None = None) -> Side:
 
 def _splits(metric: str, run: Run, easy: pd.DataFrame | None) -> set[str]:
     """The splits a metric of a run is measured on (for the one-class check)."""
-    if metric.startswith("cell:"):
+    if metric.startswith(("cell:", "acc:")):
         return {metric.split(":")[1]}
     if metric == "acc_ood":
         return {s for s in run.rule.get("splits", []) if s in run.tables}

@@ -179,16 +179,20 @@ def _check_cache(cache: str | Path, src: str) -> None:
 
 
 def _record(m: Audited, labels: list[str], cfg: RunConfig) -> dict[str, Any]:
-    """What made the model (its compression.json when the tool wrote it), with its size and
-    FLOPs."""
-    if (m.folder / "compression.json").is_file():
-        return read_json(m.folder / "compression.json")
-    record: dict[str, Any] = {"method": "none", "start_model": m.source}
-    if not (m.folder / QUANT_FILE).is_file():
-        model = load_model(str(m.folder), labels, label_map=cfg.label_map)
+    return model_record(m.folder, m.source, labels, cfg)
+
+
+def model_record(folder: Path, source: str, labels: list[str], cfg: RunConfig) -> dict[str, Any]:
+    """What made a model the tool did not train (its compression.json when the tool wrote it), with
+    its size and FLOPs: the record a study's rows read."""
+    if (folder / "compression.json").is_file():
+        return read_json(folder / "compression.json")
+    record: dict[str, Any] = {"method": "none", "start_model": source}
+    if not (folder / QUANT_FILE).is_file():
+        model = load_model(str(folder), labels, label_map=cfg.label_map)
         total, nonzero = count_parameters(model)
         record |= {"parameters": total, "nonzero_parameters": nonzero, **encoder_flops(model)}
-    return record | {"bytes_on_disk": bytes_on_disk(m.folder)}
+    return record | {"bytes_on_disk": bytes_on_disk(folder)}
 
 
 def _run_config(folder: Path) -> dict[str, Any]:
