@@ -168,6 +168,18 @@ def benchmark_table(name: str) -> Callable[[], str]:
     return build
 
 
+def cross_check_table(a: str, b: str) -> Callable[[], str]:
+    """The main job's numbers in two runs of the same study (report/crosscheck.py)."""
+
+    def build() -> str:
+        from robust_compress.report.crosscheck import cross_check
+        from robust_compress.report.crosscheck import render as rows_of
+
+        return render(*rows_of(cross_check(RESULTS / a, RESULTS / b)))
+
+    return build
+
+
 def report_table(
     study: str, title: str, columns: list[str], where: dict[str, str] | None = None
 ) -> Callable[[], str]:
@@ -457,16 +469,9 @@ TABLES: dict[str, Callable[[], str]] = {
     ),
     **{
         name: benchmark_table(name)
-        for name in (
-            "int8-stacked",
-            "onnx",
-            "compressed-speed",
-            "teacher-throughput",
-            "rmc-overhead",
-            "structured-recovery",
-            "recovery-runtimes",
-        )
+        for name in ("runtimes", "compressed-speed", "teacher-throughput", "rmc-overhead")
     },
+    "cross-thread": cross_check_table("mnli-minilm-quick", "mnli-minilm-quick-threads1"),
 }
 
 

@@ -102,6 +102,9 @@ class RuntimeSpeed(_File):
 
     examples_per_s: dict[str, float]
     missing: dict[str, str] = Field(default_factory=dict)
+    seconds: dict[str, list[float]] = Field(
+        default_factory=dict, description="every timed round of every model (none before issue 29)"
+    )
 
 
 class SpeedRecord(_File):
@@ -111,6 +114,11 @@ class SpeedRecord(_File):
     examples_per_s: dict[str, float]
     harness: dict[str, Any] = Field(default_factory=dict)
     runtimes: dict[str, RuntimeSpeed] = Field(default_factory=dict)
+    seconds: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="every timed round of every model, in turns (none in files before issue 29): "
+        "examples_per_s is the best of them",
+    )
 
 
 class MetricRow(_File):

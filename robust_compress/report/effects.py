@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import example_scores, metric_parts, metric_weights
-from ..metrics.multiboot import Runs, effect, ratio
+from ..metrics.multiboot import Effect, Runs, effect, ratio
 from .compute import Rows
 from .load import Run
 from .tables import constant
@@ -126,6 +126,20 @@ class Effects:
                 self.cache[key] = Diff(
                     e, metric in LOWER_IS_BETTER, self._one_class(metric, [a, b], easy)
                 )
+        return self.cache[key]
+
+    def level(self, a: Side, metric: str, easy=None) -> Effect | None:
+        """The row's own mean of the metric over its seeds and examples, with its multi-bootstrap
+        interval (where another run of the same row should land); None when it lacks the
+        metric."""
+        key = ("level", metric, id(easy), a.key)
+        if key not in self.cache:
+            built = _arms(metric, [a], easy)
+            self.cache[key] = (
+                None
+                if built is None
+                else effect(built[0], built[1][0], n_boot=self.n_boot, seed=self.seed)
+            )
         return self.cache[key]
 
     def share(

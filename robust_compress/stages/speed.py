@@ -24,10 +24,10 @@ from ..data.batching import EncodedSplit
 from ..data.load import eval_split_names, load_split
 from ..data.tasks import load_task
 from ..io import UserError, claim_output
-from ..models.infer import throughput
+from ..models.infer import pytorch_runs, round_robin_seconds
 from ..models.load import load_tokenizer, model_labels, resolve_model_dir, set_threads
 from ..models.quantized import load_for_inference
-from ..models.runtimes import time_on
+from ..models.runtimes import cpu_name, time_rounds
 from .progress import Reporter
 
 
@@ -76,13 +76,15 @@ def measure_speed(
         entries[name] = (model, EncodedSplit(split.examples, tok, cfg.max_length))
     phase = len(entries) * (repeats + 1)
     rep.task("time inference", phase * (1 + len(runtimes or [])), "passes")
-    rates = throughput(entries, cfg.eval_batch_size, repeats, cfg.bf16, progress=rep.update)
+    runs = pytorch_runs(entries, cfg.eval_batch_size, cfg.bf16)
+    seconds = round_robin_seconds({k: r for k, (r, _) in runs.items()}, repeats, rep.update)
+    rates = {k: runs[k][1] / max(min(v), 1e-9) for k, v in seconds.items()}
     per_runtime = {}
     with tempfile.TemporaryDirectory(
         prefix="speed-onnx-"
     ) as exports:  # one export per model, both onnxruntimes
         for i, runtime in enumerate(runtimes or [], 1):
-            got, missing = time_on(
+            secs, n_ex, missing = time_rounds(
                 entries,
                 runtime,
                 cfg.eval_batch_size,
@@ -91,11 +93,15 @@ def measure_speed(
                 progress=lambda k, done=i * phase: rep.update(done + k),
             )
             per_runtime[runtime] = {
-                "examples_per_s": {k: round(v, 2) for k, v in got.items()},
+                "examples_per_s": {
+                    k: round(n_ex[k] / max(min(v), 1e-9), 2) for k, v in secs.items()
+                },
                 "missing": missing,
+                "seconds": {k: [round(x, 5) for x in v] for k, v in secs.items()},
             }
     result = {
         "examples_per_s": {k: round(v, 2) for k, v in rates.items()},
+        "seconds": {k: [round(x, 5) for x in v] for k, v in seconds.items()},
         "harness": {
             "split": ids[0],
             "examples": len(split),
@@ -106,6 +112,7 @@ def measure_speed(
             "threads": torch.get_num_threads(),
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "machine": platform.machine(),
+            "cpu": cpu_name(),
             "cpus": os.cpu_count(),
         },
     }
