@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# this checkout's package, not an editable install of another one: a record names this tree's commit
+sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("ROBUST_COMPRESS_SHARED", ROOT.parent / "shared"))
 MODELS = SHARED / "models"
 DATA = SHARED / "data"
@@ -65,6 +67,11 @@ def harness_args(ap: argparse.ArgumentParser, name: str, processes: int = 3, rou
     ap.add_argument("--rounds", type=int, default=rounds, help="timed rounds per process")
     ap.add_argument("--out", default=str(RESULTS / f"{name}.json"), help="the record to write")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--retable",
+        action="store_true",
+        help="recompute the record's estimates and table from its raw timings (no timing)",
+    )
 
 
 def machine() -> dict[str, Any]:
@@ -96,8 +103,18 @@ def measure(
     if args.worker:
         Path(args.worker).write_text(json.dumps(worker(args) | {"machine": machine()}))
         raise SystemExit(0)
+    if args.retable:  # the table's layout changed, not the measurement
+        rec = json.loads(Path(args.out).read_text(encoding="utf-8"))
+        rec["estimates"] = estimates(rec)
+        rec["header"], rec["rows"] = table(rec)
+        Path(args.out).write_text(json.dumps(rec, indent=1, ensure_ascii=False) + "\n")
+        print(render(rec["header"], rec["rows"]))
+        return rec
+    import robust_compress
     from robust_compress import code_version
 
+    if not Path(robust_compress.__file__).resolve().is_relative_to(ROOT):
+        raise SystemExit(f"robust_compress comes from {robust_compress.__file__}, not {ROOT}")
     version = code_version()  # before anything is written: a record must not dirty its own tree
     script = Path(sys.argv[0]).resolve()
     argv = sys.argv[1:]
@@ -107,7 +124,9 @@ def measure(
         with tempfile.TemporaryDirectory() as d:
             out = Path(d) / "w.json"
             print(f"[{name}] process {p + 1}/{args.processes}", flush=True)
-            subprocess.run([sys.executable, str(script), *argv, "--worker", str(out)], check=True)
+            env = os.environ | {"PYTHONPATH": str(ROOT)}
+            cmd = [sys.executable, str(script), *argv, "--worker", str(out)]
+            subprocess.run(cmd, check=True, env=env)
             runs.append(json.loads(out.read_text()))
     rec: dict[str, Any] = {
         "benchmark": name,

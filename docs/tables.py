@@ -175,7 +175,7 @@ def cross_check_table(a: str, b: str) -> Callable[[], str]:
         from robust_compress.report.crosscheck import cross_check
         from robust_compress.report.crosscheck import render as rows_of
 
-        return render(*rows_of(cross_check(RESULTS / a, RESULTS / b)))
+        return render(*rows_of(cross_check(RESULTS / a, RESULTS / b), "2 threads", "1 thread"))
 
     return build
 

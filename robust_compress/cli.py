@@ -443,17 +443,7 @@ def reproduce(
     """Run a whole study: teacher, uncertainty, bias model, every compression x loss x seed,
     report."""
     from .study.executors import make_executor
-    from .study.live import dry_run_estimate, reporter_for
-    from .study.run import (
-        clean_leftovers,
-        describe,
-        make_pending_teacher,
-        my_stages,
-        prepare,
-        run_study,
-        size_of,
-        stale_leftovers,
-    )
+    from .study.run import reproduce as run
 
     try:
         i, n = (int(x) for x in shard.split("/"))
@@ -464,68 +454,22 @@ def reproduce(
         executor, address=address, slurm_partition=slurm_partition, slurm_gpus=slurm_gpus
     )
     _quiet(verbose)
-    exp, stages = prepare(experiment, output_dir, set_)
-    stale = stale_leftovers(exp, stages)
-    if stale and clean and not dry_run:
-        removed, kept = clean_leftovers(stale)
-        typer.echo(
-            f"removed {len(removed)} partial checkpoint(s) / temporary folder(s) no unfinished "
-            "stage of this plan owns"
-        )
-        if kept:
-            typer.echo(
-                f"could not remove {len(kept)}: {kept[0][1]}" + (" ..." if len(kept) > 1 else "")
-            )
-    elif stale:
-        typer.echo(
-            f"{len(stale)} partial checkpoint(s) / temporary folder(s) "
-            f"({size_of(stale) / 2**20:.0f} MiB) in {Path(exp.output_dir) / 'artifacts'} belong "
-            "to no unfinished stage of this plan (runs killed under other settings, or a finished "
-            "stage's cleanup cut short): --clean removes them"
-        )
-    pending = stages[0].meta.get("pending")
-    if pending and not dry_run:
-        typer.echo(
-            f"teacher.path {exp.teacher.path} is missing: fine-tuning it first with "
-            f"`finetune -c {pending}`"
-        )
-        make_pending_teacher(exp, stages, _reporter())
-        exp, stages = prepare(experiment, output_dir, set_)
-    todo = my_stages(stages, (i, n))
-    teacher_model = str(stages[0].meta.get("given") or stages[0].config.model or "")
-    if dry_run:
-        if pending:
-            typer.echo(
-                f"teacher.path {exp.teacher.path} is missing: the study fine-tunes it first with "
-                f"`finetune -c {pending}`; the keys below are provisional until it exists"
-            )
-        typer.echo(describe(stages))
-        typer.echo(
-            f"{len(stages)} stages; {dry_run_estimate(todo, Path(exp.output_dir), teacher_model)}; "
-            "nothing written (dry run)"
-        )
-        return
-    reused = sum(s.done() for s in stages)
-    typer.echo(
-        f"{len(stages)} stages: {reused} reused, {len(todo)} to run"
-        + (" (this shard)" if n > 1 else "")
+    stages = run(
+        experiment,
+        (i, n),
+        output_dir,
+        _reporter(),
+        set_,
+        runner,
+        dry_run=dry_run,
+        clean=clean,
+        echo=typer.echo,
+        live=True,
     )
-    rep = reporter_for(
-        todo,
-        Path(exp.output_dir),
-        f"robust-compress: {exp.name}",
-        teacher_model=teacher_model,
-        reused=reused,
-    )
-    try:
-        run_study(exp, stages, shard=(i, n), reporter=rep, executor=runner)
-    finally:
-        if hasattr(rep, "close"):
-            rep.close()
-    if report:
+    if report and not dry_run:
         from .report import build_report
 
-        typer.echo(f"report: {build_report(exp.output_dir)}")
+        typer.echo(f"report: {build_report(stages[0].root)}")
 
 
 @app.command()
@@ -558,6 +502,12 @@ def shrink(
             "--quality-gate", help="refuse to write the model if a robustness row is worse"
         ),
     ] = False,
+    debias_teacher: Annotated[
+        bool,
+        typer.Option(
+            "--debias-teacher", help="debias the model first (conf_reg), then shrink that"
+        ),
+    ] = False,
     verbose: VerboseOpt = False,
 ):
     """Your model, N times faster on a runtime and no less robust, or a refusal with the row."""
@@ -581,6 +531,7 @@ def shrink(
             train_limit=train_limit,
             eval_limit=eval_limit,
             data_dir=str(data_dir) if data_dir else None,
+            debias_teacher=debias_teacher,
             settings={k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in set_ or [])},
         )
     except (ValidationError, ValueError) as e:

@@ -226,3 +226,22 @@ def test_the_layer_order_the_docs_give_is_the_contracts():
     assert len(layer_chains) >= 2  # the README's and methods.md's
     for chain in layer_chains:
         assert chain == order, chain
+
+
+def test_the_where_a_change_goes_table_names_real_files_and_registries():
+    """docs/methods.md's extension table: every file or folder it names exists, and every registry,
+    class or function it names beside them is in one of that row's files."""
+    text = (ROOT / "docs" / "methods.md").read_text(encoding="utf-8")
+    table = text.split("### Where a change goes", 1)[1].split("\n\n")[2]
+    rows = [r for r in table.splitlines()[2:] if r.startswith("|")]
+    assert len(rows) >= 10
+    for row in rows:
+        tokens = re.findall(r"`([^`]+)`", row)
+        paths = [ROOT / t for t in tokens if "/" in t]
+        assert paths, row
+        for p in paths:
+            assert p.exists(), f"{row}: {p} does not exist"
+        files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.glob("*.py")))]
+        code = "\n".join(f.read_text(encoding="utf-8") for f in files)
+        for name in (t for t in tokens if "/" not in t):
+            assert re.search(rf"\b{re.escape(name)}\b", code), f"{row}: {name} not in its files"

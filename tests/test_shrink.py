@@ -114,3 +114,11 @@ def test_shrink_end_to_end_on_a_user_task_resumes_and_hands_over_the_model(
     again: list[str] = []
     shrink(opts, out, echo=again.append)
     assert again[0].endswith("0 to run")
+
+
+def test_a_debiased_teacher_is_the_one_compressed(tmp_path):
+    spec = study_spec(ShrinkOptions(model=str(tmp_path), debias_teacher=True), tmp_path / "o")
+    exp = Experiment.model_validate(spec)
+    assert exp.teachers["debiased"].loss == "conf_reg"
+    assert exp.teachers["debiased"].bias == "partial"
+    assert exp.compressions[0].teacher == "debiased"

@@ -76,9 +76,11 @@ def cross_check(a_dir: Path, b_dir: Path) -> list[Check]:
     return out
 
 
-def render(checks: list[Check]) -> tuple[list[str], list[list[str]]]:
+def render(
+    checks: list[Check], a: str = "run A", b: str = "run B"
+) -> tuple[list[str], list[list[str]]]:
     """A table: each number in both runs and whether each lies in the other's interval."""
-    header = ["row", "number", "run A", "run B", "A in B's interval", "B in A's interval"]
+    header = ["row", "number", a, b, f"{a} in {b}'s interval", f"{b} in {a}'s interval"]
     fmt = lambda t: f"{t[0]:.1f} [{t[1]:.1f}, {t[2]:.1f}]"  # noqa: E731
     rows = [
         [

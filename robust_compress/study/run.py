@@ -14,6 +14,7 @@ from ..stages.progress import Reporter
 from ..stages.shortcut import bias_model_analysis
 from ..stages.training import finetune_config
 from .executors import Local, Study, code_version, device_name
+from .live import dry_run_estimate, reporter_for
 from .plan import check_plan, plan
 from .spec import Experiment, load_experiment
 
@@ -235,9 +236,70 @@ def reproduce(
     reporter=None,
     overrides: list[str] | None = None,
     executor=None,
+    dry_run: bool = False,
+    clean: bool = False,
+    echo=None,
+    live: bool = False,
 ) -> list[Stage]:
-    """The study in an experiment file: check it all, then run this shard's missing stages."""
+    """The study in an experiment file: check it all, fine-tune a pending teacher, say what is
+    stale (and remove it with `clean`), then run this shard's missing stages; with `dry_run`, only
+    print the plan and its time. `echo`: where the lines for a person go (the CLI's); `live`: show
+    the live view (`study/live.py`) instead of `reporter`. The `reproduce` command is this call."""
+    say = echo or (lambda _line: None)
     exp, stages = prepare(path, output_dir, overrides)
-    if make_pending_teacher(exp, stages, reporter):
+    stale = stale_leftovers(exp, stages)
+    if stale and clean and not dry_run:
+        removed, kept = clean_leftovers(stale)
+        say(
+            f"removed {len(removed)} partial checkpoint(s) / temporary folder(s) no unfinished "
+            "stage of this plan owns"
+        )
+        if kept:
+            say(f"could not remove {len(kept)}: {kept[0][1]}" + (" ..." if len(kept) > 1 else ""))
+    elif stale:
+        say(
+            f"{len(stale)} partial checkpoint(s) / temporary folder(s) "
+            f"({size_of(stale) / 2**20:.0f} MiB) in {Path(exp.output_dir) / 'artifacts'} belong "
+            "to no unfinished stage of this plan (runs killed under other settings, or a finished "
+            "stage's cleanup cut short): --clean removes them"
+        )
+    pending = stages[0].meta.get("pending")
+    if pending and not dry_run:
+        say(
+            f"teacher.path {exp.teacher.path} is missing: fine-tuning it first with "
+            f"`finetune -c {pending}`"
+        )
+        make_pending_teacher(exp, stages, reporter)
         exp, stages = prepare(path, output_dir, overrides)
-    return run_study(exp, stages, shard, reporter, executor)
+    todo = my_stages(stages, shard)
+    teacher_model = str(stages[0].meta.get("given") or stages[0].config.model or "")
+    if dry_run:
+        if pending:
+            say(
+                f"teacher.path {exp.teacher.path} is missing: the study fine-tunes it first with "
+                f"`finetune -c {pending}`; the keys below are provisional until it exists"
+            )
+        say(describe(stages))
+        say(
+            f"{len(stages)} stages; {dry_run_estimate(todo, Path(exp.output_dir), teacher_model)}; "
+            "nothing written (dry run)"
+        )
+        return stages
+    reused = sum(s.done() for s in stages)
+    say(
+        f"{len(stages)} stages: {reused} reused, {len(todo)} to run"
+        + (" (this shard)" if shard[1] > 1 else "")
+    )
+    if live:
+        reporter = reporter_for(
+            todo,
+            Path(exp.output_dir),
+            f"robust-compress: {exp.name}",
+            teacher_model=teacher_model,
+            reused=reused,
+        )
+    try:
+        return run_study(exp, stages, shard, reporter, executor)
+    finally:
+        if live and hasattr(reporter, "close"):
+            reporter.close()

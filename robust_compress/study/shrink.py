@@ -46,6 +46,11 @@ class ShrinkOptions(BaseModel):
     train_limit: int | None = Field(None, ge=1)
     eval_limit: int | None = Field(None, ge=1)
     bias_encoder: str | None = None
+    debias_teacher: bool = Field(
+        False,
+        description="first fine-tune the model further with conf_reg on the first bias model "
+        "(self-distillation, Utama et al. 2020), then shrink that debiased teacher",
+    )
     data_dir: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
 
@@ -124,8 +129,14 @@ def study_spec(opts: ShrinkOptions, out: Path, teacher: Path | None = None) -> d
                 },
             }
             | ({"bias_models": [first]} if needs_bias else {})
+            | ({"teacher": "debiased"} if opts.debias_teacher else {})
         ],
         "losses": [opts.loss],
+        **(
+            {"teachers": {"debiased": {"loss": "conf_reg", "bias": first}}}
+            if opts.debias_teacher
+            else {}
+        ),
         "speed": {"runtimes": sorted({opts.runtime, "pytorch-fp32"})},
     }
 
