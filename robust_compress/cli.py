@@ -514,8 +514,8 @@ def shrink(
     import yaml
     from pydantic import ValidationError
 
+    from .recipes.plan import ShrinkOptions
     from .recipes.shrink import shrink as run_shrink
-    from .study.shrink import ShrinkOptions
 
     _quiet(verbose)
     try:

@@ -8,8 +8,8 @@ import yaml
 from typer.testing import CliRunner
 
 from robust_compress.io import UserError
+from robust_compress.recipes.plan import ShrinkOptions, bias_kinds, study_spec
 from robust_compress.report.shrink import Row, gate_failures
-from robust_compress.study.shrink import ShrinkOptions, bias_kinds, study_spec
 from robust_compress.study.spec import Experiment
 
 from .conftest import tiny_run_config

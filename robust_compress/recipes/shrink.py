@@ -1,4 +1,4 @@
-"""`shrink MODEL`: plan the study (`study/shrink.py`), run it like any study, read the verdict
+"""`shrink MODEL`: plan the study (`recipes/plan.py`), run it like any study, read the verdict
 (`report/shrink.py`), and hand over the model only when the gate lets it through: its folder
 (weights, tokenizer, model card), its ONNX export, the verdict as Markdown and JSON."""
 
@@ -18,7 +18,7 @@ from ..stages.evaluate import evaluate_folder
 from ..stages.export import export_onnx
 from ..study.live import dry_run_estimate, reporter_for
 from ..study.run import describe, prepare, run_study
-from ..study.shrink import ShrinkOptions, write_study
+from .plan import ShrinkOptions, write_study
 
 MODEL_DIR, ONNX_DIR, ORIGINAL = "model", "model-onnx", "original"
 EVAL_RECORD = "shrink-evaluation.json"
