@@ -11,6 +11,7 @@ computes rates and speed-ups with their interval (`metrics.timing`) from those r
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -49,6 +50,22 @@ def model_and_dev(path: str, n: int, max_length: int = 128):
     set_threads()
     model, tok = load_model(path, LABELS).eval(), load_tokenizer(path)
     return model, tok, EncodedSplit(mnli("dev_matched", n).examples, tok, max_length)
+
+
+def structured_one_shot(model, train, flops: float):
+    """A copy of `model` structured-pruned (heads and FFN neurons, one importance round on `train`,
+    seed 0) to `flops` of its FLOPs, no fine-tuning: the studies' shapes, for timing."""
+    from robust_compress.compress.base import Prepare
+    from robust_compress.compress.structured_target import StructuredConfig, StructuredPruning
+
+    m = copy.deepcopy(model)
+    hook = StructuredPruning(
+        StructuredConfig(target_flops=flops), Prepare(data=train, seed=0), flops
+    )
+    hook.on_train_begin(m, 1)
+    hook.on_step_end(m, 1)
+    hook.on_train_end(m)
+    return m.eval()
 
 
 def row(name: str, value: float, unit: str = "") -> None:

@@ -17,12 +17,19 @@ from __future__ import annotations
 import argparse
 import copy
 
-from common import LABELS, MODELS, fmt, harness_args, measure, mnli, model_and_dev
+from common import (
+    LABELS,
+    MODELS,
+    fmt,
+    harness_args,
+    measure,
+    mnli,
+    model_and_dev,
+    structured_one_shot,
+)
 
-from robust_compress.compress.base import Prepare
 from robust_compress.compress.magnitude import oneshot_prune
 from robust_compress.compress.structured import head_importance, select_heads, train_batches
-from robust_compress.compress.structured_target import StructuredConfig, StructuredPruning
 from robust_compress.data.batching import EncodedSplit
 from robust_compress.models.families import blocks, encoder_flops, family_of, n_heads
 from robust_compress.models.infer import pytorch_runs, round_robin_seconds
@@ -41,14 +48,10 @@ def timed(args) -> dict:
     prune_heads(heads, select_heads(head_importance(heads, train_batches(train, 32, 8, 0)), k))
     student = str(MODELS / "paraphrase-MiniLM-L3-v2")
     student_data = EncodedSplit(mnli("dev_matched", args.n).examples, load_tokenizer(student), 128)
-    structured = {}
-    for f in (0.67, 0.5, 0.33):  # heads + FFN neurons together, one importance round
-        m = copy.deepcopy(teacher)
-        hook = StructuredPruning(StructuredConfig(target_flops=f), Prepare(data=train, seed=0), f)
-        hook.on_train_begin(m, 1)
-        hook.on_step_end(m, 1)
-        hook.on_train_end(m)
-        structured[f"structured to {f * 100:.0f} % of FLOPs"] = (m.eval(), data)
+    structured = {
+        f"structured to {f * 100:.0f} % of FLOPs": (structured_one_shot(teacher, train, f), data)
+        for f in (0.67, 0.5, 0.33)
+    }
     rows = {
         "dense teacher": (teacher, data),
         **structured,

@@ -13,16 +13,22 @@ head is near-uniform, so int8 flips its argmax easily); speed depends on shapes 
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import MODELS, fmt, group_rates, harness_args, measure, mnli, model_and_dev
+from common import (
+    MODELS,
+    fmt,
+    group_rates,
+    harness_args,
+    measure,
+    mnli,
+    model_and_dev,
+    structured_one_shot,
+)
 
-from robust_compress.compress.base import Prepare
-from robust_compress.compress.structured_target import StructuredConfig, StructuredPruning
 from robust_compress.data.batching import Collator, EncodedSplit, sorted_batches
 from robust_compress.metrics.timing import speedup
 from robust_compress.models.infer import model_inputs, round_robin_seconds
@@ -60,12 +66,7 @@ def timed(args) -> dict:
     train = EncodedSplit(mnli("train", 256).examples, tok, 128)
     models = {"teacher": teacher}
     for f, label in ((0.5, "structured 1/2"), (1 / 3, "structured 1/3")):
-        m = copy.deepcopy(teacher)
-        hook = StructuredPruning(StructuredConfig(target_flops=f), Prepare(data=train, seed=0), f)
-        hook.on_train_begin(m, 1)
-        hook.on_step_end(m, 1)
-        hook.on_train_end(m)
-        models[label] = m.eval()
+        models[label] = structured_one_shot(teacher, train, f)
     collate = Collator(getattr(teacher.config, "pad_token_id", 0) or 0)
     batches = [collate([data[i] for i in rows]) for rows in sorted_batches(data.lengths, 64)]
     runs, info = {}, {}

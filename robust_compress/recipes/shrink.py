@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,8 +77,6 @@ def shrink(
     if opts.data_dir:
         inputs.append((Path(opts.data_dir), "data folder"))
     if dry_run:  # plan in a scratch folder: nothing is written under `out`
-        import tempfile
-
         with tempfile.TemporaryDirectory() as tmp:
             path = write_study(opts, Path(tmp) / "plan", inputs, Path(out) / ORIGINAL)
             exp, stages = prepare(path, Path(out) / "study")

@@ -103,14 +103,8 @@ def verdict_rows(
 def _value(eff: Effects, runs: list[Run], metric: str, easy) -> str:
     """The metric's mean over the runs on the compared examples (a plain mean: the interval is the
     difference's)."""
-    from .effects import _arms  # the same alignment the difference used
-
-    built = _arms(metric, [side(runs)], easy)
-    if built is None:
-        return "–"
-    arms, (weights,) = built
-    total = sum(w * arms[k].scores.mean() for k, w in weights.items())
-    return f"{100 * total:.1f}"
+    level = eff.level(side(runs), metric, easy)
+    return "–" if level is None else f"{100 * level.estimate:.1f}"
 
 
 def gate_failures(rows: list[Row]) -> list[Row]:
